@@ -1,0 +1,34 @@
+# Copyright 2026 The glotok-hf authors. Licensed under the Apache License, Version 2.0.
+"""glotok-hf: GloTok (Global Perspective Tokenizer, AAAI-26) for the Hugging Face ecosystem.
+
+Importing the package registers `GloTokConfig` / `GloTokModel` with transformers' `AutoConfig` / `AutoModel`, and marks
+them for `auto_map` export so `save_pretrained` folders also load with `trust_remote_code=True` where this package is
+not installed.
+"""
+
+from transformers import AutoConfig, AutoModel
+
+from .configuration_glotok import GloTokConfig
+from .modeling_glotok import (
+    GloTokDecoderOutput,
+    GloTokEncoderOutput,
+    GloTokModel,
+    GloTokModelOutput,
+    GloTokPreTrainedModel,
+)
+
+__version__ = "0.1.0"
+
+AutoConfig.register(GloTokConfig.model_type, GloTokConfig, exist_ok=True)
+AutoModel.register(GloTokConfig, GloTokModel, exist_ok=True)
+GloTokConfig.register_for_auto_class()
+GloTokModel.register_for_auto_class("AutoModel")
+
+__all__ = [
+    "GloTokConfig",
+    "GloTokDecoderOutput",
+    "GloTokEncoderOutput",
+    "GloTokModel",
+    "GloTokModelOutput",
+    "GloTokPreTrainedModel",
+]
