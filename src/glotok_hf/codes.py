@@ -33,7 +33,7 @@ import torch
 from accelerate import PartialState
 from tqdm.auto import tqdm
 
-from .data import ImageTransform, decode_image
+from .data import ImageTransform, class_names, decode_image
 from .modeling_glotok import GloTokModel
 from .sampling import TokenLayout
 
@@ -223,9 +223,8 @@ def extract_codes(
             f"resolution must be a positive multiple of the tokenizer's downsampling factor {config.downsample_factor}, "
             f"got {resolution!r}."
         )
-    if label_names is None and label_column is not None:
-        feature = dataset.features.get(label_column)
-        label_names = list(feature.names) if isinstance(feature, datasets.ClassLabel) else None
+    if label_names is None:
+        label_names = class_names(dataset, label_column)
     label_names = list(label_names) if label_names is not None else None
     grid = resolution // config.downsample_factor
     layout = TokenLayout(config.visual_codebook_size, config.semantic_codebook_size, max(1, len(label_names or [])))
