@@ -16,6 +16,8 @@ from .modeling_glotok import (
     GloTokModelOutput,
     GloTokPreTrainedModel,
 )
+from .prior import PRIOR_SIZES, build_prior, layout_from_configs, prior_config, prior_training_batch
+from .sampling import TokenLayout, sample_image_tokens
 
 __version__ = "0.1.0"
 
@@ -25,10 +27,17 @@ GloTokConfig.register_for_auto_class()
 GloTokModel.register_for_auto_class("AutoModel")
 
 __all__ = [
+    "PRIOR_SIZES",
     "GloTokConfig",
     "GloTokDecoderOutput",
     "GloTokEncoderOutput",
     "GloTokModel",
     "GloTokModelOutput",
     "GloTokPreTrainedModel",
+    "TokenLayout",
+    "build_prior",
+    "layout_from_configs",
+    "prior_config",
+    "prior_training_batch",
+    "sample_image_tokens",
 ]
