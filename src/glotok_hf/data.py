@@ -1,0 +1,265 @@
+# Copyright 2026 The glotok-hf authors. Licensed under the Apache License, Version 2.0.
+"""Image data: `datasets` loading (imagefolder, saved datasets, Hub names), decoding of any image mode to RGB, and
+PIL/numpy transforms to pixels in [-1, 1] (torchvision is not a dependency).
+
+Images are kept undecoded in the `datasets.Dataset` (`Image(decode=False)`) and decoded per item, so an unreadable or
+corrupt file is skipped (replaced by the next readable item and counted) instead of crashing a training run. Replacing
+rather than dropping keeps every batch the same size, which keeps distributed ranks in lock-step.
+"""
+
+import io
+import os
+import warnings
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import datasets
+import numpy as np
+import torch
+from PIL import Image, ImageOps
+
+# Errors PIL raises for unreadable, truncated or hostile files.
+_DECODE_ERRORS = (OSError, SyntaxError, ValueError, Image.DecompressionBombError, EOFError)
+
+
+def to_rgb(image: Image.Image, background: tuple[int, int, int] = (255, 255, 255)) -> Image.Image:
+    """Convert a PIL image of any mode to 8-bit RGB.
+
+    Transparency (LA, RGBA, PA, P with a transparent index) is composited over `background`; 16-bit and 32-bit integer
+    images (I;16, I) are rescaled from their full range rather than clipped; float images (F) are read as [0, 1] when
+    their maximum is <= 1, else as [0, 255]; CMYK, YCbCr, LAB, HSV and 1-bit images go through PIL's converters.
+    """
+    if image.mode == "RGB":
+        return image
+    if image.mode == "P":
+        image = image.convert("RGBA" if "transparency" in image.info else "RGB")
+    if image.mode in ("LA", "PA", "RGBA", "RGBa", "La"):
+        rgba = image.convert("RGBA")
+        canvas = Image.new("RGB", rgba.size, background)
+        canvas.paste(rgba, mask=rgba.getchannel("A"))
+        return canvas
+    if image.mode.startswith("I") or image.mode == "F":
+        array = np.asarray(image).astype(np.float64)
+        if image.mode == "F":
+            scale = 1.0 if array.size and np.nanmax(array) <= 1.0 else 1 / 255.0
+        else:
+            scale = 1 / 65535.0 if array.size and array.max() > 255 else 1 / 255.0
+        array = np.clip(np.nan_to_num(array * scale) * 255.0 + 0.5, 0, 255).astype(np.uint8)
+        return Image.fromarray(array, mode="L").convert("RGB")
+    return image.convert("RGB")
+
+
+def decode_image(value: Any) -> Image.Image | None:
+    """Decode one image given as a `datasets` `{"bytes", "path"}` dict, a path, raw bytes or a PIL image.
+
+    Returns an RGB PIL image with its EXIF orientation applied, or `None` when the file cannot be read or decoded
+    (missing, truncated, corrupt, not an image).
+    """
+    try:
+        if isinstance(value, Image.Image):
+            image = value
+        elif isinstance(value, dict):
+            if value.get("bytes") is not None:
+                image = Image.open(io.BytesIO(value["bytes"]))
+            elif value.get("path"):
+                image = Image.open(value["path"])
+            else:
+                return None
+        elif isinstance(value, (bytes, bytearray)):
+            image = Image.open(io.BytesIO(value))
+        elif isinstance(value, (str, os.PathLike)):
+            image = Image.open(value)
+        else:
+            return None
+        image.load()  # force a full decode so truncated files fail here, not in a worker later
+        return to_rgb(ImageOps.exif_transpose(image))
+    except _DECODE_ERRORS:
+        return None
+
+
+class ImageTransform:
+    r"""PIL image -> `(3, resolution, resolution)` float tensor in [-1, 1].
+
+    Resize so the shorter side equals `resolution` (bicubic, antialiased), then a center crop or a random crop, then
+    an optional horizontal flip with probability 0.5. Random draws use torch's global RNG, which Accelerate seeds and
+    restores on resume.
+
+    Args:
+        resolution (`int`): output side length.
+        center_crop (`bool`, *optional*, defaults to `True`): center crop; otherwise a random crop.
+        random_flip (`bool`, *optional*, defaults to `False`): random horizontal flip.
+    """
+
+    def __init__(self, resolution: int, center_crop: bool = True, random_flip: bool = False):
+        if not isinstance(resolution, int) or isinstance(resolution, bool) or resolution <= 0:
+            raise ValueError(f"resolution must be a positive int, got {resolution!r}.")
+        self.resolution = resolution
+        self.center_crop = center_crop
+        self.random_flip = random_flip
+
+    def __call__(self, image: Image.Image) -> torch.Tensor:
+        image = to_rgb(image)
+        width, height = image.size
+        scale = self.resolution / min(width, height)
+        size = (max(self.resolution, round(width * scale)), max(self.resolution, round(height * scale)))
+        if size != image.size:
+            image = image.resize(size, Image.Resampling.BICUBIC, reducing_gap=3.0)
+        width, height = image.size
+        if self.center_crop:
+            left, top = (width - self.resolution) // 2, (height - self.resolution) // 2
+        else:
+            left = int(torch.randint(0, width - self.resolution + 1, ()).item())
+            top = int(torch.randint(0, height - self.resolution + 1, ()).item())
+        image = image.crop((left, top, left + self.resolution, top + self.resolution))
+        if self.random_flip and torch.rand(()).item() < 0.5:
+            image = image.transpose(Image.Transpose.FLIP_LEFT_RIGHT)
+        return pil_to_tensor(image)
+
+
+def pil_to_tensor(image: Image.Image) -> torch.Tensor:
+    """RGB PIL image -> `(3, H, W)` float32 tensor in [-1, 1]."""
+    array = np.asarray(to_rgb(image), dtype=np.float32)
+    return torch.from_numpy(array).permute(2, 0, 1).contiguous() / 127.5 - 1.0
+
+
+def tensor_to_pil(images: torch.Tensor) -> list[Image.Image]:
+    """`(B, 3, H, W)` or `(3, H, W)` tensor in [-1, 1] -> list of RGB PIL images."""
+    if images.ndim == 3:
+        images = images[None]
+    array = ((images.detach().float().clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8)
+    return [Image.fromarray(a.permute(1, 2, 0).cpu().numpy()) for a in array]
+
+
+def _is_saved_dataset(path: Path) -> bool:
+    return path.is_dir() and ((path / "dataset_info.json").exists() or (path / "dataset_dict.json").exists())
+
+
+def load_image_dataset(
+    dataset_name: str | None = None,
+    dataset_config_name: str | None = None,
+    train_data_dir: str | os.PathLike | None = None,
+    split: str = "train",
+    image_column: str = "image",
+    label_column: str | None = "label",
+    cache_dir: str | None = None,
+) -> datasets.Dataset:
+    """Load an image dataset with its images left undecoded (`datasets.Image(decode=False)`).
+
+    Args:
+        dataset_name (`str`, *optional*): a Hub dataset name or a local folder written by `Dataset.save_to_disk`.
+        dataset_config_name (`str`, *optional*): the dataset's configuration.
+        train_data_dir (`str`, *optional*): an `imagefolder` directory; class labels come from sub-folder names.
+        split (`str`, *optional*, defaults to `"train"`): the split to load.
+        image_column (`str`, *optional*, defaults to `"image"`): the column holding images.
+        label_column (`str`, *optional*, defaults to `"label"`): the class-label column; `None` when not needed.
+            A label column that is asked for but missing is an error.
+        cache_dir (`str`, *optional*): where `datasets` caches.
+    """
+    if (dataset_name is None) == (train_data_dir is None):
+        raise ValueError("Give exactly one of dataset_name (a Hub name or a saved dataset) or train_data_dir.")
+    if train_data_dir is not None:
+        root = Path(train_data_dir)
+        if not root.is_dir():
+            raise FileNotFoundError(f"train_data_dir {str(root)!r} is not a directory.")
+        try:
+            dataset = datasets.load_dataset("imagefolder", data_dir=str(root), split=split, cache_dir=cache_dir)
+        except (ValueError, FileNotFoundError) as err:  # e.g. "No (supported) data files found"
+            raise ValueError(f"Found no images under train_data_dir {str(root)!r} (split {split!r}): {err}") from err
+    elif _is_saved_dataset(Path(dataset_name)):
+        dataset = datasets.load_from_disk(dataset_name)
+        if isinstance(dataset, datasets.DatasetDict):
+            if split not in dataset:
+                raise ValueError(f"Saved dataset {dataset_name!r} has splits {list(dataset)}, not {split!r}.")
+            dataset = dataset[split]
+    else:
+        dataset = datasets.load_dataset(dataset_name, dataset_config_name, split=split, cache_dir=cache_dir)
+    if len(dataset) == 0:
+        raise ValueError(f"The dataset {dataset_name or str(train_data_dir)!r} (split {split!r}) is empty.")
+    if image_column not in dataset.column_names:
+        raise ValueError(
+            f"image_column {image_column!r} is not a column of the dataset; available: {dataset.column_names}."
+        )
+    if label_column is not None and label_column not in dataset.column_names:
+        raise ValueError(
+            f"label_column {label_column!r} is not a column of the dataset; available: {dataset.column_names}. "
+            "For an imagefolder, put images in one sub-folder per class."
+        )
+    if isinstance(dataset.features[image_column], datasets.Image):
+        dataset = dataset.cast_column(image_column, datasets.Image(decode=False))
+    return dataset
+
+
+def class_names(dataset: datasets.Dataset, label_column: str | None = "label") -> list[str] | None:
+    """The class names of a `ClassLabel` column, or `None` when the column is absent or not a `ClassLabel`."""
+    if label_column is None or label_column not in dataset.features:
+        return None
+    feature = dataset.features[label_column]
+    return list(feature.names) if isinstance(feature, datasets.ClassLabel) else None
+
+
+class ImageDataset(torch.utils.data.Dataset):
+    """Map-style torch dataset over a `datasets.Dataset` of undecoded images.
+
+    Item `i` is `{"pixel_values": (3, R, R) tensor, "labels": int, "num_skipped": int}`. An unreadable image at `i` is
+    replaced by the next readable one (wrapping around) and `num_skipped` counts how many were passed over, so a corrupt
+    file never crashes training and batches keep their size.
+    """
+
+    def __init__(
+        self,
+        dataset: datasets.Dataset,
+        transform: Callable[[Image.Image], torch.Tensor],
+        image_column: str = "image",
+        label_column: str | None = "label",
+    ):
+        if len(dataset) == 0:
+            raise ValueError("ImageDataset got an empty dataset.")
+        self.dataset = dataset
+        self.transform = transform
+        self.image_column = image_column
+        self.label_column = label_column
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def __getitem__(self, index: int) -> dict[str, Any]:
+        for skipped in range(len(self.dataset)):
+            row = self.dataset[(index + skipped) % len(self.dataset)]
+            image = decode_image(row[self.image_column])
+            if image is not None:
+                label = row[self.label_column] if self.label_column is not None else -1
+                return {"pixel_values": self.transform(image), "labels": int(label), "num_skipped": skipped}
+            if skipped == 0:
+                warnings.warn(
+                    f"Skipping unreadable image at index {index} ({_describe(row[self.image_column])}).", stacklevel=2
+                )
+        raise ValueError("No image in the dataset could be decoded; every file is unreadable or not an image.")
+
+
+def _describe(value: Any) -> str:
+    if isinstance(value, dict) and value.get("path"):
+        return str(value["path"])
+    return type(value).__name__
+
+
+def collate_images(examples: list[dict[str, Any]]) -> dict[str, torch.Tensor]:
+    """Stack `ImageDataset` items: `pixel_values (B, 3, R, R)`, `labels (B,)`, `num_skipped ()` (a sum)."""
+    return {
+        "pixel_values": torch.stack([e["pixel_values"] for e in examples]),
+        "labels": torch.tensor([e["labels"] for e in examples], dtype=torch.long),
+        "num_skipped": torch.tensor(sum(e["num_skipped"] for e in examples), dtype=torch.long),
+    }
+
+
+__all__ = [
+    "ImageDataset",
+    "ImageTransform",
+    "class_names",
+    "collate_images",
+    "decode_image",
+    "load_image_dataset",
+    "pil_to_tensor",
+    "tensor_to_pil",
+    "to_rgb",
+]
