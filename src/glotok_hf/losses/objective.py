@@ -27,6 +27,8 @@ from torch import nn
 from ..modeling_glotok import GloTokModelOutput
 from ._validation import check_float_tensor, check_same_shape
 from .gan import DISCRIMINATOR_LOSSES, adaptive_generator_weight, discriminator_loss, generator_adversarial_loss
+from .histogram import check_histogram, histogram_relation_loss
+from .lpips import LPIPS
 from .reconstruction import RECONSTRUCTION_LOSSES, reconstruction_loss
 from .regularizers import disentanglement_loss, entropy_loss
 
@@ -189,8 +191,8 @@ class GloTokObjective(nn.Module):
     Args:
         config ([`GloTokLossConfig`]): weights and switches.
         teacher_histogram (`torch.FloatTensor` of shape `(config.histogram_num_bins,)`, *optional*):
-            the fixed teacher distribution `P_t` of Eq. 7 (non-negative, finite). Without it the histogram term is
-            off.
+            the fixed teacher distribution `P_t` of Eq. 7 (finite, non-negative, sums to 1). Without it the histogram
+            term is off.
         perceptual (`nn.Module`, *optional*):
             a perceptual distance `perceptual(reconstruction, target)` returning per-image (or a scalar) distances
             for images in [-1, 1]; overrides `config.perceptual_model_path` (pass one or the other).
@@ -208,16 +210,7 @@ class GloTokObjective(nn.Module):
         self.config = config
 
         if teacher_histogram is not None:
-            check_float_tensor(teacher_histogram, "teacher_histogram", ndim=1)
-            if teacher_histogram.shape[0] != config.histogram_num_bins:
-                raise ValueError(
-                    f"teacher_histogram has {teacher_histogram.shape[0]} bins but GloTokLossConfig.histogram_num_bins "
-                    f"is {config.histogram_num_bins}; rebuild the teacher with the same number of bins."
-                )
-            if not torch.isfinite(teacher_histogram).all():
-                raise ValueError("teacher_histogram contains NaN or infinite values.")
-            if (teacher_histogram < 0).any() or teacher_histogram.sum() <= 0:
-                raise ValueError("teacher_histogram must be non-negative with a positive sum (a distribution).")
+            check_histogram(teacher_histogram, config.histogram_num_bins, name="teacher_histogram")
             teacher_histogram = teacher_histogram.detach().float().clone()
         self.register_buffer("teacher_histogram", teacher_histogram, persistent=False)
         if config.histogram_weight > 0 and teacher_histogram is None:
@@ -234,8 +227,6 @@ class GloTokObjective(nn.Module):
         if perceptual is not None and not isinstance(perceptual, nn.Module):
             raise TypeError(f"perceptual must be an nn.Module, got {type(perceptual).__name__}.")
         if perceptual is None and config.perceptual_model_path is not None and config.perceptual_weight > 0:
-            from .lpips import LPIPS
-
             perceptual = LPIPS.from_pretrained(config.perceptual_model_path)
         if perceptual is None and config.perceptual_weight > 0:
             warnings.warn(
@@ -416,8 +407,6 @@ class GloTokObjective(nn.Module):
 
     # ------------------------------------------------------------------------------------------------ helpers
     def _histogram_loss(self, output: GloTokModelOutput, semantic_codebook: torch.Tensor | None) -> torch.Tensor:
-        from .histogram import histogram_relation_loss
-
         if getattr(output, "semantic_latents", None) is None:
             raise ValueError(
                 f"histogram_weight={self.config.histogram_weight} > 0 but the tokenizer has no semantic codebook "
