@@ -116,3 +116,12 @@ def test_bad_config(overrides, error, match):
 def test_bad_pixel_values(pixel_values, error, match):
     with pytest.raises(error, match=match):
         tiny_discriminator()(pixel_values)
+
+
+def test_docstring_example_runs():
+    import doctest
+
+    import glotok_hf.discriminator
+
+    result = doctest.testmod(glotok_hf.discriminator, optionflags=doctest.NORMALIZE_WHITESPACE)
+    assert result.attempted > 0 and result.failed == 0

@@ -518,3 +518,14 @@ def test_discriminator_loss_bad_input(images):
 def test_soft_histogram_is_exported():
     histogram = soft_cosine_histogram(torch.eye(3))
     assert histogram.shape == (40,) and histogram.sum().item() == pytest.approx(1.0)
+
+
+def test_objective_docstring_example_runs():
+    import doctest
+
+    import glotok_hf.losses.objective
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        result = doctest.testmod(glotok_hf.losses.objective, optionflags=doctest.NORMALIZE_WHITESPACE)
+    assert result.attempted > 0 and result.failed == 0
