@@ -1,11 +1,14 @@
 """GloTokDiscriminator: the taming/LlamaGen PatchGAN layout, output shapes, norm options, safetensors save/load, bad
 input."""
 
+import doctest
+
 import pytest
 import torch
 from losses_utils import tiny_discriminator, tiny_discriminator_config
 from transformers import AutoConfig, AutoModel
 
+import glotok_hf.discriminator
 from glotok_hf.discriminator import GloTokDiscriminator, GloTokDiscriminatorConfig
 
 
@@ -119,9 +122,5 @@ def test_bad_pixel_values(pixel_values, error, match):
 
 
 def test_docstring_example_runs():
-    import doctest
-
-    import glotok_hf.discriminator
-
     result = doctest.testmod(glotok_hf.discriminator, optionflags=doctest.NORMALIZE_WHITESPACE)
     assert result.attempted > 0 and result.failed == 0

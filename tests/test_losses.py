@@ -1,6 +1,7 @@
 """Loss terms: analytic known answers for every term (signs, argument order, beta placement), the adaptive GAN weight,
 the optional regularisers, and the combined GloTokObjective end to end on the tiny tokenizer."""
 
+import doctest
 import json
 import math
 import warnings
@@ -11,6 +12,7 @@ import torch.nn.functional as F
 from conftest import dummy_images, tiny_glotok_model
 from losses_utils import CountingModule, MeanAbsoluteDistance, tiny_discriminator
 
+import glotok_hf.losses.objective
 import glotok_hf.modeling_glotok as modeling
 from glotok_hf.losses import (
     GENERATOR_TERMS,
@@ -521,10 +523,6 @@ def test_soft_histogram_is_exported():
 
 
 def test_objective_docstring_example_runs():
-    import doctest
-
-    import glotok_hf.losses.objective
-
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         result = doctest.testmod(glotok_hf.losses.objective, optionflags=doctest.NORMALIZE_WHITESPACE)
