@@ -21,18 +21,23 @@ from glotok_hf.discriminator import GloTokDiscriminator, GloTokDiscriminatorConf
 from glotok_hf.losses import LPIPS, GloTokLossConfig, GloTokObjective, histogram_bin_centers
 
 
-def timed(fn, device: torch.device, repeats: int) -> float:
+def timed(fn, device: torch.device, repeats: int) -> dict[str, float]:
+    """Median wall time and, on CPU, median process CPU time (less sensitive to other load on a shared machine)."""
     fn()  # warm-up
-    times = []
+    wall, cpu = [], []
     for _ in range(repeats):
         if device.type == "cuda":
             torch.cuda.synchronize()
-        start = time.perf_counter()
+        start, start_cpu = time.perf_counter(), time.process_time()
         fn()
         if device.type == "cuda":
             torch.cuda.synchronize()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
+        wall.append(time.perf_counter() - start)
+        cpu.append(time.process_time() - start_cpu)
+    result = {"wall_s": round(statistics.median(wall), 4)}
+    if device.type == "cpu":
+        result["cpu_s"] = round(statistics.median(cpu), 4)
+    return result
 
 
 def main() -> None:
@@ -56,7 +61,7 @@ def main() -> None:
         with autocast:
             lpips(recon, images).mean().backward()
 
-    results["lpips_fwd_bwd_s"] = timed(lpips_step, device, args.repeats)
+    results["lpips_fwd_bwd"] = timed(lpips_step, device, args.repeats)
 
     discriminator = GloTokDiscriminator(GloTokDiscriminatorConfig()).to(device)
 
@@ -64,7 +69,7 @@ def main() -> None:
         with autocast:
             discriminator(recon).mean().backward()
 
-    results["discriminator_fwd_bwd_s"] = timed(discriminator_step, device, args.repeats)
+    results["discriminator_fwd_bwd"] = timed(discriminator_step, device, args.repeats)
 
     model = GloTokModel(
         GloTokConfig(block_out_channels=(32, 64, 64), norm_num_groups=8, latent_channels=32, adapter_depth=2,
@@ -89,7 +94,7 @@ def main() -> None:
 
         return run
 
-    results["tokenizer_fwd_bwd_s"] = timed(step(None), device, args.repeats)
+    results["tokenizer_fwd_bwd"] = timed(step(None), device, args.repeats)
     for name, overrides in {
         "objective_default": {},
         "objective_adaptive_weight": {"disc_adaptive_weight": True},
@@ -99,12 +104,12 @@ def main() -> None:
         objective = GloTokObjective(
             config, teacher_histogram=teacher, perceptual=lpips if config.perceptual_weight else None
         )
-        results[f"tokenizer_plus_{name}_fwd_bwd_s"] = timed(step(objective.to(device)), device, args.repeats)
+        results[f"tokenizer_plus_{name}_fwd_bwd"] = timed(step(objective.to(device)), device, args.repeats)
 
     print(json.dumps({
         "machine": f"{platform.machine()} {os.cpu_count()} CPUs, torch {torch.__version__}, threads {torch.get_num_threads()}",
         "device": str(device), "dtype": args.dtype, "batch": args.batch, "size": args.size, "repeats": args.repeats,
-        **{k: round(v, 4) for k, v in results.items()},
+        "load_average_1min": round(os.getloadavg()[0], 2), **results,
     }, indent=1))  # fmt: skip
 
 

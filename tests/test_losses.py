@@ -523,7 +523,5 @@ def test_soft_histogram_is_exported():
 
 
 def test_objective_docstring_example_runs():
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        result = doctest.testmod(glotok_hf.losses.objective, optionflags=doctest.NORMALIZE_WHITESPACE)
+    result = doctest.testmod(glotok_hf.losses.objective, optionflags=doctest.NORMALIZE_WHITESPACE)
     assert result.attempted > 0 and result.failed == 0
