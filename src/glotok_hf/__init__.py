@@ -9,6 +9,7 @@ not installed.
 from transformers import AutoConfig, AutoModel
 
 from .configuration_glotok import GloTokConfig
+from .discriminator import GloTokDiscriminator, GloTokDiscriminatorConfig
 from .modeling_glotok import (
     GloTokDecoderOutput,
     GloTokEncoderOutput,
@@ -23,6 +24,8 @@ __version__ = "0.1.0"
 
 AutoConfig.register(GloTokConfig.model_type, GloTokConfig, exist_ok=True)
 AutoModel.register(GloTokConfig, GloTokModel, exist_ok=True)
+AutoConfig.register(GloTokDiscriminatorConfig.model_type, GloTokDiscriminatorConfig, exist_ok=True)
+AutoModel.register(GloTokDiscriminatorConfig, GloTokDiscriminator, exist_ok=True)
 GloTokConfig.register_for_auto_class()
 GloTokModel.register_for_auto_class("AutoModel")
 
@@ -30,6 +33,8 @@ __all__ = [
     "PRIOR_SIZES",
     "GloTokConfig",
     "GloTokDecoderOutput",
+    "GloTokDiscriminator",
+    "GloTokDiscriminatorConfig",
     "GloTokEncoderOutput",
     "GloTokModel",
     "GloTokModelOutput",
