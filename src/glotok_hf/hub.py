@@ -15,8 +15,10 @@ prior/                 a stock LlamaForCausalLM (no code)
 README.md              model card; sample_grid.png
 ```
 
-Every module file is self-contained because diffusers, loading a pipeline from a Hub repo, downloads a component's
-module file but not the files it imports relatively (see tests/test_hub.py, which loads through a loopback fake Hub).
+Every module file is self-contained. Loading from a Hub repo (checked through a loopback fake Hub with diffusers
+0.42.1), diffusers downloads a component's module file but not the files it imports relatively, so an unbundled
+`vqmodel/modeling_glotok.py` fails on its `configuration_glotok` import; the root pipeline module's relative imports
+are fetched, but one file per module is simpler to read and does not depend on that.
 """
 
 import ast

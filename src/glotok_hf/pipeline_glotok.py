@@ -217,8 +217,15 @@ class GloTokPipeline(DiffusionPipeline):
             label = [int(x) for x in label.reshape(-1).tolist()]
         if isinstance(label, (str, bytes)) or _is_int(label):
             label = [label]
-        if not isinstance(label, Sequence) or len(label) == 0:
-            raise ValueError(f"class_labels must be an int, a label name or a non-empty list of them, got {label!r}.")
+        if not isinstance(label, Sequence):
+            raise TypeError(
+                f"class_labels must be an int, a label name (str) or a list of them, got {type(label).__name__} "
+                f"{label!r}."
+            )
+        if len(label) == 0:
+            raise ValueError(
+                "class_labels must be an int, a label name or a non-empty list of them, got an empty list."
+            )
         return [self._label_id(item) for item in label]
 
     def _label_id(self, label) -> int:
