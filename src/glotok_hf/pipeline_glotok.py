@@ -363,13 +363,16 @@ class GloTokPipeline(DiffusionPipeline):
 
         grid = self.vqmodel.config.latent_grid_size
         self._num_timesteps = self.layout.num_image_tokens(grid * grid)
-        with self.progress_bar(total=self._num_timesteps) as progress_bar:
+        bars = []  # opened at the first token, so that a call rejected by the sampler's checks shows no bar
 
-            def on_token(step: int, total: int) -> None:
-                progress_bar.update()
-                if callback_on_step_end is not None:
-                    callback_on_step_end(self, step - 1, step - 1, {})
+        def on_token(step: int, total: int) -> None:
+            if not bars:
+                bars.append(self.progress_bar(total=total))
+            bars[0].update()
+            if callback_on_step_end is not None:
+                callback_on_step_end(self, step - 1, step - 1, {})
 
+        try:
             tokens = sample_image_tokens(
                 self.prior,
                 self.layout,
@@ -385,6 +388,9 @@ class GloTokPipeline(DiffusionPipeline):
                 callback=on_token,
                 device=device,
             )
+        finally:
+            for bar in bars:
+                bar.close()
         visual_indices, semantic_indices = self.layout.to_indices(tokens, grid=(grid, grid))
 
         images = None
