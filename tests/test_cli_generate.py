@@ -33,7 +33,8 @@ def glotok(*argv) -> int:
 
 
 def pixels(path) -> np.ndarray:
-    return np.asarray(Image.open(path).convert("RGB"))
+    with Image.open(path) as image:
+        return np.asarray(image.convert("RGB"))
 
 
 # ------------------------------------------------------------------------------------------------- generate
@@ -82,7 +83,7 @@ def test_existing_grid_needs_overwrite(pipeline_dir, tmp_path, capsys):
     assert "grid.png already exists; pass --overwrite" in capsys.readouterr().err
     assert grid.read_bytes() == b"precious"
     assert glotok("generate", "--pipeline", pipeline_dir, "--class-labels", 0, "--output", grid, "--overwrite") == 0
-    assert Image.open(grid).size == (8, 8)
+    assert pixels(grid).shape == (8, 8, 3)
 
 
 def test_default_pipeline_comes_from_the_environment(pipeline_dir, tmp_path, monkeypatch, capsys):
@@ -188,7 +189,7 @@ def test_reconstruct_writes_pairs_and_prints_psnr(pipe, pipeline_dir, image_file
     assert grid.shape == (4 * 8, 2 * 8, 3)  # one row per image: original | reconstruction
     assert np.array_equal(grid[:8, :8], pixels(image_files[0]))  # the RGB image is already 8x8
     with torch.no_grad():
-        original = pil_to_tensor(Image.open(image_files[0]))[None]
+        original = pil_to_tensor(Image.fromarray(pixels(image_files[0])))[None]
         expected = pipe.vqmodel(original).sample.clamp(-1, 1)
     assert np.array_equal(grid[:8, 8:], np.asarray(tensor_to_pil(expected)[0]))
     psnr = float(peak_signal_noise_ratio((expected + 1) / 2, (original + 1) / 2, data_range=1.0))

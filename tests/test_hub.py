@@ -236,8 +236,8 @@ def test_pipeline_model_card_content(pipe, tmp_path):
     assert "| rFID | 12.35 |" in text and "| codebook usage | 100% |" in text and "500 held-out" in text
     assert "| token grid | 4x4 |" in text and "| classes | 3 |" in text
     assert f"![Samples]({SAMPLE_GRID_FILE})" in text
-    grid = Image.open(tmp_path / SAMPLE_GRID_FILE)
-    assert grid.size == (3 * 8, 8)  # the 3 classes in one row of 8x8 images
+    with Image.open(tmp_path / SAMPLE_GRID_FILE) as grid:
+        assert grid.size == (3 * 8, 8) and grid.format == "PNG"  # the 3 classes in one row of 8x8 images
     assert re.search(r"class_labels=\[\"seven\", 0\]", text)  # the snippet uses a real label name
 
 
