@@ -10,7 +10,6 @@ import pytest
 import torch
 from conftest import PYTHON
 from diffusers.utils.dynamic_modules_utils import get_relative_imports
-from fakehub import fake_hub  # noqa: F401
 from huggingface_hub import ModelCard
 from PIL import Image
 from pipeline_utils import ID2LABEL, generators, single_thread, tiny_pipeline  # noqa: F401
@@ -156,7 +155,7 @@ REMOTE_LOAD_SCRIPT = textwrap.dedent(
 
 
 @pytest.mark.slow  # a child process importing torch + diffusers: ~10 s of CPU
-def test_push_to_hub_then_load_without_the_package(pipe, tmp_path, fake_hub, subprocess_env):  # noqa: F811
+def test_push_to_hub_then_load_without_the_package(pipe, tmp_path, fake_hub, subprocess_env):
     reference = reference_images(pipe)
     torch.save({"images": reference}, tmp_path / "reference.pt")
     local = tmp_path / "exported"
@@ -193,7 +192,7 @@ def test_push_to_hub_then_load_without_the_package(pipe, tmp_path, fake_hub, sub
     assert {"pipeline_glotok.py", "vqmodel/modeling_glotok.py", "vqmodel/model.safetensors"} <= downloaded
 
 
-def test_push_keeps_the_repo_card_unless_one_is_given(pipe, fake_hub):  # noqa: F811
+def test_push_keeps_the_repo_card_unless_one_is_given(pipe, fake_hub):
     fake_hub.upload("tester/kept", {"README.md": "hand-written card"})
     pipe.push_to_hub("tester/kept", sample_grid=None)
     files = fake_hub.files("tester/kept")
@@ -203,7 +202,7 @@ def test_push_keeps_the_repo_card_unless_one_is_given(pipe, fake_hub):  # noqa: 
     assert fake_hub.commits("tester/kept")[-1] == "Upload GloTokPipeline"
 
 
-def test_save_pretrained_with_push_to_hub_uploads_the_folder(pipe, tmp_path, fake_hub):  # noqa: F811
+def test_save_pretrained_with_push_to_hub_uploads_the_folder(pipe, tmp_path, fake_hub):
     folder = tmp_path / "glotok-pushed"
     pipe.save_pretrained(folder, push_to_hub=True, sample_grid=None, commit_message="first")
     files = fake_hub.files("tester/glotok-pushed")
