@@ -37,8 +37,9 @@ def generators(*seeds: int) -> list[torch.Generator]:
 
 @pytest.fixture
 def single_thread():
-    """One intra-op thread for the test: tiny models gain nothing from more, and on a busy 2-core machine two threads
-    spin-wait on each other (a 32-step tiny pipeline call takes ~0.13 s on one thread, 1.5-7 s on two)."""
+    """One intra-op thread for the test: tiny models gain nothing from more threads, and on the busy 2-core dev
+    machine two threads spin-wait on each other (a 32-step tiny pipeline call measured 0.13 s on one thread and
+    1.5-7 s on two, at a load average of 8)."""
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     yield

@@ -384,14 +384,16 @@ def model_card(
     if kind not in CARD_KINDS:
         raise ValueError(f"kind must be one of {CARD_KINDS}, got {kind!r}.")
     repo = repo_id or "<user>/<repo>"
+    all_tags = {"glotok", "image-tokenizer", "vector-quantization", *tags}
+    if kind != "tokenizer":
+        all_tags |= {"class-conditional-image-generation", "autoregressive"}
     data = ModelCardData(
         license=license,
         library_name="diffusers" if kind == "pipeline" else "transformers",
         pipeline_tag="unconditional-image-generation" if kind == "pipeline" else None,
-        tags=sorted({"glotok", "image-tokenizer", "vector-quantization", *tags}
-                    | ({"class-conditional-image-generation", "autoregressive"} if kind != "tokenizer" else set())),
+        tags=sorted(all_tags),
         datasets=list(datasets) if datasets else None,
-    )  # fmt: skip
+    )
     labels = dict(sorted((int(k), v) for k, v in (id2label or {}).items()))
     if labels:  # a name and an id, e.g. ["seven", 0]
         name = labels[max(labels)].split(",")[0].strip()

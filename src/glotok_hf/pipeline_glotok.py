@@ -23,7 +23,7 @@ import torch
 from diffusers import DiffusionPipeline
 from diffusers.callbacks import MultiPipelineCallbacks, PipelineCallback
 from diffusers.image_processor import VaeImageProcessor
-from diffusers.utils import BaseOutput
+from diffusers.utils import BaseOutput, replace_example_docstring
 from transformers import PreTrainedModel
 
 from .sampling import TokenLayout, sample_image_tokens
@@ -35,10 +35,11 @@ EXAMPLE_DOC_STRING = """
         >>> from diffusers import DiffusionPipeline
 
         >>> pipe = DiffusionPipeline.from_pretrained("user/glotok-digits", trust_remote_code=True)
-        >>> generator = [torch.Generator().manual_seed(i) for i in range(8)]
+        >>> generator = [torch.Generator().manual_seed(i) for i in range(8)]  # one per image
         >>> out = pipe(["seven", 3], num_images_per_label=4, guidance_scale=2.0, generator=generator)
-        >>> len(out.images), out.visual_indices.shape
-        (8, torch.Size([8, 16, 16]))
+        >>> len(out.images), out.visual_indices.shape[0]
+        (8, 8)
+        >>> out.images[0].save("seven.png")
         ```
 """
 
@@ -293,6 +294,7 @@ class GloTokPipeline(DiffusionPipeline):
                 )
 
     @torch.no_grad()
+    @replace_example_docstring(EXAMPLE_DOC_STRING)
     def __call__(
         self,
         class_labels: int | str | Sequence[int | str],
@@ -343,6 +345,8 @@ class GloTokPipeline(DiffusionPipeline):
             callback_on_step_end_tensor_inputs (`list[str]`, *optional*):
                 Tensors to pass in `callback_kwargs`; must be a subset of `_callback_tensor_inputs` (empty: the
                 sampler exposes no tensors mid-way).
+
+        Examples:
 
         Returns:
             [`GloTokPipelineOutput`] or `tuple`: the images and the sampled index grids.
