@@ -229,3 +229,12 @@ def test_reconstruct_model_must_be_a_glotok_tokenizer(pipeline_dir, image_files,
         glotok("reconstruct", image_files[0], "--model", pipeline_dir / "prior", "--output", tmp_path / "r.png") == 2
     )
     assert "is not a GloTok tokenizer folder" in capsys.readouterr().err
+
+
+def test_bfloat16_weights(pipeline_dir, image_files, tmp_path, capsys):
+    assert glotok("generate", "--pipeline", pipeline_dir, "--class-labels", 0, 1, "--dtype", "bfloat16",
+                  "--output", tmp_path / "g.png") == 0  # fmt: skip
+    assert pixels(tmp_path / "g.png").shape == (2 * 8, 8, 3)
+    assert glotok("reconstruct", image_files[0], "--model", pipeline_dir, "--dtype", "bfloat16",
+                  "--output", tmp_path / "r.png") == 0  # fmt: skip
+    assert "rgb.png: PSNR" in capsys.readouterr().out
