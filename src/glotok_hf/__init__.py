@@ -22,6 +22,18 @@ from .sampling import TokenLayout, sample_image_tokens
 
 __version__ = "0.1.0"
 
+_LAZY = {"GloTokPipeline": "pipeline_glotok", "GloTokPipelineOutput": "pipeline_glotok"}
+
+
+def __getattr__(name: str):
+    # The pipeline pulls in diffusers (several seconds); import it only when it is asked for.
+    if name in _LAZY:
+        import importlib
+
+        return getattr(importlib.import_module(f".{_LAZY[name]}", __name__), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
 AutoConfig.register(GloTokConfig.model_type, GloTokConfig, exist_ok=True)
 AutoModel.register(GloTokConfig, GloTokModel, exist_ok=True)
 AutoConfig.register(GloTokDiscriminatorConfig.model_type, GloTokDiscriminatorConfig, exist_ok=True)
@@ -38,6 +50,8 @@ __all__ = [
     "GloTokEncoderOutput",
     "GloTokModel",
     "GloTokModelOutput",
+    "GloTokPipeline",
+    "GloTokPipelineOutput",
     "GloTokPreTrainedModel",
     "TokenLayout",
     "build_prior",
