@@ -385,7 +385,7 @@ def teacher_from_backbone(
     """
     from transformers import AutoImageProcessor, AutoModel
 
-    from .data import decode_image, load_image_dataset
+    from .data import class_names, decode_image, load_image_dataset
 
     for name, value, minimum in (("num_clusters", num_clusters, 1), ("batch_size", batch_size, 1),
                                  ("num_workers", num_workers, 0)):  # fmt: skip
@@ -397,18 +397,6 @@ def teacher_from_backbone(
         raise ValueError(f"max_images must be a positive int or None, got {max_images!r}.")
     alpha = _resolve_alpha(alpha, num_bins)
     device = torch.device(device) if device is not None else _default_device()
-
-    dataset = load_image_dataset(
-        dataset_name=dataset_name,
-        dataset_config_name=dataset_config_name,
-        train_data_dir=train_data_dir,
-        split=split,
-        image_column=image_column,
-        label_column=label_column if per_class else None,
-        cache_dir=cache_dir,
-    )
-    if max_images is not None and max_images < len(dataset):
-        dataset = dataset.shuffle(seed=seed).select(range(max_images))
 
     processor = AutoImageProcessor.from_pretrained(model_name_or_path, cache_dir=cache_dir)
     model = AutoModel.from_pretrained(model_name_or_path, cache_dir=cache_dir, dtype=dtype)
@@ -422,40 +410,40 @@ def teacher_from_backbone(
             "index (-1 is the last layer)."
         )
 
+    dataset = load_image_dataset(
+        dataset_name=dataset_name,
+        dataset_config_name=dataset_config_name,
+        train_data_dir=train_data_dir,
+        split=split,
+        image_column=image_column,
+        label_column=label_column if per_class else None,
+        cache_dir=cache_dir,
+    )
+    if max_images is not None and max_images < len(dataset):
+        dataset = dataset.shuffle(seed=seed).select(range(max_images))
+
     loader = torch.utils.data.DataLoader(
         _ProcessedImages(dataset, processor, image_column, label_column if per_class else None, decode_image),
         batch_size=batch_size,
         num_workers=num_workers,
         collate_fn=_collate_readable,
     )
-    features, labels, image_count, skipped = [], [], 0, 0
-    with torch.no_grad():
-        for batch in tqdm(loader, desc="Extracting patch features", disable=not progress, unit="batch"):
-            skipped += batch["num_skipped"]
-            if batch["pixel_values"] is None:
-                continue
-            pixel_values = batch["pixel_values"].to(device=device, dtype=dtype)
-            tokens = extract_patch_features(vision, pixel_values, layer, vision_config.patch_size, pool_size)
-            image_count += tokens.shape[0]
-            features.append(tokens.reshape(-1, tokens.shape[-1]).float().cpu().numpy())
-            labels.append(np.repeat(batch["labels"].numpy(), tokens.shape[1]))
+    features, labels, image_count, skipped = _extract_dataset_features(
+        vision, loader, layer, vision_config.patch_size, pool_size, device, dtype, progress
+    )
     if image_count == 0:
         raise ValueError(
             f"No readable image in the dataset {dataset_name or str(train_data_dir)!r} (split {split!r}); "
             f"{skipped} file(s) could not be decoded."
         )
-    features = np.concatenate(features)
     if normalize_features:
         features /= np.maximum(np.linalg.norm(features, axis=1, keepdims=True), 1e-12)
-    labels = np.concatenate(labels)
-    if per_class:
-        groups = [(int(c), features[labels == c]) for c in np.unique(labels)]
-    else:
-        groups = [(None, features)]
+    groups = {None: features} if not per_class else {int(c): features[labels == c] for c in np.unique(labels)}
+    names = class_names(dataset, label_column) if per_class else None
     centers = []
-    for group, group_features in groups:
+    for group, group_features in groups.items():
         if len(group_features) < num_clusters:
-            where = f"class {group}" if group is not None else "the dataset"
+            where = "the dataset" if group is None else f"class {names[group] if names else group!r}"
             raise ValueError(
                 f"k-means needs at least num_clusters={num_clusters} features but {where} has {len(group_features)}; "
                 "use fewer clusters, more images or a larger pool_size."
@@ -513,6 +501,24 @@ def extract_patch_features(
         raise ValueError(f"pool_size={pool_size} is larger than the {grid_h}x{grid_w} patch grid.")
     grid = patches.transpose(1, 2).reshape(patches.shape[0], -1, grid_h, grid_w)
     return F.adaptive_avg_pool2d(grid.float(), pool_size).flatten(2).transpose(1, 2)
+
+
+def _extract_dataset_features(vision, loader, layer, patch_size, pool_size, device, dtype, progress):
+    """Run the backbone over `loader`: `(features (N, C) float32, labels (N,), image count, skipped count)`."""
+    features, labels, image_count, skipped = [], [], 0, 0
+    with torch.no_grad():
+        for batch in tqdm(loader, desc="Extracting patch features", disable=not progress, unit="batch"):
+            skipped += batch["num_skipped"]
+            if batch["pixel_values"] is None:
+                continue
+            pixel_values = batch["pixel_values"].to(device=device, dtype=dtype)
+            tokens = extract_patch_features(vision, pixel_values, layer, patch_size, pool_size)
+            image_count += tokens.shape[0]
+            features.append(tokens.reshape(-1, tokens.shape[-1]).float().cpu().numpy())
+            labels.append(np.repeat(batch["labels"].numpy(), tokens.shape[1]))
+    if not features:
+        return np.zeros((0, 0), np.float32), np.zeros(0, np.int64), 0, skipped
+    return np.concatenate(features), np.concatenate(labels), image_count, skipped
 
 
 def kmeans_centers(features: np.ndarray, num_clusters: int, seed: int = 0) -> np.ndarray:
