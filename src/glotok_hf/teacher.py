@@ -13,6 +13,24 @@ once, offline, from a token set:
 
 A [`TeacherHistogram`] saves to one small safetensors file (the histogram, bin centres, alpha and metadata naming its
 source), so every training run records its teacher; [`load_teacher`] checks it against the training configuration.
+
+Example:
+
+```python
+>>> import tempfile
+>>> from glotok_hf.teacher import load_teacher, random_codebook_teacher
+>>> teacher = random_codebook_teacher(size=1024, dim=8, seed=0)
+>>> teacher.histogram.shape, teacher.alpha, teacher.metadata["source"]
+(torch.Size([40]), 190.125, 'random')
+>>> path = teacher.save(f"{tempfile.mkdtemp()}/teacher-random.safetensors")
+>>> load_teacher(path, num_bins=40, alpha=190.125).metadata["seed"]
+0
+>>> load_teacher(path, num_bins=32)
+Traceback (most recent call last):
+...
+ValueError: Teacher histogram ... has 40 bins but the training configuration uses num_bins=32; ...
+
+```
 """
 
 import datetime

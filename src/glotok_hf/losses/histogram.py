@@ -70,8 +70,8 @@ def soft_cosine_histogram(
     The similarities `s_ij` of all pairs `i <= j` (diagonal included) are spread over `num_bins` centres `B_k` evenly
     spaced on [-1, 1] with the Gaussian kernel `exp(-alpha (s_ij - B_k)^2)`, summed over pairs and normalised to sum
     to 1. It equals [`naive_soft_cosine_histogram`] (tested to 1e-5 relative in value and gradient) without ever
-    holding more than `block_size` pairs: a 16,384-code codebook (134M pairs) takes a few seconds and ~100 MB on a
-    2-core CPU, forward and backward (see `benchmarks/README.md`).
+    holding more than `block_size` pairs: forward + backward for a 16,384-code codebook (134M pairs) takes ~5 s and
+    ~50 MB on one CPU core, where the literal formula would need ~100 GB (see `benchmarks/README.md`).
 
     How:
     - Rows are l2-normalised by autograd; a custom `torch.autograd.Function` then loops over row blocks of the upper
@@ -83,7 +83,9 @@ def soft_cosine_histogram(
       applied to the 40-bin sums.
     - Per-block sums are accumulated in fp32 by a scatter-add over the nearest-centre index, then added in fp64.
     - Nothing but the normalised vectors is saved for backward, which recomputes each block and forms the per-pair
-      weight `w_ij = sum_k g_k dK(s_ij, B_k)/ds` from the same window, then `grad += w @ unit` on both sides.
+      weight `w_ij = sum_k g_k dK(s_ij, B_k)/ds` on the same window (a polynomial in `exp(2ahd)` whose coefficients
+      are gathered from a `(2J + 1, num_bins)` table, evaluated by Horner's rule), then `grad += w @ unit` on both
+      sides of the pair.
     - Math runs in fp32 (fp64 for fp64 input) with autocast disabled; only device-generic torch ops are used.
 
     Args:
@@ -94,19 +96,34 @@ def soft_cosine_histogram(
             Number of bin centres on [-1, 1] (Eq. 5).
         alpha (`float`, *optional*):
             Kernel sharpness of Eq. 6; defaults to [`default_histogram_alpha`] (bandwidth = bin spacing, 190.125 for
-            40 bins).
+            40 bins); at most [`max_histogram_alpha`] (12,168 for 40 bins).
         block_size (`int`, *optional*):
             Number of pairs evaluated at once (at least one row of the similarity matrix); working memory is about
-            `block_size * (2J + 6) * 4` bytes. Defaults to 2**18 on CPU (cache-sized) and 2**22 on accelerators.
+            `block_size * (2J + 10) * 4` bytes (~50 MB on CPU). Defaults to 2**19 on CPU and 2**21 on accelerators.
 
     Returns:
         `torch.Tensor` of shape `(num_bins,)`, non-negative, summing to 1; fp64 for fp64 input, else fp32.
         Differentiable with respect to `vectors`.
+
+    Example:
+
+    ```python
+    >>> import torch
+    >>> from glotok_hf.losses.histogram import naive_soft_cosine_histogram, soft_cosine_histogram
+    >>> codebook = torch.randn(1024, 8, requires_grad=True)
+    >>> histogram = soft_cosine_histogram(codebook)
+    >>> histogram.shape, round(histogram.sum().item(), 5)
+    (torch.Size([40]), 1.0)
+    >>> torch.allclose(histogram, naive_soft_cosine_histogram(codebook), rtol=1e-5, atol=1e-7)
+    True
+    >>> histogram[20].backward()  # gradients reach the codebook
+
+    ```
     """
     _check_vectors(vectors)
     alpha = _resolve_alpha(alpha, num_bins)
     if block_size is None:
-        block_size = 2**18 if vectors.device.type == "cpu" else 2**22
+        block_size = 2**19 if vectors.device.type == "cpu" else 2**21
     elif isinstance(block_size, bool) or not isinstance(block_size, int) or block_size < 1:
         raise ValueError(f"block_size must be a positive int (pairs per block), got {block_size!r}.")
     dtype = torch.float64 if vectors.dtype == torch.float64 else torch.float32
@@ -135,6 +152,21 @@ def histogram_relation_loss(
 
     Returns:
         `torch.Tensor` of shape `()`, fp32 (fp64 for fp64 codebooks), >= 0 up to `eps`.
+
+    Example:
+
+    ```python
+    >>> import torch
+    >>> from glotok_hf.losses.histogram import histogram_relation_loss
+    >>> from glotok_hf.teacher import random_codebook_teacher
+    >>> teacher = random_codebook_teacher(size=1024, dim=64, seed=0)  # a control teacher, concentrated near 0
+    >>> codebook = torch.randn(1024, 8, requires_grad=True)
+    >>> loss = histogram_relation_loss(codebook, teacher.histogram, alpha=teacher.alpha)
+    >>> loss.backward()
+    >>> loss.item() > 0, codebook.grad.shape
+    (True, torch.Size([1024, 8]))
+
+    ```
     """
     teacher = check_histogram(teacher_histogram, num_bins, name="teacher_histogram")
     student = soft_cosine_histogram(codebook, num_bins=num_bins, alpha=alpha)
@@ -200,7 +232,7 @@ class _Workspace:
     tensors costs more than the elementwise ops themselves."""
 
     def __init__(self, n: int, block_size: int, width: int, device: torch.device, dtype: torch.dtype):
-        pairs = max(block_size, n)
+        pairs = max((stop - start) * (n - start) for start, stop in _row_blocks(n, block_size))
 
         def empty(size: int, dtype: torch.dtype = dtype) -> torch.Tensor:
             return torch.empty(size, device=device, dtype=dtype)
