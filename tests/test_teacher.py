@@ -145,6 +145,7 @@ def test_save_never_overwrites(tmp_path):
     assert path.read_bytes() == before
     uniform_teacher(num_bins=8).save(path, overwrite=True)
     assert load_teacher(path).num_bins == 8
+    assert [p.name for p in tmp_path.iterdir()] == ["teacher.safetensors"]  # no partial file left behind
 
 
 def test_load_checks_the_training_configuration(tmp_path):
@@ -211,6 +212,9 @@ def test_teacher_from_glotok_checkpoint(tmp_path):
         teacher_from_codebook(tmp_path / "visual_only")
     with pytest.raises(FileNotFoundError, match="does not exist"):
         teacher_from_codebook(tmp_path / "missing" / "tokenizer")
+    with pytest.raises(OSError, match="huggingface.co") as error:  # "org/name" is looked up on the (offline) Hub
+        teacher_from_codebook("some-org/some-tokenizer")
+    assert not isinstance(error.value, FileNotFoundError)
 
 
 def test_teacher_from_safetensors_file(tmp_path):

@@ -105,7 +105,7 @@ class TeacherHistogram:
     def save(self, path: str | os.PathLike, overwrite: bool = False, include_tokens: bool = False) -> Path:
         """Write one safetensors file: tensors `histogram`, `bin_centers` (and `tokens` with `include_tokens`),
         string metadata `format`, `num_bins`, `alpha` and `metadata` (JSON). An existing file is only replaced with
-        `overwrite=True`."""
+        `overwrite=True`, and atomically."""
         path = Path(path)
         if path.exists() and not overwrite:
             raise FileExistsError(f"{str(path)!r} already exists; pass overwrite=True (--overwrite) to replace it.")
@@ -123,7 +123,13 @@ class TeacherHistogram:
             "alpha": repr(self.alpha),
             "metadata": json.dumps(self.metadata, default=str, sort_keys=True),
         }
-        save_file(tensors, str(path), metadata=metadata)
+        # Written next to the target and renamed, so an interrupted save never leaves a truncated teacher behind.
+        partial = path.with_name(f".{path.name}.{os.getpid()}.partial")
+        try:
+            save_file(tensors, str(partial), metadata=metadata)
+            os.replace(partial, path)
+        finally:
+            partial.unlink(missing_ok=True)
         return path
 
     def summary(self, width: int = 40) -> str:
@@ -331,7 +337,10 @@ def _tensor_from_safetensors(path: Path, key: str | None, branch: str) -> tuple[
 def _codebook_from_checkpoint(name_or_path: str, branch: str) -> tuple[torch.Tensor, dict]:
     from .modeling_glotok import GloTokModel
 
-    if os.path.sep in name_or_path and not Path(name_or_path).exists():
+    looks_local = (
+        Path(name_or_path).is_absolute() or name_or_path.startswith((".", "~")) or name_or_path.count("/") > 1
+    )
+    if looks_local and not Path(name_or_path).expanduser().exists():  # "org/name" may still be a Hub id
         raise FileNotFoundError(f"GloTok checkpoint {name_or_path!r} does not exist.")
     model = GloTokModel.from_pretrained(name_or_path)
     module = getattr(model, branch)
