@@ -143,14 +143,16 @@ def test_result_does_not_depend_on_block_size():
             torch.testing.assert_close(actual, expected, rtol=1e-12, atol=1e-15)
 
 
-def test_bincount_and_scatter_accumulation_agree():
-    """The CUDA accumulation (bincount over a flattened index) equals the CPU one (scatter-add)."""
+def test_accumulation_methods_agree():
+    """The CUDA accumulations (bincount, and the deterministic flat scatter) equal the CPU one (row scatter)."""
     nearest, weights = torch.randint(0, 40, (1000,)), torch.rand(11, 1000)
-    scatter, bincount = torch.zeros(11, 40), torch.zeros(11, 40)
-    _scatter_window_sums(scatter, nearest, weights, use_bincount=False)
-    _scatter_window_sums(bincount, nearest, weights, use_bincount=True)
-    torch.testing.assert_close(scatter, bincount)
-    torch.testing.assert_close(scatter[3], torch.zeros(40).index_add_(0, nearest, weights[3]))
+    results = {}
+    for method in ("rows", "bincount", "flat"):
+        results[method] = torch.zeros(11, 40)
+        _scatter_window_sums(results[method], nearest, weights, method=method)
+    torch.testing.assert_close(results["bincount"], results["rows"])
+    torch.testing.assert_close(results["flat"], results["rows"])
+    torch.testing.assert_close(results["rows"][3], torch.zeros(40).index_add_(0, nearest, weights[3]))
 
 
 def test_gradcheck_on_tiny_double_input():

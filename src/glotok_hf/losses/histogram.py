@@ -269,21 +269,27 @@ def _block_offsets(unit: torch.Tensor, unit_t: torch.Tensor, start: int, stop: i
     return nearest, offset, center, ratio
 
 
-def _scatter_window_sums(
-    out: torch.Tensor, nearest: torch.Tensor, weights: torch.Tensor, use_bincount: bool | None = None
-) -> None:
+def _scatter_window_sums(out: torch.Tensor, nearest: torch.Tensor, weights: torch.Tensor, method: str | None = None):
     """`out[j, m] += sum of weights[j, p] over the pairs p with nearest[p] == m`; `out (width, num_bins)`.
 
-    On CPU a scatter-add along the bins runs in parallel over the window slots (about 3x faster than bincount here);
-    on CUDA bincount keeps the few bins in shared memory instead of contending on global atomics."""
+    `method`: `"rows"` (CPU default) scatter-adds along the bins, in parallel over the window slots, about 3x faster
+    than bincount on CPU; `"bincount"` (CUDA default) keeps the few bins in shared memory instead of contending on
+    global atomics; `"flat"` is a 1-D scatter-add, which has a deterministic CUDA implementation (used under
+    `torch.use_deterministic_algorithms(True)`, where CUDA bincount raises)."""
     width, num_bins = out.shape
-    if use_bincount is None:
-        use_bincount = out.device.type != "cpu"
-    if use_bincount:
-        index = nearest + torch.arange(0, width * num_bins, num_bins, device=out.device)[:, None]
-        out += torch.bincount(index.view(-1), weights=weights.reshape(-1), minlength=width * num_bins).view_as(out)
-    else:
+    if method is None:
+        if out.device.type == "cpu":
+            method = "rows"
+        else:
+            method = "flat" if torch.are_deterministic_algorithms_enabled() else "bincount"
+    if method == "rows":
         out.scatter_add_(1, nearest.expand(width, -1), weights)
+        return
+    index = (nearest + torch.arange(0, width * num_bins, num_bins, device=out.device)[:, None]).view(-1)
+    if method == "bincount":
+        out += torch.bincount(index, weights=weights.reshape(-1), minlength=width * num_bins).view_as(out)
+    else:
+        out.view(-1).scatter_add_(0, index, weights.reshape(-1))
 
 
 def _polynomial_and_slope(coefficients: list, x: torch.Tensor, value: torch.Tensor, slope: torch.Tensor) -> None:
