@@ -1,11 +1,14 @@
 """GloTokDiscriminator: the taming/LlamaGen PatchGAN layout, output shapes, norm options, safetensors save/load, bad
 input."""
 
+import doctest
+
 import pytest
 import torch
 from losses_utils import tiny_discriminator, tiny_discriminator_config
 from transformers import AutoConfig, AutoModel
 
+import glotok_hf.discriminator
 from glotok_hf.discriminator import GloTokDiscriminator, GloTokDiscriminatorConfig
 
 
@@ -116,3 +119,8 @@ def test_bad_config(overrides, error, match):
 def test_bad_pixel_values(pixel_values, error, match):
     with pytest.raises(error, match=match):
         tiny_discriminator()(pixel_values)
+
+
+def test_docstring_example_runs():
+    result = doctest.testmod(glotok_hf.discriminator, optionflags=doctest.NORMALIZE_WHITESPACE)
+    assert result.attempted > 0 and result.failed == 0

@@ -1,6 +1,7 @@
 """Loss terms: analytic known answers for every term (signs, argument order, beta placement), the adaptive GAN weight,
 the optional regularisers, and the combined GloTokObjective end to end on the tiny tokenizer."""
 
+import doctest
 import json
 import math
 import warnings
@@ -11,6 +12,7 @@ import torch.nn.functional as F
 from conftest import dummy_images, tiny_glotok_model
 from losses_utils import CountingModule, MeanAbsoluteDistance, tiny_discriminator
 
+import glotok_hf.losses.objective
 import glotok_hf.modeling_glotok as modeling
 from glotok_hf.losses import (
     GENERATOR_TERMS,
@@ -518,3 +520,8 @@ def test_discriminator_loss_bad_input(images):
 def test_soft_histogram_is_exported():
     histogram = soft_cosine_histogram(torch.eye(3))
     assert histogram.shape == (40,) and histogram.sum().item() == pytest.approx(1.0)
+
+
+def test_objective_docstring_example_runs():
+    result = doctest.testmod(glotok_hf.losses.objective, optionflags=doctest.NORMALIZE_WHITESPACE)
+    assert result.attempted > 0 and result.failed == 0

@@ -132,6 +132,9 @@ def test_gradients_reach_the_input_only_and_are_finite_at_zero_distance(lpips):
     same = y.clone().requires_grad_(True)
     lpips(same, y).sum().backward()
     assert torch.isfinite(same.grad).all()
+    target = y.clone().requires_grad_(True)  # a target that needs a gradient gets one
+    lpips(x.detach(), target).sum().backward()
+    assert target.grad.abs().sum() > 0
 
 
 def test_objective_loads_lpips_from_the_config_path(checkpoints, images, tmp_path):

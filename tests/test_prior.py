@@ -156,3 +156,12 @@ def test_training_batch_bad_inputs():
         prior_training_batch(codes, labels[:1], layout)
     with pytest.raises(ValueError, match="class_dropout_prob must be in"):
         prior_training_batch(codes, labels, layout, class_dropout_prob=1.5)
+
+
+def test_docstring_examples():
+    import doctest
+
+    import glotok_hf.prior
+
+    result = doctest.testmod(glotok_hf.prior, optionflags=doctest.ELLIPSIS | doctest.NORMALIZE_WHITESPACE)
+    assert result.attempted > 0 and result.failed == 0

@@ -353,3 +353,12 @@ def test_sampler_bad_inputs(prior, layout):
         sample_image_tokens(prior, layout, torch.tensor([[0]]), 2)
     with pytest.raises(ValueError, match="cache_implementation"):
         sample_image_tokens(prior, layout, [0], 2, cache_implementation="paged")
+
+
+def test_docstring_examples():
+    import doctest
+
+    import glotok_hf.sampling
+
+    result = doctest.testmod(glotok_hf.sampling, optionflags=doctest.ELLIPSIS | doctest.NORMALIZE_WHITESPACE)
+    assert result.attempted > 0 and result.failed == 0

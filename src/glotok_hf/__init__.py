@@ -9,6 +9,7 @@ not installed.
 from transformers import AutoConfig, AutoModel
 
 from .configuration_glotok import GloTokConfig
+from .discriminator import GloTokDiscriminator, GloTokDiscriminatorConfig
 from .modeling_glotok import (
     GloTokDecoderOutput,
     GloTokEncoderOutput,
@@ -16,19 +17,32 @@ from .modeling_glotok import (
     GloTokModelOutput,
     GloTokPreTrainedModel,
 )
+from .prior import PRIOR_SIZES, build_prior, layout_from_configs, prior_config, prior_training_batch
+from .sampling import TokenLayout, sample_image_tokens
 
 __version__ = "0.1.0"
 
 AutoConfig.register(GloTokConfig.model_type, GloTokConfig, exist_ok=True)
 AutoModel.register(GloTokConfig, GloTokModel, exist_ok=True)
+AutoConfig.register(GloTokDiscriminatorConfig.model_type, GloTokDiscriminatorConfig, exist_ok=True)
+AutoModel.register(GloTokDiscriminatorConfig, GloTokDiscriminator, exist_ok=True)
 GloTokConfig.register_for_auto_class()
 GloTokModel.register_for_auto_class("AutoModel")
 
 __all__ = [
+    "PRIOR_SIZES",
     "GloTokConfig",
     "GloTokDecoderOutput",
+    "GloTokDiscriminator",
+    "GloTokDiscriminatorConfig",
     "GloTokEncoderOutput",
     "GloTokModel",
     "GloTokModelOutput",
     "GloTokPreTrainedModel",
+    "TokenLayout",
+    "build_prior",
+    "layout_from_configs",
+    "prior_config",
+    "prior_training_batch",
+    "sample_image_tokens",
 ]

@@ -80,10 +80,12 @@ def prior_config(
     Example:
 
     ```python
-    >>> from glotok_hf import GloTokConfig, prior_config
+    >>> from glotok_hf import GloTokConfig
+    >>> from glotok_hf.prior import prior_config
     >>> config = prior_config("B", GloTokConfig(), num_classes=1000)
     >>> config.vocab_size, config.max_position_embeddings, config.num_hidden_layers
     (17385, 513, 12)
+
     ```
     """
     if size not in PRIOR_SIZES:

@@ -72,6 +72,7 @@ class TokenLayout:
     (17385, 17384, 513)
     >>> layout.allowed_range(0), layout.allowed_range(1)
     ((0, 12288), (12288, 16384))
+
     ```
     """
 
@@ -461,6 +462,27 @@ def sample_image_tokens(
     Returns:
         `torch.LongTensor` of shape `(B, num_positions * layout.tokens_per_position)`: image-token ids (class token
         excluded); convert to codebook indices with `layout.to_indices(tokens, grid=(h, w))`.
+
+    Example:
+
+    ```python
+    >>> import torch
+    >>> from transformers import LlamaConfig, LlamaForCausalLM
+    >>> layout = TokenLayout(visual_codebook_size=16, semantic_codebook_size=12, num_classes=10)
+    >>> prior = LlamaForCausalLM(LlamaConfig(
+    ...     vocab_size=layout.vocab_size, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+    ...     num_attention_heads=4, max_position_embeddings=layout.sequence_length(4),
+    ...     bos_token_id=None, eos_token_id=None, pad_token_id=None)).eval()
+    >>> generator = [torch.Generator().manual_seed(seed) for seed in (0, 1)]
+    >>> tokens = sample_image_tokens(prior, layout, [3, 7], num_positions=4, guidance_scale=2.0,
+    ...                              top_k=5, generator=generator)
+    >>> tokens.shape
+    torch.Size([2, 8])
+    >>> visual, semantic = layout.to_indices(tokens, grid=(2, 2))
+    >>> visual.shape, bool((semantic < 12).all())
+    (torch.Size([2, 2, 2]), True)
+
+    ```
     """
     if not isinstance(layout, TokenLayout):
         raise TypeError(f"layout must be a TokenLayout, got {type(layout).__name__}.")
@@ -486,7 +508,9 @@ def sample_image_tokens(
     )
     processors = _logits_processors(temperature, top_k, top_p)
 
-    device = torch.device(device) if device is not None else prior.device
+    if device is None:
+        device = getattr(prior, "device", None) or next(prior.parameters()).device
+    device = torch.device(device)
     class_ids = layout.class_token_ids(class_labels).to(device)
     if class_ids.ndim != 1 or class_ids.numel() == 0:
         raise ValueError(
