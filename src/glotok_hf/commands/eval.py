@@ -198,16 +198,15 @@ def _feature_networks(args, probe_size: int, want_logits: bool):
 def _image_loader(dataset, resolution: int, batch_size: int, num_workers: int, image_column: str, max_samples=None):
     """This process's contiguous shard of `dataset` as batches of `pixel_values` in [-1, 1]."""
     import torch
-    from accelerate import PartialState
 
     from glotok_hf.data import ImageDataset, ImageTransform, collate_images
-    from glotok_hf.evaluation.sampling import shard_indices
+    from glotok_hf.evaluation.sampling import process_state, shard_indices
 
     if max_samples is not None:
         if max_samples < 1:
             raise ValueError(f"--max-samples must be positive, got {max_samples}.")
         dataset = dataset.select(range(min(max_samples, len(dataset))))
-    state = PartialState()
+    state = process_state()
     images = ImageDataset(dataset, ImageTransform(resolution, center_crop=True), image_column, label_column=None)
     shard = torch.utils.data.Subset(images, list(shard_indices(len(images), state.num_processes, state.process_index)))
     loader = torch.utils.data.DataLoader(
@@ -242,15 +241,15 @@ def run_reconstruction(args) -> int:
     if args.uniformity_images < 0:
         raise ValueError(f"--uniformity-images must be >= 0, got {args.uniformity_images}.")
     import torch
-    from accelerate import PartialState
 
     from glotok_hf import GloTokModel
     from glotok_hf.evaluation.reconstruction import evaluate_reconstruction
+    from glotok_hf.evaluation.sampling import process_state
 
     model_path = Path(args.model)
     if not model_path.is_dir():
         raise FileNotFoundError(f"--model {model_path} is not a folder saved with GloTokModel.save_pretrained.")
-    state = PartialState()
+    state = process_state()
     torch.manual_seed(args.seed)
     model = GloTokModel.from_pretrained(model_path, subfolder=args.subfolder).to(state.device).eval()
     resolution = args.resolution or model.config.sample_size
@@ -317,10 +316,9 @@ def _reference(args, resolution: int):
     """(reference statistics or None, reference batches or None) from --reference."""
     import numpy as np
     import torch
-    from accelerate import PartialState
 
     from glotok_hf.evaluation.fid import load_reference_statistics
-    from glotok_hf.evaluation.sampling import load_samples_npz, shard_indices
+    from glotok_hf.evaluation.sampling import load_samples_npz, process_state, shard_indices
 
     path = Path(args.reference)
     if path.suffix == ".npz":
@@ -331,7 +329,7 @@ def _reference(args, resolution: int):
         if {"mu", "sigma"} <= keys:
             return load_reference_statistics(path), None
         images, _ = load_samples_npz(path)
-        state = PartialState()
+        state = process_state()
         mine = shard_indices(len(images), state.num_processes, state.process_index)
         batches = (
             torch.from_numpy(images[i : min(i + args.batch_size, mine.stop)]).permute(0, 3, 1, 2).float() / 127.5 - 1
@@ -357,13 +355,11 @@ def run_generation(args) -> int:
         _positive(name, getattr(args, name[2:].replace("-", "_")))
     if args.npz and Path(args.npz).exists() and not args.overwrite:
         raise FileExistsError(f"--npz {args.npz} exists; pass --overwrite to replace it.")
-    from accelerate import PartialState
-
     from glotok_hf.evaluation.consistency import load_image_classifier
     from glotok_hf.evaluation.generation import evaluate_generation
-    from glotok_hf.evaluation.sampling import balanced_class_labels
+    from glotok_hf.evaluation.sampling import balanced_class_labels, process_state
 
-    state = PartialState()
+    state = process_state()
     pipeline = _load_pipeline(args.pipeline, state.device)
     resolution = pipeline.vqmodel.config.sample_size
     class_ids = args.num_classes if args.num_classes is not None else args.class_labels

@@ -1,6 +1,6 @@
 # Copyright 2026 The glotok-hf authors. Licensed under the Apache License, Version 2.0.
 """Class consistency of class-conditional samples: how often a given classifier recognises the class each image was
-generated for, overall and per class (torchmetrics `MulticlassAccuracy`).
+generated for, overall and per class (torchmetrics `MulticlassStatScores`).
 
 A classifier is any callable `images -> logits`, where images are float32 `(batch, 3, H, W)` in [-1, 1] and logits
 `(batch, num_classes)`; its class ids must be the generator's. [`load_image_classifier`] builds one from a local
@@ -15,12 +15,13 @@ from pathlib import Path
 import numpy as np
 import torch
 from torch import nn
-from torchmetrics.classification import MulticlassAccuracy
+from torchmetrics.classification import MulticlassStatScores
 
 
 class ClassConsistency(nn.Module):
     r"""
-    Accuracy of a classifier on class-conditional samples, overall (micro average over images) and per class.
+    Accuracy of a classifier on class-conditional samples, overall (over images) and per class, from torchmetrics'
+    per-class stat scores (synchronised across processes at [`compute`] under `torch.distributed`).
 
     Args:
         num_classes (`int`): number of classes of the classifier (and the generator).
@@ -45,8 +46,7 @@ class ClassConsistency(nn.Module):
             raise ValueError(f"num_classes must be an int >= 2, got {num_classes!r}.")
         self.num_classes = num_classes
         self.classifier = classifier
-        self.overall = MulticlassAccuracy(num_classes=num_classes, average="micro")
-        self.per_class = MulticlassAccuracy(num_classes=num_classes, average="none")
+        self.stats = MulticlassStatScores(num_classes=num_classes, average="none")
 
     @torch.no_grad()
     def update_logits(self, logits: torch.Tensor, labels: torch.Tensor) -> None:
@@ -55,14 +55,13 @@ class ClassConsistency(nn.Module):
             raise ValueError(
                 f"logits must have shape (batch, {self.num_classes}), got {tuple(getattr(logits, 'shape', ()))}."
             )
-        logits = logits.detach().float().to(self.overall.device)
+        logits = logits.detach().float().to(self.stats.device)
         labels = torch.as_tensor(labels, device=logits.device).long().reshape(-1)
         if labels.shape[0] != logits.shape[0]:
             raise ValueError(f"Got {labels.shape[0]} labels for {logits.shape[0]} images.")
         if labels.numel() and (int(labels.min()) < 0 or int(labels.max()) >= self.num_classes):
             raise ValueError(f"labels must lie in [0, {self.num_classes}), got {labels.tolist()}.")
-        self.overall.update(logits, labels)
-        self.per_class.update(logits, labels)
+        self.stats.update(logits, labels)
 
     @torch.no_grad()
     def update(self, images: torch.Tensor, labels: torch.Tensor) -> None:
@@ -73,12 +72,11 @@ class ClassConsistency(nn.Module):
 
     def compute(self) -> dict:
         """`{"accuracy": float, "per_class_accuracy": list[float | None]}`; a class without images gets `None`."""
-        per_class = self.per_class.compute().cpu()
-        # classes never seen: torchmetrics reports 0; tell them apart by their support
-        support = (self.per_class.tp + self.per_class.fn).cpu()
+        stats = self.stats.compute().cpu().double()  # (num_classes, [tp, fp, tn, fn, support])
+        correct, support = stats[:, 0], stats[:, 4]
         return {
-            "accuracy": float(self.overall.compute()),
-            "per_class_accuracy": [float(a) if s > 0 else None for a, s in zip(per_class, support)],
+            "accuracy": float(correct.sum() / support.sum()) if support.sum() > 0 else float("nan"),
+            "per_class_accuracy": [float(c / n) if n > 0 else None for c, n in zip(correct, support)],
         }
 
 

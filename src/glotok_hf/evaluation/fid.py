@@ -356,10 +356,16 @@ class InceptionScore(nn.Module):
         """`(mean, std)` of the Inception Score over the splits."""
         if not self.metric.features and not _distributed():
             raise ValueError("The Inception Score needs images; none were added.")
-        with torch.random.fork_rng(devices=[]):
+        # torchmetrics all-gathers this list state element by element, so every process must hold the same number
+        # of elements whatever its number of batches: exactly one (possibly empty) tensor.
+        device = next(iter(self.metric.buffers()), torch.empty(0)).device
+        empty = torch.zeros(0, self.logits_network.num_features, device=device)
+        self.metric.features = [torch.cat(self.metric.features) if self.metric.features else empty]
+        with torch.random.fork_rng(devices=[]), warnings.catch_warnings():
             torch.manual_seed(self.seed)
+            warnings.filterwarnings("ignore", message=".*degrees of freedom.*")  # one split: no spread
             mean, std = self.metric.compute()
-        return float(mean), float(std)
+        return float(mean), float(std) if self.metric.splits > 1 else 0.0
 
     def reset(self) -> None:
         self.metric.reset()

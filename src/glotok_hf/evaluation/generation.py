@@ -7,12 +7,11 @@ from collections.abc import Callable, Iterable, Sequence
 
 import numpy as np
 import torch
-from accelerate import PartialState
 from torch import nn
 
 from .consistency import ClassConsistency
 from .fid import FrechetDistance, InceptionScore
-from .sampling import SampleBatch, sample_for_evaluation
+from .sampling import SampleBatch, process_state, sample_for_evaluation
 
 
 @torch.no_grad()
@@ -67,7 +66,7 @@ def evaluate_generation(
         raise ValueError("Give reference_statistics or reference_batches, not both.")
     if (reference_statistics is not None or reference_batches is not None) and feature_network is None:
         raise ValueError("gFID needs a feature network (Inception weights or a feature network file).")
-    state = PartialState()
+    state = process_state()
     device = torch.device(device) if device is not None else state.device
     fid = None
     if feature_network is not None:

@@ -16,7 +16,6 @@ Conventions, fixed so that numbers compare across runs:
 from collections.abc import Iterable
 
 import torch
-from accelerate.utils import gather_object, reduce
 from torch import nn
 from torchmetrics.aggregation import MeanMetric, SumMetric
 from torchmetrics.functional.image import peak_signal_noise_ratio, structural_similarity_index_measure
@@ -220,7 +219,9 @@ def evaluate_reconstruction(
     result = metrics.compute()
     result["codebooks"] = {}
     for name, branch_counts in counts.items():
-        total = reduce(branch_counts, reduction="sum") if num_processes > 1 else branch_counts
+        total = branch_counts.clone()
+        if num_processes > 1:
+            torch.distributed.all_reduce(total, op=torch.distributed.ReduceOp.SUM)
         perplexity = codebook_perplexity(total)
         result["codebooks"][name] = {
             "size": len(total),
@@ -240,7 +241,9 @@ def _gather_maps(chunks: list[torch.Tensor], num_processes: int) -> torch.Tensor
     local = torch.cat(chunks) if chunks else torch.empty(0)
     if num_processes == 1:
         return local
-    return torch.cat([t for t in gather_object([local]) if t.numel()])
+    gathered = [None] * num_processes
+    torch.distributed.all_gather_object(gathered, local)
+    return torch.cat([t for t in gathered if t.numel()])
 
 
 __all__ = [

@@ -23,8 +23,15 @@ from pathlib import Path
 import numpy as np
 import torch
 from accelerate import PartialState
+from accelerate.utils import parse_flag_from_env
 from PIL import Image
 from tqdm.auto import tqdm
+
+
+def process_state() -> PartialState:
+    """accelerate's process state (process count, index, device), honouring `accelerate launch --cpu`
+    (`ACCELERATE_USE_CPU`) as `Accelerator` does, so multi-CPU launches are distributed too."""
+    return PartialState(cpu=parse_flag_from_env("ACCELERATE_USE_CPU"))
 
 
 def balanced_class_labels(class_ids: int | Sequence[int], images_per_class: int) -> list[int]:
@@ -107,7 +114,7 @@ def iter_samples(
         seed (`int`, *optional*, defaults to 0): image `i` is drawn with a generator seeded `seed + i`.
         batch_size (`int`, *optional*, defaults to 32): images per pipeline call.
         num_processes, process_index (`int`, *optional*): the shard to draw; by default those of accelerate's
-            `PartialState()` (1 and 0 outside a distributed launch).
+            [`process_state`] (1 and 0 outside a distributed launch).
         generator_device (`str` or `torch.device`, *optional*, defaults to `"cpu"`): device of the per-image
             generators (CPU generators give the same numbers on every machine).
         progress (`bool`, *optional*, defaults to `False`): show a progress bar.
@@ -116,7 +123,7 @@ def iter_samples(
     if not isinstance(batch_size, int) or batch_size < 1:
         raise ValueError(f"batch_size must be a positive int, got {batch_size!r}.")
     if num_processes is None or process_index is None:
-        state = PartialState()
+        state = process_state()
         num_processes, process_index = state.num_processes, state.process_index
     labels = np.asarray(list(class_labels), dtype=np.int64)
     mine = shard_indices(len(labels), num_processes, process_index)
@@ -207,7 +214,7 @@ def sample_for_evaluation(
     Returns:
         [`SampleBatch`]: this process's samples.
     """
-    state = PartialState()
+    state = process_state()
     npz_path = Path(npz_path) if npz_path is not None else None
     png_dir = Path(png_dir) if png_dir is not None else None
     if npz_path is not None and npz_path.suffix != ".npz":
@@ -272,6 +279,7 @@ __all__ = [
     "images_to_uint8",
     "iter_samples",
     "load_samples_npz",
+    "process_state",
     "sample_for_evaluation",
     "save_samples_npz",
     "shard_indices",
