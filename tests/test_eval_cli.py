@@ -3,6 +3,7 @@
 import importlib.util
 import json
 
+import numpy as np
 import pytest
 import torch
 from conftest import tiny_glotok_model
@@ -22,7 +23,7 @@ from glotok_hf.data import ImageDataset, ImageTransform, load_image_dataset
 from glotok_hf.evaluation.consistency import class_consistency
 from glotok_hf.evaluation.fid import FrechetDistance, save_statistics
 from glotok_hf.evaluation.reconstruction import evaluate_reconstruction
-from glotok_hf.evaluation.sampling import load_samples_npz
+from glotok_hf.evaluation.sampling import load_samples_npz, save_samples_npz
 
 
 def run_cli(capsys, *argv) -> tuple[int, dict | None, str]:
@@ -114,6 +115,19 @@ def test_generation_end_to_end(files, tmp_path, capsys):
     )  # fmt: skip
     assert code == 0 and stats_report["gfid_reference"] == "statistics"
     assert stats_report["gfid"] == pytest.approx(report["gfid"], rel=1e-4)
+
+    # an ADM-style image batch (arr_0) as the reference gives the same gFID as the folder it was made from
+    batch = np.stack(
+        [((reference[i]["pixel_values"] + 1) * 127.5).round().byte().permute(1, 2, 0).numpy() for i in range(6)]
+    )
+    save_samples_npz(tmp_path / "ref_images.npz", batch)
+    code, batch_report, _ = run_cli(
+        capsys, "generation", "--pipeline", files / "pipeline", "--num-classes", 3, "--images-per-class", 2,
+        "--seed", 3, "--guidance-scale", 1.5, "--feature-net", files / "features.pt", "--reference",
+        tmp_path / "ref_images.npz",
+    )  # fmt: skip
+    assert code == 0 and batch_report["gfid_reference"] == "images"
+    assert batch_report["gfid"] == pytest.approx(report["gfid"], rel=1e-4)
 
 
 def test_generation_inception_score_with_the_torchscript_inception(files, capsys):
