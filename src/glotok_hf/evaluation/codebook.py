@@ -1,0 +1,144 @@
+# Copyright 2026 The glotok-hf authors. Licensed under the Apache License, Version 2.0.
+"""Codebook usage and perplexity from code counts, and a sliding-window accumulator that sums the counts of every
+process, so the figures logged under DDP describe the global batch and not one rank's shard."""
+
+import torch
+import torch.distributed as dist
+
+
+def _check_counts(counts: torch.Tensor) -> torch.Tensor:
+    if not isinstance(counts, torch.Tensor) or counts.ndim != 1 or counts.numel() == 0:
+        raise ValueError(f"counts must be a non-empty 1-d tensor of code counts, got {_describe(counts)}.")
+    if counts.is_floating_point() and not torch.isfinite(counts).all():
+        raise ValueError("counts must be finite.")
+    if (counts < 0).any():
+        raise ValueError("counts must be non-negative.")
+    return counts
+
+
+def _describe(value) -> str:
+    if isinstance(value, torch.Tensor):
+        return f"a tensor of shape {tuple(value.shape)} and dtype {value.dtype}"
+    return type(value).__name__
+
+
+@torch.no_grad()
+def code_counts(indices: torch.Tensor, num_codes: int) -> torch.LongTensor:
+    """How often each code occurs in `indices` (any shape, integer values in `[0, num_codes)`): a `(num_codes,)`
+    LongTensor on the device of `indices`."""
+    if not isinstance(num_codes, int) or isinstance(num_codes, bool) or num_codes <= 0:
+        raise ValueError(f"num_codes must be a positive int, got {num_codes!r}.")
+    if not isinstance(indices, torch.Tensor) or indices.is_floating_point() or indices.dtype == torch.bool:
+        raise ValueError(f"indices must be an integer tensor, got {_describe(indices)}.")
+    flat = indices.reshape(-1).long()
+    if flat.numel() and (int(flat.min()) < 0 or int(flat.max()) >= num_codes):
+        raise ValueError(
+            f"indices must lie in [0, {num_codes}), got values in [{int(flat.min())}, {int(flat.max())}]."
+        )
+    return torch.bincount(flat, minlength=num_codes)
+
+
+@torch.no_grad()
+def codebook_usage(counts: torch.Tensor) -> float:
+    """Fraction of codes used at least once, in [0, 1]. `counts`: `(num_codes,)` occurrences of each code."""
+    counts = _check_counts(counts)
+    return (counts > 0).double().mean().item()
+
+
+@torch.no_grad()
+def codebook_perplexity(counts: torch.Tensor) -> float:
+    r"""Perplexity `exp(H(p))` of the code distribution `p = counts / counts.sum()`, in [1, num_codes]: the effective
+    number of codes in use (`num_codes` when all are used equally, 1 when one code takes everything). 0 counts -> 1."""
+    counts = _check_counts(counts).double()
+    total = counts.sum()
+    if total <= 0:
+        return 1.0
+    p = counts / total
+    entropy = -(p * torch.log(p.clamp_min(torch.finfo(torch.float64).tiny))).sum()
+    return torch.exp(entropy).item()
+
+
+class CodebookUsageWindow:
+    r"""Code counts summed over the last `window` updates and over all processes.
+
+    Each [`update`] bincounts the indices of one step, all-reduces the counts (sum) when `torch.distributed` is
+    initialised, and pushes them into a ring buffer of `window` rows, so [`usage`] and [`perplexity`] describe the
+    global codes of the last `window` steps on every rank. Every rank must call [`update`] at the same steps.
+
+    Args:
+        num_codes (`int`): size of the codebook.
+        window (`int`, *optional*, defaults to 100): number of steps the statistics cover.
+        device (`torch.device` or `str`, *optional*): where the counts live (that of the indices, e.g. the GPU).
+        all_reduce (`bool`, *optional*, defaults to `True`): sum the counts across processes when distributed.
+
+    Example:
+
+    ```python
+    >>> import torch
+    >>> from glotok_hf.evaluation import CodebookUsageWindow
+    >>> stats = CodebookUsageWindow(num_codes=4, window=2)
+    >>> stats.update(torch.tensor([[0, 0], [1, 1]]))
+    >>> stats.usage(), round(stats.perplexity(), 3)
+    (0.5, 2.0)
+    ```
+    """
+
+    def __init__(
+        self, num_codes: int, window: int = 100, device: torch.device | str | None = None, all_reduce: bool = True
+    ):
+        if not isinstance(window, int) or isinstance(window, bool) or window <= 0:
+            raise ValueError(f"window must be a positive int, got {window!r}.")
+        if not isinstance(num_codes, int) or isinstance(num_codes, bool) or num_codes <= 0:
+            raise ValueError(f"num_codes must be a positive int, got {num_codes!r}.")
+        self.num_codes = num_codes
+        self.window = window
+        self.all_reduce = all_reduce
+        self._buffer = torch.zeros(window, num_codes, dtype=torch.long, device=device)
+        self._position = 0
+        self.num_updates = 0
+
+    @torch.no_grad()
+    def update(self, indices: torch.Tensor) -> torch.LongTensor:
+        """Add the codes of one step (`indices`: integer tensor of any shape). Returns this step's global counts."""
+        counts = code_counts(indices, self.num_codes).to(self._buffer.device)
+        if self.all_reduce and dist.is_available() and dist.is_initialized():
+            dist.all_reduce(counts, op=dist.ReduceOp.SUM)
+        self._buffer[self._position] = counts
+        self._position = (self._position + 1) % self.window
+        self.num_updates += 1
+        return counts
+
+    @property
+    def counts(self) -> torch.LongTensor:
+        """`(num_codes,)` counts summed over the window."""
+        return self._buffer.sum(0)
+
+    def usage(self) -> float:
+        """Fraction of codes used at least once in the window."""
+        return codebook_usage(self.counts)
+
+    def perplexity(self) -> float:
+        """Perplexity of the code distribution over the window."""
+        return codebook_perplexity(self.counts)
+
+    def reset(self) -> None:
+        self._buffer.zero_()
+        self._position = 0
+        self.num_updates = 0
+
+    def state_dict(self) -> dict:
+        return {"buffer": self._buffer.cpu(), "position": self._position, "num_updates": self.num_updates}
+
+    def load_state_dict(self, state: dict) -> None:
+        buffer = state["buffer"]
+        if tuple(buffer.shape) != tuple(self._buffer.shape):
+            raise ValueError(
+                f"CodebookUsageWindow state has shape {tuple(buffer.shape)}, expected {tuple(self._buffer.shape)} "
+                "(window, num_codes)."
+            )
+        self._buffer.copy_(buffer)
+        self._position = int(state["position"])
+        self.num_updates = int(state["num_updates"])
+
+
+__all__ = ["CodebookUsageWindow", "code_counts", "codebook_perplexity", "codebook_usage"]

@@ -1,0 +1,192 @@
+# Copyright 2026 The glotok-hf authors. Licensed under the Apache License, Version 2.0.
+"""Class consistency of class-conditional samples: how often a given classifier recognises the class each image was
+generated for, overall and per class (torchmetrics `MulticlassStatScores`).
+
+A classifier is any callable `images -> logits`, where images are float32 `(batch, 3, H, W)` in [-1, 1] and logits
+`(batch, num_classes)`; its class ids must be the generator's. [`load_image_classifier`] builds one from a local
+transformers image-classification folder (`AutoModelForImageClassification` + `AutoImageProcessor`) or a TorchScript
+file (which receives float32 images in [0, 1], like the FID feature networks).
+"""
+
+import os
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+from torchmetrics.classification import MulticlassStatScores
+
+
+class ClassConsistency(nn.Module):
+    r"""
+    Accuracy of a classifier on class-conditional samples, overall (over images) and per class, from torchmetrics'
+    per-class stat scores (synchronised across processes at [`compute`] under `torch.distributed`).
+
+    Args:
+        num_classes (`int`): number of classes of the classifier (and the generator).
+        classifier (`Callable`, *optional*): `images in [-1, 1] -> logits`; needed only for [`update`] with images.
+
+    Example:
+
+    ```python
+    >>> import torch
+    >>> from glotok_hf.evaluation.consistency import ClassConsistency
+    >>> metric = ClassConsistency(num_classes=3)
+    >>> metric.update_logits(torch.eye(3)[[0, 1, 2, 2]], labels=torch.tensor([0, 1, 2, 0]))
+    >>> metric.compute()["accuracy"]
+    0.75
+
+    ```
+    """
+
+    def __init__(self, num_classes: int, classifier: Callable[[torch.Tensor], torch.Tensor] | None = None):
+        super().__init__()
+        if not isinstance(num_classes, int) or isinstance(num_classes, bool) or num_classes < 2:
+            raise ValueError(f"num_classes must be an int >= 2, got {num_classes!r}.")
+        self.num_classes = num_classes
+        self.classifier = classifier
+        self.stats = MulticlassStatScores(num_classes=num_classes, average="none")
+
+    @torch.no_grad()
+    def update_logits(self, logits: torch.Tensor, labels: torch.Tensor) -> None:
+        """Add classifier outputs `logits (batch, num_classes)` for images generated for `labels (batch,)`."""
+        if not isinstance(logits, torch.Tensor) or logits.ndim != 2 or logits.shape[1] != self.num_classes:
+            raise ValueError(
+                f"logits must have shape (batch, {self.num_classes}), got {tuple(getattr(logits, 'shape', ()))}."
+            )
+        logits = logits.detach().float().to(self.stats.device)
+        labels = torch.as_tensor(labels, device=logits.device).long().reshape(-1)
+        if labels.shape[0] != logits.shape[0]:
+            raise ValueError(f"Got {labels.shape[0]} labels for {logits.shape[0]} images.")
+        if labels.numel() and (int(labels.min()) < 0 or int(labels.max()) >= self.num_classes):
+            raise ValueError(f"labels must lie in [0, {self.num_classes}), got {labels.tolist()}.")
+        self.stats.update(logits, labels)
+
+    @torch.no_grad()
+    def update(self, images: torch.Tensor, labels: torch.Tensor) -> None:
+        """Classify `images (batch, 3, H, W)` in [-1, 1] generated for `labels (batch,)` and add the result."""
+        if self.classifier is None:
+            raise ValueError("ClassConsistency.update needs a classifier; pass one or use update_logits.")
+        self.update_logits(self.classifier(images), labels)
+
+    def compute(self) -> dict:
+        """`{"accuracy": float, "per_class_accuracy": list[float | None]}`; a class without images gets `None`."""
+        stats = self.stats.compute().cpu().double()  # (num_classes, [tp, fp, tn, fn, support])
+        correct, support = stats[:, 0], stats[:, 4]
+        return {
+            "accuracy": float(correct.sum() / support.sum()) if support.sum() > 0 else float("nan"),
+            "per_class_accuracy": [float(c / n) if n > 0 else None for c, n in zip(correct, support)],
+        }
+
+
+class TransformersImageClassifier(nn.Module):
+    r"""A transformers image-classification model with its image processor, as `images in [-1, 1] -> logits`.
+
+    The processor gets the images as 8-bit RGB arrays, exactly as it would get decoded files, so its resizing,
+    cropping and normalisation are the ones the classifier was trained with.
+    """
+
+    def __init__(self, model: nn.Module, processor):
+        super().__init__()
+        self.model = model.eval()
+        self.processor = processor
+        self.num_classes = int(model.config.num_labels)
+
+    @torch.no_grad()
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        arrays = ((images.detach().float().clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8)
+        arrays = [a for a in arrays.permute(0, 2, 3, 1).cpu().numpy()]
+        inputs = self.processor(images=arrays, return_tensors="pt")
+        device = next(self.model.parameters()).device
+        pixel_values = inputs["pixel_values"].to(device, next(self.model.parameters()).dtype)
+        return self.model(pixel_values=pixel_values).logits.float()
+
+
+class TorchScriptClassifier(nn.Module):
+    """A TorchScript classifier that takes float32 images in [0, 1], as `images in [-1, 1] -> logits`."""
+
+    def __init__(self, network: nn.Module, num_classes: int | None = None):
+        super().__init__()
+        self.network = network.eval()
+        self.num_classes = num_classes
+
+    @torch.no_grad()
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        logits = self.network((images.detach().float().clamp(-1, 1) + 1) / 2)
+        if not isinstance(logits, torch.Tensor) or logits.ndim != 2:
+            raise ValueError(
+                f"The TorchScript classifier must return logits of shape (batch, num_classes), got "
+                f"{type(logits).__name__} {tuple(getattr(logits, 'shape', ()))}."
+            )
+        return logits.float()
+
+
+def load_image_classifier(path: str | os.PathLike, device: torch.device | str = "cpu") -> nn.Module:
+    r"""
+    A classifier `images in [-1, 1] (batch, 3, H, W) -> logits (batch, num_classes)` from a local path:
+
+    - a folder saved by transformers (`config.json` + weights + `preprocessor_config.json`), loaded with
+      `AutoModelForImageClassification` and `AutoImageProcessor` ([`TransformersImageClassifier`]);
+    - a TorchScript file taking float32 images in [0, 1] ([`TorchScriptClassifier`]).
+
+    The result has a `num_classes` attribute (`None` for TorchScript until the first call).
+    """
+    if not isinstance(path, (str, os.PathLike)):
+        raise TypeError(f"classifier path must be a str or os.PathLike, got {type(path).__name__}.")
+    path = Path(path).expanduser()
+    if path.is_dir():
+        if not (path / "config.json").is_file():
+            raise FileNotFoundError(
+                f"{path} is not a transformers model folder (no config.json). Give a folder saved with "
+                "`save_pretrained` (model + image processor) or a TorchScript file."
+            )
+        from transformers import AutoImageProcessor, AutoModelForImageClassification
+
+        model = AutoModelForImageClassification.from_pretrained(path).to(device)
+        try:
+            processor = AutoImageProcessor.from_pretrained(path)
+        except OSError as err:
+            raise FileNotFoundError(
+                f"{path} has no image processor (preprocessor_config.json); save it next to the model with "
+                "`processor.save_pretrained(path)`."
+            ) from err
+        return TransformersImageClassifier(model, processor)
+    if not path.is_file():
+        raise FileNotFoundError(
+            f"Classifier not found: {path} (expected a transformers folder or a TorchScript file)."
+        )
+    try:
+        network = torch.jit.load(str(path), map_location=device)
+    except RuntimeError as err:
+        raise ValueError(f"{path} is not a TorchScript file: {err}") from err
+    return TorchScriptClassifier(network)
+
+
+def class_consistency(
+    classifier: Callable[[torch.Tensor], torch.Tensor],
+    images: torch.Tensor | np.ndarray,
+    labels: torch.Tensor | np.ndarray,
+    num_classes: int,
+    batch_size: int = 64,
+) -> dict:
+    r"""One-shot class consistency of `images` (`(N, 3, H, W)` float in [-1, 1], or `(N, H, W, 3)` uint8 as in an
+    ADM `.npz`) generated for `labels (N,)`; see [`ClassConsistency.compute`] for the result."""
+    if isinstance(images, np.ndarray):
+        if images.dtype != np.uint8 or images.ndim != 4 or images.shape[-1] != 3:
+            raise ValueError(f"numpy images must be uint8 (N, H, W, 3), got {images.dtype} {images.shape}.")
+        images = torch.from_numpy(images).permute(0, 3, 1, 2).float() / 127.5 - 1
+    labels = torch.as_tensor(np.asarray(labels)).long()
+    metric = ClassConsistency(num_classes, classifier)
+    for start in range(0, images.shape[0], batch_size):
+        metric.update(images[start : start + batch_size], labels[start : start + batch_size])
+    return metric.compute()
+
+
+__all__ = [
+    "ClassConsistency",
+    "TorchScriptClassifier",
+    "TransformersImageClassifier",
+    "class_consistency",
+    "load_image_classifier",
+]

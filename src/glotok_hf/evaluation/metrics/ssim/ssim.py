@@ -1,0 +1,70 @@
+# Copyright 2026 The glotok-hf authors. Licensed under the Apache License, Version 2.0.
+"""SSIM as an `evaluate` metric (a thin wrapper of torchmetrics; for many images use the torch API of
+`glotok_hf.evaluation.reconstruction`, which avoids the Arrow round trip)."""
+
+import datasets
+import evaluate
+import numpy as np
+import torch
+from torchmetrics.functional.image import structural_similarity_index_measure
+
+_DESCRIPTION = """
+Structural similarity (Wang et al. 2004) with torchmetrics' Gaussian window (11x11, sigma 1.5), per image, averaged
+over images. Identical images give 1. The default data_range of 2.0 is for images in [-1, 1] (the glotok-hf
+convention); use 255 for uint8 images and 1.0 for images in [0, 1].
+"""
+
+_KWARGS_DESCRIPTION = """
+Args:
+    predictions (`list` of images): reconstructed images, each an array of shape (height, width, channels).
+    references (`list` of images): original images of the same shapes.
+    data_range (`float`, *optional*, defaults to 2.0): max - min of the value range.
+Returns:
+    ssim (`float`): mean per-image SSIM.
+Examples:
+    >>> import numpy as np
+    >>> ssim = evaluate.load("path/to/glotok_hf/evaluation/metrics/ssim")
+    >>> image = np.random.rand(16, 16, 3) * 2 - 1
+    >>> ssim.compute(predictions=[image], references=[image])
+    {'ssim': 1.0}
+"""
+
+_CITATION = """
+@article{wang2004ssim,
+  title={Image quality assessment: from error visibility to structural similarity},
+  author={Wang, Zhou and Bovik, Alan C and Sheikh, Hamid R and Simoncelli, Eero P},
+  journal={IEEE Transactions on Image Processing},
+  year={2004}
+}
+"""
+
+
+@evaluate.utils.file_utils.add_start_docstrings(_DESCRIPTION, _KWARGS_DESCRIPTION)
+class Ssim(evaluate.Metric):
+    def _info(self):
+        image = datasets.List(datasets.List(datasets.List(datasets.Value("float32"))))
+        return evaluate.MetricInfo(
+            description=_DESCRIPTION,
+            citation=_CITATION,
+            inputs_description=_KWARGS_DESCRIPTION,
+            features=datasets.Features({"predictions": image, "references": image}),
+        )
+
+    def _compute(self, predictions, references, data_range=2.0):
+        if len(predictions) == 0:
+            raise ValueError("ssim needs at least one image.")
+        values = []
+        for prediction, reference in zip(predictions, references):
+            prediction = torch.from_numpy(np.asarray(prediction, dtype=np.float64))
+            reference = torch.from_numpy(np.asarray(reference, dtype=np.float64))
+            if prediction.shape != reference.shape or prediction.ndim != 3:
+                raise ValueError(
+                    f"Each prediction and reference must be one (height, width, channels) image of the same shape, "
+                    f"got {tuple(prediction.shape)} and {tuple(reference.shape)}."
+                )
+            # (H, W, C) -> (1, C, H, W)
+            prediction, reference = prediction.permute(2, 0, 1)[None], reference.permute(2, 0, 1)[None]
+            values.append(
+                float(structural_similarity_index_measure(prediction, reference, data_range=float(data_range)))
+            )
+        return {"ssim": float(np.mean(values))}

@@ -1,0 +1,222 @@
+# Copyright 2026 The glotok-hf authors. Licensed under the Apache License, Version 2.0.
+"""Uniformity of a latent space (GloTok Table 3), following the VA-VAE / LightningDiT `tools/latent_vis.py` protocol.
+
+One latent vector is drawn per image (a random spatial position, optionally of the horizontally flipped image), the
+vectors are standardised per channel, embedded in 2-D with t-SNE, and a Gaussian KDE gives a density at every point.
+A uniform latent space spreads the points evenly, so its densities vary little:
+
+- density CV `std(d) / mean(d)` (lower is more uniform; 0 for equal densities),
+- normalised entropy `H(p) / log2(n)` in bits with `p = d / sum(d)` (higher is more uniform; 1 for equal densities),
+- Gini coefficient `sum_i (2i - n - 1) s_i / (n sum_i s_i)` over the ascending densities `s` (lower is more uniform).
+
+t-SNE and the random draws make one run noisy, so the protocol repeats it and reports mean and standard deviation.
+"""
+
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+
+UNIFORMITY_METRICS = ("density_cv", "normalized_entropy", "gini")
+
+
+def density_statistics(density: np.ndarray | torch.Tensor) -> dict[str, float]:
+    r"""Density CV, normalised entropy (bits) and Gini coefficient of positive densities.
+
+    Args:
+        density (`np.ndarray` or `torch.Tensor` of shape `(n,)`): densities at `n >= 2` points, all positive.
+
+    Returns:
+        `dict` with `density_cv` (population standard deviation over mean), `normalized_entropy` (`H(p) / log2(n)`
+        with `p = density / density.sum()`) and `gini`, as Python floats.
+    """
+    if isinstance(density, torch.Tensor):
+        density = density.detach().cpu().numpy()
+    density = np.asarray(density, dtype=np.float64)
+    if density.ndim != 1 or density.size < 2:
+        raise ValueError(f"density must be a 1-d array of at least 2 values, got shape {density.shape}.")
+    if not np.isfinite(density).all() or (density <= 0).any():
+        raise ValueError("density must hold finite, strictly positive values.")
+    n = density.size
+    p = density / density.sum()
+    entropy = -(p * np.log2(p)).sum()
+    s = np.sort(density)
+    ranks = np.arange(1, n + 1)
+    return {
+        "density_cv": float(density.std() / density.mean()),
+        "normalized_entropy": float(entropy / np.log2(n)),
+        "gini": float(((2 * ranks - n - 1) * s).sum() / (n * s.sum())),
+    }
+
+
+def tsne_kde_density(
+    vectors: np.ndarray,
+    seed: int = 42,
+    perplexity: float = 30.0,
+    max_iter: int = 1000,
+    num_threads: int | None = None,
+) -> tuple[np.ndarray, np.ndarray]:
+    r"""Embed `vectors` `(n, dim)` in 2-D with t-SNE (scikit-learn, Barnes-Hut, PCA init) and evaluate a Gaussian
+    KDE (scipy, default Scott bandwidth) of the embedding at every embedded point.
+
+    `num_threads` caps the OpenMP threads of t-SNE (`None` = all cores). On a shared, busy machine one thread is often
+    much faster, because the OpenMP workers spin while waiting for cores.
+
+    Returns:
+        `(points, density)`: the `(n, 2)` embedding and the `(n,)` densities.
+    """
+    from scipy.stats import gaussian_kde
+    from sklearn.manifold import TSNE
+    from threadpoolctl import threadpool_limits
+
+    vectors = np.asarray(vectors, dtype=np.float64)
+    if vectors.ndim != 2:
+        raise ValueError(f"vectors must have shape (n, dim), got {vectors.shape}.")
+    if not perplexity < vectors.shape[0]:
+        raise ValueError(f"t-SNE needs more points than its perplexity ({perplexity}), got {vectors.shape[0]} points.")
+    tsne = TSNE(n_components=2, perplexity=perplexity, max_iter=max_iter, random_state=seed, init="pca")
+    with threadpool_limits(limits=num_threads, user_api="openmp"):
+        points = tsne.fit_transform(vectors)
+    try:
+        density = gaussian_kde(points.T)(points.T)
+    except np.linalg.LinAlgError as err:  # every point embedded at the same place
+        raise ValueError(f"The t-SNE embedding is degenerate (singular covariance); cannot fit a KDE: {err}") from err
+    return points, density
+
+
+def _as_latent_maps(latents, name: str) -> np.ndarray:
+    if isinstance(latents, torch.Tensor):
+        latents = latents.detach().float().cpu().numpy()
+    latents = np.asarray(latents)
+    if latents.ndim != 4:
+        raise ValueError(f"{name} must have shape (num_images, dim, height, width), got shape {latents.shape}.")
+    if not np.isfinite(latents).all():
+        raise ValueError(f"{name} must be finite.")
+    return latents.astype(np.float64, copy=False)
+
+
+def sample_latent_vectors(
+    latents: np.ndarray | torch.Tensor,
+    flipped_latents: np.ndarray | torch.Tensor | None = None,
+    num_points: int | None = None,
+    seed: int = 0,
+) -> np.ndarray:
+    r"""Draw one latent vector per image at a random spatial position.
+
+    Args:
+        latents (`np.ndarray` or `torch.Tensor` of shape `(num_images, dim, h, w)`): latent maps.
+        flipped_latents (same shape, *optional*): latent maps of the horizontally flipped images; when given, each
+            image's vector comes from the flipped map with probability 0.5.
+        num_points (`int`, *optional*): draw from this many randomly chosen images (all images when `None`).
+        seed (`int`, *optional*, defaults to 0): seed of the draws.
+
+    Returns:
+        `np.ndarray` of shape `(num_points, dim)` (float64).
+    """
+    maps = _as_latent_maps(latents, "latents")
+    if flipped_latents is not None:
+        flipped = _as_latent_maps(flipped_latents, "flipped_latents")
+        if flipped.shape != maps.shape:
+            raise ValueError(f"flipped_latents must have the shape of latents {maps.shape}, got {flipped.shape}.")
+    n, _, h, w = maps.shape
+    num_points = n if num_points is None else num_points
+    if not 0 < num_points <= n:
+        raise ValueError(f"num_points must be in [1, {n}] (the number of latent maps), got {num_points}.")
+    rng = np.random.default_rng(seed)
+    images = np.sort(rng.choice(n, size=num_points, replace=False)) if num_points < n else np.arange(n)
+    flips = rng.random(num_points) < 0.5 if flipped_latents is not None else np.zeros(num_points, dtype=bool)
+    rows, cols = rng.integers(0, h, size=num_points), rng.integers(0, w, size=num_points)
+    vectors = maps[images, :, rows, cols]
+    if flips.any():
+        vectors[flips] = flipped[images[flips], :, rows[flips], cols[flips]]
+    return vectors
+
+
+@dataclass
+class UniformityResult:
+    r"""Mean and standard deviation (population, over repeats) of the uniformity statistics.
+
+    Args:
+        density_cv, normalized_entropy, gini (`float`): means over the repeats.
+        density_cv_std, normalized_entropy_std, gini_std (`float`): standard deviations over the repeats.
+        repeats (`list[dict[str, float]]`): the statistics of each repeat.
+        num_points (`int`): latent vectors per repeat.
+    """
+
+    density_cv: float
+    normalized_entropy: float
+    gini: float
+    density_cv_std: float
+    normalized_entropy_std: float
+    gini_std: float
+    num_points: int
+    repeats: list[dict[str, float]] = field(default_factory=list)
+
+    def to_dict(self) -> dict:
+        return {
+            **{name: getattr(self, name) for name in UNIFORMITY_METRICS},
+            **{f"{name}_std": getattr(self, f"{name}_std") for name in UNIFORMITY_METRICS},
+            "num_points": self.num_points,
+            "num_repeats": len(self.repeats),
+            "repeats": self.repeats,
+        }
+
+
+def latent_uniformity(
+    latents: np.ndarray | torch.Tensor,
+    flipped_latents: np.ndarray | torch.Tensor | None = None,
+    num_points: int | None = 10_000,
+    num_repeats: int = 10,
+    seed: int = 42,
+    perplexity: float = 30.0,
+    max_iter: int = 1000,
+    num_threads: int | None = None,
+) -> UniformityResult:
+    r"""
+    Uniformity statistics of a latent space, repeated `num_repeats` times (VA-VAE protocol, GloTok Table 3).
+
+    Each repeat `r` draws one vector per image (random position, random flip when `flipped_latents` is given; seed
+    `seed + r`), standardises every channel with the mean and standard deviation over all positions of all given maps,
+    runs t-SNE (`random_state = seed + r`) and a Gaussian KDE, and computes [`density_statistics`].
+
+    Args:
+        latents (`np.ndarray` or `torch.Tensor` of shape `(num_images, dim, h, w)`): latent maps, e.g. the semantic
+            `semantic_quantized` output of [`GloTokModel.encode`].
+        flipped_latents (same shape, *optional*): the maps of the horizontally flipped images.
+        num_points (`int`, *optional*, defaults to 10000): vectors per repeat (at most `num_images`; `None` = all).
+        num_repeats (`int`, *optional*, defaults to 10): repeats.
+        seed (`int`, *optional*, defaults to 42): base seed (VA-VAE uses t-SNE `random_state=42`).
+        perplexity (`float`, *optional*, defaults to 30): t-SNE perplexity.
+        max_iter (`int`, *optional*, defaults to 1000): t-SNE iterations.
+        num_threads (`int`, *optional*): cap on t-SNE's OpenMP threads (see [`tsne_kde_density`]).
+    """
+    if not isinstance(num_repeats, int) or num_repeats < 1:
+        raise ValueError(f"num_repeats must be a positive int, got {num_repeats!r}.")
+    maps = _as_latent_maps(latents, "latents")
+    all_maps = maps if flipped_latents is None else np.concatenate([maps, _as_latent_maps(flipped_latents, "flipped")])
+    mean = all_maps.mean(axis=(0, 2, 3))
+    std = np.maximum(all_maps.std(axis=(0, 2, 3)), 1e-12)
+    num_points = min(maps.shape[0], num_points) if num_points is not None else maps.shape[0]
+    repeats = []
+    for r in range(num_repeats):
+        vectors = sample_latent_vectors(maps, flipped_latents, num_points=num_points, seed=seed + r)
+        standardized = (vectors - mean) / std
+        _, density = tsne_kde_density(standardized, seed + r, perplexity, max_iter, num_threads=num_threads)
+        repeats.append(density_statistics(density))
+    table = {name: np.array([rep[name] for rep in repeats]) for name in UNIFORMITY_METRICS}
+    return UniformityResult(
+        **{name: float(values.mean()) for name, values in table.items()},
+        **{f"{name}_std": float(values.std()) for name, values in table.items()},
+        num_points=num_points,
+        repeats=repeats,
+    )
+
+
+__all__ = [
+    "UNIFORMITY_METRICS",
+    "UniformityResult",
+    "density_statistics",
+    "latent_uniformity",
+    "sample_latent_vectors",
+    "tsne_kde_density",
+]
