@@ -37,6 +37,14 @@ def test_default_model_gives_16x16_grid_for_256_images():
     assert enc.semantic_quantized.shape == (1, 8, 16, 16)
 
 
+def test_single_codebook_default_matches_llamagen_vq16_size():
+    """semantic_codebook_size=0 without residual is LlamaGen's VQ-16 (~72M parameters): same CNN, no adapter."""
+    with torch.device("meta"):
+        model = GloTokModel(GloTokConfig(semantic_codebook_size=0, visual_codebook_size=16384, use_residual=False))
+    n_params = sum(p.numel() for p in model.parameters())
+    assert abs(n_params - 71.9e6) / 71.9e6 < 0.01
+
+
 def test_forward_outputs(tiny_model, images):
     out = tiny_model(images)
     assert out.sample.shape == images.shape

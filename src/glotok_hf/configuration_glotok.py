@@ -78,6 +78,7 @@ class GloTokConfig(PreTrainedConfig):
     >>> model = GloTokModel(config)
     >>> config.downsample_factor, config.latent_grid_size
     (2, 16)
+
     ```
     """
 

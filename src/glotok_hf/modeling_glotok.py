@@ -483,6 +483,7 @@ class GloTokModel(GloTokPreTrainedModel):
     (torch.Size([1, 8, 8]), torch.Size([1, 8, 8]))
     >>> model.decode(**enc.indices).sample.shape
     torch.Size([1, 3, 16, 16])
+
     ```
     """
 
