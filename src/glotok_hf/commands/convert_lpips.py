@@ -1,0 +1,45 @@
+# Copyright 2026 The glotok-hf authors. Licensed under the Apache License, Version 2.0.
+"""`glotok convert-lpips`: turn torchvision's VGG16 and the LPIPS heads into the one safetensors file the perceptual
+loss loads (nothing is ever downloaded at training time)."""
+
+import argparse
+
+EPILOG = """where to get the inputs (download them once, by hand):
+  VGG16:  https://download.pytorch.org/models/vgg16-397923af.pth  (torchvision's ImageNet VGG16)
+  heads:  the `lpips` package's lpips/weights/v0.1/vgg.pth; by default the copy of the same heads that torchmetrics ships
+          (torchmetrics/functional/image/lpips_models/vgg.pth) is used
+
+examples:
+  glotok convert-lpips --vgg16 vgg16-397923af.pth --output weights/lpips_vgg16.safetensors
+  glotok convert-lpips --vgg16 vgg16-397923af.pth --heads lpips/weights/v0.1/vgg.pth --output lpips_vgg16.safetensors
+then point GloTokLossConfig.perceptual_model_path (the training script's perceptual model path) at the file.
+"""
+
+
+def register(subparsers) -> None:
+    parser = subparsers.add_parser(
+        "convert-lpips",
+        help="convert VGG16 + LPIPS heads (.pth) into the safetensors file of the perceptual loss",
+        description="Convert torchvision's VGG16 checkpoint and the LPIPS v0.1 VGG linear heads into one safetensors "
+        "file for glotok_hf.losses.LPIPS. Both .pth files are read with torch.load(weights_only=True).",
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--vgg16", required=True, help="torchvision's vgg16-397923af.pth")
+    parser.add_argument(
+        "--heads", default=None, help="LPIPS v0.1 VGG heads vgg.pth (default: the copy shipped with torchmetrics)"
+    )
+    parser.add_argument(
+        "--output", default="lpips_vgg16.safetensors", help="output .safetensors file (default: %(default)s)"
+    )
+    parser.add_argument("--overwrite", action="store_true", help="replace an existing output file")
+    parser.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from ..losses.lpips import LPIPS, convert_lpips_checkpoint
+
+    path = convert_lpips_checkpoint(args.vgg16, args.heads, args.output, overwrite=args.overwrite)
+    LPIPS.from_pretrained(path)  # check that the file loads
+    print(f"wrote {path}")
+    return 0

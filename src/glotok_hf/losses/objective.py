@@ -1,0 +1,461 @@
+# Copyright 2026 The glotok-hf authors. Licensed under the Apache License, Version 2.0.
+"""The combined GloTok tokenizer objective (paper Eqs. 2, 3, 13):
+
+    L = w_R L_R + w_P L_P + w_Q (L_codebook + beta L_commit) + lambda_res L_res + lambda_hist L_hist
+        + w_G * a * L_G [+ w_E L_entropy + w_D L_disentangle]
+
+with the reconstruction `L_R`, the LPIPS perceptual loss `L_P`, the VQ loss of both codebooks (beta already inside
+the commitment term, see `GloTokModel.forward`), the residual loss of Eq. 10, the histogram relation loss of Eq. 7 on
+the semantic codebook, and the PatchGAN generator loss `L_G` from step `disc_start` on, optionally scaled by the
+adaptive weight `a` of taming-transformers. The defaults are the paper's (lambda_res 0.5, lambda_hist 0.01, L2
+reconstruction) and, where the paper is silent, LlamaGen / FQGAN's (w_R = w_P = w_Q = 1, w_G = 0.5, hinge loss,
+`disc_start` 20,000, no adaptive weight).
+
+The objective never logs: it returns dicts of named terms for the training script to log. The only message it
+emits is one warning at construction when a configured term cannot run (no LPIPS weights, no teacher histogram).
+"""
+
+import math
+import numbers
+import os
+import warnings
+from dataclasses import asdict, dataclass, fields
+
+import torch
+from torch import nn
+
+from ..modeling_glotok import GloTokModelOutput
+from ._validation import check_float_tensor, check_same_shape
+from .gan import DISCRIMINATOR_LOSSES, adaptive_generator_weight, discriminator_loss, generator_adversarial_loss
+from .histogram import check_histogram, histogram_relation_loss
+from .lpips import LPIPS
+from .reconstruction import RECONSTRUCTION_LOSSES, reconstruction_loss
+from .regularizers import disentanglement_loss, entropy_loss
+
+GENERATOR_TERMS = (
+    "reconstruction_loss",
+    "perceptual_loss",
+    "codebook_loss",
+    "commitment_loss",
+    "residual_loss",
+    "histogram_loss",
+    "generator_adversarial_loss",
+    "adaptive_weight",
+    "entropy_loss",
+    "disentanglement_loss",
+)
+
+_WEIGHTS = (
+    "reconstruction_weight",
+    "codebook_weight",
+    "residual_weight",
+    "histogram_weight",
+    "perceptual_weight",
+    "disc_weight",
+    "entropy_weight",
+    "disentanglement_weight",
+)
+
+
+def _is_number(value) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+@dataclass
+class GloTokLossConfig:
+    r"""
+    Weights and switches of [`GloTokObjective`]. Flat, typed and JSON-serialisable (`to_dict` / `from_dict`), so the
+    training script can save it next to checkpoints and in the model card.
+
+    Args:
+        reconstruction_loss (`str`, *optional*, defaults to `"l2"`): `"l2"` (the paper's) or `"l1"`.
+        reconstruction_weight (`float`, *optional*, defaults to 1.0): weight of the pixel reconstruction loss.
+        codebook_weight (`float`, *optional*, defaults to 1.0):
+            weight of `codebook_loss + commitment_loss` (beta is already inside the commitment term).
+        residual_weight (`float`, *optional*, defaults to 0.5): lambda_res of the residual loss (Eq. 10).
+        histogram_weight (`float`, *optional*, defaults to 0.01):
+            lambda_hist of the histogram relation loss (Eq. 7). 0, or no teacher histogram, turns it off.
+        histogram_num_bins (`int`, *optional*, defaults to 40): bins of the soft cosine histogram (Eq. 5).
+        histogram_alpha (`float`, *optional*):
+            kernel sharpness alpha of Eq. 6; `None` uses the histogram module's default (bandwidth = bin spacing).
+        perceptual_weight (`float`, *optional*, defaults to 1.0): weight of the LPIPS loss.
+        perceptual_model_path (`str`, *optional*):
+            local LPIPS `.safetensors` file (or a folder holding one), made by `glotok convert-lpips`. `None` turns
+            the perceptual loss off with one warning, unless a module is passed to [`GloTokObjective`].
+        disc_weight (`float`, *optional*, defaults to 0.5): weight of the adversarial terms (generator and
+            discriminator), as in LlamaGen.
+        disc_start (`int`, *optional*, defaults to 20000): first global step with adversarial terms.
+        disc_loss (`str`, *optional*, defaults to `"hinge"`): `"hinge"` or `"non_saturating"`.
+        disc_adaptive_weight (`bool`, *optional*, defaults to `False`): scale the generator's adversarial term by the
+            adaptive weight of taming-transformers (needs `last_layer` in [`GloTokObjective.generator_loss`]).
+        disc_adaptive_weight_max (`float`, *optional*, defaults to 1e4): clamp of the adaptive weight.
+        entropy_weight (`float`, *optional*, defaults to 0.0): codebook entropy regulariser (ablation; FQGAN uses 0.03).
+        entropy_temperature (`float`, *optional*, defaults to 0.01): softmax temperature of the entropy regulariser.
+        disentanglement_weight (`float`, *optional*, defaults to 0.0):
+            FQGAN's visual/semantic disentanglement loss (ablation; FQGAN uses 0.1).
+        codebook_l2_norm (`bool`, *optional*, defaults to `True`):
+            must equal the tokenizer's `GloTokConfig.codebook_l2_norm`; only the entropy regulariser reads it.
+    """
+
+    reconstruction_loss: str = "l2"
+    reconstruction_weight: float = 1.0
+    codebook_weight: float = 1.0
+    residual_weight: float = 0.5
+    histogram_weight: float = 0.01
+    histogram_num_bins: int = 40
+    histogram_alpha: float | None = None
+    perceptual_weight: float = 1.0
+    perceptual_model_path: str | None = None
+    disc_weight: float = 0.5
+    disc_start: int = 20000
+    disc_loss: str = "hinge"
+    disc_adaptive_weight: bool = False
+    disc_adaptive_weight_max: float = 1e4
+    entropy_weight: float = 0.0
+    entropy_temperature: float = 0.01
+    disentanglement_weight: float = 0.0
+    codebook_l2_norm: bool = True
+
+    def __post_init__(self):
+        if isinstance(self.perceptual_model_path, os.PathLike):
+            self.perceptual_model_path = os.fspath(self.perceptual_model_path)
+        self._validate()
+
+    def _validate(self) -> None:
+        if self.reconstruction_loss not in RECONSTRUCTION_LOSSES:
+            raise ValueError(
+                f"GloTokLossConfig.reconstruction_loss must be one of {RECONSTRUCTION_LOSSES}, got "
+                f"{self.reconstruction_loss!r}."
+            )
+        if self.disc_loss not in DISCRIMINATOR_LOSSES:
+            raise ValueError(
+                f"GloTokLossConfig.disc_loss must be one of {DISCRIMINATOR_LOSSES}, got {self.disc_loss!r}."
+            )
+        for name in _WEIGHTS:
+            value = getattr(self, name)
+            if not _is_number(value):
+                raise TypeError(f"GloTokLossConfig.{name} must be a float, got {type(value).__name__} {value!r}.")
+            if not (math.isfinite(value) and value >= 0):
+                raise ValueError(f"GloTokLossConfig.{name} must be a finite number >= 0, got {value}.")
+        for name in ("disc_adaptive_weight_max", "entropy_temperature"):
+            value = getattr(self, name)
+            if not _is_number(value):
+                raise TypeError(f"GloTokLossConfig.{name} must be a float, got {type(value).__name__} {value!r}.")
+            if not (math.isfinite(value) and value > 0):
+                raise ValueError(f"GloTokLossConfig.{name} must be a finite number > 0, got {value}.")
+        if self.histogram_alpha is not None:
+            if not _is_number(self.histogram_alpha):
+                raise TypeError(
+                    "GloTokLossConfig.histogram_alpha must be a float or None, got "
+                    f"{type(self.histogram_alpha).__name__} {self.histogram_alpha!r}."
+                )
+            if not (math.isfinite(self.histogram_alpha) and self.histogram_alpha > 0):
+                raise ValueError(f"GloTokLossConfig.histogram_alpha must be > 0, got {self.histogram_alpha}.")
+        for name, minimum in (("histogram_num_bins", 2), ("disc_start", 0)):
+            value = getattr(self, name)
+            if not isinstance(value, int) or isinstance(value, bool):
+                raise TypeError(f"GloTokLossConfig.{name} must be an int, got {type(value).__name__} {value!r}.")
+            if value < minimum:
+                raise ValueError(f"GloTokLossConfig.{name} must be >= {minimum}, got {value}.")
+        for name in ("disc_adaptive_weight", "codebook_l2_norm"):
+            if not isinstance(getattr(self, name), bool):
+                raise TypeError(f"GloTokLossConfig.{name} must be a bool, got {getattr(self, name)!r}.")
+        if self.perceptual_model_path is not None and not isinstance(self.perceptual_model_path, str):
+            raise TypeError(
+                "GloTokLossConfig.perceptual_model_path must be a path string or None, got "
+                f"{type(self.perceptual_model_path).__name__}."
+            )
+
+    def to_dict(self) -> dict:
+        """The config as a JSON-serialisable dict."""
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, config_dict: dict) -> "GloTokLossConfig":
+        """Build a config from `to_dict()` output; unknown keys raise a `ValueError`."""
+        if not isinstance(config_dict, dict):
+            raise TypeError(f"GloTokLossConfig.from_dict expects a dict, got {type(config_dict).__name__}.")
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(config_dict) - known)
+        if unknown:
+            raise ValueError(f"GloTokLossConfig got unknown keys {unknown}; known keys are {sorted(known)}.")
+        return cls(**config_dict)
+
+
+class GloTokObjective(nn.Module):
+    r"""
+    The GloTok tokenizer objective: the generator loss of one training step and the discriminator loss of the
+    alternating discriminator step. Move it to the training device with `.to(device)` (it holds the LPIPS network and
+    the teacher histogram).
+
+    Args:
+        config ([`GloTokLossConfig`]): weights and switches.
+        teacher_histogram (`torch.FloatTensor` of shape `(config.histogram_num_bins,)`, *optional*):
+            the fixed teacher distribution `P_t` of Eq. 7 (finite, non-negative, sums to 1). Without it the histogram
+            term is off.
+        perceptual (`nn.Module`, *optional*):
+            a perceptual distance `perceptual(reconstruction, target)` returning per-image (or a scalar) distances
+            for images in [-1, 1]; overrides `config.perceptual_model_path` (pass one or the other).
+    """
+
+    def __init__(
+        self,
+        config: GloTokLossConfig,
+        teacher_histogram: torch.Tensor | None = None,
+        perceptual: nn.Module | None = None,
+    ):
+        super().__init__()
+        if not isinstance(config, GloTokLossConfig):
+            raise TypeError(f"config must be a GloTokLossConfig, got {type(config).__name__}.")
+        self.config = config
+
+        if teacher_histogram is not None:
+            check_histogram(teacher_histogram, config.histogram_num_bins, name="teacher_histogram")
+            teacher_histogram = teacher_histogram.detach().float().clone()
+        self.register_buffer("teacher_histogram", teacher_histogram, persistent=False)
+        if config.histogram_weight > 0 and teacher_histogram is None:
+            warnings.warn(
+                f"GloTokObjective: histogram_weight={config.histogram_weight} but no teacher_histogram was given, so "
+                "the histogram relation loss (GloTok's Eq. 7) is OFF. Pass the teacher's soft cosine histogram "
+                "(`glotok_hf.losses.histogram`), or set histogram_weight=0 to silence this warning.",
+                UserWarning,
+                stacklevel=2,
+            )
+
+        if perceptual is not None and config.perceptual_model_path is not None:
+            raise ValueError("Pass either a perceptual module or GloTokLossConfig.perceptual_model_path, not both.")
+        if perceptual is not None and not isinstance(perceptual, nn.Module):
+            raise TypeError(f"perceptual must be an nn.Module, got {type(perceptual).__name__}.")
+        if perceptual is None and config.perceptual_model_path is not None and config.perceptual_weight > 0:
+            perceptual = LPIPS.from_pretrained(config.perceptual_model_path)
+        if perceptual is None and config.perceptual_weight > 0:
+            warnings.warn(
+                f"GloTokObjective: perceptual_weight={config.perceptual_weight} but no LPIPS weights were given, so the "
+                "perceptual (LPIPS) loss is OFF. Nothing is downloaded: convert torchvision's VGG16 and the LPIPS "
+                "heads once with `glotok convert-lpips` and set GloTokLossConfig.perceptual_model_path to the "
+                "resulting .safetensors file, or set perceptual_weight=0 to silence this warning.",
+                UserWarning,
+                stacklevel=2,
+            )
+        self.perceptual = perceptual
+
+    # ------------------------------------------------------------------------------------------------ switches
+    @property
+    def histogram_enabled(self) -> bool:
+        return self.config.histogram_weight > 0 and self.teacher_histogram is not None
+
+    @property
+    def perceptual_enabled(self) -> bool:
+        return self.config.perceptual_weight > 0 and self.perceptual is not None
+
+    def discriminator_active(self, global_step: int) -> bool:
+        """Whether the adversarial terms are on at `global_step`: `global_step >= disc_start` and `disc_weight > 0`."""
+        return _check_step(global_step) >= self.config.disc_start and self.config.disc_weight > 0
+
+    # ------------------------------------------------------------------------------------------------ losses
+    def generator_loss(
+        self,
+        output: GloTokModelOutput,
+        pixel_values: torch.Tensor,
+        *,
+        global_step: int,
+        discriminator: nn.Module | None = None,
+        semantic_codebook: torch.Tensor | None = None,
+        visual_codebook: torch.Tensor | None = None,
+        last_layer: torch.Tensor | None = None,
+    ) -> dict[str, torch.Tensor]:
+        r"""
+        The tokenizer's loss for one step.
+
+        Args:
+            output ([`GloTokModelOutput`]): `model(pixel_values)` (training mode).
+            pixel_values (`torch.FloatTensor` of shape `(batch, channels, H, W)`): the input images in [-1, 1].
+            global_step (`int`): optimisation steps done so far (adversarial terms start at `disc_start`).
+            discriminator (`nn.Module`, *optional*): the discriminator, images -> logits. Required once
+                `discriminator_active(global_step)`. Its parameters receive gradients from this loss: freeze it
+                (`requires_grad_(False)`) for the generator step or zero its gradients before its own step.
+            semantic_codebook (`torch.FloatTensor` of shape `(semantic_codebook_size, codebook_dim)`, *optional*):
+                the raw semantic codebook, `model.semantic.quantizer.embedding.weight`. Required by the histogram
+                term (and by the entropy term when the model has a semantic codebook).
+            visual_codebook (`torch.FloatTensor` of shape `(visual_codebook_size, codebook_dim)`, *optional*):
+                `model.visual.quantizer.embedding.weight`; only the entropy term uses it.
+            last_layer (`torch.Tensor`, *optional*): `model.get_last_layer()`; required with `disc_adaptive_weight`.
+
+        Returns:
+            `dict[str, torch.Tensor]` of scalars: `loss`, the weighted total to back-propagate, and every unweighted
+            term as a detached copy: `reconstruction_loss`, `perceptual_loss`, `codebook_loss`, `commitment_loss`
+            (beta included), `residual_loss`, `histogram_loss`, `generator_adversarial_loss`, `adaptive_weight`,
+            `entropy_loss`, `disentanglement_loss`. A term that is off is reported as 0. `adaptive_weight` is the
+            factor in `disc_weight * adaptive_weight * generator_adversarial_loss`: 0 before `disc_start`, 1 without
+            `disc_adaptive_weight`, and 0 under `torch.no_grad()` when adaptive. So
+            `loss = reconstruction_weight * reconstruction_loss + perceptual_weight * perceptual_loss +
+            codebook_weight * (codebook_loss + commitment_loss) + residual_weight * residual_loss +
+            histogram_weight * histogram_loss + disc_weight * adaptive_weight * generator_adversarial_loss +
+            entropy_weight * entropy_loss + disentanglement_weight * disentanglement_loss`.
+        """
+        config = self.config
+        reconstructions = getattr(output, "sample", None)
+        check_float_tensor(reconstructions, "output.sample")
+        check_float_tensor(pixel_values, "pixel_values")
+        check_same_shape(reconstructions, pixel_values, "output.sample", "pixel_values")
+        adversarial_on = self.discriminator_active(global_step)
+        zero = torch.zeros((), device=pixel_values.device, dtype=torch.float32)
+        terms = dict.fromkeys(GENERATOR_TERMS, zero)
+
+        terms["reconstruction_loss"] = reconstruction_loss(reconstructions, pixel_values, config.reconstruction_loss)
+        if self.perceptual_enabled:
+            terms["perceptual_loss"] = self.perceptual(reconstructions, pixel_values).float().mean()
+        for name in ("codebook_loss", "commitment_loss", "residual_loss"):
+            value = getattr(output, name, None)
+            if value is not None:
+                terms[name] = value.float()
+
+        if self.histogram_enabled:
+            terms["histogram_loss"] = self._histogram_loss(output, semantic_codebook)
+
+        if adversarial_on:
+            if discriminator is None:
+                raise ValueError(
+                    f"generator_loss needs the discriminator from global_step {config.disc_start} (disc_start) on; "
+                    f"got discriminator=None at global_step {global_step}."
+                )
+            g_loss = generator_adversarial_loss(config.disc_loss, logits_fake=discriminator(reconstructions))
+            terms["generator_adversarial_loss"] = g_loss
+            if config.disc_adaptive_weight:
+                if last_layer is None:
+                    raise ValueError(
+                        "disc_adaptive_weight=True needs last_layer=model.get_last_layer() in generator_loss."
+                    )
+                nll = (
+                    config.reconstruction_weight * terms["reconstruction_loss"]
+                    + config.perceptual_weight * terms["perceptual_loss"]
+                )
+                terms["adaptive_weight"] = adaptive_generator_weight(
+                    nll, g_loss, last_layer, max_weight=config.disc_adaptive_weight_max
+                )
+            else:
+                terms["adaptive_weight"] = torch.ones_like(zero)
+
+        if config.entropy_weight > 0:
+            terms["entropy_loss"] = self._entropy_loss(output, semantic_codebook, visual_codebook)
+        if config.disentanglement_weight > 0:
+            visual, semantic = getattr(output, "visual_quantized", None), getattr(output, "semantic_quantized", None)
+            if visual is None or semantic is None:
+                raise ValueError(
+                    "disentanglement_weight > 0 needs a dual-codebook tokenizer (both visual_quantized and "
+                    "semantic_quantized in the model output)."
+                )
+            terms["disentanglement_loss"] = disentanglement_loss(visual, semantic)
+
+        loss = (
+            config.reconstruction_weight * terms["reconstruction_loss"]
+            + config.perceptual_weight * terms["perceptual_loss"]
+            + config.codebook_weight * (terms["codebook_loss"] + terms["commitment_loss"])
+            + config.residual_weight * terms["residual_loss"]
+            + config.histogram_weight * terms["histogram_loss"]
+            + config.disc_weight * terms["adaptive_weight"] * terms["generator_adversarial_loss"]
+            + config.entropy_weight * terms["entropy_loss"]
+            + config.disentanglement_weight * terms["disentanglement_loss"]
+        )
+        return {"loss": loss, **{name: value.detach() for name, value in terms.items()}}
+
+    def discriminator_loss(
+        self,
+        discriminator: nn.Module,
+        pixel_values: torch.Tensor,
+        reconstructions: torch.Tensor,
+        *,
+        global_step: int,
+    ) -> dict[str, torch.Tensor]:
+        r"""
+        The discriminator's loss for one step (real = `pixel_values`, fake = `reconstructions`, detached here).
+
+        Args:
+            discriminator (`nn.Module`): images `(batch, channels, H, W)` -> logits.
+            pixel_values (`torch.FloatTensor` of shape `(batch, channels, H, W)`): real images in [-1, 1].
+            reconstructions (`torch.FloatTensor` of the same shape): the tokenizer's reconstructions.
+            global_step (`int`): optimisation steps done so far.
+
+        Returns:
+            `dict[str, torch.Tensor]` of scalars: `loss = disc_weight * discriminator_adversarial_loss` (LlamaGen's
+            scaling), the unweighted `discriminator_adversarial_loss`, and the mean `logits_real` / `logits_fake`
+            (detached). Before `disc_start` the discriminator is not run and every entry is 0; `loss` is then a
+            zero leaf that still supports `backward()`, so a training loop may call it unconditionally.
+        """
+        if not isinstance(discriminator, nn.Module):
+            raise TypeError(f"discriminator must be an nn.Module, got {type(discriminator).__name__}.")
+        check_float_tensor(pixel_values, "pixel_values")
+        check_float_tensor(reconstructions, "reconstructions")
+        check_same_shape(reconstructions, pixel_values, "reconstructions", "pixel_values")
+        if not self.discriminator_active(global_step):
+            zero = torch.zeros((), device=pixel_values.device, dtype=torch.float32)
+            return {
+                "loss": zero.clone().requires_grad_(True),
+                "discriminator_adversarial_loss": zero,
+                "logits_real": zero,
+                "logits_fake": zero,
+            }
+        logits_real = discriminator(pixel_values.detach())
+        logits_fake = discriminator(reconstructions.detach())
+        terms = discriminator_loss(self.config.disc_loss, logits_real=logits_real, logits_fake=logits_fake)
+        return {
+            "loss": self.config.disc_weight * terms["loss"],
+            "discriminator_adversarial_loss": terms["loss"].detach(),
+            "logits_real": logits_real.detach().float().mean(),
+            "logits_fake": logits_fake.detach().float().mean(),
+        }
+
+    # ------------------------------------------------------------------------------------------------ helpers
+    def _histogram_loss(self, output: GloTokModelOutput, semantic_codebook: torch.Tensor | None) -> torch.Tensor:
+        if getattr(output, "semantic_latents", None) is None:
+            raise ValueError(
+                f"histogram_weight={self.config.histogram_weight} > 0 but the tokenizer has no semantic codebook "
+                "(semantic_codebook_size=0): the histogram relation loss acts on the semantic codebook. Set "
+                "histogram_weight=0 for a single-codebook model."
+            )
+        if semantic_codebook is None:
+            raise ValueError(
+                "The histogram relation loss needs semantic_codebook=model.semantic.quantizer.embedding.weight in "
+                "generator_loss."
+            )
+        check_float_tensor(semantic_codebook, "semantic_codebook", ndim=2)
+        return histogram_relation_loss(
+            semantic_codebook,
+            self.teacher_histogram.to(semantic_codebook.device),
+            alpha=self.config.histogram_alpha,
+            num_bins=self.config.histogram_num_bins,
+        ).float()
+
+    def _entropy_loss(self, output, semantic_codebook, visual_codebook) -> torch.Tensor:
+        total = None
+        for name, codebook in (("semantic", semantic_codebook), ("visual", visual_codebook)):
+            latents = getattr(output, f"{name}_latents", None)
+            if latents is None:
+                continue
+            if codebook is None:
+                raise ValueError(
+                    f"entropy_weight > 0 needs {name}_codebook=model.{name}.quantizer.embedding.weight in "
+                    "generator_loss."
+                )
+            if self.config.codebook_l2_norm:
+                norms = latents.detach().float().norm(dim=1)
+                if not torch.allclose(norms, torch.ones_like(norms), atol=1e-3):
+                    raise ValueError(
+                        f"GloTokLossConfig.codebook_l2_norm=True but the {name} latents are not unit vectors; set it "
+                        "to the tokenizer's GloTokConfig.codebook_l2_norm."
+                    )
+            term = entropy_loss(
+                latents, codebook, self.config.entropy_temperature, l2_normalize=self.config.codebook_l2_norm
+            )["loss"]
+            total = term if total is None else total + term
+        if total is None:
+            raise ValueError("entropy_weight > 0 but the model output holds no semantic_latents or visual_latents.")
+        return total
+
+
+def _check_step(global_step) -> int:
+    if not isinstance(global_step, numbers.Integral) or isinstance(global_step, bool):
+        raise TypeError(f"global_step must be an int, got {type(global_step).__name__} {global_step!r}.")
+    if global_step < 0:
+        raise ValueError(f"global_step must be >= 0, got {global_step}.")
+    return int(global_step)

@@ -1,0 +1,31 @@
+# Copyright 2026 The glotok-hf authors. Licensed under the Apache License, Version 2.0.
+"""Pixel reconstruction loss: L2 (GloTok's L_R) or L1."""
+
+import torch
+import torch.nn.functional as F
+
+from ._validation import check_float_tensor, check_same_shape
+
+RECONSTRUCTION_LOSSES = ("l2", "l1")
+
+
+def reconstruction_loss(reconstruction: torch.Tensor, target: torch.Tensor, kind: str = "l2") -> torch.Tensor:
+    r"""Mean pixel error between a reconstruction and its target, computed in fp32.
+
+    Args:
+        reconstruction (`torch.FloatTensor` of shape `(batch, channels, height, width)`):
+            decoded images, nominally in [-1, 1].
+        target (`torch.FloatTensor` of the same shape): the input images in [-1, 1].
+        kind (`str`, *optional*, defaults to `"l2"`):
+            `"l2"`: mean squared error `mean((x_hat - x)^2)` (the paper's `L_R`); `"l1"`: mean absolute error.
+
+    Returns:
+        `torch.FloatTensor` of shape `()`.
+    """
+    if kind not in RECONSTRUCTION_LOSSES:
+        raise ValueError(f"reconstruction loss kind must be one of {RECONSTRUCTION_LOSSES}, got {kind!r}.")
+    check_float_tensor(reconstruction, "reconstruction")
+    check_float_tensor(target, "target")
+    check_same_shape(reconstruction, target, "reconstruction", "target")
+    loss_fn = F.mse_loss if kind == "l2" else F.l1_loss
+    return loss_fn(reconstruction.float(), target.float())
