@@ -51,11 +51,16 @@ def tiny_tokenizer_args(data_dir: Path, output_dir: Path, **overrides) -> list[s
     return to_argv(values)
 
 
+BOOLEAN_OPTIONAL = {"center_crop", "random_flip", "disc_adaptive_weight"}  # --x / --no-x
+
+
 def to_argv(values: dict) -> list[str]:
     argv = []
     for key, value in values.items():
         if value is True:
             argv.append(f"--{key}")
+        elif value is False and key in BOOLEAN_OPTIONAL:
+            argv.append(f"--no-{key}")
         elif value is False or value is None:
             continue
         else:
@@ -64,26 +69,36 @@ def to_argv(values: dict) -> list[str]:
 
 
 def run_in_process(argv: list[str]):
-    """Run `train.main(argv)` in this process (one process, CPU) and reset accelerate's singletons afterwards."""
+    """Run `train.main(argv)` in this process (one process, CPU, one thread: tiny models gain nothing from more and
+    suffer badly on a loaded machine) and reset accelerate's singletons afterwards."""
+    import torch
     import train
     from accelerate.state import AcceleratorState, GradientState, PartialState
 
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
     try:
         return train.main(argv)
     finally:
+        torch.set_num_threads(threads)
         AcceleratorState._reset_state(True)
         GradientState._reset_state()
         PartialState._reset_state()
 
 
 def accelerate_config(path: Path, num_processes: int) -> Path:
-    """A CPU accelerate config (`write_basic_config`), with `num_processes` CPU processes over gloo."""
+    """An accelerate config from `write_basic_config` for `num_processes` local processes.
+
+    accelerate's MULTI_CPU launch goes through MPI (`mpirun`), which this machine lacks; the torchrun launch path
+    (`distributed_type: MULTI_GPU`) with `ACCELERATE_USE_CPU=true` in the environment (see `launch`) starts the same
+    gloo MULTI_CPU processes.
+    """
     from accelerate.utils import write_basic_config
 
     write_basic_config(mixed_precision="no", save_location=str(path))
     config = json.loads(path.read_text())
-    config.update({"use_cpu": True, "num_processes": num_processes, "num_machines": 1, "machine_rank": 0,
-                   "distributed_type": "MULTI_CPU" if num_processes > 1 else "NO", "main_training_function": "main"})  # fmt: skip
+    config.update({"num_processes": num_processes, "num_machines": 1, "machine_rank": 0, "gpu_ids": "all",
+                   "distributed_type": "MULTI_GPU" if num_processes > 1 else "NO", "use_cpu": num_processes == 1})  # fmt: skip
     path.write_text(json.dumps(config))
     return path
 
@@ -92,6 +107,7 @@ def launch(script: Path, argv: list[str], config: Path, env: dict, timeout: int 
     """`accelerate launch --config_file config script argv` in a subprocess; raises with its output on failure."""
     env = dict(env)
     env.setdefault("OMP_NUM_THREADS", "1")
+    env["ACCELERATE_USE_CPU"] = "true"
     cmd = [sys.executable, "-m", "accelerate.commands.launch", "--config_file", str(config), str(script), *argv]
     result = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=timeout, cwd=str(REPO_ROOT))
     if result.returncode != 0:

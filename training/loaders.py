@@ -30,7 +30,12 @@ def item_seed(seed: int, epoch: int, index: int) -> int:
 
 
 class EpochShuffleSampler(Sampler[int]):
-    """A random permutation of `range(num_items)` seeded by `(seed, epoch)`; call `set_epoch` before each epoch."""
+    """A random permutation of `range(num_items)` seeded by `(seed, epoch)`; call `begin_epoch` before each epoch.
+
+    The method is deliberately not called `set_epoch`: accelerate's dataloader calls `set_epoch` with its own
+    iteration counter, which is neither checkpointed nor advanced when an epoch is left early, so it must not
+    drive the data order.
+    """
 
     def __init__(self, num_items: int, seed: int, shuffle: bool = True):
         self.num_items = num_items
@@ -38,7 +43,7 @@ class EpochShuffleSampler(Sampler[int]):
         self.shuffle = shuffle
         self.epoch = 0
 
-    def set_epoch(self, epoch: int) -> None:
+    def begin_epoch(self, epoch: int) -> None:
         self.epoch = epoch
 
     def __iter__(self) -> Iterator[int]:
@@ -54,14 +59,14 @@ class EpochShuffleSampler(Sampler[int]):
 class SeededItems(Dataset):
     """Wraps a map-style dataset so item `i` is computed under torch's CPU RNG seeded by `(seed, epoch, i)`, and adds
     `"index": i` to it. Random crops and flips of `ImageTransform` (which draw from torch's global RNG) then become a
-    function of the example, the epoch and the seed only."""
+    function of the example, the epoch and the seed only. (`begin_epoch`, not `set_epoch`: see `EpochShuffleSampler`.)"""
 
     def __init__(self, dataset: Dataset, seed: int):
         self.dataset = dataset
         self.seed = seed
         self.epoch = 0
 
-    def set_epoch(self, epoch: int) -> None:
+    def begin_epoch(self, epoch: int) -> None:
         self.epoch = epoch
 
     def __len__(self) -> int:

@@ -102,14 +102,13 @@ def run_training(accelerator: Accelerator, stage, args: argparse.Namespace) -> T
     if accelerator.is_main_process:
         stage.save_final(output_dir, state, last_logs)
     accelerator.wait_for_everyone()
-    accelerator.end_training()
     return state
 
 
 def run_epoch(accelerator, stage, state, args, metrics, progress, throughput, max_steps) -> dict:
     """Train until the end of the current epoch or `max_steps`; returns the last logged values."""
-    stage.sampler.set_epoch(state.epoch)
-    stage.items.set_epoch(state.epoch)
+    stage.sampler.begin_epoch(state.epoch)
+    stage.items.begin_epoch(state.epoch)
     loader = stage.loader
     if state.batch_in_epoch:
         loader = accelerator.skip_first_batches(stage.loader, state.batch_in_epoch)
@@ -136,7 +135,7 @@ def run_epoch(accelerator, stage, state, args, metrics, progress, throughput, ma
             loss=f"{logs.get(stage.main_loss, math.nan):.4f}", img_s=f"{logs['images_per_second']:.1f}"
         )
         after_update(accelerator, stage, state, args, max_steps)
-        if state.global_step >= max_steps or state.batch_in_epoch == 0:
+        if state.global_step >= max_steps:
             break
     return logs
 

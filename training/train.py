@@ -60,6 +60,7 @@ def main(argv: list[str] | None = None) -> TrainingRun:
         url = push_folder(Path(args.output_dir), repo_id, token)
         logger.info(f"Uploaded to {url}")
     accelerator.wait_for_everyone()
+    accelerator.end_training()  # closes the trackers and the process group
     return TrainingRun(args=args, state=state, stage=stage, repo_id=repo_id)
 
 
