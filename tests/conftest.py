@@ -22,6 +22,9 @@ os.environ.pop("HF_TOKEN", None)
 import pytest  # noqa: E402
 import torch  # noqa: E402
 
+# `fake_hub` fixture: a loopback fake Hugging Face Hub (tests/fakehub.py).
+pytest_plugins = ["fakehub"]
+
 REPO_ROOT = Path(__file__).resolve().parents[1]
 SRC = REPO_ROOT / "src"
 
