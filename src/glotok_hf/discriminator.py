@@ -102,6 +102,7 @@ class GloTokDiscriminator(PreTrainedModel):
     ...                                                               norm_num_groups=4))
     >>> discriminator(torch.zeros(2, 3, 32, 32)).shape
     torch.Size([2, 1, 6, 6])
+
     ```
     """
 

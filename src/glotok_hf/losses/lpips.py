@@ -116,22 +116,27 @@ class LPIPS(nn.Module):
             raise ValueError(f"LPIPS expects RGB images of shape (batch, 3, H, W), got {tuple(input.shape)}.")
         if min(input.shape[-2:]) < 16:
             raise ValueError(f"LPIPS needs images of at least 16x16 pixels (4 poolings), got {tuple(input.shape)}.")
-        batch = input.shape[0]
+        features = self._normalized_features(input)
+        # the target's activations are only kept for backward when it needs a gradient (it usually does not)
+        with torch.set_grad_enabled(torch.is_grad_enabled() and target.requires_grad):
+            target_features = self._normalized_features(target)
+        distance = torch.zeros(input.shape[0], device=input.device, dtype=torch.float32)
+        for head, f, g in zip(self.heads, features, target_features):
+            distance = distance + F.conv2d((f - g).pow(2), head.weight.float()).mean(dim=(1, 2, 3))
+        return distance
+
+    def _normalized_features(self, images: torch.Tensor) -> list[torch.Tensor]:
+        """The five tapped VGG16 activations of `images`, each l2-normalised along channels, in fp32."""
         dtype = self.features[0].weight.dtype
-        x = torch.cat([input, target]).to(dtype)
-        x = (x - self.shift.to(dtype)) / self.scale.to(dtype)
-        distance = torch.zeros(batch, device=input.device, dtype=torch.float32)
-        head = 0
+        x = (images.to(dtype) - self.shift.to(dtype)) / self.scale.to(dtype)
+        outputs = []
         for i, layer in enumerate(self.features):
             x = layer(x)
             if i in self.taps:
                 f = x.float()
                 # unit vectors along channels; vector_norm's gradient is finite (0) where all channels are 0
-                f = f / (torch.linalg.vector_norm(f, dim=1, keepdim=True) + 1e-10)
-                diff = (f[:batch] - f[batch:]).pow(2)
-                distance = distance + F.conv2d(diff, self.heads[head].weight.float()).mean(dim=(1, 2, 3))
-                head += 1
-        return distance
+                outputs.append(f / (torch.linalg.vector_norm(f, dim=1, keepdim=True) + 1e-10))
+        return outputs
 
 
 def resolve_lpips_weights(path: str | os.PathLike) -> Path:

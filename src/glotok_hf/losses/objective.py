@@ -196,6 +196,31 @@ class GloTokObjective(nn.Module):
         perceptual (`nn.Module`, *optional*):
             a perceptual distance `perceptual(reconstruction, target)` returning per-image (or a scalar) distances
             for images in [-1, 1]; overrides `config.perceptual_model_path` (pass one or the other).
+
+    Example:
+
+    ```python
+    >>> import torch
+    >>> from glotok_hf import GloTokConfig, GloTokModel
+    >>> from glotok_hf.discriminator import GloTokDiscriminator, GloTokDiscriminatorConfig
+    >>> from glotok_hf.losses import GloTokLossConfig, GloTokObjective
+    >>> model = GloTokModel(GloTokConfig(block_out_channels=(32, 32), norm_num_groups=8, latent_channels=16,
+    ...     adapter_depth=1, semantic_codebook_size=16, visual_codebook_size=32, residual_hidden_size=32,
+    ...     residual_num_heads=2, sample_size=16))
+    >>> discriminator = GloTokDiscriminator(GloTokDiscriminatorConfig(base_channels=8, num_layers=2))
+    >>> teacher = torch.full((40,), 1 / 40)  # stands in for a real teacher histogram
+    >>> objective = GloTokObjective(GloTokLossConfig(perceptual_weight=0.0, disc_start=0), teacher_histogram=teacher)
+    >>> pixel_values = torch.rand(2, 3, 16, 16) * 2 - 1
+    >>> output = model(pixel_values)
+    >>> terms = objective.generator_loss(output, pixel_values, global_step=0, discriminator=discriminator,
+    ...     semantic_codebook=model.semantic.quantizer.embedding.weight, last_layer=model.get_last_layer())
+    >>> terms["loss"].backward()
+    >>> sorted(terms)[:4]
+    ['adaptive_weight', 'codebook_loss', 'commitment_loss', 'disentanglement_loss']
+    >>> d_terms = objective.discriminator_loss(discriminator, pixel_values, output.sample, global_step=0)
+    >>> d_terms["loss"].backward()
+
+    ```
     """
 
     def __init__(
