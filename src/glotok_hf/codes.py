@@ -1,0 +1,378 @@
+# Copyright 2026 The glotok-hf authors. Licensed under the Apache License, Version 2.0.
+"""Code extraction: a frozen GloTok tokenizer's codes over an image dataset, as a `datasets.Dataset` on disk.
+
+The output folder is a regular `Dataset.save_to_disk` folder (so `datasets.load_from_disk` opens it) plus
+`glotok_codes.json`, the metadata the prior's training stage reads (tokenizer config, layout sizes, resolution, flip,
+counts, label names). Rows have:
+
+- `index` (`int64`): the source row of the image,
+- `label` (`int64`, a `ClassLabel` when the dataset has class names): the class label,
+- `flipped` (`bool`): whether the codes are those of the horizontally flipped image,
+- `codes` (`list[int32]` of fixed length): image-token ids in the prior's layout (see `TokenLayout`), class token
+  excluded: `[v_0, s_0, v_1, s_1, ...]` over the grid in raster order.
+
+Extraction is sharded by source rows. Each shard is written to a temporary folder and renamed into place when
+complete, so an interrupted run resumes by skipping complete shards (a half-written shard is removed and redone).
+Under `accelerate launch` every process takes every `num_processes`-th shard and the main process assembles the
+result, which is identical to a single-process run.
+"""
+
+import hashlib
+import json
+import math
+import os
+import shutil
+import warnings
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import datasets
+import numpy as np
+import torch
+from accelerate import PartialState
+from tqdm.auto import tqdm
+
+from .data import ImageTransform, class_names, decode_image
+from .modeling_glotok import GloTokModel
+from .sampling import TokenLayout
+
+METADATA_NAME = "glotok_codes.json"
+WORK_DIR_NAME = ".glotok_shards"
+FORMAT_VERSION = 1
+
+
+# ------------------------------------------------------------------------------------------- input pipeline
+class _ShardImages(torch.utils.data.Dataset):
+    """Rows `[start, stop)` of an undecoded image dataset -> `(index, label, pixels (3, R, R) | None)`."""
+
+    def __init__(self, dataset, start: int, stop: int, transform, image_column: str, label_column: str | None):
+        self.dataset, self.start, self.stop = dataset, start, stop
+        self.transform, self.image_column, self.label_column = transform, image_column, label_column
+
+    def __len__(self) -> int:
+        return self.stop - self.start
+
+    def __getitem__(self, i: int) -> tuple[int, int, torch.Tensor | None]:
+        index = self.start + i
+        row = self.dataset[index]
+        label = 0 if self.label_column is None else row[self.label_column]
+        image = decode_image(row[self.image_column])
+        return index, label, None if image is None else self.transform(image)
+
+
+def _collate(items: list[tuple[int, Any, torch.Tensor | None]]) -> dict[str, Any]:
+    readable = [item for item in items if item[2] is not None]
+    return {
+        "index": [item[0] for item in readable],
+        "label": [item[1] for item in readable],
+        "pixel_values": torch.stack([item[2] for item in readable]) if readable else None,
+        "skipped": [item[0] for item in items if item[2] is None],
+    }
+
+
+# ---------------------------------------------------------------------------------------------------- helpers
+def model_fingerprint(model: torch.nn.Module) -> str:
+    """SHA-256 of a model's state dict (names, dtypes, shapes and bytes): identifies the tokenizer of a run."""
+    digest = hashlib.sha256()
+    for name, tensor in sorted(model.state_dict().items()):
+        tensor = tensor.detach().cpu().contiguous()
+        digest.update(f"{name}:{tensor.dtype}:{tuple(tensor.shape)}".encode())
+        digest.update(tensor.view(torch.uint8).numpy().tobytes() if tensor.numel() else b"")
+    return digest.hexdigest()
+
+
+def _write_json_atomic(path: Path, payload: dict) -> None:
+    tmp = path.with_name(f"{path.name}.tmp-{os.getpid()}")
+    tmp.write_text(json.dumps(payload, indent=2, sort_keys=True) + "\n")
+    os.replace(tmp, path)
+
+
+def _shard_name(k: int) -> str:
+    return f"shard-{k:05d}"
+
+
+def _features(num_tokens: int, label_names: Sequence[str] | None) -> datasets.Features:
+    label = datasets.ClassLabel(names=list(label_names)) if label_names else datasets.Value("int64")
+    return datasets.Features(
+        {
+            "index": datasets.Value("int64"),
+            "label": label,
+            "flipped": datasets.Value("bool"),
+            "codes": datasets.List(datasets.Value("int32"), length=num_tokens),
+        }
+    )
+
+
+def _check_labels(labels: list, indices: list[int], num_classes: int | None, label_column: str) -> None:
+    for index, label in zip(indices, labels):
+        if isinstance(label, bool) or not isinstance(label, (int, np.integer)) or label < 0:
+            raise ValueError(f"Row {index}: {label_column!r} must be a class index >= 0, got {label!r}.")
+        if num_classes is not None and label >= num_classes:
+            raise ValueError(f"Row {index}: label {label} is out of range for {num_classes} label names.")
+
+
+# ------------------------------------------------------------------------------------------------ extraction
+@torch.no_grad()
+def _encode_shard(
+    model: GloTokModel,
+    layout: TokenLayout,
+    loader: torch.utils.data.DataLoader,
+    *,
+    flip: bool,
+    device: torch.device,
+    autocast_dtype: torch.dtype | None,
+    num_classes: int | None,
+    label_column: str | None,
+    progress: tqdm,
+) -> tuple[dict[str, np.ndarray], list[int]]:
+    columns = {"index": [], "label": [], "flipped": [], "codes": []}
+    skipped = []
+    for batch in loader:
+        skipped += batch["skipped"]
+        progress.update(len(batch["index"]) + len(batch["skipped"]))
+        if batch["pixel_values"] is None:
+            continue
+        if label_column is not None:
+            _check_labels(batch["label"], batch["index"], num_classes, label_column)
+        pixels = batch["pixel_values"].to(device)
+        if flip:
+            pixels = torch.cat([pixels, pixels.flip(-1)])
+        with torch.autocast(device.type, dtype=autocast_dtype or torch.float32, enabled=autocast_dtype is not None):
+            encoded = model.encode(pixels)
+        tokens = layout.to_tokens(encoded.visual_indices, encoded.semantic_indices).to("cpu", torch.int32)
+        n = len(batch["index"])
+        copies = 2 if flip else 1
+        # Row order: each image, then its flipped copy.
+        order = torch.arange(n * copies).view(copies, n).t().flatten()
+        columns["codes"].append(tokens[order].numpy())
+        columns["index"].append(np.repeat(batch["index"], copies))
+        columns["label"].append(np.repeat(batch["label"], copies))
+        columns["flipped"].append(np.tile([False, True][:copies], n))
+    if not columns["codes"]:
+        return {}, skipped
+    return {name: np.concatenate(parts) for name, parts in columns.items()}, skipped
+
+
+def extract_codes(
+    model: GloTokModel,
+    dataset: datasets.Dataset,
+    output_dir: str | os.PathLike,
+    *,
+    resolution: int | None = None,
+    image_column: str = "image",
+    label_column: str | None = "label",
+    label_names: Sequence[str] | None = None,
+    flip: bool = False,
+    batch_size: int = 64,
+    shard_size: int = 10_000,
+    num_workers: int = 0,
+    mixed_precision: str = "no",
+    progress: bool = True,
+) -> Path:
+    r"""
+    Encode every image of `dataset` with the frozen tokenizer `model` and save the codes as a `datasets.Dataset`
+    (see the module docstring for the columns and the folder layout). Resumable and multi-process: run it again with
+    the same arguments to finish an interrupted extraction, and under `accelerate launch` to split it over processes.
+
+    Args:
+        model (`GloTokModel`): the tokenizer; it is moved to the process's device and put in eval mode.
+        dataset (`datasets.Dataset`): images, preferably undecoded (`glotok_hf.data.load_image_dataset`).
+            Unreadable images are skipped (and counted in the metadata).
+        output_dir (`str` or `os.PathLike`): where to write; must be new, empty, or an unfinished run of the same
+            extraction. A finished code dataset is never overwritten.
+        resolution (`int`, *optional*): image side after resize + center crop; defaults to `config.sample_size`.
+        image_column (`str`, *optional*, defaults to `"image"`): the dataset's image column.
+        label_column (`str`, *optional*, defaults to `"label"`): the class-label column; `None` labels every image 0
+            (a single class).
+        label_names (`Sequence[str]`, *optional*): class names; defaults to the names of a `ClassLabel` column.
+        flip (`bool`, *optional*, defaults to `False`): also store the codes of each horizontally flipped image, as
+            an extra row with `flipped=True` right after the image's row.
+        batch_size (`int`, *optional*, defaults to 64): images per forward pass (twice as many rows with `flip`).
+        shard_size (`int`, *optional*, defaults to 10,000): source images per shard, the unit of resumption and of
+            work splitting between processes.
+        num_workers (`int`, *optional*, defaults to 0): `DataLoader` workers decoding images.
+        mixed_precision (`str`, *optional*, defaults to `"no"`): `"no"`, `"bf16"` or `"fp16"` autocast for the
+            encoder (the codebook lookup stays in fp32).
+        progress (`bool`, *optional*, defaults to `True`): show a tqdm progress bar on the local main process.
+
+    Returns:
+        `Path` of the output folder; open it with [`load_code_dataset`].
+    """
+    if not isinstance(model, GloTokModel):
+        raise TypeError(f"model must be a GloTokModel, got {type(model).__name__}.")
+    if not isinstance(dataset, datasets.Dataset):
+        raise TypeError(f"dataset must be a datasets.Dataset, got {type(dataset).__name__}.")
+    for name, value in (("batch_size", batch_size), ("shard_size", shard_size)):
+        if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+            raise ValueError(f"{name} must be a positive int, got {value!r}.")
+    if not isinstance(num_workers, int) or num_workers < 0:
+        raise ValueError(f"num_workers must be an int >= 0, got {num_workers!r}.")
+    dtypes = {"no": None, "bf16": torch.bfloat16, "fp16": torch.float16}
+    if mixed_precision not in dtypes:
+        raise ValueError(f"mixed_precision must be one of {list(dtypes)}, got {mixed_precision!r}.")
+    for name, column in (("image_column", image_column), ("label_column", label_column)):
+        if column is not None and column not in dataset.column_names:
+            raise ValueError(f"{name} {column!r} is not a column of the dataset; available: {dataset.column_names}.")
+    if len(dataset) == 0:
+        raise ValueError("The dataset is empty: there is nothing to extract.")
+    config = model.config
+    resolution = config.sample_size if resolution is None else resolution
+    if not isinstance(resolution, int) or resolution <= 0 or resolution % config.downsample_factor:
+        raise ValueError(
+            f"resolution must be a positive multiple of the tokenizer's downsampling factor {config.downsample_factor}, "
+            f"got {resolution!r}."
+        )
+    if label_names is None:
+        label_names = class_names(dataset, label_column)
+    label_names = list(label_names) if label_names is not None else None
+    grid = resolution // config.downsample_factor
+    layout = TokenLayout(config.visual_codebook_size, config.semantic_codebook_size, max(1, len(label_names or [])))
+    num_tokens = layout.num_image_tokens(grid * grid)
+
+    output_dir = Path(output_dir)
+    work_dir = output_dir / WORK_DIR_NAME
+    # Without an accelerator, processes started by `accelerate launch` / torchrun join a gloo group only in CPU mode.
+    state = PartialState(cpu=not torch.accelerator.is_available())
+    # Checks first, on every process, before anything is written.
+    if (output_dir / METADATA_NAME).exists():
+        raise FileExistsError(
+            f"{output_dir} already holds a finished code dataset ({METADATA_NAME}); choose another output_dir or "
+            "delete it."
+        )
+    if output_dir.exists() and (not output_dir.is_dir() or (any(output_dir.iterdir()) and not work_dir.is_dir())):
+        raise FileExistsError(
+            f"{output_dir} exists and is neither empty nor an unfinished code extraction; choose a new output_dir."
+        )
+    run_config = {
+        "tokenizer_fingerprint": model_fingerprint(model),
+        "dataset_fingerprint": getattr(dataset, "_fingerprint", None),
+        "num_source_rows": len(dataset),
+        "resolution": resolution,
+        "flip": flip,
+        "shard_size": shard_size,
+        "image_column": image_column,
+        "label_column": label_column,
+        "label_names": label_names,
+    }
+    state.wait_for_everyone()
+    run_file = work_dir / "run.json"
+    if state.is_main_process and not run_file.exists():
+        work_dir.mkdir(parents=True, exist_ok=True)
+        _write_json_atomic(run_file, run_config)
+    state.wait_for_everyone()
+    previous = json.loads(run_file.read_text())
+    changed = sorted(k for k in set(previous) | set(run_config) if previous.get(k) != run_config.get(k))
+    if changed:
+        raise ValueError(
+            f"{output_dir} holds an unfinished extraction with different settings ({', '.join(changed)} differ); "
+            "resume it with the same tokenizer, dataset and arguments, or choose a new output_dir."
+        )
+
+    num_shards = math.ceil(len(dataset) / shard_size)
+    mine = [k for k in range(state.process_index, num_shards, state.num_processes)]
+    todo = [k for k in mine if not (work_dir / _shard_name(k) / "dataset_info.json").exists()]
+    for k in mine:  # leftovers of interrupted writes
+        for stale in work_dir.glob(f"{_shard_name(k)}.tmp*"):
+            shutil.rmtree(stale, ignore_errors=True)
+
+    model = model.to(state.device).eval()
+    transform = ImageTransform(resolution, center_crop=True)
+    features = _features(num_tokens, label_names)
+    total = sum(min(len(dataset), (k + 1) * shard_size) - k * shard_size for k in todo)
+    bar = tqdm(
+        total=total, desc="extracting codes", unit="img", disable=not (progress and state.is_local_main_process)
+    )
+    for k in todo:
+        start, stop = k * shard_size, min(len(dataset), (k + 1) * shard_size)
+        loader = torch.utils.data.DataLoader(
+            _ShardImages(dataset, start, stop, transform, image_column, label_column),
+            batch_size=batch_size,
+            num_workers=num_workers,
+            collate_fn=_collate,
+        )
+        columns, skipped = _encode_shard(
+            model,
+            layout,
+            loader,
+            flip=flip,
+            device=state.device,
+            autocast_dtype=dtypes[mixed_precision],
+            num_classes=len(label_names) if label_names else None,
+            label_column=label_column,
+            progress=bar,
+        )
+        if skipped:
+            warnings.warn(f"Skipped {len(skipped)} unreadable images (rows {skipped[:5]}...).", stacklevel=2)
+        if not columns:
+            columns = {name: [] for name in features}
+        else:
+            columns["codes"] = list(columns["codes"])
+        shard = datasets.Dataset.from_dict(columns, features=features)
+        tmp = work_dir / f"{_shard_name(k)}.tmp-{os.getpid()}"
+        shard.save_to_disk(str(tmp))
+        os.replace(tmp, work_dir / _shard_name(k))
+    bar.close()
+    state.wait_for_everyone()
+
+    if state.is_main_process:
+        _assemble(output_dir, work_dir, num_shards, layout, config, run_config, grid, resolution)
+    state.wait_for_everyone()
+    return output_dir
+
+
+def _assemble(output_dir, work_dir, num_shards, layout, config, run_config, grid, resolution) -> None:
+    """Concatenate the shards into `output_dir`, write the metadata last (it marks the dataset complete)."""
+    missing = [k for k in range(num_shards) if not (work_dir / _shard_name(k) / "dataset_info.json").exists()]
+    if missing:
+        raise RuntimeError(f"Shards {missing} are missing after every process finished; run the extraction again.")
+    shards = [datasets.load_from_disk(str(work_dir / _shard_name(k))) for k in range(num_shards)]
+    result = datasets.concatenate_datasets(shards)
+    result.save_to_disk(str(output_dir))
+    columns = result.select_columns(["flipped", "label"]).with_format("numpy")[:]
+    num_images = int((~columns["flipped"]).sum())
+    labels = columns["label"]
+    label_names = run_config["label_names"]
+    metadata = {
+        "format": "glotok-codes",
+        "format_version": FORMAT_VERSION,
+        "tokenizer_config": json.loads(config.to_json_string()),
+        "tokenizer_fingerprint": run_config["tokenizer_fingerprint"],
+        "visual_codebook_size": layout.visual_codebook_size,
+        "semantic_codebook_size": layout.semantic_codebook_size,
+        "tokens_per_position": layout.tokens_per_position,
+        "grid": [grid, grid],
+        "num_positions": grid * grid,
+        "num_image_tokens": layout.num_image_tokens(grid * grid),
+        "resolution": resolution,
+        "flip": run_config["flip"],
+        "num_images": num_images,
+        "num_skipped": run_config["num_source_rows"] - num_images,
+        "num_rows": len(result),
+        "label_names": label_names,
+        "num_classes": len(label_names) if label_names else (int(labels.max()) + 1 if len(labels) else 1),
+        "source": {
+            key: run_config[key] for key in ("dataset_fingerprint", "num_source_rows", "image_column", "label_column")
+        },
+    }
+    _write_json_atomic(output_dir / METADATA_NAME, metadata)
+    shutil.rmtree(work_dir, ignore_errors=True)
+
+
+def load_code_dataset(path: str | os.PathLike) -> tuple[datasets.Dataset, dict[str, Any]]:
+    """Open a folder written by [`extract_codes`]: returns `(dataset, metadata)`; the dataset is memory-mapped."""
+    path = Path(path)
+    meta_file = path / METADATA_NAME
+    if not meta_file.is_file():
+        hint = " (an unfinished extraction: run it again to finish)" if (path / WORK_DIR_NAME).is_dir() else ""
+        raise FileNotFoundError(f"{path} is not a finished GloTok code dataset: {METADATA_NAME} is missing{hint}.")
+    metadata = json.loads(meta_file.read_text())
+    if metadata.get("format") != "glotok-codes" or metadata.get("format_version") != FORMAT_VERSION:
+        raise ValueError(
+            f"{meta_file} is not glotok-codes format version {FORMAT_VERSION}: got format {metadata.get('format')!r} "
+            f"version {metadata.get('format_version')!r}."
+        )
+    return datasets.load_from_disk(str(path)), metadata
+
+
+__all__ = ["METADATA_NAME", "extract_codes", "load_code_dataset", "model_fingerprint"]

@@ -1,0 +1,95 @@
+# Copyright 2026 The glotok-hf authors. Licensed under the Apache License, Version 2.0.
+"""`glotok extract-codes`: encode an image dataset with a frozen GloTok tokenizer into a code dataset for the prior."""
+
+import argparse
+
+EPILOG = """examples:
+  glotok extract-codes --tokenizer out/tokenizer --train-data-dir imagenet/train --output-dir codes/imagenet-256 --flip
+  glotok extract-codes --tokenizer my-pipeline --subfolder vqmodel --dataset-name saved/dataset --output-dir codes/x
+  accelerate launch -m glotok_hf.cli extract-codes --tokenizer out/tokenizer --train-data-dir imagenet/train \\
+      --output-dir codes/imagenet-256 --batch-size 128 --num-workers 8 --mixed-precision bf16
+
+Run the same command again to resume an interrupted extraction (finished shards are kept). The folder opens with
+glotok_hf.codes.load_code_dataset (or datasets.load_from_disk) and feeds `training/train.py --stage prior`.
+"""
+
+
+def register(subparsers) -> None:
+    parser = subparsers.add_parser(
+        "extract-codes",
+        help="encode an image dataset into GloTok codes (a datasets Dataset) for training the prior",
+        description="Encode every image of a dataset with a frozen GloTok tokenizer and save the codes, in the "
+        "prior's token layout, as a datasets Dataset with columns index, label, flipped and codes, plus a "
+        "glotok_codes.json metadata file. Resumable by shard; multi-process under `accelerate launch`.",
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--tokenizer", required=True, help="folder (or Hub id) of a saved GloTokModel")
+    parser.add_argument("--subfolder", default="", help="subfolder of --tokenizer holding the model, e.g. vqmodel")
+    data = parser.add_mutually_exclusive_group(required=True)
+    data.add_argument("--train-data-dir", help="an imagefolder directory (one sub-folder per class)")
+    data.add_argument("--dataset-name", help="a Hub dataset name or a folder written by Dataset.save_to_disk")
+    parser.add_argument("--dataset-config-name", default=None, help="configuration of --dataset-name")
+    parser.add_argument("--split", default="train", help="dataset split (default: %(default)s)")
+    parser.add_argument("--image-column", default="image", help="image column (default: %(default)s)")
+    parser.add_argument(
+        "--label-column", default="label", help="class-label column; 'none' for unlabelled data (default: %(default)s)"
+    )
+    parser.add_argument("--cache-dir", default=None, help="datasets cache directory")
+    parser.add_argument("--output-dir", required=True, help="output folder (new, empty, or an unfinished run)")
+    parser.add_argument(
+        "--resolution", type=int, default=None, help="image side after resize + center crop (default: the "
+        "tokenizer's sample_size)"
+    )  # fmt: skip
+    parser.add_argument("--flip", action="store_true", help="add the codes of each horizontally flipped image")
+    parser.add_argument("--batch-size", type=int, default=64, help="images per forward pass (default: %(default)s)")
+    parser.add_argument("--shard-size", type=int, default=10_000, help="images per shard (default: %(default)s)")
+    parser.add_argument("--num-workers", type=int, default=4, help="image-decoding workers (default: %(default)s)")
+    parser.add_argument(
+        "--mixed-precision", choices=["no", "bf16", "fp16"], default="no", help="encoder autocast (default: no)"
+    )
+    parser.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+    parser.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from accelerate import PartialState
+
+    from ..codes import extract_codes, load_code_dataset
+    from ..data import load_image_dataset
+    from ..modeling_glotok import GloTokModel
+
+    label_column = None if args.label_column.lower() == "none" else args.label_column
+    model = GloTokModel.from_pretrained(args.tokenizer, subfolder=args.subfolder)
+    dataset = load_image_dataset(
+        dataset_name=args.dataset_name,
+        dataset_config_name=args.dataset_config_name,
+        train_data_dir=args.train_data_dir,
+        split=args.split,
+        image_column=args.image_column,
+        label_column=label_column,
+        cache_dir=args.cache_dir,
+    )
+    output_dir = extract_codes(
+        model,
+        dataset,
+        args.output_dir,
+        resolution=args.resolution,
+        image_column=args.image_column,
+        label_column=label_column,
+        flip=args.flip,
+        batch_size=args.batch_size,
+        shard_size=args.shard_size,
+        num_workers=args.num_workers,
+        mixed_precision=args.mixed_precision,
+        progress=not args.no_progress,
+    )
+    state = PartialState()
+    if state.is_main_process:
+        _, metadata = load_code_dataset(output_dir)
+        processes = f"{state.num_processes} process" + ("es" if state.num_processes > 1 else "")
+        print(
+            f"wrote {metadata['num_rows']} rows ({metadata['num_images']} images, {metadata['num_skipped']} skipped, "
+            f"{metadata['num_image_tokens']} tokens each) to {output_dir} with {processes}"
+        )
+    return 0

@@ -1,0 +1,201 @@
+# Copyright 2026 The glotok-hf authors. Licensed under the Apache License, Version 2.0.
+#
+# Model sizes follow LlamaGen's GPT-B/L/XL/XXL/3B (FoundationVision/LlamaGen, MIT); re-implemented as LlamaConfigs.
+"""The stage-2 class-conditional AR prior: a stock `transformers.LlamaForCausalLM` over GloTok codes.
+
+The prior needs no modeling code of its own: `prior_config` returns a `LlamaConfig` whose vocabulary follows the
+[`TokenLayout`] (image codes, class tokens, null class), so checkpoints load with `AutoModelForCausalLM`. This module
+also holds the batch-building helper of the prior's training stage.
+"""
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+import torch
+from transformers import LlamaConfig, LlamaForCausalLM
+
+from .sampling import TokenLayout, draw_uniforms
+
+
+@dataclass(frozen=True)
+class PriorSize:
+    """A LlamaGen GPT size: depth, width and attention heads (head dim 64, except 3B's 100)."""
+
+    num_hidden_layers: int
+    hidden_size: int
+    num_attention_heads: int
+    reference_parameters: int  # LlamaGen's reported parameter count, for 16,384 codes and 1,000 classes
+
+    @property
+    def intermediate_size(self) -> int:
+        """LlamaGen's SwiGLU width: `2/3 * 4 * hidden_size`, rounded up to a multiple of 256."""
+        hidden = int(2 * 4 * self.hidden_size / 3)
+        return -(-hidden // 256) * 256
+
+
+PRIOR_SIZES: dict[str, PriorSize] = {
+    "B": PriorSize(12, 768, 12, 111_000_000),
+    "L": PriorSize(24, 1024, 16, 343_000_000),
+    "XL": PriorSize(36, 1280, 20, 775_000_000),
+    "XXL": PriorSize(48, 1536, 24, 1_400_000_000),
+    "3B": PriorSize(24, 3200, 32, 3_100_000_000),
+}
+
+
+def _codebook_sizes(tokenizer_config) -> tuple[int, int]:
+    try:
+        return int(tokenizer_config.visual_codebook_size), int(tokenizer_config.semantic_codebook_size)
+    except AttributeError as err:
+        raise TypeError(
+            "tokenizer_config must be a GloTokConfig (with visual_codebook_size and semantic_codebook_size), got "
+            f"{type(tokenizer_config).__name__}."
+        ) from err
+
+
+def prior_config(
+    size: str,
+    tokenizer_config,
+    num_classes: int,
+    *,
+    num_positions: int | None = None,
+    **overrides,
+) -> LlamaConfig:
+    r"""
+    The `LlamaConfig` of a class-conditional prior of LlamaGen size `size` over the codes of `tokenizer_config`.
+
+    The vocabulary is `V + S + num_classes + 1` (see [`TokenLayout`]), `max_position_embeddings` is the full sequence
+    length `1 + num_positions * tokens_per_position`, bos/eos/pad are `None` (generation never stops early), and the
+    rest is LlamaGen's: SwiGLU of width `find_multiple(8/3 * d, 256)`, RMSNorm eps 1e-5, RoPE theta 10,000 (1-D; LlamaGen
+    uses 2-D RoPE), an untied output head, no biases.
+
+    Args:
+        size (`str`): one of `PRIOR_SIZES`: `"B"` (12 layers, width 768, ~111M parameters), `"L"` (24, 1024, ~343M),
+            `"XL"` (36, 1280, ~775M), `"XXL"` (48, 1536, ~1.4B) or `"3B"` (24, 3200, ~3.1B).
+        tokenizer_config (`GloTokConfig`): the tokenizer whose codes the prior models.
+        num_classes (`int`): number of class labels.
+        num_positions (`int`, *optional*): grid positions per image; defaults to `latent_grid_size ** 2` of the
+            tokenizer (256 for 256x256 images).
+        overrides: any `LlamaConfig` field, applied last (e.g. `num_hidden_layers=2` for a test model).
+
+    Example:
+
+    ```python
+    >>> from glotok_hf import GloTokConfig
+    >>> from glotok_hf.prior import prior_config
+    >>> config = prior_config("B", GloTokConfig(), num_classes=1000)
+    >>> config.vocab_size, config.max_position_embeddings, config.num_hidden_layers
+    (17385, 513, 12)
+
+    ```
+    """
+    if size not in PRIOR_SIZES:
+        raise ValueError(f"Unknown prior size {size!r}; choose one of {sorted(PRIOR_SIZES)}.")
+    visual, semantic = _codebook_sizes(tokenizer_config)
+    layout = TokenLayout(visual, semantic, num_classes)
+    if num_positions is None:
+        num_positions = int(tokenizer_config.latent_grid_size) ** 2
+    preset = PRIOR_SIZES[size]
+    kwargs = dict(
+        vocab_size=layout.vocab_size,
+        hidden_size=preset.hidden_size,
+        intermediate_size=preset.intermediate_size,
+        num_hidden_layers=preset.num_hidden_layers,
+        num_attention_heads=preset.num_attention_heads,
+        num_key_value_heads=preset.num_attention_heads,
+        hidden_act="silu",
+        max_position_embeddings=layout.sequence_length(num_positions),
+        initializer_range=0.02,
+        rms_norm_eps=1e-5,
+        rope_parameters={"rope_type": "default", "rope_theta": 10000.0},
+        attention_bias=False,
+        mlp_bias=False,
+        attention_dropout=0.0,
+        tie_word_embeddings=False,
+        bos_token_id=None,
+        eos_token_id=None,
+        pad_token_id=None,
+        architectures=["LlamaForCausalLM"],
+    )
+    kwargs.update(overrides)
+    if kwargs["vocab_size"] != layout.vocab_size:
+        raise ValueError(
+            f"vocab_size={kwargs['vocab_size']} cannot be overridden: the token layout needs {layout.vocab_size} ids "
+            f"({visual} visual + {semantic} semantic + {num_classes} classes + 1 null class)."
+        )
+    return LlamaConfig(**kwargs)
+
+
+def layout_from_configs(
+    tokenizer_config, prior_config: LlamaConfig, id2label: Mapping[int, str] | None = None
+) -> TokenLayout:
+    """The [`TokenLayout`] of a prior over a tokenizer's codes. The number of classes follows from the prior's
+    `vocab_size` and the codebook sizes; when `id2label` is given its length must agree (`ValueError` otherwise)."""
+    visual, semantic = _codebook_sizes(tokenizer_config)
+    vocab_size = getattr(prior_config, "vocab_size", None)
+    if vocab_size is None:
+        raise TypeError(
+            f"prior_config must be a transformers config with vocab_size, got {type(prior_config).__name__}."
+        )
+    num_labels = None if id2label is None else len(id2label)
+    return TokenLayout.from_vocab_size(vocab_size, visual, semantic, num_labels=num_labels)
+
+
+def build_prior(config: LlamaConfig) -> LlamaForCausalLM:
+    """A freshly initialised `LlamaForCausalLM` for `config` (from [`prior_config`])."""
+    if not isinstance(config, LlamaConfig):
+        raise TypeError(f"build_prior expects a LlamaConfig (see prior_config), got {type(config).__name__}.")
+    return LlamaForCausalLM(config)
+
+
+def prior_training_batch(
+    codes: torch.Tensor,
+    labels: torch.Tensor,
+    layout: TokenLayout,
+    class_dropout_prob: float = 0.1,
+    generator: torch.Generator | None = None,
+) -> dict[str, torch.Tensor]:
+    r"""
+    Build the causal-LM batch of the prior's training stage: the class token in front of the image tokens, with
+    class dropout (the class token replaced by the null class with probability `class_dropout_prob`, which trains the
+    unconditional branch of classifier-free guidance). The loss is on image tokens only.
+
+    Args:
+        codes (`torch.LongTensor` of shape `(B, N)`): image-token ids in the layout (no class token), e.g. the
+            `codes` column of an extracted code dataset.
+        labels (`torch.LongTensor` of shape `(B,)`): class labels in `[0, layout.num_classes)`.
+        layout (`TokenLayout`): the prior's token layout.
+        class_dropout_prob (`float`, *optional*, defaults to 0.1): probability of replacing a class by the null class.
+        generator (`torch.Generator`, *optional*): source of the dropout draws.
+
+    Returns:
+        `dict` with `input_ids` `(B, N + 1)` and `labels` `(B, N + 1)` (a copy of `input_ids` with -100 at the class
+        position; transformers shifts labels internally, so position 0 predicts the first image token).
+    """
+    if not isinstance(layout, TokenLayout):
+        raise TypeError(f"layout must be a TokenLayout, got {type(layout).__name__}.")
+    if isinstance(class_dropout_prob, bool) or not isinstance(class_dropout_prob, (int, float)):
+        raise TypeError(f"class_dropout_prob must be a float, got {class_dropout_prob!r}.")
+    if not 0.0 <= class_dropout_prob <= 1.0:
+        raise ValueError(f"class_dropout_prob must be in [0, 1], got {class_dropout_prob}.")
+    layout.validate_tokens(codes, name="codes")
+    if not isinstance(labels, torch.Tensor) or labels.ndim != 1 or labels.shape[0] != codes.shape[0]:
+        shape = tuple(labels.shape) if isinstance(labels, torch.Tensor) else type(labels).__name__
+        raise ValueError(
+            f"labels must be a 1-d tensor with one label per row of codes ({codes.shape[0]}), got {shape}."
+        )
+    if labels.numel() and int(labels.max()) >= layout.num_classes:
+        raise ValueError(
+            f"labels must lie in [0, {layout.num_classes}) for training (the null class comes from class dropout), "
+            f"got {int(labels.max())}."
+        )
+    class_ids = layout.class_token_ids(labels).to(codes.device)
+    if class_dropout_prob > 0:
+        drop = draw_uniforms(generator, 1, labels.shape[0], codes.device)[0] < class_dropout_prob
+        class_ids = torch.where(drop, torch.full_like(class_ids, layout.null_class_id), class_ids)
+    input_ids = torch.cat([class_ids[:, None], codes.long()], dim=1)
+    targets = input_ids.clone()
+    targets[:, 0] = -100
+    return {"input_ids": input_ids, "labels": targets}
+
+
+__all__ = ["PRIOR_SIZES", "PriorSize", "build_prior", "layout_from_configs", "prior_config", "prior_training_batch"]

@@ -1,0 +1,567 @@
+# Copyright 2026 The glotok-hf authors. Licensed under the Apache License, Version 2.0.
+"""Token layout of the GloTok AR prior and its classifier-free-guidance sampler.
+
+This file is shipped as Hub remote code next to the pipeline module, so it imports only torch and transformers.
+
+The layout is a public contract (pipelines, saved checkpoints and users rely on it). With `V` visual codes, `S`
+semantic codes and `C` classes the prior's vocabulary has exactly `V + S + C + 1` ids:
+
+| ids             | meaning                                                      |
+|-----------------|--------------------------------------------------------------|
+| `[0, V)`        | visual codes                                                 |
+| `[V, V + S)`    | semantic codes (`id = V + semantic index`)                   |
+| `[V + S, V+S+C)`| class tokens (`id = V + S + label`)                          |
+| `V + S + C`     | the null class (unconditional rows of classifier-free guidance) |
+
+An image is the sequence `[class, v_0, s_0, v_1, s_1, ...]` over the token grid in raster order, the visual code
+before the semantic code of each position (the order FQGAN samples in). With a single codebook it is
+`[class, c_0, c_1, ...]`. The prior has no bos/eos/pad token.
+"""
+
+import inspect
+import math
+import numbers
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+import torch
+from transformers import (
+    DynamicCache,
+    LogitsProcessorList,
+    StaticCache,
+    TemperatureLogitsWarper,
+    TopKLogitsWarper,
+    TopPLogitsWarper,
+)
+
+
+def _is_int(value) -> bool:
+    return isinstance(value, numbers.Integral) and not isinstance(value, bool)
+
+
+def _first_bad(mask: torch.Tensor) -> tuple[int, ...]:
+    """Index of the first True entry of a boolean tensor (row-major)."""
+    flat = int(mask.flatten().nonzero()[0, 0])
+    return tuple(int(i) for i in torch.unravel_index(torch.tensor(flat), mask.shape))
+
+
+def _check_integer_tensor(name: str, value) -> torch.Tensor:
+    if not isinstance(value, torch.Tensor):
+        raise TypeError(f"{name} must be a torch.Tensor of integer ids, got {type(value).__name__}.")
+    if value.is_floating_point() or value.is_complex() or value.dtype == torch.bool:
+        raise ValueError(f"{name} must be an integer tensor, got dtype {value.dtype}.")
+    return value
+
+
+# ------------------------------------------------------------------------------------------------------ layout
+@dataclass(frozen=True)
+class TokenLayout:
+    r"""
+    Vocabulary layout of a class-conditional AR prior over GloTok codes (see the module docstring for the table).
+
+    Args:
+        visual_codebook_size (`int`): visual codes `V` (0 when the tokenizer has no visual codebook).
+        semantic_codebook_size (`int`): semantic codes `S` (0 when the tokenizer has no semantic codebook).
+        num_classes (`int`): class labels `C`; label `C` ([`TokenLayout.null_label`]) is the null class.
+
+    Example:
+
+    ```python
+    >>> layout = TokenLayout(visual_codebook_size=12288, semantic_codebook_size=4096, num_classes=1000)
+    >>> layout.vocab_size, layout.null_class_id, layout.sequence_length(256)
+    (17385, 17384, 513)
+    >>> layout.allowed_range(0), layout.allowed_range(1)
+    ((0, 12288), (12288, 16384))
+
+    ```
+    """
+
+    visual_codebook_size: int
+    semantic_codebook_size: int
+    num_classes: int
+
+    def __post_init__(self):
+        for name in ("visual_codebook_size", "semantic_codebook_size", "num_classes"):
+            value = getattr(self, name)
+            if not _is_int(value):
+                raise TypeError(f"TokenLayout.{name} must be an int, got {type(value).__name__} {value!r}.")
+            if value < 0:
+                raise ValueError(f"TokenLayout.{name} must be >= 0, got {value}.")
+        if self.visual_codebook_size == 0 and self.semantic_codebook_size == 0:
+            raise ValueError("TokenLayout needs at least one codebook: both codebook sizes are 0.")
+        if self.num_classes < 1:
+            raise ValueError(f"TokenLayout.num_classes must be >= 1, got {self.num_classes}.")
+
+    # ---------------------------------------------------------------------------------------- sizes and ids
+    @property
+    def codebook_size(self) -> int:
+        """Number of image-code ids, `V + S`; class tokens start here."""
+        return self.visual_codebook_size + self.semantic_codebook_size
+
+    @property
+    def vocab_size(self) -> int:
+        """`V + S + C + 1`: image codes, class tokens and the null class."""
+        return self.codebook_size + self.num_classes + 1
+
+    @property
+    def null_label(self) -> int:
+        """The class label meaning "no class" (`C`, as in LlamaGen); its token is [`TokenLayout.null_class_id`]."""
+        return self.num_classes
+
+    @property
+    def null_class_id(self) -> int:
+        """Token id of the null class, `V + S + C`, used for the unconditional rows of classifier-free guidance."""
+        return self.codebook_size + self.num_classes
+
+    @property
+    def tokens_per_position(self) -> int:
+        """Image tokens per grid position: 2 with both codebooks (visual, then semantic), else 1."""
+        return int(self.visual_codebook_size > 0) + int(self.semantic_codebook_size > 0)
+
+    @property
+    def code_ranges(self) -> tuple[tuple[int, int], ...]:
+        """The id range `[lo, hi)` of each token of a position, in sampling order (visual first)."""
+        ranges = []
+        if self.visual_codebook_size:
+            ranges.append((0, self.visual_codebook_size))
+        if self.semantic_codebook_size:
+            ranges.append((self.visual_codebook_size, self.codebook_size))
+        return tuple(ranges)
+
+    def num_image_tokens(self, num_positions: int) -> int:
+        """Image tokens of an image with `num_positions` grid positions (class token excluded)."""
+        self._check_num_positions(num_positions)
+        return num_positions * self.tokens_per_position
+
+    def sequence_length(self, num_positions: int) -> int:
+        """Length of a full training sequence, class token included: `1 + num_positions * tokens_per_position`."""
+        return 1 + self.num_image_tokens(num_positions)
+
+    def allowed_range(self, step: int) -> tuple[int, int]:
+        """The id range `[lo, hi)` the prior may emit at image-token step `step` (0 = first token after the class)."""
+        if not _is_int(step) or step < 0:
+            raise ValueError(f"step must be an int >= 0, got {step!r}.")
+        return self.code_ranges[step % self.tokens_per_position]
+
+    def _check_num_positions(self, num_positions) -> None:
+        if not _is_int(num_positions) or num_positions < 1:
+            raise ValueError(f"num_positions must be a positive int, got {num_positions!r}.")
+
+    # ------------------------------------------------------------------------------------------- classes
+    def class_token_ids(self, labels: torch.Tensor | Sequence[int] | int) -> torch.LongTensor:
+        """Class labels in `[0, num_classes]` (`num_classes` = [`TokenLayout.null_label`]) -> class token ids.
+
+        Returns a `torch.LongTensor` of the labels' shape (1-d for a list, 0-d for an int), on the labels' device.
+        """
+        if isinstance(labels, torch.Tensor):
+            labels = _check_integer_tensor("class labels", labels)
+        elif _is_int(labels):
+            labels = torch.tensor(int(labels), dtype=torch.long)
+        elif isinstance(labels, Sequence) and not isinstance(labels, (str, bytes)) and all(_is_int(x) for x in labels):
+            labels = torch.tensor([int(x) for x in labels], dtype=torch.long)
+        else:
+            raise TypeError(f"class labels must be ints or an integer tensor, got {labels!r}.")
+        bad = (labels < 0) | (labels > self.num_classes)
+        if labels.numel() and bool(bad.any()):
+            value = int(labels[bad].flatten()[0])
+            raise ValueError(
+                f"class label {value} is out of range: labels must lie in [0, {self.num_classes}) "
+                f"(num_classes={self.num_classes}), or equal the null label {self.null_label} for unconditional "
+                "generation."
+            )
+        return labels.long() + self.codebook_size
+
+    # ------------------------------------------------------------------------------------- codes <-> tokens
+    def validate_tokens(self, tokens: torch.Tensor, name: str = "tokens") -> None:
+        """Raise a `ValueError` naming the first image token of `tokens` (`(B, L)`, class token excluded) whose id
+        lies outside the range its position allows."""
+        tokens = _check_integer_tensor(name, tokens)
+        if tokens.ndim != 2:
+            raise ValueError(f"{name} must have shape (batch, num_image_tokens), got shape {tuple(tokens.shape)}.")
+        t = self.tokens_per_position
+        if tokens.shape[1] % t:
+            raise ValueError(
+                f"{name} has {tokens.shape[1]} image tokens per row; the layout has {t} tokens per grid position, "
+                f"so the length must be a multiple of {t}."
+            )
+        if tokens.numel() == 0:
+            return
+        for slot, (lo, hi) in enumerate(self.code_ranges):
+            column = tokens[:, slot::t]
+            bad = (column < lo) | (column >= hi)
+            if bool(bad.any()):
+                row, pos = _first_bad(bad)
+                kind = "visual" if (lo, hi) == (0, self.visual_codebook_size) else "semantic"
+                raise ValueError(
+                    f"{name} break the token layout: row {row}, image token {pos * t + slot} (grid position {pos}) "
+                    f"is {int(column[row, pos])}, but that step allows only {kind} code ids in [{lo}, {hi})."
+                )
+
+    def to_tokens(
+        self, visual_indices: torch.Tensor | None = None, semantic_indices: torch.Tensor | None = None
+    ) -> torch.LongTensor:
+        """Codebook indices `(B, h, w)` or `(B, h*w)` -> image-token ids `(B, h*w*tokens_per_position)` in layout
+        order (visual before semantic at each position, raster order, no class token)."""
+        parts = []
+        shape = None
+        for name, indices, size, offset in (
+            ("visual", visual_indices, self.visual_codebook_size, 0),
+            ("semantic", semantic_indices, self.semantic_codebook_size, self.visual_codebook_size),
+        ):
+            key = f"{name}_indices"
+            if size == 0:
+                if indices is not None:
+                    raise ValueError(f"{key} was given but the layout has no {name} codebook ({name} size 0).")
+                continue
+            if indices is None:
+                raise ValueError(f"{key} is required: the layout has a {name} codebook of {size} codes.")
+            indices = _check_integer_tensor(key, indices)
+            if indices.ndim not in (2, 3):
+                raise ValueError(f"{key} must have shape (batch, h, w) or (batch, h*w), got {tuple(indices.shape)}.")
+            if shape is not None and tuple(indices.shape) != shape:
+                raise ValueError(
+                    f"visual_indices and semantic_indices must have the same shape, got {shape} and "
+                    f"{tuple(indices.shape)}."
+                )
+            shape = tuple(indices.shape)
+            flat = indices.flatten(1)
+            bad = (flat < 0) | (flat >= size)
+            if flat.numel() and bool(bad.any()):
+                row, pos = _first_bad(bad)
+                raise ValueError(
+                    f"{key} must lie in [0, {size}): row {row}, grid position {pos} is {int(flat[row, pos])}."
+                )
+            parts.append(flat.long() + offset)
+        return torch.stack(parts, dim=-1).flatten(1)
+
+    def to_indices(
+        self, tokens: torch.Tensor, grid: tuple[int, int] | int | None = None
+    ) -> tuple[torch.LongTensor | None, torch.LongTensor | None]:
+        """Image-token ids `(B, h*w*tokens_per_position)` -> `(visual_indices, semantic_indices)`, each `(B, h, w)`
+        or `None` when the layout lacks that codebook. `grid` is `(h, w)`, a side length, or `None` for a square
+        grid."""
+        self.validate_tokens(tokens)
+        num_positions = tokens.shape[1] // self.tokens_per_position
+        if grid is None:
+            side = math.isqrt(num_positions)
+            if side * side != num_positions:
+                raise ValueError(f"{num_positions} grid positions are not a square; pass grid=(h, w).")
+            grid = (side, side)
+        elif _is_int(grid):
+            grid = (grid, grid)
+        if len(grid) != 2 or not all(_is_int(g) and g > 0 for g in grid) or grid[0] * grid[1] != num_positions:
+            raise ValueError(
+                f"grid {grid!r} does not match the tokens: they hold {num_positions} grid positions "
+                f"({tokens.shape[1]} tokens / {self.tokens_per_position} per position)."
+            )
+        per_slot = tokens.long().view(tokens.shape[0], num_positions, self.tokens_per_position)
+        out = {"visual": None, "semantic": None}
+        for slot, (lo, _) in enumerate(self.code_ranges):
+            name = "visual" if lo == 0 and self.visual_codebook_size else "semantic"
+            out[name] = (per_slot[..., slot] - lo).reshape(tokens.shape[0], *grid)
+        return out["visual"], out["semantic"]
+
+    # -------------------------------------------------------------------------------------- construction
+    @classmethod
+    def from_vocab_size(
+        cls,
+        vocab_size: int,
+        visual_codebook_size: int,
+        semantic_codebook_size: int,
+        num_labels: int | None = None,
+    ) -> "TokenLayout":
+        """The layout of a prior with `vocab_size` ids over a tokenizer with these codebook sizes; the number of
+        classes is `vocab_size - V - S - 1`, checked against `num_labels` (the number of label names) when given."""
+        for name, value in (
+            ("vocab_size", vocab_size),
+            ("visual_codebook_size", visual_codebook_size),
+            ("semantic_codebook_size", semantic_codebook_size),
+        ):
+            if not _is_int(value) or value < 0:
+                raise ValueError(f"{name} must be an int >= 0, got {value!r}.")
+        codes = visual_codebook_size + semantic_codebook_size
+        num_classes = vocab_size - codes - 1
+        if num_classes < 1:
+            raise ValueError(
+                f"The prior's vocab_size {vocab_size} does not fit the tokenizer's codebooks: it needs at least "
+                f"{codes} visual+semantic codes ({visual_codebook_size} + {semantic_codebook_size}) + 1 class + 1 null "
+                f"class = {codes + 2} ids."
+            )
+        if num_labels is not None and num_labels != num_classes:
+            raise ValueError(
+                f"The prior's vocab_size {vocab_size} implies {num_classes} classes ({vocab_size} - "
+                f"{visual_codebook_size} visual - {semantic_codebook_size} semantic - 1 null), but {num_labels} label "
+                "names were given."
+            )
+        return cls(visual_codebook_size, semantic_codebook_size, num_classes)
+
+
+# ----------------------------------------------------------------------------------------------------- sampler
+def cache_keyword(model: torch.nn.Module) -> str:
+    """The KV-cache keyword of `model.forward`: `cache` from transformers 5.24 on, `past_key_values` before."""
+    parameters = inspect.signature(model.forward).parameters
+    return "cache" if "cache" in parameters else "past_key_values"
+
+
+def guidance_scales(
+    num_positions: int,
+    tokens_per_position: int,
+    guidance_scale: float,
+    guidance_schedule: str = "constant",
+    guidance_interval: tuple[float, float] | None = None,
+) -> list[float]:
+    """The guidance scale of every image-token step (`num_positions * tokens_per_position` floats).
+
+    Both tokens of a grid position share a scale. `"linear"` ramps from 1 (no guidance) at the first position to
+    `guidance_scale` at the last (`1 + (s - 1) * p / (num_positions - 1)` at position `p`); `"constant"` is
+    `guidance_scale` everywhere. Outside `guidance_interval = (start, end)`, given as fractions of the grid positions
+    (position `p` is inside when `start <= p / num_positions < end`), the scale is 1.
+    """
+    if guidance_schedule not in ("constant", "linear"):
+        raise ValueError(f"guidance_schedule must be 'constant' or 'linear', got {guidance_schedule!r}.")
+    if isinstance(guidance_scale, bool) or not isinstance(guidance_scale, (int, float)):
+        raise TypeError(f"guidance_scale must be a float, got {type(guidance_scale).__name__} {guidance_scale!r}.")
+    if not math.isfinite(guidance_scale) or guidance_scale < 0:
+        raise ValueError(f"guidance_scale must be a finite float >= 0 (1 disables guidance), got {guidance_scale}.")
+    if guidance_interval is not None:
+        if (
+            not isinstance(guidance_interval, (tuple, list))
+            or len(guidance_interval) != 2
+            or not all(isinstance(x, (int, float)) and not isinstance(x, bool) for x in guidance_interval)
+            or not 0.0 <= guidance_interval[0] < guidance_interval[1] <= 1.0
+        ):
+            raise ValueError(
+                "guidance_interval must be (start, end) fractions of the grid positions with 0 <= start < end <= 1, "
+                f"got {guidance_interval!r}."
+            )
+    scales = []
+    for p in range(num_positions):
+        scale = float(guidance_scale)
+        if guidance_schedule == "linear":
+            scale = 1.0 + (scale - 1.0) * (p / (num_positions - 1) if num_positions > 1 else 1.0)
+        if guidance_interval is not None and not guidance_interval[0] <= p / num_positions < guidance_interval[1]:
+            scale = 1.0
+        scales.extend([scale] * tokens_per_position)
+    return scales
+
+
+def _logits_processors(temperature: float, top_k: int | None, top_p: float | None) -> LogitsProcessorList:
+    if isinstance(temperature, bool) or not isinstance(temperature, (int, float)) or not temperature > 0:
+        raise ValueError(f"temperature must be a float > 0, got {temperature!r}.")
+    if top_k is not None and (not _is_int(top_k) or top_k < 0):
+        raise ValueError(f"top_k must be None or an int >= 0 (0 or None disables it), got {top_k!r}.")
+    if top_p is not None and (isinstance(top_p, bool) or not isinstance(top_p, (int, float)) or not 0 < top_p <= 1):
+        raise ValueError(f"top_p must be None or a float in (0, 1] (1 or None disables it), got {top_p!r}.")
+    processors = LogitsProcessorList()
+    if temperature != 1.0:
+        processors.append(TemperatureLogitsWarper(float(temperature)))
+    if top_k:
+        processors.append(TopKLogitsWarper(top_k))
+    if top_p is not None and top_p < 1.0:
+        processors.append(TopPLogitsWarper(float(top_p)))
+    return processors
+
+
+def draw_uniforms(
+    generator: torch.Generator | Sequence[torch.Generator] | None,
+    batch_size: int,
+    num_steps: int,
+    device: torch.device,
+) -> torch.FloatTensor:
+    """`(batch_size, num_steps)` uniforms in [0, 1): row `i` holds the first `num_steps` draws of `generator[i]`
+    when a list is given, so a sample never depends on the rest of the batch. Each generator draws on its own
+    device; the result is moved to `device`."""
+    if isinstance(generator, (list, tuple)):
+        if len(generator) != batch_size:
+            raise ValueError(
+                f"Got a list of {len(generator)} generators for a batch of {batch_size} samples; pass one per sample."
+            )
+        if not all(isinstance(g, torch.Generator) for g in generator):
+            raise TypeError("generator must be a torch.Generator, a list of them (one per sample), or None.")
+        rows = [torch.rand(num_steps, generator=g, device=g.device) for g in generator]
+        return torch.stack([r.to(device) for r in rows])
+    if generator is None:
+        return torch.rand(batch_size, num_steps, device=device)
+    if not isinstance(generator, torch.Generator):
+        raise TypeError(
+            f"generator must be a torch.Generator, a list of them, or None; got {type(generator).__name__}."
+        )
+    return torch.rand(batch_size, num_steps, generator=generator, device=generator.device).to(device)
+
+
+def sample_from_logits(logits: torch.Tensor, uniforms: torch.Tensor) -> torch.LongTensor:
+    """Sample one index per row of `logits` `(B, n)` by inverse CDF with `uniforms` `(B,)` in [0, 1).
+
+    Indices with zero probability (filtered to `-inf`) are never returned, even when rounding in the cumulative sum
+    would land the draw on one of them.
+    """
+    probs = torch.softmax(logits.float(), dim=-1)
+    cdf = probs.cumsum(dim=-1)
+    target = uniforms.to(cdf.dtype)[:, None] * cdf[:, -1:]
+    index = torch.searchsorted(cdf, target, right=True).clamp_max(probs.shape[-1] - 1)
+    # Snap to the nearest index <= the drawn one that has positive probability (a no-op unless rounding misled us).
+    positive = torch.arange(probs.shape[-1], device=probs.device).expand_as(probs)
+    last_positive = torch.where(probs > 0, positive, -1).cummax(dim=-1).values
+    snapped = last_positive.gather(-1, index)
+    first_positive = (probs > 0).float().argmax(dim=-1, keepdim=True)  # draws before any mass (impossible) -> first
+    return torch.where(snapped >= 0, snapped, first_positive).squeeze(-1)
+
+
+@torch.no_grad()
+def sample_image_tokens(
+    prior: torch.nn.Module,
+    layout: TokenLayout,
+    class_labels: torch.Tensor | Sequence[int],
+    num_positions: int,
+    *,
+    guidance_scale: float = 2.0,
+    guidance_schedule: str = "constant",
+    guidance_interval: tuple[float, float] | None = None,
+    temperature: float = 1.0,
+    top_k: int | None = None,
+    top_p: float | None = None,
+    generator: torch.Generator | Sequence[torch.Generator] | None = None,
+    callback: Callable[[int, int], None] | None = None,
+    cache_implementation: str = "dynamic",
+    device: torch.device | str | None = None,
+) -> torch.LongTensor:
+    r"""
+    Sample image tokens from a class-conditional causal LM prior with classifier-free guidance and a KV cache.
+
+    Conditional and unconditional (null-class) rows run in one batched forward of `2 * B` rows per step; the guided
+    logits are `uncond + s * (cond - uncond)`. At each step only the id range the layout allows there (visual or
+    semantic codes) is considered, so no other id can be emitted. Once guidance is off for the rest of the sequence
+    (scale 1 everywhere, or past `guidance_interval`), the unconditional rows are dropped from the batch and cache.
+
+    Args:
+        prior (`transformers.PreTrainedModel`):
+            A causal LM (e.g. `LlamaForCausalLM`) whose vocabulary is `layout.vocab_size`.
+        layout (`TokenLayout`): the token layout the prior was trained on.
+        class_labels (`torch.LongTensor` of shape `(B,)` or a list of ints):
+            Labels in `[0, layout.num_classes)`, or `layout.null_label` for an unconditional sample.
+        num_positions (`int`): grid positions to generate (`h * w`, e.g. 256 for a 16x16 grid).
+        guidance_scale (`float`, *optional*, defaults to 2.0):
+            Classifier-free guidance scale `s >= 0`; 1 disables guidance, 0 samples unconditionally.
+        guidance_schedule (`str`, *optional*, defaults to `"constant"`):
+            `"constant"`, or `"linear"`: the scale ramps from 1 at the first grid position to `guidance_scale` at the
+            last.
+        guidance_interval (`tuple[float, float]`, *optional*):
+            `(start, end)` fractions of the grid positions outside which guidance is off (scale 1).
+        temperature (`float`, *optional*, defaults to 1.0): softmax temperature (> 0), via `TemperatureLogitsWarper`.
+        top_k (`int`, *optional*): keep the `top_k` most likely ids (`TopKLogitsWarper`); `None` or 0 disables it.
+        top_p (`float`, *optional*): nucleus sampling threshold (`TopPLogitsWarper`); `None` or 1 disables it.
+        generator (`torch.Generator` or `list[torch.Generator]`, *optional*):
+            One generator per sample makes every sample independent of the batch it is generated in: sample `i` is
+            identical whether generated alone with `generator[i]` or in a batch. A single generator seeds the batch.
+        callback (`Callable[[int, int], None]`, *optional*):
+            Called as `callback(step, total_steps)` after each sampled token (`step` from 1 to `total_steps`).
+        cache_implementation (`str`, *optional*, defaults to `"dynamic"`): `"dynamic"` (`DynamicCache`) or
+            `"static"` (`StaticCache`, pre-allocated; for `torch.compile`).
+        device (`torch.device`, *optional*): where to run; defaults to the prior's device.
+
+    Returns:
+        `torch.LongTensor` of shape `(B, num_positions * layout.tokens_per_position)`: image-token ids (class token
+        excluded); convert to codebook indices with `layout.to_indices(tokens, grid=(h, w))`.
+
+    Example:
+
+    ```python
+    >>> import torch
+    >>> from transformers import LlamaConfig, LlamaForCausalLM
+    >>> layout = TokenLayout(visual_codebook_size=16, semantic_codebook_size=12, num_classes=10)
+    >>> prior = LlamaForCausalLM(LlamaConfig(
+    ...     vocab_size=layout.vocab_size, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+    ...     num_attention_heads=4, max_position_embeddings=layout.sequence_length(4),
+    ...     bos_token_id=None, eos_token_id=None, pad_token_id=None)).eval()
+    >>> generator = [torch.Generator().manual_seed(seed) for seed in (0, 1)]
+    >>> tokens = sample_image_tokens(prior, layout, [3, 7], num_positions=4, guidance_scale=2.0,
+    ...                              top_k=5, generator=generator)
+    >>> tokens.shape
+    torch.Size([2, 8])
+    >>> visual, semantic = layout.to_indices(tokens, grid=(2, 2))
+    >>> visual.shape, bool((semantic < 12).all())
+    (torch.Size([2, 2, 2]), True)
+
+    ```
+    """
+    if not isinstance(layout, TokenLayout):
+        raise TypeError(f"layout must be a TokenLayout, got {type(layout).__name__}.")
+    config = getattr(prior, "config", None)
+    prior_vocab = getattr(config, "vocab_size", None)
+    if prior_vocab != layout.vocab_size:
+        raise ValueError(
+            f"The prior's vocab_size {prior_vocab} does not match the token layout's {layout.vocab_size} "
+            f"({layout.visual_codebook_size} visual + {layout.semantic_codebook_size} semantic codes + "
+            f"{layout.num_classes} classes + 1 null class)."
+        )
+    num_steps = layout.num_image_tokens(num_positions)
+    max_positions = getattr(config, "max_position_embeddings", None)
+    if max_positions is not None and num_steps > max_positions:
+        raise ValueError(
+            f"{num_positions} grid positions need {num_steps} input positions (class token + {num_steps - 1} image "
+            f"tokens), more than the prior's max_position_embeddings={max_positions}."
+        )
+    if cache_implementation not in ("dynamic", "static"):
+        raise ValueError(f"cache_implementation must be 'dynamic' or 'static', got {cache_implementation!r}.")
+    scales = guidance_scales(
+        num_positions, layout.tokens_per_position, guidance_scale, guidance_schedule, guidance_interval
+    )
+    processors = _logits_processors(temperature, top_k, top_p)
+
+    if device is None:
+        device = getattr(prior, "device", None) or next(prior.parameters()).device
+    device = torch.device(device)
+    class_ids = layout.class_token_ids(class_labels).to(device)
+    if class_ids.ndim != 1 or class_ids.numel() == 0:
+        raise ValueError(
+            f"class_labels must be a non-empty 1-d sequence of labels, got shape {tuple(class_ids.shape)}."
+        )
+    batch = class_ids.shape[0]
+    uniforms = draw_uniforms(generator, batch, num_steps, device)
+
+    guided_steps = [i for i, s in enumerate(scales) if s != 1.0]
+    last_guided = guided_steps[-1] if guided_steps else -1
+    rows = 2 * batch if guided_steps else batch
+    if cache_implementation == "static":
+        cache = StaticCache(config=config, max_cache_len=num_steps)
+    else:
+        cache = DynamicCache(config=config)
+    cache_kwargs = {cache_keyword(prior): cache, "use_cache": True}
+
+    # sequences[:, 0] is the class token; sequences[:, 1 + i] the i-th image token. Logits processors see the prefix.
+    sequences = torch.empty(batch, 1 + num_steps, dtype=torch.long, device=device)
+    sequences[:, 0] = class_ids
+    inputs = class_ids
+    if rows == 2 * batch:
+        inputs = torch.cat([class_ids, torch.full_like(class_ids, layout.null_class_id)])
+    inputs = inputs[:, None]
+    for step in range(num_steps):
+        logits = prior(input_ids=inputs, **cache_kwargs).logits[:, -1]
+        lo, hi = layout.allowed_range(step)
+        logits = logits[:, lo:hi].float()
+        if rows == 2 * batch:
+            cond, uncond = logits[:batch], logits[batch:]
+            scale = scales[step]
+            logits = cond if scale == 1.0 else uncond + scale * (cond - uncond)
+        logits = processors(sequences[:, : step + 1], logits)
+        token = sample_from_logits(logits, uniforms[:, step]) + lo
+        sequences[:, step + 1] = token
+        if callback is not None:
+            callback(step + 1, num_steps)
+        if step == num_steps - 1:
+            break
+        if rows == 2 * batch and step >= last_guided and isinstance(cache, DynamicCache):
+            cache.batch_select_indices(torch.arange(batch, device=device))  # guidance is over: drop uncond rows
+            rows = batch
+        inputs = (token.repeat(rows // batch))[:, None]
+    return sequences[:, 1:]
+
+
+__all__ = [
+    "TokenLayout",
+    "cache_keyword",
+    "draw_uniforms",
+    "guidance_scales",
+    "sample_from_logits",
+    "sample_image_tokens",
+]
