@@ -24,7 +24,6 @@ def _recording_code_counts(indices, num_codes):
 codebook.code_counts = _recording_code_counts
 
 import train  # noqa: E402
-from runtime import unwrap  # noqa: E402
 
 if __name__ == "__main__":
     run = train.main(sys.argv[1:])
@@ -35,4 +34,3 @@ if __name__ == "__main__":
     }
     dump["local_counts"] = {n: torch.stack(c).sum(0) for n, c in LOCAL_COUNTS.items()}
     torch.save(dump, Path(run.args.output_dir) / f"rank{accelerator.process_index}.pt")
-    del unwrap
