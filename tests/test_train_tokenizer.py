@@ -120,7 +120,7 @@ def test_any_image_mode_is_read_and_corrupt_files_are_skipped_and_counted(tmp_pa
     Image.fromarray(np.dstack([rgb, rgb[..., :1]])).save(root / "a" / "0_rgba.png")
     Image.fromarray(rgb).convert("P").save(root / "b" / "1_palette.png")
     Image.fromarray(rgb).convert("CMYK").save(root / "b" / "1_cmyk.jpg")
-    Image.fromarray((rgb[..., 0].astype(np.uint16) * 257)).save(root / "b" / "1_sixteen.png")
+    Image.fromarray(rgb[..., 0].astype(np.uint16) * 257).save(root / "b" / "1_sixteen.png")
     Image.fromarray(np.dstack([rgb[..., 0], rgb[..., 1]])).convert("LA").save(root / "a" / "0_la.png")
     (root / "a" / "0_x_broken.png").write_bytes(b"\x89PNG\r\n\x1a\n not really a png")
     (root / "b" / "1_x_truncated.jpg").write_bytes((root / "b" / "1_cmyk.jpg").read_bytes()[:200])

@@ -126,3 +126,42 @@ def env_without_token() -> dict:
     env = dict(os.environ)
     env.pop("HF_TOKEN", None)
     return env
+
+
+TINY_PRIOR = {"num_hidden_layers": 2, "hidden_size": 32, "intermediate_size": 64, "num_attention_heads": 2,
+              "num_key_value_heads": 2}  # fmt: skip
+
+
+def save_tiny_tokenizer(folder: Path, seed: int = 0) -> Path:
+    """The conftest tiny GloTok (random weights), saved with `save_pretrained`."""
+    import torch
+
+    from glotok_hf import GloTokConfig, GloTokModel
+
+    torch.manual_seed(seed)
+    GloTokModel(GloTokConfig(**TINY_MODEL)).save_pretrained(folder)
+    return folder
+
+
+def extract_tiny_codes(tokenizer_dir: Path, images_dir: Path, output_dir: Path) -> Path:
+    """Codes of an imagefolder at 16x16 (8x8 grid), as `glotok extract-codes` writes them."""
+    from glotok_hf import GloTokModel
+    from glotok_hf.codes import extract_codes
+    from glotok_hf.data import load_image_dataset
+
+    model = GloTokModel.from_pretrained(tokenizer_dir)
+    extract_codes(model, load_image_dataset(train_data_dir=images_dir), output_dir, resolution=16, progress=False)
+    return output_dir
+
+
+def tiny_prior_args(
+    output_dir: Path, tokenizer_dir: Path | None, codes_dir: Path | None = None, **overrides
+) -> list[str]:
+    values = {
+        "stage": "prior", "output_dir": str(output_dir), "codes_dir": str(codes_dir) if codes_dir else None,
+        "tokenizer_name_or_path": str(tokenizer_dir) if tokenizer_dir else None, "model_config": json.dumps(TINY_PRIOR),
+        "train_batch_size": 2, "max_train_steps": 4, "checkpointing_steps": 2, "validation_steps": 2,
+        "num_validation_images": 2, "learning_rate": 1e-3, "report_to": "none", "class_dropout_prob": 0.25,
+    }  # fmt: skip
+    values.update(overrides)
+    return to_argv(values)

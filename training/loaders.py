@@ -58,12 +58,14 @@ class EpochShuffleSampler(Sampler[int]):
 
 class SeededItems(Dataset):
     """Wraps a map-style dataset so item `i` is computed under torch's CPU RNG seeded by `(seed, epoch, i)`, and adds
-    `"index": i` to it. Random crops and flips of `ImageTransform` (which draw from torch's global RNG) then become a
+    `"index": i` to it (and, with `draw_uniform`, `"uniform"`: a U[0, 1) draw of its own per `(seed, epoch, i)`, e.g.
+    for class dropout). Random crops and flips of `ImageTransform` (which draw from torch's global RNG) then become a
     function of the example, the epoch and the seed only. (`begin_epoch`, not `set_epoch`: see `EpochShuffleSampler`.)"""
 
-    def __init__(self, dataset: Dataset, seed: int):
+    def __init__(self, dataset: Dataset, seed: int, draw_uniform: bool = False):
         self.dataset = dataset
         self.seed = seed
+        self.draw_uniform = draw_uniform
         self.epoch = 0
 
     def begin_epoch(self, epoch: int) -> None:
@@ -73,16 +75,24 @@ class SeededItems(Dataset):
         return len(self.dataset)
 
     def __getitem__(self, index: int) -> dict[str, Any]:
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(item_seed(self.seed, self.epoch, index))
+        saved = torch.get_rng_state()  # (cheaper than torch.random.fork_rng, and touches no accelerator RNG)
+        torch.random.default_generator.manual_seed(item_seed(self.seed, self.epoch, index))
+        try:
             item = dict(self.dataset[index])
+        finally:
+            torch.set_rng_state(saved)
         item["index"] = index
+        if self.draw_uniform:
+            generator = torch.Generator().manual_seed(item_seed(self.seed + 1, self.epoch, index))
+            item["uniform"] = float(torch.rand((), generator=generator))
         return item
 
 
 def collate_with_index(examples: list[dict[str, Any]]) -> dict[str, torch.Tensor]:
     batch = collate_images(examples)
-    batch["index"] = torch.tensor([e["index"] for e in examples], dtype=torch.long)
+    for key, dtype in (("index", torch.long), ("uniform", torch.float32)):
+        if key in examples[0]:
+            batch[key] = torch.tensor([e[key] for e in examples], dtype=dtype)
     return batch
 
 
@@ -102,12 +112,13 @@ def load_images(args: argparse.Namespace, with_labels: bool = True):
     return dataset
 
 
-def build_image_data(args: argparse.Namespace, num_processes: int, with_labels: bool = True):
+def build_image_data(args: argparse.Namespace, num_processes: int, with_labels: bool = True, draw_uniform=False):
     """Training images -> (`SeededItems`, `DataLoader`, `EpochShuffleSampler`, class names or None)."""
     raw = load_images(args, with_labels=with_labels)
     label_column = args.label_column if with_labels else None
     transform = ImageTransform(args.resolution, center_crop=args.center_crop, random_flip=args.random_flip)
-    items = SeededItems(ImageDataset(raw, transform, args.image_column, label_column), seed=args.seed)
+    dataset = ImageDataset(raw, transform, args.image_column, label_column)
+    items = SeededItems(dataset, seed=args.seed, draw_uniform=draw_uniform)
     sampler, loader = make_loader(items, args, num_processes, collate_with_index)
     return items, loader, sampler, class_names(raw, label_column)
 
@@ -128,7 +139,7 @@ def make_loader(items: Dataset, args: argparse.Namespace, num_processes: int, co
         num_workers=args.dataloader_num_workers,
         collate_fn=collate_fn,
         pin_memory=torch.cuda.is_available(),
-        persistent_workers=False,  # workers must see set_epoch on the dataset
+        persistent_workers=False,  # workers are re-created each epoch, so they see `begin_epoch`
     )
     return sampler, loader
 

@@ -135,6 +135,7 @@ def run_epoch(accelerator, stage, state, args, metrics, progress, throughput, ma
             loss=f"{logs.get(stage.main_loss, math.nan):.4f}", img_s=f"{logs['images_per_second']:.1f}"
         )
         after_update(accelerator, stage, state, args, max_steps)
+        throughput.restart()
         if state.global_step >= max_steps:
             break
     return logs

@@ -12,6 +12,7 @@ import transformers
 from accelerate import Accelerator
 from accelerate.logging import get_logger
 from accelerate.utils import ProjectConfiguration, set_seed
+from transformers import get_scheduler
 
 from checkpointing import list_checkpoints
 
@@ -74,6 +75,20 @@ def check_output_dir(args: argparse.Namespace) -> None:
             "newest). Continue it with --resume_from_checkpoint latest, choose another --output_dir, or pass "
             "--overwrite_output_dir."
         )
+
+
+def build_optimizer(params, args: argparse.Namespace, lr: float) -> torch.optim.Optimizer:
+    """Adam with decoupled weight decay (plain Adam at weight decay 0, the paper's tokenizer setting). `params` may be
+    parameter groups with their own `weight_decay`."""
+    return torch.optim.AdamW(params, lr=lr, betas=(args.adam_beta1, args.adam_beta2),
+                             weight_decay=args.adam_weight_decay, eps=args.adam_epsilon)  # fmt: skip
+
+
+def build_scheduler(args: argparse.Namespace, optimizer, total_steps: int, num_processes: int):
+    """A transformers learning-rate schedule (`--lr_scheduler`, default constant)."""
+    # accelerate steps a prepared scheduler once per process, hence the scaling (as in diffusers' examples).
+    return get_scheduler(args.lr_scheduler, optimizer, num_warmup_steps=args.lr_warmup_steps * num_processes,
+                         num_training_steps=total_steps * num_processes)  # fmt: skip
 
 
 def unwrap(accelerator: Accelerator, model: torch.nn.Module) -> torch.nn.Module:

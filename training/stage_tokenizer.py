@@ -10,7 +10,6 @@ from pathlib import Path
 import torch
 from accelerate import Accelerator
 from accelerate.logging import get_logger
-from transformers import get_scheduler
 
 from glotok_hf import GloTokConfig, GloTokModel
 from glotok_hf.discriminator import GloTokDiscriminator, GloTokDiscriminatorConfig
@@ -21,7 +20,7 @@ from arguments import dataclass_from_args, public_args, read_json_argument
 from ema import EMA
 from loaders import build_image_data, validation_images
 from publishing import render_card
-from runtime import unwrap
+from runtime import build_optimizer, build_scheduler, unwrap
 from tracking import guarded_update, image_grid, log_image
 
 logger = get_logger("glotok_train")
@@ -82,18 +81,6 @@ def build_objective(args: argparse.Namespace, model: GloTokModel) -> tuple[GloTo
     return GloTokObjective(loss_config, teacher_histogram=teacher), metadata
 
 
-def adam(params, args: argparse.Namespace, lr: float) -> torch.optim.Optimizer:
-    """Adam with decoupled weight decay (plain Adam at weight decay 0, the paper's setting)."""
-    return torch.optim.AdamW(params, lr=lr, betas=(args.adam_beta1, args.adam_beta2),
-                             weight_decay=args.adam_weight_decay, eps=args.adam_epsilon)  # fmt: skip
-
-
-def scheduler(args: argparse.Namespace, optimizer, total_steps: int, num_processes: int):
-    # accelerate steps a prepared scheduler once per process, hence the scaling (as in diffusers' examples).
-    return get_scheduler(args.lr_scheduler, optimizer, num_warmup_steps=args.lr_warmup_steps * num_processes,
-                         num_training_steps=total_steps * num_processes)  # fmt: skip
-
-
 class TokenizerStage:
     """Models, data and the two-optimizer step of the tokenizer stage (see `loop.py` for the interface)."""
 
@@ -112,12 +99,14 @@ class TokenizerStage:
         total = args.max_train_steps or args.num_train_epochs * math.ceil(
             len(self.loader) / args.gradient_accumulation_steps
         )
-        optimizer = adam(model.parameters(), args, args.learning_rate)
-        d_optimizer = adam(discriminator.parameters(), args, args.discriminator_learning_rate or args.learning_rate)
+        optimizer = build_optimizer(model.parameters(), args, args.learning_rate)
+        d_optimizer = build_optimizer(
+            discriminator.parameters(), args, args.discriminator_learning_rate or args.learning_rate
+        )
         prepared = accelerator.prepare(
             model, discriminator, optimizer, d_optimizer,
-            scheduler(args, optimizer, total, accelerator.num_processes),
-            scheduler(args, d_optimizer, total, accelerator.num_processes),
+            build_scheduler(args, optimizer, total, accelerator.num_processes),
+            build_scheduler(args, d_optimizer, total, accelerator.num_processes),
         )  # fmt: skip
         self.model, self.discriminator, self.optimizer, self.d_optimizer, self.lr_scheduler, self.d_scheduler = (
             prepared

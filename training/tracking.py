@@ -86,6 +86,10 @@ class Throughput:
     def __init__(self):
         self.last = time.perf_counter()
 
+    def restart(self) -> None:
+        """Start timing afresh (after validation or a checkpoint, which are not training time)."""
+        self.last = time.perf_counter()
+
     def tick(self, images: int) -> float:
         now = time.perf_counter()
         elapsed, self.last = now - self.last, now
