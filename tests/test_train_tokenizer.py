@@ -150,7 +150,7 @@ def test_nonfinite_guard_skips_counts_and_stops(images, tmp_path, monkeypatch):
         run_in_process(tiny_tokenizer_args(images, out, max_train_steps=8, checkpointing_steps=1,
                                            max_nonfinite_steps=2, disc_start=100))  # fmt: skip
     logs = read_metrics(out)
-    assert [m["nonfinite_steps"] for m in logs] == [0, 0, 1, 1, 2]  # the run stopped at step 6, before logging
+    assert [m["nonfinite_steps"] for m in logs] == [0, 0, 1, 1, 2, 3]  # the run stopped after logging step 6
     assert np.isnan(logs[2]["generator/grad_norm"]) and np.isnan(logs[2]["generator/loss"])
     # A skipped update leaves the weights untouched; a finite one changes them.
     weights = {s: GloTokModel.from_pretrained(out / f"checkpoint-{s}" / "tokenizer").state_dict() for s in (2, 3, 4)}

@@ -335,12 +335,40 @@ def _check_value(action: argparse.Action, value: Any, path: Path) -> Any:
 
 
 # ----------------------------------------------------------------------------------------------------- entry point
+# Alternatives: a flag on the command line replaces the recipe's value of any other member of its group.
+EXCLUSIVE_GROUPS = (
+    ("dataset_name", "train_data_dir", "codes_dir"),
+    ("model_config", "pretrained_model_name_or_path"),
+)
+
+
+def explicit_arguments(parser: argparse.ArgumentParser, argv: list[str] | None) -> set[str]:
+    """The destinations of the flags actually given in `argv`."""
+    probe = argparse.ArgumentParser(add_help=False, argument_default=argparse.SUPPRESS)
+    for action in parser._actions:
+        if action.option_strings and action.dest != "help":
+            kwargs = {"dest": action.dest, "nargs": action.nargs} if action.nargs != 0 else {"dest": action.dest}
+            if isinstance(action, argparse.BooleanOptionalAction):
+                probe.add_argument(*action.option_strings, dest=action.dest, action=argparse.BooleanOptionalAction)
+            elif action.nargs == 0:
+                probe.add_argument(*action.option_strings, action="store_const", const=True, **kwargs)
+            else:
+                probe.add_argument(*action.option_strings, **kwargs)
+    given, _ = probe.parse_known_args(argv)
+    return set(vars(given))
+
+
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     """Parse `argv` on top of the optional `--config` recipe, fill stage defaults and validate."""
     parser = build_parser()
     known, _ = parser.parse_known_args(argv)
     if known.config is not None:
-        parser.set_defaults(**load_recipe(known.config, parser))
+        recipe = load_recipe(known.config, parser)
+        explicit = explicit_arguments(parser, argv)
+        for group in EXCLUSIVE_GROUPS:
+            if explicit & set(group):
+                recipe = {k: v for k, v in recipe.items() if k not in group or k in explicit}
+        parser.set_defaults(**recipe)
     args = parser.parse_args(argv)
     for name, value in STAGE_DEFAULTS.get(args.stage, {}).items():
         if getattr(args, name) is None:

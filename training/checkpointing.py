@@ -17,6 +17,7 @@ Layout of `checkpoint-<step>/`:
 """
 
 import json
+import logging
 import os
 import re
 import shutil
@@ -27,9 +28,8 @@ from typing import Any
 
 import torch
 from accelerate import Accelerator
-from accelerate.logging import get_logger
 
-logger = get_logger("glotok_train")
+logger = logging.getLogger("glotok_train")  # plain logging: these helpers also run without an Accelerator
 
 CHECKPOINT_PATTERN = re.compile(r"^checkpoint-(\d+)$")
 TMP_PREFIX = ".tmp-checkpoint-"
@@ -46,9 +46,29 @@ class TrainingState:
     exact batch where it stopped; `extra` holds stage-specific state (e.g. codebook-usage windows) as tensors/ints.
     """
 
+    def reconcile_batch_size(self, examples_per_batch: int) -> None:
+        """Convert the data position when a run resumes with another global batch (other process count or per-device
+        batch): the examples consumed in the epoch must be a whole number of new batches."""
+        old = self.examples_per_batch or examples_per_batch
+        if old != examples_per_batch:
+            consumed = self.batch_in_epoch * old
+            if consumed % examples_per_batch:
+                raise ValueError(
+                    f"Cannot resume mid-epoch with a global batch of {examples_per_batch} examples per step: the "
+                    f"checkpoint stopped after {consumed} examples of epoch {self.epoch} (batches of {old}). Use a "
+                    "batch size and process count whose product divides it, or the original ones."
+                )
+            logger.warning(
+                f"Resuming with {examples_per_batch} instead of {old} examples per global batch: the data position is "
+                "converted, but the run is no longer identical to an uninterrupted one."
+            )
+            self.batch_in_epoch = consumed // examples_per_batch
+        self.examples_per_batch = examples_per_batch
+
     global_step: int = 0
     epoch: int = 0
     batch_in_epoch: int = 0
+    examples_per_batch: int = 0  # global examples per dataloader batch (per-device batch x processes)
     images_seen: int = 0
     skipped_images: int = 0
     nonfinite_steps: int = 0

@@ -26,7 +26,7 @@ from checkpointing import (
     save_checkpoint,
 )
 from runtime import unwrap
-from tracking import MetricsLogger, Throughput, check_nonfinite, reduce_mean
+from tracking import MetricsLogger, Throughput, count_nonfinite, reduce_mean, stop_if_too_many_nonfinite
 
 logger = get_logger("glotok_train")
 
@@ -77,6 +77,7 @@ def run_training(accelerator: Accelerator, stage, args: argparse.Namespace) -> T
             logger.info(f"Removed leftovers of interrupted saves: {', '.join(p.name for p in removed)}")
     accelerator.wait_for_everyone()
     resume(accelerator, stage, state, args, metrics)
+    state.reconcile_batch_size(args.train_batch_size * accelerator.num_processes)
 
     per_epoch, max_steps = training_steps(args, stage.loader)
     accelerator.init_trackers(args.tracker_project_name or f"glotok-{args.stage}", config=tracker_config(args))
@@ -93,8 +94,8 @@ def run_training(accelerator: Accelerator, stage, args: argparse.Namespace) -> T
     while state.global_step < max_steps:
         last_logs = run_epoch(accelerator, stage, state, args, metrics, progress, throughput, max_steps) or last_logs
     progress.close()
-    if not last_logs:
-        last_logs = metrics.read()[-1] if metrics.read() else {}
+    if not last_logs:  # resumed at the end: report what the earlier run logged last
+        last_logs = (metrics.read() or [{}])[-1]
     if state.global_step and not (output_dir / f"checkpoint-{state.global_step}").exists():
         stage.export_state(state.extra)
         save_checkpoint(accelerator, output_dir, state.global_step, args.checkpoints_total_limit, public_args(args))
@@ -127,9 +128,10 @@ def run_epoch(accelerator, stage, state, args, metrics, progress, throughput, ma
             state.epoch, state.batch_in_epoch = state.epoch + 1, 0
         if not accelerator.sync_gradients:
             continue
-        logs = finish_update(accelerator, stage, state, args, sums, micro_batches, images, throughput)
+        logs, details = finish_update(accelerator, stage, state, sums, micro_batches, images, throughput)
         sums, micro_batches, images = {}, 0, 0
         metrics.log(logs, step=state.global_step)
+        stop_if_too_many_nonfinite(state, args.max_nonfinite_steps, details)
         progress.update(1)
         progress.set_postfix(
             loss=f"{logs.get(stage.main_loss, math.nan):.4f}", img_s=f"{logs['images_per_second']:.1f}"
@@ -141,8 +143,9 @@ def run_epoch(accelerator, stage, state, args, metrics, progress, throughput, ma
     return logs
 
 
-def finish_update(accelerator, stage, state, args, sums, micro_batches, images, throughput) -> dict:
-    """Step the optimizers (guarded), advance the counters, and gather this update's logs from every process."""
+def finish_update(accelerator, stage, state, sums, micro_batches, images, throughput) -> tuple[dict, str]:
+    """Step the optimizers (guarded), advance the counters, and gather this update's logs from every process.
+    Returns the logs and a description of the gradient norms (for the NaN/inf guard's messages)."""
     updates = stage.update()
     local = {name: value / micro_batches for name, value in sums.items()}
     local["skipped_images"] = sums["skipped_images"]
@@ -157,11 +160,9 @@ def finish_update(accelerator, stage, state, args, sums, micro_batches, images, 
     logs["images_per_second"] = throughput.tick(images * accelerator.num_processes)
     logs["skipped_images"] = state.skipped_images
     logs["epoch"] = state.epoch
-    updated = all(ok for _, ok in updates.values())
-    details = ", ".join(f"{n} grad norm {g:.3g}" for n, (g, _) in updates.items())
-    check_nonfinite(state, updated, args.max_nonfinite_steps, details)
+    count_nonfinite(state, all(ok for _, ok in updates.values()))
     logs["nonfinite_steps"] = state.nonfinite_steps
-    return logs
+    return logs, ", ".join(f"{n} grad norm {g:.3g}" for n, (g, _) in updates.items())
 
 
 def after_update(accelerator, stage, state, args, max_steps) -> None:

@@ -63,13 +63,19 @@ class NonFiniteStepError(RuntimeError):
     """Raised when too many consecutive updates had NaN/inf losses or gradients."""
 
 
-def check_nonfinite(state, updated: bool, max_consecutive: int, details: str) -> None:
-    """Count a skipped update in `state` and stop the run once `max_consecutive` happened in a row."""
+def count_nonfinite(state, updated: bool) -> None:
+    """Count a skipped update (or reset the run of consecutive ones) in the training state."""
     if updated:
         state.consecutive_nonfinite_steps = 0
         return
     state.nonfinite_steps += 1
     state.consecutive_nonfinite_steps += 1
+
+
+def stop_if_too_many_nonfinite(state, max_consecutive: int, details: str) -> None:
+    """Warn about a skipped update; stop the run once `max_consecutive` happened in a row."""
+    if state.consecutive_nonfinite_steps == 0:
+        return
     logger.warning(f"Step {state.global_step}: non-finite loss or gradients, update skipped ({details}).")
     if state.consecutive_nonfinite_steps >= max_consecutive:
         raise NonFiniteStepError(
