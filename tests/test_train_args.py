@@ -6,10 +6,12 @@ import json
 from pathlib import Path
 
 import pytest
-from arguments import DERIVED_LOSS_FIELDS, build_parser, dataclass_from_args, parse_args, public_args
-from train_utils import TRAINING_DIR
+from train_utils import TRAINING_DIR  # puts training/ on sys.path
 
 from glotok_hf.losses import GloTokLossConfig
+
+# isort: split
+from arguments import DERIVED_LOSS_FIELDS, build_parser, dataclass_from_args, parse_args, public_args
 
 RECIPES = sorted((TRAINING_DIR / "recipes").glob("*.json"))
 BASE = ["--output_dir", "out", "--train_data_dir", "images", "--model_config", "{}"]

@@ -4,6 +4,9 @@ a change of global batch, and the EMA's warm-up and save/load round trip."""
 
 import pytest
 import torch
+from train_utils import TRAINING_DIR  # noqa: F401  (puts training/ on sys.path)
+
+# isort: split
 from checkpointing import (
     STATE_FILE,
     TrainingState,
@@ -13,7 +16,6 @@ from checkpointing import (
     resolve_resume_checkpoint,
 )
 from ema import EMA
-from train_utils import TRAINING_DIR  # noqa: F401  (puts training/ on sys.path)
 
 
 def make_checkpoint(root, name, complete=True):

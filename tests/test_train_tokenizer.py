@@ -27,7 +27,8 @@ def checkpoint_names(output_dir):
 
 def test_checkpoints_validation_and_final_model(images, tmp_path):
     out = tmp_path / "run"
-    run = run_in_process(tiny_tokenizer_args(images, out, max_train_steps=4, checkpointing_steps=2, use_ema=True))
+    run = run_in_process(tiny_tokenizer_args(images, out, max_train_steps=4, checkpointing_steps=2, use_ema=True,
+                                             report_to="tensorboard"))  # fmt: skip
     assert run.state.global_step == 4
     assert checkpoint_names(out) == ["checkpoint-2", "checkpoint-4"]
     checkpoint = out / "checkpoint-2"
@@ -50,8 +51,12 @@ def test_checkpoints_validation_and_final_model(images, tmp_path):
     card = (out / "README.md").read_text()
     assert "| steps | 4 |" in card and "codebook/semantic_perplexity" in card and "library_name: transformers" in card
 
+    events = list((out / "logs").rglob("events.out.tfevents.*"))
+    assert events and all(p.stat().st_size > 0 for p in events)  # scalars and the validation grids
+
     logs = read_metrics(out)
     assert [m["step"] for m in logs] == [1, 2, 3, 4]
+    assert "validation/psnr" in logs[1] and "validation/psnr" not in logs[0]
     expected = {"generator/loss", "generator/reconstruction_loss", "generator/grad_norm", "lr", "images_per_second",
                 "codebook/semantic_usage", "codebook/visual_perplexity", "skipped_images", "nonfinite_steps"}  # fmt: skip
     assert expected <= logs[0].keys()

@@ -130,14 +130,19 @@ def run_epoch(accelerator, stage, state, args, metrics, progress, throughput, ma
             continue
         logs, details = finish_update(accelerator, stage, state, sums, micro_batches, images, throughput)
         sums, micro_batches, images = {}, 0, 0
+        if state.global_step % args.validation_steps == 0 and accelerator.is_main_process:
+            logs.update(stage.validate(state.global_step, Path(args.output_dir) / "validation"))
         metrics.log(logs, step=state.global_step)
         stop_if_too_many_nonfinite(state, args.max_nonfinite_steps, details)
         progress.update(1)
         progress.set_postfix(
             loss=f"{logs.get(stage.main_loss, math.nan):.4f}", img_s=f"{logs['images_per_second']:.1f}"
         )
-        after_update(accelerator, stage, state, args, max_steps)
-        throughput.restart()
+        if state.global_step % args.checkpointing_steps == 0 or state.global_step >= max_steps:
+            stage.export_state(state.extra)
+            save_checkpoint(accelerator, args.output_dir, state.global_step, args.checkpoints_total_limit,
+                            public_args(args))  # fmt: skip
+        throughput.restart()  # validation and checkpoints are not training time
         if state.global_step >= max_steps:
             break
     return logs
@@ -163,13 +168,3 @@ def finish_update(accelerator, stage, state, sums, micro_batches, images, throug
     count_nonfinite(state, all(ok for _, ok in updates.values()))
     logs["nonfinite_steps"] = state.nonfinite_steps
     return logs, ", ".join(f"{n} grad norm {g:.3g}" for n, (g, _) in updates.items())
-
-
-def after_update(accelerator, stage, state, args, max_steps) -> None:
-    """Validation and checkpoints at their intervals."""
-    step = state.global_step
-    if step % args.validation_steps == 0 and accelerator.is_main_process:
-        stage.validate(step, Path(args.output_dir) / "validation")
-    if step % args.checkpointing_steps == 0 or step >= max_steps:
-        stage.export_state(state.extra)
-        save_checkpoint(accelerator, args.output_dir, step, args.checkpoints_total_limit, public_args(args))

@@ -224,9 +224,13 @@ class PriorStage:
         return images.float().clamp(-1, 1).cpu()
 
     def validate(self, step: int, folder: Path) -> dict:
+        """Save and log a grid of class-conditional samples (rows of 8)."""
+        if getattr(self, "last_grid_step", None) == step:
+            return {}
         images = self.sample(self.args.num_validation_images)
         if images is None:
             return {}
+        self.last_grid_step = step
         rows = [images[i : i + 8] for i in range(0, len(images), 8)]
         self.last_grid = image_grid(rows)
         path = log_image(self.accelerator, "samples", self.last_grid, step, folder)

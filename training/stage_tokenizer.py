@@ -213,16 +213,18 @@ class TokenizerStage:
             model.train(was_training)
 
     def validate(self, step: int, folder: Path) -> dict[str, float]:
+        """Save and log a grid of validation images over their reconstructions; returns their PSNR to log."""
         if self.validation_images is None:
             return {}
+        if getattr(self, "last_validation", {}).get("step") == step:
+            return {"validation/psnr": self.last_validation["psnr"]}
         reconstructions = self.reconstruct(self.validation_images)
         mse = torch.mean((reconstructions - self.validation_images) ** 2).item()
         psnr = 10 * math.log10(4.0 / max(mse, 1e-12))  # peak-to-peak range 2 for pixels in [-1, 1]
         grid = image_grid([self.validation_images, reconstructions])
         path = log_image(self.accelerator, "reconstructions", grid, step, folder)
-        self.accelerator.log({"validation/psnr": psnr}, step=step)
         logger.info(f"Step {step}: validation PSNR {psnr:.2f} dB, grid saved to {path}")
-        self.last_validation = {"validation/psnr": psnr, "grid": grid}
+        self.last_validation = {"step": step, "psnr": psnr, "grid": grid}
         return {"validation/psnr": psnr}
 
     # ------------------------------------------------------------------------------------------------ the end
@@ -232,7 +234,7 @@ class TokenizerStage:
         unwrap(self.accelerator, self.discriminator).save_pretrained(output_dir / "discriminator")
         metrics = {k: v for k, v in logs.items() if k in CARD_METRICS}
         image = None
-        if self.validation_images is not None:
+        if self.validation_images is not None:  # at the final step (reused when it was just validated)
             metrics.update(self.validate(state.global_step, output_dir / "validation"))
             self.last_validation["grid"].save(output_dir / "reconstructions.png")
             image = "reconstructions.png"

@@ -65,10 +65,13 @@ def main(argv: list[str] | None = None) -> TrainingRun:
 
 
 if __name__ == "__main__":
+    from tracking import NonFiniteStepError
+
     try:
         main()
-    except (ValueError, TypeError, OSError) as err:
+    except (ValueError, TypeError, OSError, NonFiniteStepError) as err:
+        # User errors and the NaN guard carry an actionable message; GLOTOK_DEBUG=1 shows the traceback.
         if os.environ.get("GLOTOK_DEBUG"):
             raise
         print(f"train.py: error: {err}", file=sys.stderr)
-        sys.exit(2)
+        sys.exit(1 if isinstance(err, NonFiniteStepError) else 2)
