@@ -25,6 +25,9 @@ import torch  # noqa: E402
 # `fake_hub` fixture: a loopback fake Hugging Face Hub (tests/fakehub.py).
 pytest_plugins = ["fakehub"]
 
+# Tiny models: thread start-up costs more than it saves, and one thread keeps timings stable on a shared machine.
+torch.set_num_threads(1)
+
 REPO_ROOT = Path(__file__).resolve().parents[1]
 SRC = REPO_ROOT / "src"
 
@@ -91,6 +94,7 @@ def subprocess_env(tmp_path):
     env["HF_HOME"] = str(tmp_path / "hf_home")
     env["PYTHONPATH"] = os.pathsep.join([str(SRC), env.get("PYTHONPATH", "")]).rstrip(os.pathsep)
     env["PYTHONUNBUFFERED"] = "1"
+    env["OMP_NUM_THREADS"] = "1"  # same thread count as this process, so float results match bit for bit
     return env
 
 

@@ -7,7 +7,11 @@ import pytest
 from conftest import REPO_ROOT
 
 import glotok_hf.configuration_glotok
+import glotok_hf.discriminator
+import glotok_hf.losses.objective
 import glotok_hf.modeling_glotok
+import glotok_hf.prior
+import glotok_hf.sampling
 
 MARKED_BLOCK = re.compile(r"<!-- test: run -->\s*```python\n(.*?)```", re.DOTALL)
 
@@ -26,7 +30,17 @@ def test_readme_snippet_runs(index, tmp_path, monkeypatch):
     exec(compile(readme_snippets()[index], f"README.md snippet {index}", "exec"), {"__name__": "__readme__"})
 
 
-@pytest.mark.parametrize("module", [glotok_hf.configuration_glotok, glotok_hf.modeling_glotok])
+@pytest.mark.parametrize(
+    "module",
+    [
+        glotok_hf.configuration_glotok,
+        glotok_hf.discriminator,
+        glotok_hf.losses.objective,
+        glotok_hf.modeling_glotok,
+        glotok_hf.prior,
+        glotok_hf.sampling,
+    ],
+)
 def test_docstring_examples(module):
     result = doctest.testmod(module, optionflags=doctest.ELLIPSIS | doctest.NORMALIZE_WHITESPACE)
     assert result.attempted > 0 and result.failed == 0

@@ -9,6 +9,7 @@ not installed.
 from transformers import AutoConfig, AutoModel
 
 from .configuration_glotok import GloTokConfig
+from .discriminator import GloTokDiscriminator, GloTokDiscriminatorConfig
 from .modeling_glotok import (
     GloTokDecoderOutput,
     GloTokEncoderOutput,
@@ -16,19 +17,46 @@ from .modeling_glotok import (
     GloTokModelOutput,
     GloTokPreTrainedModel,
 )
+from .prior import PRIOR_SIZES, build_prior, layout_from_configs, prior_config, prior_training_batch
+from .sampling import TokenLayout, sample_image_tokens
 
 __version__ = "0.1.0"
 
+_LAZY = {"GloTokPipeline": "pipeline_glotok", "GloTokPipelineOutput": "pipeline_glotok"}
+
+
+def __getattr__(name: str):
+    # The pipeline pulls in diffusers (several seconds); import it only when it is asked for.
+    if name in _LAZY:
+        import importlib
+
+        return getattr(importlib.import_module(f".{_LAZY[name]}", __name__), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
 AutoConfig.register(GloTokConfig.model_type, GloTokConfig, exist_ok=True)
 AutoModel.register(GloTokConfig, GloTokModel, exist_ok=True)
+AutoConfig.register(GloTokDiscriminatorConfig.model_type, GloTokDiscriminatorConfig, exist_ok=True)
+AutoModel.register(GloTokDiscriminatorConfig, GloTokDiscriminator, exist_ok=True)
 GloTokConfig.register_for_auto_class()
 GloTokModel.register_for_auto_class("AutoModel")
 
 __all__ = [
+    "PRIOR_SIZES",
     "GloTokConfig",
     "GloTokDecoderOutput",
+    "GloTokDiscriminator",
+    "GloTokDiscriminatorConfig",
     "GloTokEncoderOutput",
     "GloTokModel",
     "GloTokModelOutput",
+    "GloTokPipeline",
+    "GloTokPipelineOutput",
     "GloTokPreTrainedModel",
+    "TokenLayout",
+    "build_prior",
+    "layout_from_configs",
+    "prior_config",
+    "prior_training_batch",
+    "sample_image_tokens",
 ]

@@ -1,0 +1,88 @@
+# Copyright 2026 The glotok-hf authors. Licensed under the Apache License, Version 2.0.
+"""`glotok reconstruct`: encode images to GloTok tokens and decode them back; originals and reconstructions side
+by side, and the PSNR of each."""
+
+import argparse
+from pathlib import Path
+
+import torch
+from torchmetrics.functional.image import peak_signal_noise_ratio
+
+from ..data import ImageTransform, decode_image, tensor_to_pil
+from ..hub import image_grid
+from ..loading import DEFAULT_PIPELINE_ENV, DTYPES, load_tokenizer
+from .generate import add_model_arguments, check_output_file, image_path, positive_int
+
+DESCRIPTION = f"""Reconstruct images with a GloTok tokenizer: encode each to its codebook indices, decode them, write
+a grid with the original (left) and the reconstruction (right) of every image, and print the PSNR.
+
+Images of any mode (grayscale, RGBA, 16-bit, palette, CMYK, ...) are converted to RGB, resized so the shorter side is
+the tokenizer's sample_size and center-cropped. Without --model the tokenizer of the pipeline embedded in the
+glotok-hf checkout is used (pipelines/glotok-digits/vqmodel, or ${DEFAULT_PIPELINE_ENV})."""
+
+EPILOG = """examples:
+  glotok reconstruct photo.png --output recon.png
+  glotok reconstruct data/*.png --model path/to/pipeline --output recon.png --overwrite
+  glotok reconstruct cat.jpg --model user/glotok-imagenet --device cuda --output cat_recon.png
+"""
+
+
+def register(subparsers) -> None:
+    parser = subparsers.add_parser(
+        "reconstruct",
+        help="encode and decode images with a GloTok tokenizer",
+        description=DESCRIPTION,
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("images", nargs="+", type=Path, metavar="IMAGE", help="image files")
+    parser.add_argument("--output", type=image_path, required=True, metavar="FILE",
+                        help="grid with one row per image: original | reconstruction")  # fmt: skip
+    parser.add_argument("--overwrite", action="store_true", help="replace an existing --output file")
+    parser.add_argument("--model", metavar="PATH_OR_REPO",
+                        help="GloTok tokenizer folder or Hub repo, or a pipeline (its vqmodel is used)")  # fmt: skip
+    parser.add_argument("--batch-size", type=positive_int, default=16, help="images per forward pass (default: 16)")
+    add_model_arguments(parser)
+    parser.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    check_output_file(args.output, args.overwrite)
+    for path in args.images:
+        if not path.is_file():
+            raise FileNotFoundError(f"{path}: no such image file.")
+    model = load_tokenizer(args.model, device=args.device, dtype=DTYPES[args.dtype])
+    transform = ImageTransform(model.config.sample_size, center_crop=True)
+    pixels = []
+    for path in args.images:
+        image = decode_image(path)
+        if image is None:
+            raise ValueError(f"{path}: cannot read this file as an image (corrupt, truncated or not an image).")
+        pixels.append(transform(image))
+
+    originals, reconstructions = [], []
+    device, dtype = model.device, model.dtype
+    for start in range(0, len(pixels), args.batch_size):
+        batch = torch.stack(pixels[start : start + args.batch_size]).to(device, dtype)
+        with torch.no_grad():
+            codes = model.encode(batch)
+            decoded = model.decode(**codes.indices).sample
+        originals.append(batch.float().cpu())
+        reconstructions.append(decoded.float().clamp(-1, 1).cpu())
+    originals, reconstructions = torch.cat(originals), torch.cat(reconstructions)
+
+    psnr = [
+        float(peak_signal_noise_ratio((r + 1) / 2, (o + 1) / 2, data_range=1.0))
+        for o, r in zip(originals, reconstructions)
+    ]
+    for path, value in zip(args.images, psnr):
+        print(f"{path}: PSNR {value:.2f} dB")
+    if len(psnr) > 1:
+        print(f"mean PSNR over {len(psnr)} images: {sum(psnr) / len(psnr):.2f} dB")
+
+    pairs = [image for o, r in zip(originals, reconstructions) for image in tensor_to_pil(torch.stack([o, r]))]
+    args.output.parent.mkdir(parents=True, exist_ok=True)
+    image_grid(pairs, cols=2).save(args.output)
+    rows = f"{len(args.images)} row{'s' if len(args.images) > 1 else ''}"
+    print(f"Wrote {args.output} ({rows}: original | reconstruction).")
+    return 0
