@@ -13,6 +13,7 @@ from train_utils import make_imagefolder, read_metrics, run_in_process, tiny_tok
 
 from glotok_hf import GloTokModel
 from glotok_hf.losses import GloTokObjective
+from glotok_hf.teacher import random_codebook_teacher
 
 
 @pytest.fixture(scope="module")
@@ -173,3 +174,19 @@ def test_saved_arguments_hold_no_token(images, tmp_path):
         if path.is_file() and path.suffix in (".json", ".md", ".jsonl", ".yml", ".yaml"):
             assert "hf_secret_do_not_write" not in path.read_text(), path
     assert "hub_token" not in json.loads((out / "training_args.json").read_text())
+
+
+def test_teacher_histogram_turns_the_histogram_loss_on_and_is_recorded(images, tmp_path):
+    teacher = random_codebook_teacher(size=12, dim=4, seed=1).save(tmp_path / "teacher.safetensors")
+    out = tmp_path / "run"
+    run_in_process(tiny_tokenizer_args(images, out, max_train_steps=2, histogram_weight=0.01,
+                                       teacher_histogram=str(teacher)))  # fmt: skip
+    assert all(m["generator/histogram_loss"] > 0 for m in read_metrics(out))
+    card = (out / "README.md").read_text()
+    assert "## Teacher histogram" in card and '"source": "random"' in card and str(teacher) in card
+    with pytest.raises(ValueError, match="has 40 bins but the training configuration uses num_bins=20"):
+        run_in_process(tiny_tokenizer_args(images, tmp_path / "other", histogram_weight=0.01, histogram_num_bins=20,
+                                           teacher_histogram=str(teacher)))  # fmt: skip
+    with pytest.raises(ValueError, match="alpha"):
+        run_in_process(tiny_tokenizer_args(images, tmp_path / "other", histogram_weight=0.01, histogram_alpha=50.0,
+                                           teacher_histogram=str(teacher)))  # fmt: skip

@@ -80,7 +80,8 @@ def run_training(accelerator: Accelerator, stage, args: argparse.Namespace) -> T
     state.reconcile_batch_size(args.train_batch_size * accelerator.num_processes)
 
     per_epoch, max_steps = training_steps(args, stage.loader)
-    accelerator.init_trackers(args.tracker_project_name or f"glotok-{args.stage}", config=tracker_config(args))
+    config = {**tracker_config(args), **getattr(stage, "tracker_extras", {})}
+    accelerator.init_trackers(args.tracker_project_name or f"glotok-{args.stage}", config=config)
     global_batch = args.train_batch_size * accelerator.num_processes * args.gradient_accumulation_steps
     logger.info(
         f"***** Training the {args.stage}: {len(stage.items)} examples, {per_epoch} updates/epoch, {max_steps} "

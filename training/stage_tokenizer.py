@@ -14,7 +14,8 @@ from accelerate.logging import get_logger
 from glotok_hf import GloTokConfig, GloTokModel
 from glotok_hf.discriminator import GloTokDiscriminator, GloTokDiscriminatorConfig
 from glotok_hf.evaluation import CodebookUsageWindow
-from glotok_hf.losses import GloTokLossConfig, GloTokObjective
+from glotok_hf.losses import GloTokLossConfig, GloTokObjective, default_histogram_alpha
+from glotok_hf.teacher import load_teacher
 
 from arguments import dataclass_from_args, public_args, read_json_argument
 from ema import EMA
@@ -68,12 +69,12 @@ def build_objective(args: argparse.Namespace, model: GloTokModel) -> tuple[GloTo
     loss_config = dataclass_from_args(GloTokLossConfig, args, codebook_l2_norm=model.config.codebook_l2_norm)
     teacher, metadata = None, None
     if args.teacher_histogram is not None:
-        from glotok_hf.teacher import load_teacher
-
-        loaded = load_teacher(args.teacher_histogram, num_bins=loss_config.histogram_num_bins,
-                              alpha=loss_config.histogram_alpha)  # fmt: skip
+        num_bins = loss_config.histogram_num_bins
+        alpha = loss_config.histogram_alpha or default_histogram_alpha(num_bins)  # the kernel the loss will use
+        loaded = load_teacher(args.teacher_histogram, num_bins=num_bins, alpha=alpha)
         teacher = loaded.histogram
         metadata = {"file": str(args.teacher_histogram), "alpha": loaded.alpha, **dict(loaded.metadata)}
+        logger.info(f"Teacher histogram {args.teacher_histogram}: {loaded.summary()} ({metadata})")
     if loss_config.histogram_weight > 0 and teacher is not None and not model.config.has_semantic_codebook:
         raise ValueError(
             "--teacher_histogram needs a tokenizer with a semantic codebook (semantic_codebook_size > 0)."
@@ -120,6 +121,9 @@ class TokenizerStage:
         }
         self.validation_images = validation_images(args, args.num_validation_images)
         self.accumulate_models = (self.model, self.discriminator)
+        self.tracker_extras = (
+            {"teacher": json.dumps(self.teacher_metadata, default=str)} if self.teacher_metadata else {}
+        )
 
     @property
     def bare(self) -> GloTokModel:
