@@ -190,3 +190,20 @@ def test_teacher_histogram_turns_the_histogram_loss_on_and_is_recorded(images, t
     with pytest.raises(ValueError, match="alpha"):
         run_in_process(tiny_tokenizer_args(images, tmp_path / "other", histogram_weight=0.01, histogram_alpha=50.0,
                                            teacher_histogram=str(teacher)))  # fmt: skip
+
+
+def test_bf16_autocast_runs_and_saves_fp32_weights(images, tmp_path):
+    out = tmp_path / "run"
+    run_in_process(tiny_tokenizer_args(images, out, max_train_steps=2, disc_start=1, mixed_precision="bf16",
+                                       use_ema=True))  # fmt: skip
+    logs = read_metrics(out)
+    assert all(np.isfinite(m["generator/loss"]) for m in logs) and "discriminator/loss" in logs[-1]
+    assert GloTokModel.from_pretrained(out).encoder.conv_in.weight.dtype == torch.float32
+
+
+def test_dataloader_workers_do_not_change_the_data(images, tmp_path):
+    common = dict(max_train_steps=3, checkpointing_steps=100, validation_steps=100, center_crop=False)
+    run_in_process(tiny_tokenizer_args(images, tmp_path / "main", **common))
+    run_in_process(tiny_tokenizer_args(images, tmp_path / "workers", dataloader_num_workers=2, **common))
+    for a, b in zip(read_metrics(tmp_path / "main"), read_metrics(tmp_path / "workers"), strict=True):
+        assert a["generator/loss"] == b["generator/loss"]

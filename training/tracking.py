@@ -118,17 +118,24 @@ class MetricsLogger:
                 f.write(json.dumps({"step": step, **values}) + "\n")
 
     def truncate_after(self, step: int) -> None:
-        """Drop lines logged after `step` by an interrupted run, before a resume from `step` logs them again."""
+        """Drop lines logged after `step` by an interrupted run (and a line torn by a kill), before a resume from
+        `step` logs them again."""
         if not self.accelerator.is_main_process or not self.path.is_file():
             return
-        lines = [line for line in self.path.read_text().splitlines() if line.strip()]
-        kept = [line for line in lines if json.loads(line).get("step", 0) <= step]
+        kept = [json.dumps(row) for row in self.read() if row.get("step", 0) <= step]
         self.path.write_text("".join(line + "\n" for line in kept))
 
     def read(self) -> list[dict]:
+        """The logged rows; a last line torn by a killed run is ignored."""
         if not self.path.is_file():
             return []
-        return [json.loads(line) for line in self.path.read_text().splitlines() if line.strip()]
+        rows = []
+        for line in self.path.read_text().splitlines():
+            try:
+                rows.append(json.loads(line))
+            except json.JSONDecodeError:
+                continue
+        return rows
 
 
 def image_grid(rows: list[torch.Tensor], padding: int = 2) -> Image.Image:
