@@ -69,18 +69,23 @@ def to_argv(values: dict) -> list[str]:
 
 
 def run_in_process(argv: list[str]):
-    """Run `train.main(argv)` in this process (one process, CPU, one thread: tiny models gain nothing from more and
-    suffer badly on a loaded machine) and reset accelerate's singletons afterwards."""
+    """Run `train.main(argv)` in this process (one process, on CPU, one thread: tiny models gain nothing from more
+    and suffer badly on a loaded machine) and reset accelerate's singletons afterwards."""
     import torch
     import train
     from accelerate.state import AcceleratorState, GradientState, PartialState
 
-    threads = torch.get_num_threads()
+    threads, use_cpu = torch.get_num_threads(), os.environ.get("ACCELERATE_USE_CPU")
     torch.set_num_threads(1)
+    os.environ["ACCELERATE_USE_CPU"] = "true"  # CPU also on a GPU machine: runs compare with the CPU launches
     try:
         return train.main(argv)
     finally:
         torch.set_num_threads(threads)
+        if use_cpu is None:
+            os.environ.pop("ACCELERATE_USE_CPU", None)
+        else:
+            os.environ["ACCELERATE_USE_CPU"] = use_cpu
         AcceleratorState._reset_state(True)
         GradientState._reset_state()
         PartialState._reset_state()

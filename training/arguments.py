@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from glotok_hf.losses import GloTokLossConfig
+from glotok_hf.prior import PRIOR_SIZES
 
 STAGES = ("tokenizer", "prior")
 # Loss-config fields that follow from the tokenizer instead of being chosen.
@@ -112,7 +113,8 @@ def _add_model_arguments(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--tokenizer_name_or_path", default=None,
                        help="Prior stage: the trained tokenizer (decodes validation samples; extracts codes on the "
                        "fly without --codes_dir).")  # fmt: skip
-    group.add_argument("--prior_size", default="B", help="Prior stage: LlamaGen size preset (B, L, XL, ...).")
+    group.add_argument("--prior_size", default="B", choices=sorted(PRIOR_SIZES),
+                       help="Prior stage: LlamaGen size preset (B: 12 layers x 768, L, XL, XXL, 3B).")  # fmt: skip
     group.add_argument(
         "--class_dropout_prob",
         type=float,
@@ -249,14 +251,14 @@ def add_dataclass_arguments(parser, cls, exclude=(), title=None) -> argparse._Ar
     for field in dataclasses.fields(cls):
         if field.name in exclude:
             continue
-        kind, optional = _unwrap_optional(hints[field.name])
+        kind, _ = _unwrap_optional(hints[field.name])
         help_text = helps.get(field.name, f"{cls.__name__}.{field.name}") + f" (default: {field.default})"
         if kind is bool:
             group.add_argument(f"--{field.name}", action=argparse.BooleanOptionalAction, default=field.default,
                                help=help_text)  # fmt: skip
         else:
             group.add_argument(f"--{field.name}", type=kind, default=field.default, help=help_text,
-                               metavar=kind.__name__.upper() + ("|None" if optional else ""))  # fmt: skip
+                               metavar=kind.__name__.upper())  # fmt: skip
     return group
 
 
