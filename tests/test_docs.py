@@ -8,10 +8,12 @@ from conftest import REPO_ROOT
 
 import glotok_hf.configuration_glotok
 import glotok_hf.discriminator
+import glotok_hf.losses.histogram
 import glotok_hf.losses.objective
 import glotok_hf.modeling_glotok
 import glotok_hf.prior
 import glotok_hf.sampling
+import glotok_hf.teacher
 
 MARKED_BLOCK = re.compile(r"<!-- test: run -->\s*```python\n(.*?)```", re.DOTALL)
 
@@ -35,10 +37,12 @@ def test_readme_snippet_runs(index, tmp_path, monkeypatch):
     [
         glotok_hf.configuration_glotok,
         glotok_hf.discriminator,
+        glotok_hf.losses.histogram,
         glotok_hf.losses.objective,
         glotok_hf.modeling_glotok,
         glotok_hf.prior,
         glotok_hf.sampling,
+        glotok_hf.teacher,
     ],
 )
 def test_docstring_examples(module):

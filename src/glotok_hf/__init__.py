@@ -19,6 +19,15 @@ from .modeling_glotok import (
 )
 from .prior import PRIOR_SIZES, build_prior, layout_from_configs, prior_config, prior_training_batch
 from .sampling import TokenLayout, sample_image_tokens
+from .teacher import (
+    TeacherHistogram,
+    load_teacher,
+    random_codebook_teacher,
+    teacher_from_backbone,
+    teacher_from_codebook,
+    teacher_from_tokens,
+    uniform_teacher,
+)
 
 __version__ = "0.1.0"
 
@@ -53,10 +62,17 @@ __all__ = [
     "GloTokPipeline",
     "GloTokPipelineOutput",
     "GloTokPreTrainedModel",
+    "TeacherHistogram",
     "TokenLayout",
     "build_prior",
+    "load_teacher",
     "layout_from_configs",
     "prior_config",
     "prior_training_batch",
+    "random_codebook_teacher",
     "sample_image_tokens",
+    "teacher_from_backbone",
+    "teacher_from_codebook",
+    "teacher_from_tokens",
+    "uniform_teacher",
 ]

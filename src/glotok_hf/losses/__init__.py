@@ -25,6 +25,7 @@ from .histogram import (
     default_histogram_alpha,
     histogram_bin_centers,
     histogram_relation_loss,
+    max_histogram_alpha,
     naive_soft_cosine_histogram,
     soft_cosine_histogram,
 )
@@ -53,6 +54,7 @@ __all__ = [
     "hinge_generator_loss",
     "histogram_bin_centers",
     "histogram_relation_loss",
+    "max_histogram_alpha",
     "naive_soft_cosine_histogram",
     "non_saturating_discriminator_loss",
     "non_saturating_generator_loss",
