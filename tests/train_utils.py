@@ -1,0 +1,172 @@
+"""Helpers for the training-script tests: tiny images and configs, in-process runs, and `accelerate launch` runs."""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+TRAINING_DIR = REPO_ROOT / "training"
+TRAIN_SCRIPT = TRAINING_DIR / "train.py"
+if str(TRAINING_DIR) not in sys.path:
+    sys.path.insert(0, str(TRAINING_DIR))
+
+# The conftest tiny GloTok (8x8 tokens at 16x16), a 2-layer group-norm PatchGAN (batch-independent, so 1- and
+# 2-process runs agree) and a loss config that turns the GAN on at step 2.
+TINY_MODEL = {
+    "block_out_channels": [8, 16], "layers_per_block": 1, "norm_num_groups": 4, "latent_channels": 8,
+    "adapter_depth": 1, "adapter_num_heads": 2, "semantic_codebook_size": 12, "visual_codebook_size": 16,
+    "codebook_dim": 4, "residual_hidden_size": 8, "residual_num_heads": 2, "sample_size": 16,
+}  # fmt: skip
+TINY_DISCRIMINATOR = {"base_channels": 4, "num_layers": 2, "norm_type": "group", "norm_num_groups": 2}
+
+
+def make_imagefolder(root: Path, per_class: int = 6, classes=("cat", "dog"), size: int = 20, seed: int = 0) -> Path:
+    """A tiny imagefolder of smooth random RGB images, one sub-folder per class."""
+    rng = np.random.default_rng(seed)
+    for c, name in enumerate(classes):
+        folder = root / name
+        folder.mkdir(parents=True, exist_ok=True)
+        for i in range(per_class):
+            base = rng.integers(0, 256, (4, 4, 3), dtype=np.uint8)
+            image = Image.fromarray(base).resize((size, size), Image.Resampling.BICUBIC)
+            image.save(folder / f"{c}_{i:03d}.png")
+    return root
+
+
+def tiny_tokenizer_args(data_dir: Path, output_dir: Path, **overrides) -> list[str]:
+    values = {
+        "stage": "tokenizer", "train_data_dir": str(data_dir), "output_dir": str(output_dir),
+        "model_config": json.dumps(TINY_MODEL), "discriminator_config": json.dumps(TINY_DISCRIMINATOR),
+        "resolution": 16, "train_batch_size": 2, "max_train_steps": 4, "checkpointing_steps": 2,
+        "validation_steps": 2, "num_validation_images": 2, "learning_rate": 1e-3, "disc_start": 2,
+        "perceptual_weight": 0.0, "histogram_weight": 0.0, "report_to": "none", "usage_window": 4,
+        "random_flip": True,
+    }  # fmt: skip
+    values.update(overrides)
+    return to_argv(values)
+
+
+BOOLEAN_OPTIONAL = {"center_crop", "random_flip", "disc_adaptive_weight"}  # --x / --no-x
+
+
+def to_argv(values: dict) -> list[str]:
+    argv = []
+    for key, value in values.items():
+        if value is True:
+            argv.append(f"--{key}")
+        elif value is False and key in BOOLEAN_OPTIONAL:
+            argv.append(f"--no-{key}")
+        elif value is False or value is None:
+            continue
+        else:
+            argv += [f"--{key}", str(value)]
+    return argv
+
+
+def run_in_process(argv: list[str]):
+    """Run `train.main(argv)` in this process (one process, on CPU, one thread: tiny models gain nothing from more
+    and suffer badly on a loaded machine) and reset accelerate's singletons afterwards."""
+    import torch
+    import train
+    from accelerate.state import AcceleratorState, GradientState, PartialState
+
+    threads, use_cpu = torch.get_num_threads(), os.environ.get("ACCELERATE_USE_CPU")
+    torch.set_num_threads(1)
+    os.environ["ACCELERATE_USE_CPU"] = "true"  # CPU also on a GPU machine: runs compare with the CPU launches
+    try:
+        return train.main(argv)
+    finally:
+        torch.set_num_threads(threads)
+        if use_cpu is None:
+            os.environ.pop("ACCELERATE_USE_CPU", None)
+        else:
+            os.environ["ACCELERATE_USE_CPU"] = use_cpu
+        AcceleratorState._reset_state(True)
+        GradientState._reset_state()
+        PartialState._reset_state()
+
+
+def accelerate_config(path: Path, num_processes: int) -> Path:
+    """An accelerate config from `write_basic_config` for `num_processes` local processes.
+
+    accelerate's MULTI_CPU launch goes through MPI (`mpirun`), which this machine lacks; the torchrun launch path
+    (`distributed_type: MULTI_GPU`) with `ACCELERATE_USE_CPU=true` in the environment (see `launch`) starts the same
+    gloo MULTI_CPU processes.
+    """
+    from accelerate.utils import write_basic_config
+
+    write_basic_config(mixed_precision="no", save_location=str(path))
+    config = json.loads(path.read_text())
+    config.update({"num_processes": num_processes, "num_machines": 1, "machine_rank": 0, "gpu_ids": "all",
+                   "distributed_type": "MULTI_GPU" if num_processes > 1 else "NO", "use_cpu": num_processes == 1})  # fmt: skip
+    path.write_text(json.dumps(config))
+    return path
+
+
+def launch(script: Path, argv: list[str], config: Path, env: dict, timeout: int = 300) -> subprocess.CompletedProcess:
+    """`accelerate launch --config_file config script argv` in a subprocess; raises with its output on failure."""
+    env = dict(env)
+    env.setdefault("OMP_NUM_THREADS", "1")
+    env["ACCELERATE_USE_CPU"] = "true"
+    cmd = [sys.executable, "-m", "accelerate.commands.launch", "--config_file", str(config), str(script), *argv]
+    result = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=timeout, cwd=str(REPO_ROOT))
+    if result.returncode != 0:
+        raise AssertionError(
+            f"{' '.join(cmd)} failed ({result.returncode}):\n{result.stdout[-4000:]}\n{result.stderr[-8000:]}"
+        )
+    return result
+
+
+def read_metrics(output_dir: Path) -> list[dict]:
+    path = Path(output_dir) / "logs" / "metrics.jsonl"
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+def env_without_token() -> dict:
+    env = dict(os.environ)
+    env.pop("HF_TOKEN", None)
+    return env
+
+
+TINY_PRIOR = {"num_hidden_layers": 2, "hidden_size": 32, "intermediate_size": 64, "num_attention_heads": 2,
+              "num_key_value_heads": 2}  # fmt: skip
+
+
+def save_tiny_tokenizer(folder: Path, seed: int = 0) -> Path:
+    """The conftest tiny GloTok (random weights), saved with `save_pretrained`."""
+    import torch
+
+    from glotok_hf import GloTokConfig, GloTokModel
+
+    torch.manual_seed(seed)
+    GloTokModel(GloTokConfig(**TINY_MODEL)).save_pretrained(folder)
+    return folder
+
+
+def extract_tiny_codes(tokenizer_dir: Path, images_dir: Path, output_dir: Path) -> Path:
+    """Codes of an imagefolder at 16x16 (8x8 grid), as `glotok extract-codes` writes them."""
+    from glotok_hf import GloTokModel
+    from glotok_hf.codes import extract_codes
+    from glotok_hf.data import load_image_dataset
+
+    model = GloTokModel.from_pretrained(tokenizer_dir)
+    extract_codes(model, load_image_dataset(train_data_dir=images_dir), output_dir, resolution=16, progress=False)
+    return output_dir
+
+
+def tiny_prior_args(
+    output_dir: Path, tokenizer_dir: Path | None, codes_dir: Path | None = None, **overrides
+) -> list[str]:
+    values = {
+        "stage": "prior", "output_dir": str(output_dir), "codes_dir": str(codes_dir) if codes_dir else None,
+        "tokenizer_name_or_path": str(tokenizer_dir) if tokenizer_dir else None, "model_config": json.dumps(TINY_PRIOR),
+        "train_batch_size": 2, "max_train_steps": 4, "checkpointing_steps": 2, "validation_steps": 2,
+        "num_validation_images": 2, "learning_rate": 1e-3, "report_to": "none", "class_dropout_prob": 0.25,
+    }  # fmt: skip
+    values.update(overrides)
+    return to_argv(values)

@@ -1,0 +1,263 @@
+# Copyright 2026 The glotok-hf authors. Licensed under the Apache License, Version 2.0.
+"""Checkpoints shared by both stages: `accelerator.save_state` with hooks that write `save_pretrained` folders,
+a registered training-state object, atomic saves, `latest` resolution and pruning.
+
+A checkpoint is written to `.tmp-checkpoint-<step>` and renamed to `checkpoint-<step>` only once every process has
+finished writing (and the files are flushed to disk), so a run killed at any moment never leaves a folder named
+`checkpoint-*` that is incomplete. Pruning renames a folder away before deleting it, for the same reason.
+
+Layout of `checkpoint-<step>/`:
+
+    tokenizer/ | prior/          save_pretrained folder of the trained model (safetensors + config)
+    discriminator/               save_pretrained folder of the discriminator (tokenizer stage)
+    tokenizer_ema/ | prior_ema/  the EMA weights as a save_pretrained folder, plus ema_state.json
+    optimizer*.bin, scheduler*.bin, random_states_<rank>.pkl, scaler.pt   written by accelerate
+    custom_checkpoint_0.pkl      the TrainingState (global step, data position, counters)
+    training_args.json           the run's arguments (no secrets)
+"""
+
+import json
+import logging
+import os
+import re
+import shutil
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from accelerate import Accelerator
+
+logger = logging.getLogger("glotok_train")  # plain logging: these helpers also run without an Accelerator
+
+CHECKPOINT_PATTERN = re.compile(r"^checkpoint-(\d+)$")
+TMP_PREFIX = ".tmp-checkpoint-"
+TRASH_PREFIX = ".trash-checkpoint-"
+STATE_FILE = "custom_checkpoint_0.pkl"  # accelerate's name for the first registered object: the TrainingState
+
+
+@dataclass
+class TrainingState:
+    """Everything about the run's position that is not a model, optimizer, scheduler or RNG: registered with
+    `accelerator.register_for_checkpointing`, so `save_state` / `load_state` carry it.
+
+    `epoch` and `batch_in_epoch` (dataloader batches of this process consumed in `epoch`) place a resumed run at the
+    exact batch where it stopped; `extra` holds stage-specific state (e.g. codebook-usage windows) as tensors/ints.
+    """
+
+    def reconcile_batch_size(self, examples_per_batch: int) -> None:
+        """Convert the data position when a run resumes with another global batch (other process count or per-device
+        batch): the examples consumed in the epoch must be a whole number of new batches."""
+        old = self.examples_per_batch or examples_per_batch
+        if old != examples_per_batch:
+            consumed = self.batch_in_epoch * old
+            if consumed % examples_per_batch:
+                raise ValueError(
+                    f"Cannot resume mid-epoch with a global batch of {examples_per_batch} examples per step: the "
+                    f"checkpoint stopped after {consumed} examples of epoch {self.epoch} (batches of {old}). Use a "
+                    "batch size and process count whose product divides it, or the original ones."
+                )
+            logger.warning(
+                f"Resuming with {examples_per_batch} instead of {old} examples per global batch: the data position is "
+                "converted, but the run is no longer identical to an uninterrupted one."
+            )
+            self.batch_in_epoch = consumed // examples_per_batch
+        self.examples_per_batch = examples_per_batch
+
+    global_step: int = 0
+    epoch: int = 0
+    batch_in_epoch: int = 0
+    examples_per_batch: int = 0  # global examples per dataloader batch (per-device batch x processes)
+    images_seen: int = 0
+    skipped_images: int = 0
+    nonfinite_steps: int = 0
+    consecutive_nonfinite_steps: int = 0
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def state_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        for key, value in state.items():
+            if not hasattr(self, key):
+                raise ValueError(f"Unknown TrainingState field {key!r} in checkpoint.")
+            setattr(self, key, value)
+
+
+class CheckpointHooks:
+    """Save/load hooks for `accelerator.save_state` / `load_state` that store each model as a `save_pretrained`
+    folder named after its role (and its EMA as `<role>_ema/`) instead of accelerate's anonymous `model_<i>` files.
+
+    Args:
+        accelerator (`Accelerator`): the run's accelerator.
+        roles (`dict[str, nn.Module]`): folder name -> unwrapped model, for every model passed to `prepare`.
+        emas (`dict[str, EMA]`, *optional*): folder name of the tracked model -> its `ema.EMA`.
+        unwrap (`Callable`): returns the bare model behind a prepared one.
+    """
+
+    def __init__(self, accelerator: Accelerator, roles: dict, emas: dict | None = None, unwrap: Callable = None):
+        self.accelerator = accelerator
+        self.roles = roles
+        self.emas = emas or {}
+        self.unwrap = unwrap or accelerator.unwrap_model
+        accelerator.register_save_state_pre_hook(self.save_hook)
+        accelerator.register_load_state_pre_hook(self.load_hook)
+
+    def role_of(self, model: torch.nn.Module) -> str:
+        bare = self.unwrap(model)
+        for role, candidate in self.roles.items():
+            if candidate is bare:
+                return role
+        raise ValueError(f"Model of type {type(bare).__name__} has no checkpoint role; known: {list(self.roles)}.")
+
+    def save_hook(self, models: list, weights: list, output_dir: str) -> None:
+        output_dir = Path(output_dir)
+        roles = [self.role_of(model) for model in models]
+        weights.clear()  # every model is written by save_pretrained below, not by accelerate
+        if not self.accelerator.is_main_process:
+            return
+        for role, model in zip(roles, models):
+            self.unwrap(model).save_pretrained(output_dir / role)
+        for role, ema in self.emas.items():
+            ema.save_pretrained(output_dir / f"{role}_ema")
+
+    def load_hook(self, models: list, input_dir: str) -> None:
+        input_dir = Path(input_dir)
+        while models:
+            model = models.pop()
+            load_weights_into(self.unwrap(model), input_dir / self.role_of(model))
+        for role, ema in self.emas.items():
+            ema.load_pretrained(input_dir / f"{role}_ema", load_weights_into)
+
+
+def load_weights_into(model: torch.nn.Module, folder: Path) -> None:
+    """Copy the weights of the `save_pretrained` folder `folder` into `model` (same class and config), exactly."""
+    if not (folder / "config.json").is_file():
+        raise FileNotFoundError(f"Checkpoint folder {str(folder)!r} has no saved model (config.json missing).")
+    loaded = type(model).from_pretrained(folder, dtype=torch.float32)
+    state = {k: v.to(dtype=model.state_dict()[k].dtype) for k, v in loaded.state_dict().items()}
+    model.load_state_dict(state, strict=True)
+
+
+# ----------------------------------------------------------------------------------------------- folder bookkeeping
+def checkpoint_step(path: Path) -> int | None:
+    match = CHECKPOINT_PATTERN.match(path.name)
+    return int(match.group(1)) if match else None
+
+
+def is_complete_checkpoint(path: Path) -> bool:
+    """A folder named `checkpoint-<n>` holding the training state (written last, before the atomic rename)."""
+    return path.is_dir() and checkpoint_step(path) is not None and (path / STATE_FILE).is_file()
+
+
+def list_checkpoints(output_dir: str | os.PathLike) -> list[Path]:
+    """Complete checkpoints in `output_dir`, oldest first (partial `.tmp-*` folders are never listed)."""
+    output_dir = Path(output_dir)
+    if not output_dir.is_dir():
+        return []
+    found = [p for p in output_dir.iterdir() if is_complete_checkpoint(p)]
+    return sorted(found, key=checkpoint_step)
+
+
+def resolve_resume_checkpoint(output_dir: str | os.PathLike, value: str | None) -> Path | None:
+    """`--resume_from_checkpoint`: `None`, `latest` (the newest complete checkpoint, or `None` if there is none), or
+    a checkpoint folder (a bare `checkpoint-<n>` name is looked up in `output_dir`)."""
+    if value is None:
+        return None
+    if value == "latest":
+        checkpoints = list_checkpoints(output_dir)
+        return checkpoints[-1] if checkpoints else None
+    path = Path(value)
+    if not path.exists() and not path.is_absolute() and (Path(output_dir) / path).exists():
+        path = Path(output_dir) / path
+    if not path.is_dir():
+        raise FileNotFoundError(f"--resume_from_checkpoint {value!r} is not a checkpoint folder.")
+    if not (path / STATE_FILE).is_file():
+        raise ValueError(
+            f"--resume_from_checkpoint {value!r} is not a complete checkpoint of this script ({STATE_FILE} missing)."
+        )
+    return path
+
+
+def _fsync(path: Path) -> None:
+    try:
+        fd = os.open(path, os.O_RDONLY | (os.O_DIRECTORY if path.is_dir() else 0))
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:  # e.g. file systems without fsync on directories
+        pass
+    finally:
+        os.close(fd)
+
+
+def _fsync_tree(root: Path) -> None:
+    """Flush every file and folder under `root` (deepest first), so the rename never publishes unwritten data."""
+    for path in sorted(root.rglob("*"), key=lambda p: len(p.parts), reverse=True) + [root]:
+        _fsync(path)
+
+
+def _remove(path: Path) -> None:
+    """Rename away first, then delete: a kill mid-deletion leaves only a hidden `.trash-*` folder."""
+    trash = path.with_name(f"{TRASH_PREFIX}{path.name}")
+    shutil.rmtree(trash, ignore_errors=True)
+    os.replace(path, trash)
+    shutil.rmtree(trash, ignore_errors=True)
+
+
+def remove_partial_checkpoints(output_dir: str | os.PathLike) -> list[Path]:
+    """Delete leftovers of interrupted saves or deletions (`.tmp-checkpoint-*`, `.trash-checkpoint-*`)."""
+    output_dir = Path(output_dir)
+    if not output_dir.is_dir():
+        return []
+    leftovers = [p for p in output_dir.iterdir() if p.name.startswith((TMP_PREFIX, TRASH_PREFIX))]
+    for path in leftovers:
+        shutil.rmtree(path, ignore_errors=True)
+    return leftovers
+
+
+def prune_checkpoints(output_dir: str | os.PathLike, total_limit: int | None, keep: Path) -> list[Path]:
+    """Delete the oldest complete checkpoints so at most `total_limit` remain; never `keep` (the one just written)."""
+    if total_limit is None:
+        return []
+    checkpoints = [p for p in list_checkpoints(output_dir) if p.resolve() != Path(keep).resolve()]
+    excess = len(checkpoints) + 1 - total_limit
+    removed = checkpoints[: max(excess, 0)]
+    for path in removed:
+        _remove(path)
+    if removed:
+        logger.info(f"Removed {len(removed)} old checkpoint(s): {', '.join(p.name for p in removed)}")
+    return removed
+
+
+def save_checkpoint(
+    accelerator: Accelerator,
+    output_dir: str | os.PathLike,
+    step: int,
+    total_limit: int | None = None,
+    run_args: dict | None = None,
+) -> Path:
+    """Save the full training state atomically as `output_dir/checkpoint-<step>` (all processes must call this)."""
+    output_dir = Path(output_dir)
+    final = output_dir / f"checkpoint-{step}"
+    tmp = output_dir / f"{TMP_PREFIX}{step}"
+    if accelerator.is_main_process:
+        shutil.rmtree(tmp, ignore_errors=True)
+        tmp.mkdir(parents=True)
+    accelerator.wait_for_everyone()
+    accelerator.save_state(str(tmp))
+    if accelerator.is_main_process and run_args is not None:
+        (tmp / "training_args.json").write_text(json.dumps(run_args, indent=2, default=str))
+    accelerator.wait_for_everyone()  # every rank has written its RNG state
+    if accelerator.is_main_process:
+        _fsync_tree(tmp)
+        if final.exists():  # e.g. a run resumed from an earlier checkpoint reaches this step again
+            _remove(final)
+        os.replace(tmp, final)
+        _fsync(output_dir)
+        prune_checkpoints(output_dir, total_limit, keep=final)
+        logger.info(f"Saved checkpoint {final}")
+    accelerator.wait_for_everyone()
+    return final

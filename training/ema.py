@@ -1,0 +1,75 @@
+# Copyright 2026 The glotok-hf authors. Licensed under the Apache License, Version 2.0.
+"""Exponential moving average of a model's weights, kept as a full copy of the model (`torch.optim.swa_utils.
+AveragedModel`), so it validates and saves with the model's own `forward` / `save_pretrained`."""
+
+import json
+from pathlib import Path
+
+import torch
+from torch import nn
+from torch.optim.swa_utils import AveragedModel
+
+EMA_STATE_FILE = "ema_state.json"
+
+
+class EMA:
+    r"""EMA of `model` with diffusers' warm-up: after `n` updates the decay is `min(decay, (1 + n) / (10 + n))`, so
+    early averages are not dominated by the initial weights; the first update copies the weights.
+
+    Args:
+        model (`nn.Module`): the (unwrapped) model to track; it is deep-copied.
+        decay (`float`, *optional*, defaults to 0.9999): the decay the warm-up approaches.
+    """
+
+    def __init__(self, model: nn.Module, decay: float = 0.9999):
+        if not 0.0 <= decay <= 1.0:
+            raise ValueError(f"EMA decay must be in [0, 1], got {decay}.")
+        self.decay = decay
+        self.averaged = AveragedModel(model, multi_avg_fn=self._update, use_buffers=True)
+        self.averaged.requires_grad_(False)
+        self.averaged.module.eval()
+
+    @property
+    def module(self) -> nn.Module:
+        """The averaged model (same class as the tracked one), in eval mode."""
+        return self.averaged.module
+
+    @property
+    def num_updates(self) -> int:
+        return int(self.averaged.n_averaged)
+
+    def decay_at(self, num_updates: int) -> float:
+        return min(self.decay, (1 + num_updates) / (10 + num_updates))
+
+    @torch.no_grad()
+    def _update(self, averaged: list[torch.Tensor], current: list[torch.Tensor], num_averaged: torch.Tensor) -> None:
+        if not averaged[0].is_floating_point():  # integer buffers (e.g. BatchNorm's step count) are copied
+            torch._foreach_copy_(averaged, current)
+            return
+        torch._foreach_lerp_(averaged, current, 1.0 - self.decay_at(int(num_averaged)))
+
+    def step(self, model: nn.Module) -> None:
+        """Fold the current weights of `model` into the average (call after each optimizer update)."""
+        self.averaged.update_parameters(model)
+
+    def to(self, device: torch.device | str) -> "EMA":
+        self.averaged.to(device)
+        return self
+
+    def save_pretrained(self, folder: str | Path) -> None:
+        """The averaged weights as a `save_pretrained` folder of the tracked class, plus the update count."""
+        folder = Path(folder)
+        self.module.save_pretrained(folder)
+        (folder / EMA_STATE_FILE).write_text(json.dumps({"num_updates": self.num_updates, "decay": self.decay}))
+
+    def load_pretrained(self, folder: str | Path, load_weights) -> None:
+        """Restore a folder written by `save_pretrained` (`load_weights(model, folder)` copies the weights)."""
+        folder = Path(folder)
+        if not (folder / EMA_STATE_FILE).is_file():
+            raise FileNotFoundError(
+                f"No EMA in {str(folder)!r}: the checkpoint was saved without --use_ema. Resume without --use_ema or "
+                "from a checkpoint that has one."
+            )
+        load_weights(self.module, folder)
+        state = json.loads((folder / EMA_STATE_FILE).read_text())
+        self.averaged.n_averaged.fill_(int(state["num_updates"]))

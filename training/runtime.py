@@ -1,0 +1,103 @@
+# Copyright 2026 The glotok-hf authors. Licensed under the Apache License, Version 2.0.
+"""Accelerator, logging and output-folder setup shared by both stages."""
+
+import argparse
+import logging
+import os
+from pathlib import Path
+
+import datasets
+import torch
+import transformers
+from accelerate import Accelerator
+from accelerate.logging import get_logger
+from accelerate.utils import ProjectConfiguration, set_seed
+from transformers import get_scheduler
+
+from checkpointing import list_checkpoints
+
+logger = get_logger("glotok_train")
+
+# Files whose presence means that `output_dir` holds a finished run's final model.
+FINAL_MODEL_FILES = ("config.json", "model.safetensors")
+
+
+def build_accelerator(args: argparse.Namespace) -> Accelerator:
+    """An `Accelerator` with gradient accumulation, mixed precision and trackers as the arguments ask."""
+    output_dir = Path(args.output_dir)
+    project_config = ProjectConfiguration(project_dir=str(output_dir), logging_dir=str(output_dir / args.logging_dir))
+    accelerator = Accelerator(
+        gradient_accumulation_steps=args.gradient_accumulation_steps,
+        mixed_precision=args.mixed_precision,
+        log_with=None if args.report_to == "none" else args.report_to,
+        project_config=project_config,
+    )
+    setup_logging(accelerator)
+    if args.allow_tf32 and torch.cuda.is_available():
+        torch.backends.cuda.matmul.allow_tf32 = True
+        torch.backends.cudnn.allow_tf32 = True
+    # The same seed on every rank: identical initial weights; data order and augmentation derive from it per item.
+    set_seed(args.seed)
+    return accelerator
+
+
+def setup_logging(accelerator: Accelerator) -> None:
+    logging.basicConfig(
+        format="%(asctime)s - %(levelname)s - %(name)s - %(message)s", datefmt="%m/%d/%Y %H:%M:%S", level=logging.INFO
+    )
+    logger.info(accelerator.state, main_process_only=False)
+    if accelerator.is_local_main_process:
+        datasets.utils.logging.set_verbosity_warning()
+        transformers.utils.logging.set_verbosity_warning()
+    else:
+        datasets.utils.logging.set_verbosity_error()
+        transformers.utils.logging.set_verbosity_error()
+
+
+def check_output_dir(args: argparse.Namespace) -> None:
+    """Refuse to start a new run where it would overwrite a finished run or mix with an earlier run's checkpoints."""
+    if args.resume_from_checkpoint is not None or args.overwrite_output_dir:
+        return
+    output_dir = Path(args.output_dir)
+    if not output_dir.is_dir():
+        return
+    finished = [name for name in FINAL_MODEL_FILES if (output_dir / name).exists()]
+    if finished:
+        raise FileExistsError(
+            f"--output_dir {str(output_dir)!r} already holds a finished run's final model ({', '.join(finished)}). "
+            "Choose another --output_dir, continue it with --resume_from_checkpoint latest, or pass "
+            "--overwrite_output_dir to replace it."
+        )
+    checkpoints = list_checkpoints(output_dir)
+    if checkpoints:
+        raise FileExistsError(
+            f"--output_dir {str(output_dir)!r} holds checkpoints of an earlier run ({checkpoints[-1].name} is the "
+            "newest). Continue it with --resume_from_checkpoint latest, choose another --output_dir, or pass "
+            "--overwrite_output_dir."
+        )
+
+
+def build_optimizer(params, args: argparse.Namespace, lr: float) -> torch.optim.Optimizer:
+    """Adam with decoupled weight decay (plain Adam at weight decay 0, the paper's tokenizer setting). `params` may be
+    parameter groups with their own `weight_decay`."""
+    return torch.optim.AdamW(params, lr=lr, betas=(args.adam_beta1, args.adam_beta2),
+                             weight_decay=args.adam_weight_decay, eps=args.adam_epsilon)  # fmt: skip
+
+
+def build_scheduler(args: argparse.Namespace, optimizer, total_steps: int, num_processes: int):
+    """A transformers learning-rate schedule (`--lr_scheduler`, default constant)."""
+    # accelerate steps a prepared scheduler once per process, hence the scaling (as in diffusers' examples).
+    return get_scheduler(args.lr_scheduler, optimizer, num_warmup_steps=args.lr_warmup_steps * num_processes,
+                         num_training_steps=total_steps * num_processes)  # fmt: skip
+
+
+def unwrap(accelerator: Accelerator, model: torch.nn.Module) -> torch.nn.Module:
+    """The bare model behind DDP / torch.compile wrappers."""
+    model = accelerator.unwrap_model(model)
+    return getattr(model, "_orig_mod", model)
+
+
+def ensure_dir(path: str | os.PathLike) -> Path:
+    path = Path(path)
+    path.mkdir(parents=True, exist_ok=True)
+    return path

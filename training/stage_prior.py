@@ -1,0 +1,314 @@
+# Copyright 2026 The glotok-hf authors. Licensed under the Apache License, Version 2.0.
+"""Stage 2: the class-conditional AR prior (a stock `LlamaForCausalLM` over the token layout of
+`glotok_hf.sampling.TokenLayout`), trained on extracted codes (`--codes_dir`) or on codes extracted on the fly from an
+image dataset by the frozen tokenizer. Class dropout to the null class, loss on image tokens only, LlamaGen's optimiser
+defaults (AdamW lr 1e-4, betas (0.9, 0.95), weight decay 0.05 on matrices only, gradient clipping 1.0)."""
+
+import argparse
+import json
+import math
+from pathlib import Path
+
+import torch
+from accelerate import Accelerator
+from accelerate.logging import get_logger
+from torch.utils.data import Dataset
+from transformers import LlamaForCausalLM
+
+from glotok_hf import GloTokConfig, GloTokModel
+from glotok_hf.codes import load_code_dataset
+from glotok_hf.prior import layout_from_configs, prior_config, prior_training_batch
+from glotok_hf.sampling import sample_image_tokens
+
+from arguments import public_args, read_json_argument
+from ema import EMA
+from loaders import SeededItems, build_image_data, make_loader
+from publishing import render_card
+from runtime import build_optimizer, build_scheduler, unwrap
+from tracking import guarded_update, image_grid, log_image
+
+logger = get_logger("glotok_train")
+
+CARD_METRICS = ("prior/loss", "prior/token_accuracy", "prior/grad_norm")
+
+
+class CodeItems(Dataset):
+    """Rows of an extracted code dataset as `{"codes": (N,) LongTensor, "labels": int}`."""
+
+    def __init__(self, dataset):
+        self.dataset = dataset.with_format("torch", columns=["codes", "label"])
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def __getitem__(self, index: int) -> dict:
+        row = self.dataset[index]
+        return {"codes": row["codes"].long(), "labels": int(row["label"])}
+
+
+def collate_codes(examples: list[dict]) -> dict[str, torch.Tensor]:
+    return {
+        "codes": torch.stack([e["codes"] for e in examples]),
+        "labels": torch.tensor([e["labels"] for e in examples], dtype=torch.long),
+        "index": torch.tensor([e["index"] for e in examples], dtype=torch.long),
+        "uniform": torch.tensor([e["uniform"] for e in examples], dtype=torch.float32),
+    }
+
+
+def load_tokenizer(path: str | None, device) -> GloTokModel | None:
+    if path is None:
+        return None
+    return GloTokModel.from_pretrained(path, dtype=torch.float32).to(device).eval().requires_grad_(False)
+
+
+def weight_decay_groups(model: torch.nn.Module, weight_decay: float) -> list[dict]:
+    """LlamaGen's split: weight decay on matrices (linear and embedding weights), none on norms and biases."""
+    params = [p for p in model.parameters() if p.requires_grad]
+    return [
+        {"params": [p for p in params if p.ndim >= 2], "weight_decay": weight_decay},
+        {"params": [p for p in params if p.ndim < 2], "weight_decay": 0.0},
+    ]
+
+
+class PriorStage:
+    """Models, data and the step of the prior stage (see `loop.py` for the interface)."""
+
+    main_loss = "prior/loss"
+
+    def __init__(self, args: argparse.Namespace, accelerator: Accelerator):
+        self.args, self.accelerator = args, accelerator
+        self.tokenizer = load_tokenizer(args.tokenizer_name_or_path, accelerator.device)
+        self.build_data()
+        self.prior = self.build_prior()
+        self.layout = layout_from_configs(self.tokenizer_config, self.prior.config, self.prior.config.id2label)
+        self.ema = EMA(self.prior, args.ema_decay).to(accelerator.device) if args.use_ema else None
+        self.loader = accelerator.prepare(self.loader)
+        per_epoch = math.ceil(len(self.loader) / args.gradient_accumulation_steps)
+        total = args.max_train_steps or args.num_train_epochs * per_epoch
+        optimizer = build_optimizer(weight_decay_groups(self.prior, args.adam_weight_decay), args, args.learning_rate)
+        scheduler = build_scheduler(args, optimizer, total, accelerator.num_processes)
+        self.model, self.optimizer, self.lr_scheduler = accelerator.prepare(self.prior, optimizer, scheduler)
+        self.accumulate_models = (self.model,)
+
+    # ---------------------------------------------------------------------------------------------------- setup
+    def build_data(self) -> None:
+        """Codes from `--codes_dir`, or images encoded on the fly by the frozen tokenizer."""
+        args = self.args
+        if args.codes_dir is not None:
+            dataset, metadata = load_code_dataset(args.codes_dir)
+            if args.max_train_samples is not None:
+                dataset = dataset.select(range(min(args.max_train_samples, len(dataset))))
+            self.tokenizer_config = GloTokConfig(**_config_fields(metadata["tokenizer_config"]))
+            self.num_positions = metadata["num_positions"]
+            self.grid = tuple(metadata["grid"])
+            self.class_names = metadata.get("label_names")
+            self.num_classes = metadata["num_classes"]
+            self.data_description = f"{args.codes_dir} ({metadata['num_images']} images, flip={metadata['flip']})"
+            self.items = SeededItems(CodeItems(dataset), seed=args.seed, draw_uniform=True)
+            self.sampler, self.loader = make_loader(self.items, args, self.accelerator.num_processes, collate_codes)
+            self._check_tokenizer(metadata)
+        else:
+            self.items, self.loader, self.sampler, self.class_names = build_image_data(
+                args, self.accelerator.num_processes, draw_uniform=True
+            )
+            self.tokenizer_config = self.tokenizer.config
+            side = args.resolution // self.tokenizer_config.downsample_factor
+            self.grid, self.num_positions = (side, side), side * side
+            labels = self.items.dataset.dataset[args.label_column]
+            self.num_classes = len(self.class_names) if self.class_names else int(max(labels)) + 1
+            self.data_description = (
+                f"{args.dataset_name or args.train_data_dir} ({len(self.items)} images, on the fly)"
+            )
+
+    def _check_tokenizer(self, metadata: dict) -> None:
+        if self.tokenizer is None:
+            logger.warning("No --tokenizer_name_or_path: validation samples are not decoded to images.")
+            return
+        saved = _config_fields(metadata["tokenizer_config"])
+        mismatched = [k for k, v in saved.items() if getattr(self.tokenizer.config, k, v) != v and k != "sample_size"]
+        if mismatched:
+            raise ValueError(
+                f"--tokenizer_name_or_path does not match the tokenizer the codes in {self.args.codes_dir} were "
+                f"extracted with (config fields {mismatched} differ)."
+            )
+
+    def build_prior(self) -> LlamaForCausalLM:
+        args = self.args
+        if args.pretrained_model_name_or_path is not None:
+            prior = LlamaForCausalLM.from_pretrained(args.pretrained_model_name_or_path, dtype=torch.float32)
+        else:
+            overrides = read_json_argument(args.model_config, "model_config") or {}
+            config = prior_config(args.prior_size, self.tokenizer_config, self.num_classes,
+                                  num_positions=self.num_positions, **overrides)  # fmt: skip
+            prior = LlamaForCausalLM(config)
+        if self.class_names:
+            prior.config.id2label = dict(enumerate(self.class_names))
+            prior.config.label2id = {name: i for i, name in enumerate(self.class_names)}
+        if args.gradient_checkpointing:
+            prior.gradient_checkpointing_enable()
+        return prior.train()
+
+    @property
+    def bare(self) -> LlamaForCausalLM:
+        return unwrap(self.accelerator, self.model)
+
+    # ------------------------------------------------------------------------------------------------ checkpoints
+    def checkpoint_roles(self) -> dict:
+        return {"prior": self.bare}
+
+    def checkpoint_emas(self) -> dict:
+        return {"prior": self.ema} if self.ema is not None else {}
+
+    def export_state(self, extra: dict) -> None:
+        pass
+
+    def import_state(self, extra: dict) -> None:
+        pass
+
+    # ------------------------------------------------------------------------------------------------ training
+    @torch.no_grad()
+    def codes_of(self, batch: dict) -> torch.Tensor:
+        if "codes" in batch:
+            return batch["codes"]
+        encoded = self.tokenizer.encode(batch["pixel_values"].to(self.accelerator.device))
+        return self.layout.to_tokens(encoded.visual_indices, encoded.semantic_indices)
+
+    def forward_backward(self, batch: dict, global_step: int) -> dict[str, torch.Tensor]:
+        """Causal-LM loss on the image tokens; the class is dropped to the null class with the item's own draw."""
+        codes = self.codes_of(batch)
+        inputs = prior_training_batch(codes, batch["labels"], self.layout, class_dropout_prob=0.0)
+        dropped = batch["uniform"].to(codes.device) < self.args.class_dropout_prob
+        inputs["input_ids"][dropped, 0] = self.layout.null_class_id
+        output = self.model(input_ids=inputs["input_ids"], labels=inputs["labels"])
+        self.accelerator.backward(output.loss)
+        with torch.no_grad():
+            predicted = output.logits[:, :-1].argmax(-1)
+            accuracy = (predicted == inputs["input_ids"][:, 1:]).float().mean()
+        return {"prior/loss": output.loss.detach(), "prior/token_accuracy": accuracy,
+                "prior/dropped_classes": dropped.float().mean()}  # fmt: skip
+
+    def update(self) -> dict[str, tuple[float, bool]]:
+        update = guarded_update(
+            self.accelerator, self.model, self.optimizer, self.lr_scheduler, self.args.max_grad_norm
+        )
+        if update[1] and self.ema is not None:
+            self.ema.step(self.bare)
+        return {"prior": update}
+
+    def step_logs(self) -> dict[str, float]:
+        return {"lr": self.lr_scheduler.get_last_lr()[0]}
+
+    # ------------------------------------------------------------------------------------------------ validation
+    @property
+    def final_model(self) -> LlamaForCausalLM:
+        return self.ema.module if self.ema is not None else self.bare
+
+    @torch.no_grad()
+    def sample(self, count: int) -> torch.Tensor | None:
+        """`count` images (labels cycling over the classes, one seeded generator each) -> `(count, 3, R, R)`."""
+        if self.tokenizer is None or count == 0:
+            return None
+        prior = self.final_model
+        was_training = prior.training
+        prior.eval()
+        labels = torch.arange(count) % self.layout.num_classes
+        generators = [torch.Generator(self.accelerator.device).manual_seed(self.args.seed + i) for i in range(count)]
+        try:
+            with self.accelerator.autocast():
+                tokens = sample_image_tokens(prior, self.layout, labels, self.num_positions,
+                                             guidance_scale=self.args.validation_guidance_scale, generator=generators)  # fmt: skip
+        finally:
+            prior.train(was_training)
+        visual, semantic = self.layout.to_indices(tokens, grid=self.grid)
+        images = self.tokenizer.decode(semantic_indices=semantic, visual_indices=visual).sample
+        return images.float().clamp(-1, 1).cpu()
+
+    def validate(self, step: int, folder: Path) -> dict:
+        """Save and log a grid of class-conditional samples (rows of 8)."""
+        if getattr(self, "last_grid_step", None) == step:
+            return {}
+        images = self.sample(self.args.num_validation_images)
+        if images is None:
+            return {}
+        self.last_grid_step = step
+        rows = [images[i : i + 8] for i in range(0, len(images), 8)]
+        self.last_grid = image_grid(rows)
+        path = log_image(self.accelerator, "samples", self.last_grid, step, folder)
+        logger.info(f"Step {step}: validation samples saved to {path}")
+        return {}
+
+    # ------------------------------------------------------------------------------------------------ the end
+    def save_final(self, output_dir: Path, state, logs: dict) -> None:
+        self.final_model.save_pretrained(output_dir)
+        image = None
+        if self.tokenizer is not None and self.args.num_validation_images:
+            self.validate(state.global_step, output_dir / "validation")
+            self.last_grid.save(output_dir / "samples.png")
+            image = "samples.png"
+        (output_dir / "training_args.json").write_text(json.dumps(public_args(self.args), indent=2, default=str))
+        metrics = {k: v for k, v in logs.items() if k in CARD_METRICS}
+        render_card(self.summary(state, metrics, image)).save(output_dir / "README.md")
+
+    def summary(self, state, metrics: dict, image: str | None) -> dict:
+        args, config, layout = self.args, self.bare.config, self.layout
+        params = sum(p.numel() for p in self.bare.parameters())
+        return {
+            "title": f"GloTok class-conditional prior ({Path(args.output_dir).name})",
+            "description": (
+                f"A `LlamaForCausalLM` ({params / 1e6:.1f}M parameters, {config.num_hidden_layers} layers, width "
+                f"{config.hidden_size}) over GloTok codes: vocabulary {layout.vocab_size} = {layout.visual_codebook_size}"
+                f" visual + {layout.semantic_codebook_size} semantic codes + {layout.num_classes} classes + 1 null "
+                f"class; an image is [class, v_0, s_0, v_1, s_1, ...] over a {self.grid[0]}x{self.grid[1]} grid."
+                + (" Weights are the exponential moving average." if self.ema is not None else "")
+            ),
+            "usage": _USAGE.format(
+                repo=args.hub_model_id or Path(args.output_dir).name,
+                tokenizer=args.tokenizer_name_or_path or "<tokenizer>",
+                positions=self.num_positions,
+                scale=args.validation_guidance_scale,
+            ),  # fmt: skip
+            "image": image,
+            "image_caption": f"Samples at guidance scale {args.validation_guidance_scale}, one class per image in turn.",
+            "tags": ["glotok", "image-generation", "class-conditional", "autoregressive", "glotok-hf"],
+            "pipeline_tag": None,
+            "dataset": self.data_description,
+            "training": self.training_table(state),
+            "final_step": state.global_step,
+            "metrics": metrics,
+            "configs": {"Prior config": config.to_dict(), "Training arguments": public_args(args)},
+        }
+
+    def training_table(self, state) -> dict:
+        args = self.args
+        return {
+            "data": self.data_description,
+            "steps": state.global_step,
+            "epochs": f"{state.images_seen / len(self.items):.2f}",
+            "global batch": args.train_batch_size * self.accelerator.num_processes * args.gradient_accumulation_steps,
+            "processes": self.accelerator.num_processes,
+            "optimizer": f"AdamW betas ({args.adam_beta1}, {args.adam_beta2}), weight decay {args.adam_weight_decay}",
+            "learning rate": f"{args.learning_rate} ({args.lr_scheduler})",
+            "class dropout": args.class_dropout_prob,
+            "mixed precision": self.accelerator.mixed_precision,
+            "EMA": f"decay {args.ema_decay}" if args.use_ema else "no",
+            "skipped non-finite updates": state.nonfinite_steps,
+        }
+
+
+def _config_fields(config: dict) -> dict:
+    """The GloTokConfig fields of a saved config dict (drops transformers' bookkeeping keys)."""
+    names = set(GloTokConfig.__annotations__)
+    return {k: tuple(v) if k == "block_out_channels" else v for k, v in config.items() if k in names}
+
+
+_USAGE = """import torch
+from transformers import AutoModel, AutoModelForCausalLM
+from glotok_hf.sampling import TokenLayout, sample_image_tokens
+
+prior = AutoModelForCausalLM.from_pretrained("{repo}").eval()
+tokenizer = AutoModel.from_pretrained("{tokenizer}", trust_remote_code=True).eval()
+layout = TokenLayout.from_vocab_size(prior.config.vocab_size, tokenizer.config.visual_codebook_size,
+                                     tokenizer.config.semantic_codebook_size)
+tokens = sample_image_tokens(prior, layout, torch.tensor([0, 1]), {positions}, guidance_scale={scale})
+visual, semantic = layout.to_indices(tokens)
+images = tokenizer.decode(visual_indices=visual, semantic_indices=semantic).sample  # in [-1, 1]"""

@@ -1,0 +1,165 @@
+# Copyright 2026 The glotok-hf authors. Licensed under the Apache License, Version 2.0.
+"""Logging shared by both stages: scalars averaged over processes in one all-reduce, trackers plus a JSON-lines
+file, the guarded optimizer update (NaN/inf skip), throughput, and validation grids."""
+
+import json
+import math
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from accelerate import Accelerator
+from accelerate.logging import get_logger
+from PIL import Image
+
+from glotok_hf.data import tensor_to_pil
+
+logger = get_logger("glotok_train")
+
+METRICS_FILE = "metrics.jsonl"
+
+
+def reduce_mean(accelerator: Accelerator, values: dict[str, torch.Tensor | float]) -> dict[str, float]:
+    """Average scalar values over all processes with a single all-reduce; a NaN anywhere stays NaN."""
+    if not values:
+        return {}
+    names = list(values)
+    stacked = torch.stack(
+        [
+            torch.as_tensor(values[n], dtype=torch.float32, device=accelerator.device).detach().reshape(())
+            for n in names
+        ]
+    )
+    stacked = accelerator.reduce(stacked, reduction="mean") if accelerator.num_processes > 1 else stacked
+    return dict(zip(names, stacked.tolist()))
+
+
+def reduce_sum(accelerator: Accelerator, value: torch.Tensor | int) -> int:
+    tensor = torch.as_tensor(value, dtype=torch.long, device=accelerator.device).reshape(1)
+    return int(accelerator.reduce(tensor, reduction="sum").item()) if accelerator.num_processes > 1 else int(tensor)
+
+
+def guarded_update(accelerator: Accelerator, model, optimizer, scheduler, max_grad_norm: float) -> tuple[float, bool]:
+    """Clip the (already synchronised) gradients and step, unless their norm is NaN/inf; always zero the gradients.
+
+    The norm is computed after the gradient all-reduce, so every process takes the same decision. With an fp16
+    gradient scaler the optimizer is stepped anyway: the scaler then skips the update and lowers its scale.
+    Returns `(grad_norm, updated)`.
+    """
+    max_norm = max_grad_norm if max_grad_norm and max_grad_norm > 0 else math.inf
+    grad_norm = accelerator.clip_grad_norm_(model.parameters(), max_norm)
+    grad_norm = float(grad_norm) if grad_norm is not None else math.nan
+    updated = math.isfinite(grad_norm)
+    if updated or accelerator.scaler is not None:
+        optimizer.step()
+    if updated:
+        scheduler.step()
+    optimizer.zero_grad(set_to_none=True)
+    return grad_norm, updated
+
+
+class NonFiniteStepError(RuntimeError):
+    """Raised when too many consecutive updates had NaN/inf losses or gradients."""
+
+
+def count_nonfinite(state, updated: bool) -> None:
+    """Count a skipped update (or reset the run of consecutive ones) in the training state."""
+    if updated:
+        state.consecutive_nonfinite_steps = 0
+        return
+    state.nonfinite_steps += 1
+    state.consecutive_nonfinite_steps += 1
+
+
+def stop_if_too_many_nonfinite(state, max_consecutive: int, details: str) -> None:
+    """Warn about a skipped update; stop the run once `max_consecutive` happened in a row."""
+    if state.consecutive_nonfinite_steps == 0:
+        return
+    logger.warning(f"Step {state.global_step}: non-finite loss or gradients, update skipped ({details}).")
+    if state.consecutive_nonfinite_steps >= max_consecutive:
+        raise NonFiniteStepError(
+            f"Stopping at step {state.global_step}: {state.consecutive_nonfinite_steps} consecutive updates had "
+            f"NaN/inf losses or gradients ({details}); {state.nonfinite_steps} skipped in total. The weights are "
+            "those of the last finite update. Lower --learning_rate, check the data, enable --max_grad_norm, use "
+            "bf16 instead of fp16, or resume from an earlier checkpoint (--resume_from_checkpoint)."
+        )
+
+
+class Throughput:
+    """Images per second between consecutive calls of `tick` (wall clock, data loading included)."""
+
+    def __init__(self):
+        self.last = time.perf_counter()
+
+    def restart(self) -> None:
+        """Start timing afresh (after validation or a checkpoint, which are not training time)."""
+        self.last = time.perf_counter()
+
+    def tick(self, images: int) -> float:
+        now = time.perf_counter()
+        elapsed, self.last = now - self.last, now
+        return images / elapsed if elapsed > 0 else math.nan
+
+
+class MetricsLogger:
+    """Sends scalars to the accelerate trackers and appends them to `<logging_dir>/metrics.jsonl` (main process)."""
+
+    def __init__(self, accelerator: Accelerator, logging_dir: Path):
+        self.accelerator = accelerator
+        self.path = Path(logging_dir) / METRICS_FILE
+        if accelerator.is_main_process:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+
+    def log(self, values: dict[str, float], step: int) -> None:
+        self.accelerator.log(values, step=step)
+        if self.accelerator.is_main_process:
+            with self.path.open("a") as f:
+                f.write(json.dumps({"step": step, **values}) + "\n")
+
+    def truncate_after(self, step: int) -> None:
+        """Drop lines logged after `step` by an interrupted run (and a line torn by a kill), before a resume from
+        `step` logs them again."""
+        if not self.accelerator.is_main_process or not self.path.is_file():
+            return
+        kept = [json.dumps(row) for row in self.read() if row.get("step", 0) <= step]
+        self.path.write_text("".join(line + "\n" for line in kept))
+
+    def read(self) -> list[dict]:
+        """The logged rows; a last line torn by a killed run is ignored."""
+        if not self.path.is_file():
+            return []
+        rows = []
+        for line in self.path.read_text().splitlines():
+            try:
+                rows.append(json.loads(line))
+            except json.JSONDecodeError:
+                continue
+        return rows
+
+
+def image_grid(rows: list[torch.Tensor], padding: int = 2) -> Image.Image:
+    """Rows of `(n, 3, H, W)` images in [-1, 1] -> one RGB grid (rows stacked vertically)."""
+    pils = [tensor_to_pil(row) for row in rows]
+    height, width = pils[0][0].height, pils[0][0].width
+    columns = max(len(row) for row in pils)
+    canvas = Image.new(
+        "RGB", (columns * (width + padding) + padding, len(pils) * (height + padding) + padding), (255, 255, 255)
+    )
+    for r, row in enumerate(pils):
+        for c, image in enumerate(row):
+            canvas.paste(image, (padding + c * (width + padding), padding + r * (height + padding)))
+    return canvas
+
+
+def log_image(accelerator: Accelerator, name: str, image: Image.Image, step: int, folder: Path) -> Path:
+    """Save `image` as `folder/<name>-<step>.png` and send it to the trackers (main process only)."""
+    path = Path(folder) / f"{name}-{step:08d}.png"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    image.save(path)
+    for tracker in accelerator.trackers:
+        if tracker.name == "tensorboard":
+            tracker.log_images({f"validation/{name}": np.asarray(image)[None]}, step, dataformats="NHWC")
+        elif tracker.name == "wandb":
+            tracker.log_images({f"validation/{name}": [image]}, step)
+    return path
