@@ -4,9 +4,10 @@ can be downloaded:
 
 - `--arch vit`: a transformers `ViTForImageClassification` saved with `save_pretrained` plus its image processor. It
   stands in for DINOv2/CLIP as the **teacher backbone** of `glotok build-teacher --source backbone`.
-- `--arch cnn`: a small convolutional network exported as TorchScript (input: float32 RGB in [0, 1]; output: logits).
-  It is the **independent judge** of class consistency (`glotok eval generation --classifier`): a different
-  architecture from the teacher, trained only on real images.
+- `--arch cnn`: a small convolutional network exported as TorchScript (input: float32 RGB in [0, 1]): `classifier.pt`
+  (logits) is the **independent judge** of class consistency (`glotok eval generation --classifier`), a different
+  architecture from the teacher trained only on real images; `features.pt` (pooled penultimate features) is the
+  feature network of a digits FID (`--feature-network`), since no Inception weights are available offline.
 
     python training/train_image_classifier.py --arch vit --dataset_name data/digits --output_dir runs/digits_vit
     python training/train_image_classifier.py --arch cnn --dataset_name data/digits --output_dir runs/digits_cnn
@@ -39,8 +40,21 @@ class SmallCNN(nn.Module):
         self.features = nn.Sequential(*layers)
         self.head = nn.Linear(channels, num_classes)
 
+    def embed(self, images: torch.Tensor) -> torch.Tensor:
+        """Pooled penultimate features `(batch, 4 * width)`: the feature space of a digits FID."""
+        return self.features(images * 2 - 1).mean(dim=(2, 3))
+
     def forward(self, images: torch.Tensor) -> torch.Tensor:
-        return self.head(self.features(images * 2 - 1).mean(dim=(2, 3)))
+        return self.head(self.embed(images))
+
+
+class _Embedder(nn.Module):
+    def __init__(self, model: SmallCNN):
+        super().__init__()
+        self.model = model
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        return self.model.embed(images)
 
 
 class ViTClassifier(nn.Module):
@@ -138,6 +152,7 @@ def save(model: nn.Module, args, metrics: dict) -> None:
     if args.arch == "cnn":
         example = torch.rand(1, 3, args.resolution, args.resolution)
         torch.jit.trace(model, example).save(str(output / "classifier.pt"))
+        torch.jit.trace(_Embedder(model), example).save(str(output / "features.pt"))
     else:
         from transformers import ViTImageProcessorPil as ViTImageProcessor  # PIL backend: no torchvision needed
 
