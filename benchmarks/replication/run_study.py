@@ -24,6 +24,7 @@ import json
 import os
 import subprocess
 import sys
+import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -63,15 +64,15 @@ ROWS = {
 class Budget:
     """Compute per run, identical for every row. `quick` shrinks everything for the smoke test."""
 
-    tokenizer_steps: int = 800
-    tokenizer_batch: int = 32  # the recipe's: 800 x 32 = 5.7 epochs of the 4,500 training digits
-    disc_start: int = 500  # the recipe starts the GAN at 62% of its 400 steps; kept at a similar share
-    prior_steps: int = 500
-    prior_batch: int = 64  # the recipe's: 500 x 64 = 7.1 epochs of codes
+    tokenizer_steps: int = 400  # the tiny recipe's: 400 x 32 = 2.8 epochs of the 4,500 training digits
+    tokenizer_batch: int = 32
+    disc_start: int = 250  # the recipe's
+    prior_steps: int = 400
+    prior_batch: int = 32  # half the recipe's: 400 x 32 = 2.8 epochs of codes
     validation_images: int = 10  # the prior's final validation grid
     images_per_class: int = 20  # 200 class-balanced samples per tokenizer
     guidance_scale: float = 2.0
-    uniformity_repeats: int = 5  # t-SNE + KDE repeats on the 500 test images
+    uniformity_repeats: int = 3  # t-SNE + KDE repeats on the 500 test images
     uniformity_perplexity: float = 30.0
     eval_images: int | None = None  # test images for reconstruction (None: the whole split, 500)
     code_images: int | None = None  # training images encoded for the prior (None: all 4,500)
@@ -254,7 +255,7 @@ def train_tokenizer(row: Row, seed: int, paths: Paths, budget: Budget, out: Path
 def train_prior(seed: int, budget: Budget, tokenizer: Path, codes: Path, out: Path) -> None:
     train_in_process(["--config", ROOT / "training/recipes/tiny_prior_cpu.json", "--output_dir", out, "--seed", seed,
                       "--codes_dir", codes, "--tokenizer_name_or_path", tokenizer,
-                      "--max_train_steps", budget.prior_steps, "--lr_warmup_steps", min(50, budget.prior_steps // 10),
+                      "--max_train_steps", budget.prior_steps, "--lr_warmup_steps", budget.prior_steps // 10,
                       "--checkpointing_steps", min(200, budget.prior_steps), "--checkpoints_total_limit", 1,
                       "--validation_steps", budget.prior_steps, "--num_validation_images", budget.validation_images,
                       "--train_batch_size", budget.prior_batch,
@@ -359,6 +360,12 @@ def run_one(row_name: str, seed: int, paths: Paths, budget: Budget) -> dict:
     row, run = ROWS[row_name], paths.run_dir(row_name, seed)
     if (run / "result.json").is_file():
         return json.loads((run / "result.json").read_text())
+    budget_file = run / "budget.json"
+    if budget_file.is_file() and json.loads(budget_file.read_text()) != dataclasses.asdict(budget):
+        raise ValueError(
+            f"{run} was started with another budget ({budget_file}); use another --work-dir or delete it."
+        )
+    write_json(budget_file, dataclasses.asdict(budget))
     torch.manual_seed(seed)
     tokenizer, codes, prior = run / "tokenizer", run / "codes", run / "prior"
     timings = json.loads((run / "timings.json").read_text()) if (run / "timings.json").is_file() else {}
@@ -439,8 +446,29 @@ def run_all(runs: list[tuple[str, int]], paths: Paths, budget: Budget, args) -> 
                 failed.append(f"{row}:{seed}")
         return failed
 
+    active = []  # runs in progress
+    lock = threading.Lock()
+
+    def wait_for_room() -> None:
+        """Start a further parallel run only while the machine's load, with it, stays under --max-load (a busy
+        shared machine gets one run at a time)."""
+        while True:
+            with lock:
+                if not active or os.getloadavg()[0] + 1 <= args.max_load:
+                    active.append(1)
+                    return
+            time.sleep(30)
+
     def child(run: tuple[str, int]) -> None:
         row, seed = run
+        wait_for_room()
+        try:
+            launch(row, seed)
+        finally:
+            with lock:
+                active.pop()
+
+    def launch(row: str, seed: int) -> None:
         folder = paths.run_dir(row, seed)
         folder.mkdir(parents=True, exist_ok=True)
         command = [sys.executable, __file__, "--only", f"{row}:{seed}", "--no-report", "--jobs", "1",
@@ -469,6 +497,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--only", help="Run just this `row:seed` (no preparation of missing assets' reports).")
     parser.add_argument("--jobs", type=int, default=1, help="Runs in parallel, each in its own process (default 1).")
     parser.add_argument("--threads", type=int, default=1, help="Torch threads per run (default 1).")
+    parser.add_argument("--max-load", type=float, default=3.0,
+                        help="With --jobs > 1, start a further parallel run only while the 1-minute load average "
+                        "plus one stays at most this (default 3, for a shared 2-core machine).")  # fmt: skip
     parser.add_argument("--quick", action="store_true", help="Tiny budgets and sklearn's digits: a smoke test.")
     parser.add_argument("--report-only", action="store_true", help="Only aggregate the cached results.")
     parser.add_argument("--no-report", action="store_true", help="Do not write the docs.")
