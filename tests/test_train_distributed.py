@@ -51,7 +51,7 @@ def load_checkpoint_tensors(folder: Path) -> dict[str, torch.Tensor]:
             tensors.update({f"{rel}:{k}": v for k, v in load_file(path).items()})
         elif path.name.startswith(("optimizer", "scheduler")):
             tensors.update(flatten(rel, torch.load(path, weights_only=False)))
-        elif path.name == "custom_checkpoint_0.pkl":
+        elif path.name == "training_state.pt":
             tensors.update(flatten(rel, torch.load(path, weights_only=False)))
         elif path.name == "ema_state.json":
             tensors[rel] = torch.tensor(json.loads(path.read_text())["num_updates"])
@@ -95,7 +95,7 @@ def launch_full_and_resumed(tmp_path, env, make_args) -> tuple[Path, Path]:
     resumed.mkdir()
     (resumed / f"checkpoint-{K_STEPS}").symlink_to(full / f"checkpoint-{K_STEPS}", target_is_directory=True)
     launch(ENTRY, [*make_args(resumed), "--resume_from_checkpoint", "latest"], config, env)
-    state = torch.load(resumed / f"checkpoint-{N_STEPS}" / "custom_checkpoint_0.pkl", weights_only=False)
+    state = torch.load(resumed / f"checkpoint-{N_STEPS}" / "training_state.pt", weights_only=True)
     assert state["global_step"] == N_STEPS and state["epoch"] == 3 and state["batch_in_epoch"] == 0
 
     # Exact resume: every tensor of the final checkpoint (weights, Adam moments, EMA, counters).

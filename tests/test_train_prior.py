@@ -31,7 +31,7 @@ def test_prior_from_codes_checkpoints_ema_samples_and_card(assets, tmp_path):
     run = run_in_process(tiny_prior_args(out, assets["tokenizer"], assets["codes"], use_ema=True, ema_decay=0.5))
     assert run.state.global_step == 4
     assert sorted(p.name for p in out.glob("checkpoint-*")) == ["checkpoint-2", "checkpoint-4"]
-    assert {"prior", "prior_ema", "optimizer.bin", "custom_checkpoint_0.pkl"} <= {
+    assert {"prior", "prior_ema", "optimizer.bin", "training_state.pt"} <= {
         p.name for p in (out / "checkpoint-2").iterdir()
     }
     intermediate = transformers.AutoModelForCausalLM.from_pretrained(out / "checkpoint-2" / "prior")

@@ -12,8 +12,13 @@ Layout of `checkpoint-<step>/`:
     discriminator/               save_pretrained folder of the discriminator (tokenizer stage)
     tokenizer_ema/ | prior_ema/  the EMA weights as a save_pretrained folder, plus ema_state.json
     optimizer*.bin, scheduler*.bin, random_states_<rank>.pkl, scaler.pt   written by accelerate
-    custom_checkpoint_0.pkl      the TrainingState (global step, data position, counters)
+    training_state.pt            the TrainingState (global step, data position, counters)
     training_args.json           the run's arguments (no secrets)
+
+Loading is safe: models come from safetensors; accelerate 1.15 reads its optimizer, scheduler, scaler and RNG files
+with `torch.load(weights_only=True)`. It would read a registered object's `custom_checkpoint_<i>.pkl` with
+`weights_only=False` (arbitrary code from a tampered checkpoint), so the TrainingState is not registered with
+accelerate: the hooks write it to `training_state.pt` and read it back with `weights_only=True`.
 """
 
 import json
@@ -34,13 +39,15 @@ logger = logging.getLogger("glotok_train")  # plain logging: these helpers also 
 CHECKPOINT_PATTERN = re.compile(r"^checkpoint-(\d+)$")
 TMP_PREFIX = ".tmp-checkpoint-"
 TRASH_PREFIX = ".trash-checkpoint-"
-STATE_FILE = "custom_checkpoint_0.pkl"  # accelerate's name for the first registered object: the TrainingState
+STATE_FILE = "training_state.pt"
+ARGS_FILE = "training_args.json"
 
 
 @dataclass
 class TrainingState:
-    """Everything about the run's position that is not a model, optimizer, scheduler or RNG: registered with
-    `accelerator.register_for_checkpointing`, so `save_state` / `load_state` carry it.
+    """Everything about the run's position that is not a model, optimizer, scheduler or RNG; the checkpoint hooks
+    write it to `training_state.pt` and read it back with `torch.load(weights_only=True)` (its state dict holds
+    only ints, floats and tensors).
 
     `epoch` and `batch_in_epoch` (dataloader batches of this process consumed in `epoch`) place a resumed run at the
     exact batch where it stopped; `extra` holds stage-specific state (e.g. codebook-usage windows) as tensors/ints.
@@ -87,20 +94,30 @@ class TrainingState:
 
 class CheckpointHooks:
     """Save/load hooks for `accelerator.save_state` / `load_state` that store each model as a `save_pretrained`
-    folder named after its role (and its EMA as `<role>_ema/`) instead of accelerate's anonymous `model_<i>` files.
+    folder named after its role (and its EMA as `<role>_ema/`) instead of accelerate's anonymous `model_<i>` files,
+    and the training state as `training_state.pt`.
 
     Args:
         accelerator (`Accelerator`): the run's accelerator.
         roles (`dict[str, nn.Module]`): folder name -> unwrapped model, for every model passed to `prepare`.
         emas (`dict[str, EMA]`, *optional*): folder name of the tracked model -> its `ema.EMA`.
         unwrap (`Callable`): returns the bare model behind a prepared one.
+        state (`TrainingState`, *optional*): the run's position, saved and restored with the models.
     """
 
-    def __init__(self, accelerator: Accelerator, roles: dict, emas: dict | None = None, unwrap: Callable = None):
+    def __init__(
+        self,
+        accelerator: Accelerator,
+        roles: dict,
+        emas: dict | None = None,
+        unwrap: Callable = None,
+        state: "TrainingState | None" = None,
+    ):
         self.accelerator = accelerator
         self.roles = roles
         self.emas = emas or {}
         self.unwrap = unwrap or accelerator.unwrap_model
+        self.state = state
         accelerator.register_save_state_pre_hook(self.save_hook)
         accelerator.register_load_state_pre_hook(self.load_hook)
 
@@ -121,6 +138,8 @@ class CheckpointHooks:
             self.unwrap(model).save_pretrained(output_dir / role)
         for role, ema in self.emas.items():
             ema.save_pretrained(output_dir / f"{role}_ema")
+        if self.state is not None:
+            torch.save(self.state.state_dict(), output_dir / STATE_FILE)
 
     def load_hook(self, models: list, input_dir: str) -> None:
         input_dir = Path(input_dir)
@@ -129,6 +148,8 @@ class CheckpointHooks:
             load_weights_into(self.unwrap(model), input_dir / self.role_of(model))
         for role, ema in self.emas.items():
             ema.load_pretrained(input_dir / f"{role}_ema", load_weights_into)
+        if self.state is not None:
+            self.state.load_state_dict(torch.load(input_dir / STATE_FILE, map_location="cpu", weights_only=True))
 
 
 def load_weights_into(model: torch.nn.Module, folder: Path) -> None:
@@ -249,7 +270,7 @@ def save_checkpoint(
     accelerator.wait_for_everyone()
     accelerator.save_state(str(tmp))
     if accelerator.is_main_process and run_args is not None:
-        (tmp / "training_args.json").write_text(json.dumps(run_args, indent=2, default=str))
+        (tmp / ARGS_FILE).write_text(json.dumps(run_args, indent=2, default=str))
     accelerator.wait_for_everyone()  # every rank has written its RNG state
     if accelerator.is_main_process:
         _fsync_tree(tmp)

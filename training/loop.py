@@ -66,10 +66,8 @@ def run_training(accelerator: Accelerator, stage, args: argparse.Namespace) -> T
     """Train `stage` to `max_train_steps` (or the epochs asked), resuming if asked; returns the final state."""
     output_dir = Path(args.output_dir)
     state = TrainingState()
-    accelerator.register_for_checkpointing(state)
-    CheckpointHooks(
-        accelerator, stage.checkpoint_roles(), stage.checkpoint_emas(), unwrap=lambda m: unwrap(accelerator, m)
-    )
+    CheckpointHooks(accelerator, stage.checkpoint_roles(), stage.checkpoint_emas(),
+                    unwrap=lambda m: unwrap(accelerator, m), state=state)  # fmt: skip
     metrics = MetricsLogger(accelerator, output_dir / args.logging_dir)
     if accelerator.is_main_process:
         removed = remove_partial_checkpoints(output_dir)
