@@ -24,8 +24,10 @@ accelerate: the hooks write it to `training_state.pt` and read it back with `wei
 import json
 import logging
 import os
+import pickle
 import re
 import shutil
+import zipfile
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -33,6 +35,7 @@ from typing import Any
 
 import torch
 from accelerate import Accelerator
+from safetensors import safe_open
 
 logger = logging.getLogger("glotok_train")  # plain logging: these helpers also run without an Accelerator
 
@@ -157,8 +160,28 @@ def load_weights_into(model: torch.nn.Module, folder: Path) -> None:
     if not (folder / "config.json").is_file():
         raise FileNotFoundError(f"Checkpoint folder {str(folder)!r} has no saved model (config.json missing).")
     loaded = type(model).from_pretrained(folder, dtype=torch.float32)
-    state = {k: v.to(dtype=model.state_dict()[k].dtype) for k, v in loaded.state_dict().items()}
-    model.load_state_dict(state, strict=True)
+    saved, current = loaded.state_dict(), model.state_dict()
+    misfits = sorted(k for k in saved.keys() | current.keys() if k not in saved or k not in current
+                     or saved[k].shape != current[k].shape)  # fmt: skip
+    if misfits:
+        raise ValueError(
+            f"The model saved in {str(folder)!r} does not fit this run's {type(model).__name__} ({len(misfits)} "
+            f"weights differ in name or shape, e.g. {misfits[0]!r}); config fields that differ (saved, this run): "
+            f"{config_differences(loaded.config, model.config) or 'none'}. Resume with the model configuration the "
+            "checkpoint was trained with, or start a new run."
+        )
+    model.load_state_dict({k: v.to(dtype=current[k].dtype) for k, v in saved.items()}, strict=True)
+
+
+# Config entries that describe a save, not the architecture.
+_BOOKKEEPING_CONFIG_KEYS = {"transformers_version", "_name_or_path", "architectures", "auto_map", "dtype"}
+
+
+def config_differences(saved, current) -> dict[str, tuple]:
+    """`{field: (saved value, current value)}` for the fields two model configs disagree on (bookkeeping ignored)."""
+    a, b = saved.to_dict(), current.to_dict()
+    keys = (a.keys() | b.keys()) - _BOOKKEEPING_CONFIG_KEYS
+    return {k: (a.get(k), b.get(k)) for k in sorted(keys) if a.get(k) != b.get(k)}
 
 
 # ----------------------------------------------------------------------------------------------- folder bookkeeping
@@ -192,6 +215,11 @@ def resolve_resume_checkpoint(output_dir: str | os.PathLike, value: str | None) 
     path = Path(value)
     if not path.exists() and not path.is_absolute() and (Path(output_dir) / path).exists():
         path = Path(output_dir) / path
+    if path.name.startswith((TMP_PREFIX, TRASH_PREFIX)):
+        raise ValueError(
+            f"--resume_from_checkpoint {value!r} is the leftover of an interrupted save or deletion, not a checkpoint "
+            "(complete ones are renamed to checkpoint-<step>). Resume from `latest` or a checkpoint-<step> folder."
+        )
     if not path.is_dir():
         raise FileNotFoundError(f"--resume_from_checkpoint {value!r} is not a checkpoint folder.")
     if not (path / STATE_FILE).is_file():
@@ -199,6 +227,67 @@ def resolve_resume_checkpoint(output_dir: str | os.PathLike, value: str | None) 
             f"--resume_from_checkpoint {value!r} is not a complete checkpoint of this script ({STATE_FILE} missing)."
         )
     return path
+
+
+def verify_checkpoint(path: Path, stage: str, roles: list[str], process_index: int = 0) -> None:
+    """Check, before anything is loaded, that `path` is a checkpoint of `stage` with a model folder per role, and
+    that no file in it is truncated or unreadable (a torn copy, a full disk), so a resume fails with a message naming
+    the file instead of a deep error, and never continues with half the state: accelerate would silently skip an
+    unreadable RNG file, so this process's one is loaded here (safely, as accelerate loads it)."""
+    from accelerate.utils import load as accelerate_load
+
+    args_file = path / ARGS_FILE
+    if args_file.is_file():
+        try:
+            saved_stage = json.loads(args_file.read_text()).get("stage")
+        except (json.JSONDecodeError, AttributeError) as err:
+            raise ValueError(f"Checkpoint {str(path)!r}: {ARGS_FILE} is corrupted ({err}).") from err
+        if saved_stage is not None and saved_stage != stage:
+            raise ValueError(
+                f"Checkpoint {str(path)!r} was written by the {saved_stage} stage; this run trains the {stage}. "
+                "Resume from a checkpoint of the same stage (for the prior, start from a trained tokenizer with "
+                "--tokenizer_name_or_path instead)."
+            )
+    missing = [role for role in roles if not (path / role / "config.json").is_file()]
+    if missing:
+        raise ValueError(
+            f"Checkpoint {str(path)!r} has no saved {' or '.join(missing)} model (folders: "
+            f"{sorted(p.name for p in path.iterdir() if p.is_dir())}); it is not a checkpoint of this {stage} run."
+        )
+    for file in sorted(p for p in path.rglob("*") if p.is_file()):
+        if file.suffix == ".safetensors":
+            try:
+                with safe_open(str(file), framework="pt"):  # parses the header, checks that it covers the file
+                    pass
+            except Exception as err:  # safetensors raises its own error type
+                raise ValueError(f"Checkpoint file {str(file)!r} is truncated or corrupted ({err}).") from err
+        elif file.suffix in (".bin", ".pkl", ".pt") and not zipfile.is_zipfile(file):
+            raise ValueError(
+                f"Checkpoint file {str(file)!r} is truncated or corrupted (not a complete torch.save archive)."
+            )
+    rng_file = path / f"random_states_{process_index}.pkl"
+    if rng_file.is_file():
+        try:
+            accelerate_load(rng_file)
+        except Exception as err:  # accelerate would swallow this and continue with other random states
+            raise ValueError(f"Checkpoint file {str(rng_file)!r} cannot be read safely ({err}).") from err
+
+
+def load_checkpoint(accelerator: Accelerator, path: Path) -> None:
+    """`accelerator.load_state(path)`, with errors of unreadable files turned into a message naming the checkpoint."""
+    try:
+        accelerator.load_state(str(path))
+    except FileNotFoundError as err:
+        if err.filename is None:  # ours, with its own message (e.g. a checkpoint without EMA)
+            raise
+        raise FileNotFoundError(
+            f"Checkpoint {str(path)!r} is incomplete: {err.filename or err} is missing. Resume from another checkpoint."
+        ) from err
+    except (RuntimeError, pickle.UnpicklingError, EOFError, KeyError) as err:
+        raise ValueError(
+            f"Cannot resume from checkpoint {str(path)!r}: a file in it is corrupted or was not written by this script "
+            f"({type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''}). Resume from another checkpoint."
+        ) from err
 
 
 def _fsync(path: Path) -> None:
