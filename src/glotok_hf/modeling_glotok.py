@@ -23,6 +23,10 @@ from transformers.utils import ModelOutput
 
 from .configuration_glotok import GloTokConfig
 
+# In eval mode, pixel values beyond +-PIXEL_RANGE_LIMIT are rejected: they are not [-1, 1] images (e.g. [0, 255]),
+# while resampling overshoot of real [-1, 1] images stays well inside it.
+PIXEL_RANGE_LIMIT = 1.5
+
 
 # ----------------------------------------------------------------------------------------------------------- outputs
 @dataclass
@@ -544,7 +548,8 @@ class GloTokPreTrainedModel(PreTrainedModel):
 class GloTokModel(GloTokPreTrainedModel):
     r"""
     The GloTok tokenizer. Images `(B, C, H, W)` in [-1, 1] with `H` and `W` divisible by `config.downsample_factor`
-    map to one `(B, H/f, W/f)` index grid per enabled codebook and back.
+    map to one `(B, H/f, W/f)` index grid per enabled codebook and back. In eval mode, `encode` and `forward` reject
+    pixel values that are NaN/inf or beyond +-1.5 (e.g. 8-bit images in [0, 255]) with a `ValueError`.
 
     Example:
 
@@ -604,6 +609,15 @@ class GloTokModel(GloTokPreTrainedModel):
                 f"pixel_values height and width must be positive multiples of the downsampling factor {f}, got "
                 f"{height}x{width}."
             )
+        if not self.training and not torch.compiler.is_compiling():  # a device sync: inference only
+            low, high = (float(v) for v in torch.aminmax(pixel_values.detach().float()))
+            if not (math.isfinite(low) and math.isfinite(high)):
+                raise ValueError("pixel_values contain NaN or inf values.")
+            if low < -PIXEL_RANGE_LIMIT or high > PIXEL_RANGE_LIMIT:
+                raise ValueError(
+                    f"pixel_values must be images in [-1, 1], got values in [{low:g}, {high:g}]. Map 8-bit images "
+                    "with pixels / 127.5 - 1."
+                )
 
     def _check_indices(self, semantic_indices, visual_indices) -> None:
         shapes = {}
