@@ -282,25 +282,52 @@ def verify_checkpoint(path: Path, stage: str, roles: list[str], process_index: i
     if rng_file.is_file():
         try:
             accelerate_load(rng_file)
-        except Exception as err:  # accelerate would swallow this and continue with other random states
-            raise ValueError(f"Checkpoint file {str(rng_file)!r} cannot be read safely ({err}).") from err
+        except Exception:  # accelerate would swallow this and continue with other random states
+            file, problem = _unreadable_pickle(path, [rng_file])
+            raise ValueError(f"Checkpoint file {str(file)!r} cannot be loaded safely: {problem}") from None
 
 
 def load_checkpoint(accelerator: Accelerator, path: Path) -> None:
-    """`accelerator.load_state(path)`, with errors of unreadable files turned into a message naming the checkpoint."""
+    """`accelerator.load_state(path)`, with errors of unreadable files turned into a message naming the file."""
     try:
         accelerator.load_state(str(path))
     except FileNotFoundError as err:
         if err.filename is None:  # ours, with its own message (e.g. a checkpoint without EMA)
             raise
         raise FileNotFoundError(
-            f"Checkpoint {str(path)!r} is incomplete: {err.filename or err} is missing. Resume from another checkpoint."
+            f"Checkpoint {str(path)!r} is incomplete: {err.filename} is missing. Resume from another checkpoint."
         ) from err
     except (RuntimeError, pickle.UnpicklingError, EOFError, KeyError) as err:
+        culprit = _unreadable_pickle(path)
+        if culprit is not None:
+            file, problem = culprit
+            raise ValueError(f"Checkpoint file {str(file)!r} cannot be loaded safely: {problem}") from err
         raise ValueError(
-            f"Cannot resume from checkpoint {str(path)!r}: a file in it is corrupted or was not written by this script "
-            f"({type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''}). Resume from another checkpoint."
+            f"Cannot resume from checkpoint {str(path)!r}: a file in it is corrupted or was not written by this "
+            f"script ({type(err).__name__}: {_first_line(err)}). Resume from another checkpoint."
         ) from err
+
+
+def _unreadable_pickle(path: Path, files: list[Path] | None = None) -> tuple[Path, str] | None:
+    """The first torch.save file of a checkpoint (or of `files`) that does not load with `weights_only=True`, and why
+    (after a failed load only: the files are memory-mapped, not read)."""
+    from accelerate.utils import load as accelerate_load
+
+    for file in files or sorted(p for p in path.rglob("*") if p.suffix in (".bin", ".pkl", ".pt")):
+        try:
+            accelerate_load(file, map_location="cpu", mmap=True)
+        except pickle.UnpicklingError:
+            return file, (
+                "it holds Python objects that torch.load(weights_only=True) refuses to unpickle (it was tampered "
+                "with, or not written by this script). Resume from another checkpoint."
+            )
+        except Exception as err:
+            return file, f"{type(err).__name__}: {_first_line(err)}. Resume from another checkpoint."
+    return None
+
+
+def _first_line(err: Exception) -> str:
+    return re.sub(r"\x1b\[[0-9;]*m", "", str(err)).strip().split("\n")[0]
 
 
 def _fsync(path: Path) -> None:

@@ -497,13 +497,13 @@ class GloTokPreTrainedModel(PreTrainedModel):
             kind = type(err).__name__
             if kind == "SafetensorError":
                 raise OSError(
-                    f"The weights of {folder or source} are truncated or corrupted ({err}); save or download them again."
+                    f"The weights of {folder or source} are truncated or corrupted ({err}); save or download them "
+                    "again."
                 ) from err
             if kind == "UnpicklingError":
                 raise OSError(
-                    f"Refusing to load the legacy .bin weights of {folder or source}: torch.load(weights_only=True) "
-                    f"found more than tensors in them ({str(err).splitlines()[0]}). Convert them to safetensors from a "
-                    "trusted copy."
+                    f"Refusing to load the legacy .bin weights of {folder or source}: they hold Python objects that "
+                    "torch.load(weights_only=True) does not unpickle. Convert a trusted copy to safetensors."
                 ) from err
             if isinstance(err, RuntimeError) and "mismatched" in str(err):
                 raise ValueError(
