@@ -351,7 +351,7 @@ def _fsync_tree(root: Path) -> None:
 
 def _remove(path: Path) -> None:
     """Rename away first, then delete: a kill mid-deletion leaves only a hidden `.trash-*` folder."""
-    trash = path.with_name(f"{TRASH_PREFIX}{path.name}")
+    trash = path.with_name(f".trash-{path.name}")  # .trash-checkpoint-<n>, matched by TRASH_PREFIX
     shutil.rmtree(trash, ignore_errors=True)
     os.replace(path, trash)
     shutil.rmtree(trash, ignore_errors=True)
