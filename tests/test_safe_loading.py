@@ -10,6 +10,7 @@ is not registered with accelerate but saved as `training_state.pt` and read with
 """
 
 import ast
+import functools
 import json
 import logging
 import os
@@ -52,11 +53,16 @@ class RunsCode:
 
 
 # ------------------------------------------------------------------------------------------------ source checks
+@functools.cache
+def syntax_tree(path: Path) -> ast.Module:
+    return ast.parse(path.read_text(), filename=str(path))
+
+
 def calls(name: str):
     """(file, line, ast.Call) for every call of `name` (e.g. `torch.load`) in src/ and training/."""
     module, _, function = name.rpartition(".")
     for path in SOURCES:
-        for node in ast.walk(ast.parse(path.read_text(), filename=str(path))):
+        for node in ast.walk(syntax_tree(path)):
             if not isinstance(node, ast.Call):
                 continue
             func = node.func
@@ -87,7 +93,7 @@ def test_every_torch_load_passes_weights_only_true_and_nothing_unpickles_directl
 
 def test_trust_remote_code_is_never_set_to_true_in_code():
     for path in SOURCES:
-        for node in ast.walk(ast.parse(path.read_text())):
+        for node in ast.walk(syntax_tree(path)):
             if isinstance(node, ast.keyword) and node.arg == "trust_remote_code":
                 assert not (isinstance(node.value, ast.Constant) and node.value.value is True), f"{path}:{node.lineno}"
             if isinstance(node, ast.Assign) and "trust_remote_code" in ast.unparse(node.targets[0]):
