@@ -165,3 +165,12 @@ def test_docstring_examples():
 
     result = doctest.testmod(glotok_hf.prior, optionflags=doctest.ELLIPSIS | doctest.NORMALIZE_WHITESPACE)
     assert result.attempted > 0 and result.failed == 0
+
+
+def test_overriding_the_width_rescales_swiglu_and_heads_like_llamagen():
+    config = prior_config("B", tiny_glotok_config(), num_classes=10, hidden_size=256, num_hidden_layers=2)
+    assert (config.intermediate_size, config.num_attention_heads, config.num_key_value_heads) == (768, 4, 4)
+    explicit = prior_config(
+        "B", tiny_glotok_config(), 10, hidden_size=256, intermediate_size=512, num_attention_heads=2
+    )
+    assert (explicit.intermediate_size, explicit.num_attention_heads, explicit.num_key_value_heads) == (512, 2, 2)

@@ -378,3 +378,10 @@ def test_objective_accepts_a_loaded_teacher(tmp_path):
     loss.backward()
     assert loss.item() > 0
     assert F.kl_div(teacher.histogram.log(), teacher.histogram, reduction="sum").abs() < 1e-12
+
+
+def test_save_creates_missing_parent_folders_but_never_overwrites(tmp_path):
+    path = uniform_teacher(8).save(tmp_path / "a" / "b" / "teacher.safetensors")
+    assert load_teacher(path).num_bins == 8
+    with pytest.raises(FileExistsError, match="already exists"):
+        uniform_teacher(8).save(path)

@@ -44,6 +44,11 @@ def test_prior_from_codes_checkpoints_ema_samples_and_card(assets, tmp_path):
     assert not torch.equal(intermediate.lm_head.weight, raw.lm_head.weight)
     assert final.config.id2label == {0: "cat", 1: "dog"} and final.config.vocab_size == 16 + 12 + 2 + 1
     assert (out / "samples.png").is_file() and (out / "validation" / "samples-00000002.png").is_file()
+    from glotok_hf import GloTokPipeline
+
+    pipeline = GloTokPipeline.from_pretrained(out / "pipeline")  # tokenizer + published prior + class names
+    assert pipeline.get_label_ids(["dog", "cat"]) == [1, 0]
+    assert all(torch.equal(v, final.state_dict()[k]) for k, v in pipeline.prior.state_dict().items())
     card = (out / "README.md").read_text()
     assert "AutoModelForCausalLM.from_pretrained" in card and "| steps | 4 |" in card and "prior/loss" in card
     logs = read_metrics(out)

@@ -28,9 +28,12 @@ class PriorSize:
 
     @property
     def intermediate_size(self) -> int:
-        """LlamaGen's SwiGLU width: `2/3 * 4 * hidden_size`, rounded up to a multiple of 256."""
-        hidden = int(2 * 4 * self.hidden_size / 3)
-        return -(-hidden // 256) * 256
+        return swiglu_width(self.hidden_size)
+
+
+def swiglu_width(hidden_size: int) -> int:
+    """LlamaGen's SwiGLU width: `2/3 * 4 * hidden_size`, rounded up to a multiple of 256."""
+    return -(-int(2 * 4 * hidden_size / 3) // 256) * 256
 
 
 PRIOR_SIZES: dict[str, PriorSize] = {
@@ -75,7 +78,9 @@ def prior_config(
         num_classes (`int`): number of class labels.
         num_positions (`int`, *optional*): grid positions per image; defaults to `latent_grid_size ** 2` of the
             tokenizer (256 for 256x256 images).
-        overrides: any `LlamaConfig` field, applied last (e.g. `num_hidden_layers=2` for a test model).
+        overrides: any `LlamaConfig` field, applied last (e.g. `num_hidden_layers=2` for a test model). Overriding
+            `hidden_size` alone also rescales what follows from it, as in LlamaGen: `intermediate_size` (SwiGLU width)
+            and the heads (head dimension 64) unless they are given too.
 
     Example:
 
@@ -116,6 +121,12 @@ def prior_config(
         pad_token_id=None,
         architectures=["LlamaForCausalLM"],
     )
+    if "hidden_size" in overrides:
+        width = overrides["hidden_size"]
+        kwargs["intermediate_size"] = swiglu_width(width)
+        kwargs["num_attention_heads"] = kwargs["num_key_value_heads"] = max(1, width // 64)
+    if "num_attention_heads" in overrides and "num_key_value_heads" not in overrides:
+        kwargs["num_key_value_heads"] = overrides["num_attention_heads"]
     kwargs.update(overrides)
     if kwargs["vocab_size"] != layout.vocab_size:
         raise ValueError(

@@ -105,12 +105,13 @@ class TeacherHistogram:
     def save(self, path: str | os.PathLike, overwrite: bool = False, include_tokens: bool = False) -> Path:
         """Write one safetensors file: tensors `histogram`, `bin_centers` (and `tokens` with `include_tokens`),
         string metadata `format`, `num_bins`, `alpha` and `metadata` (JSON). An existing file is only replaced with
-        `overwrite=True`, and atomically."""
+        `overwrite=True`, and atomically; missing parent folders are created."""
         path = Path(path)
         if path.exists() and not overwrite:
             raise FileExistsError(f"{str(path)!r} already exists; pass overwrite=True (--overwrite) to replace it.")
-        if path.parent and not path.parent.is_dir():
-            raise FileNotFoundError(f"The folder of {str(path)!r} does not exist.")
+        if path.parent.exists() and not path.parent.is_dir():
+            raise NotADirectoryError(f"Cannot write {str(path)!r}: {str(path.parent)!r} is not a folder.")
+        path.parent.mkdir(parents=True, exist_ok=True)
         tensors = {"histogram": self.histogram.contiguous(), "bin_centers": self.bin_centers.contiguous()}
         if include_tokens:
             if self.tokens is None:
