@@ -134,6 +134,8 @@ def _group_norm(channels: int, groups: int) -> nn.GroupNorm:
 
 
 class GloTokResnetBlock(GradientCheckpointingLayer):
+    """VQGAN ResNet block: (GroupNorm, SiLU, conv3x3) twice, with a 1x1 shortcut when the channel count changes."""
+
     def __init__(self, in_channels: int, out_channels: int, groups: int, dropout: float):
         super().__init__()
         self.norm1 = _group_norm(in_channels, groups)
@@ -169,6 +171,8 @@ class GloTokSpatialAttention(GradientCheckpointingLayer):
 
 
 class GloTokDownsample(nn.Module):
+    """Stride-2 conv3x3 halving the resolution."""
+
     def __init__(self, channels: int):
         super().__init__()
         self.conv = nn.Conv2d(channels, channels, 3, stride=2, padding=0)
@@ -178,6 +182,8 @@ class GloTokDownsample(nn.Module):
 
 
 class GloTokUpsample(nn.Module):
+    """Nearest-neighbour x2 upsampling followed by a conv3x3."""
+
     def __init__(self, channels: int):
         super().__init__()
         self.conv = nn.Conv2d(channels, channels, 3, padding=1)
@@ -209,6 +215,8 @@ class GloTokLevel(nn.Module):
 
 
 class GloTokMidBlock(nn.Module):
+    """ResNet block, optional spatial attention, ResNet block (VQGAN's middle block)."""
+
     def __init__(self, channels: int, groups: int, dropout: float, attention: bool):
         super().__init__()
         self.resnet_1 = GloTokResnetBlock(channels, channels, groups, dropout)
@@ -458,6 +466,8 @@ def _missing_config_fields(folder: str | None, config_class) -> str:
 
 
 class GloTokPreTrainedModel(PreTrainedModel):
+    """Weight initialisation, loading checks and transformers class attributes shared by GloTok models."""
+
     config: GloTokConfig
     base_model_prefix = "glotok"
     main_input_name = "pixel_values"
