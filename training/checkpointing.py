@@ -218,13 +218,23 @@ def list_checkpoints(output_dir: str | os.PathLike) -> list[Path]:
 
 
 def resolve_resume_checkpoint(output_dir: str | os.PathLike, value: str | None) -> Path | None:
-    """`--resume_from_checkpoint`: `None`, `latest` (the newest complete checkpoint, or `None` if there is none), or
-    a checkpoint folder (a bare `checkpoint-<n>` name is looked up in `output_dir`)."""
+    """`--resume_from_checkpoint`: `None`, `latest` (the newest complete checkpoint; `None` for a fresh start when
+    there is no checkpoint at all, an error when there are only `checkpoint-<n>` folders without the training
+    state), or a checkpoint folder (a bare `checkpoint-<n>` name is looked up in `output_dir`)."""
     if value is None:
         return None
     if value == "latest":
         checkpoints = list_checkpoints(output_dir)
-        return checkpoints[-1] if checkpoints else None
+        if checkpoints:
+            return checkpoints[-1]
+        stateless = sorted(p.name for p in Path(output_dir).glob("checkpoint-*") if checkpoint_step(p) is not None)
+        if stateless:  # never silently restart from scratch next to checkpoints a user may want
+            raise ValueError(
+                f"--resume_from_checkpoint latest found no complete checkpoint in {str(output_dir)!r}, but {stateless} "
+                f"lack {STATE_FILE} (written by another version of this script, or modified). Pass "
+                "--overwrite_output_dir to start over, or restore the checkpoint."
+            )
+        return None
     path = Path(value)
     if not path.exists() and not path.is_absolute() and (Path(output_dir) / path).exists():
         path = Path(output_dir) / path
