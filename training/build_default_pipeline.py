@@ -124,7 +124,7 @@ def package(overwrite: bool) -> None:
     import torch
 
     from glotok_hf import GloTokPipeline
-    from glotok_hf.hub import image_grid, pipeline_model_card, save_model_card
+    from glotok_hf.hub import SAMPLE_GRID_FILE, image_grid, pipeline_model_card, save_model_card
 
     if TARGET.exists() and not overwrite:
         raise SystemExit(f"{TARGET} exists; pass --overwrite to replace it.")
@@ -155,7 +155,7 @@ def package(overwrite: bool) -> None:
     description = (
         "The embedded default of glotok-hf: a small GloTok tokenizer (dual codebook, histogram relation learning "
         "against a teacher histogram, residual module) and a class-conditional `LlamaForCausalLM` prior, trained on "
-        "this CPU with the project's own recipes (`training/recipes/digits_tokenizer.json`, "
+        "a 2-core CPU with the project's own recipes (`training/recipes/digits_tokenizer.json`, "
         "`training/recipes/digits_prior.json`; rebuild with `python training/build_default_pipeline.py`). It "
         "generates 24x24 handwritten digits of the requested class."
     )
@@ -170,7 +170,7 @@ def package(overwrite: bool) -> None:
             "backbone, trained only on real digits) on 100 samples per class with per-image seeds; FID in that CNN's "
             "128-d feature space against the 500 real test digits (not comparable to Inception FIDs)."
         ),
-        sample_grid_file="samples.png",
+        sample_grid_file=SAMPLE_GRID_FILE,
     )
     card.text += (
         "\n## Training log (summary)\n\nTokenizer (`logs/metrics.jsonl`, values at the logged step):\n\n"
@@ -182,6 +182,9 @@ def package(overwrite: bool) -> None:
     staging = TARGET.with_name(TARGET.name + ".tmp")
     shutil.rmtree(staging, ignore_errors=True)
     pipeline.save_pretrained(staging)
+    index = json.loads((staging / "model_index.json").read_text())
+    index.pop("_name_or_path", None)  # the build machine's local path, meaningless elsewhere
+    (staging / "model_index.json").write_text(json.dumps(index, indent=2, sort_keys=True) + "\n")
     save_model_card(card, staging, sample_grid=grid, overwrite=True)
     (staging / "training_summary.json").write_text(
         json.dumps({"metrics": metrics, "tokenizer_log": tok_log, "prior_log": prior_log}, indent=2) + "\n"

@@ -1,0 +1,757 @@
+# Copyright 2026 The glotok-hf authors. Licensed under the Apache License, Version 2.0.
+#
+# The CNN follows the VQGAN / LlamaGen VQ-16 architecture (taming-transformers, MIT; LlamaGen, MIT) and the branch
+# adapters follow FQGAN (showlab/FQGAN); everything here is re-implemented, nothing is copied.
+"""GloTok image tokenizer: VQGAN CNN + two adapters + two l2-normalised codebooks + residual learning module.
+
+This file is shipped as Hub remote code by `save_pretrained`, so it must stay self-contained: it imports only torch,
+transformers and `configuration_glotok`.
+"""
+
+import json
+import math
+import os
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from transformers import PreTrainedModel  # noqa: F401  (diffusers looks this name up in the defining module)
+from transformers import initialization as init
+from transformers.modeling_layers import GradientCheckpointingLayer
+from transformers.utils import ModelOutput
+
+from .configuration_glotok import GloTokConfig
+
+# In eval mode, pixel values beyond +-PIXEL_RANGE_LIMIT are rejected: they are not [-1, 1] images (e.g. [0, 255]),
+# while resampling overshoot of real [-1, 1] images stays well inside it.
+PIXEL_RANGE_LIMIT = 1.5
+
+
+# ----------------------------------------------------------------------------------------------------------- outputs
+@dataclass
+class GloTokEncoderOutput(ModelOutput):
+    r"""
+    Output of [`GloTokModel.encode`]. Per-branch fields are `None` when that codebook is disabled.
+
+    Args:
+        semantic_indices (`torch.LongTensor` of shape `(batch, h, w)`): indices into the semantic codebook.
+        visual_indices (`torch.LongTensor` of shape `(batch, h, w)`): indices into the visual codebook.
+        semantic_quantized (`torch.FloatTensor` of shape `(batch, codebook_dim, h, w)`):
+            semantic code vectors (fp32; straight-through, so gradients reach the encoder).
+        visual_quantized (`torch.FloatTensor` of shape `(batch, codebook_dim, h, w)`): visual code vectors.
+        semantic_latents (`torch.FloatTensor` of shape `(batch, codebook_dim, h, w)`):
+            continuous semantic latents before quantization (fp32, l2-normalised when `codebook_l2_norm`).
+        visual_latents (`torch.FloatTensor` of shape `(batch, codebook_dim, h, w)`): continuous visual latents.
+    """
+
+    semantic_indices: torch.LongTensor | None = None
+    visual_indices: torch.LongTensor | None = None
+    semantic_quantized: torch.FloatTensor | None = None
+    visual_quantized: torch.FloatTensor | None = None
+    semantic_latents: torch.FloatTensor | None = None
+    visual_latents: torch.FloatTensor | None = None
+
+    @property
+    def indices(self) -> dict[str, torch.LongTensor]:
+        """The index maps as keyword arguments of [`GloTokModel.decode`]: `model.decode(**enc.indices)`."""
+        return {"semantic_indices": self.semantic_indices, "visual_indices": self.visual_indices}
+
+
+@dataclass
+class GloTokDecoderOutput(ModelOutput):
+    r"""
+    Output of [`GloTokModel.decode`].
+
+    Args:
+        sample (`torch.FloatTensor` of shape `(batch, out_channels, H, W)`): decoded pixels in [-1, 1] (unclamped).
+    """
+
+    sample: torch.FloatTensor | None = None
+
+
+@dataclass
+class GloTokModelOutput(ModelOutput):
+    r"""
+    Output of [`GloTokModel.forward`]: the reconstruction, the model-side loss terms and codebook statistics.
+
+    Args:
+        sample (`torch.FloatTensor` of shape `(batch, out_channels, H, W)`): the reconstruction.
+        codebook_loss (`torch.FloatTensor` of shape `()`):
+            `||z_q - sg[z]||^2` summed over branches (trains the codebooks).
+        commitment_loss (`torch.FloatTensor` of shape `()`):
+            `beta * ||sg[z_q] - z||^2` summed over branches (beta = `config.commitment_beta`, already applied).
+        residual_loss (`torch.FloatTensor` of shape `()`):
+            `||R(z_q) - sg[z - z_q]||^2` summed over branches (Eq. 10); 0 when `use_residual=False`.
+        semantic_codebook_usage (`torch.LongTensor` of shape `(semantic_codebook_size,)`): code counts in the batch.
+        visual_codebook_usage (`torch.LongTensor` of shape `(visual_codebook_size,)`): code counts in the batch.
+        semantic_indices, visual_indices, semantic_quantized, visual_quantized, semantic_latents, visual_latents:
+            as in [`GloTokEncoderOutput`].
+        semantic_residual (`torch.FloatTensor` of shape `(batch, codebook_dim, h, w)`):
+            the residual module's output for the semantic branch (`None` without residual module).
+        visual_residual (`torch.FloatTensor` of shape `(batch, codebook_dim, h, w)`): same for the visual branch.
+    """
+
+    sample: torch.FloatTensor | None = None
+    codebook_loss: torch.FloatTensor | None = None
+    commitment_loss: torch.FloatTensor | None = None
+    residual_loss: torch.FloatTensor | None = None
+    semantic_codebook_usage: torch.LongTensor | None = None
+    visual_codebook_usage: torch.LongTensor | None = None
+    semantic_indices: torch.LongTensor | None = None
+    visual_indices: torch.LongTensor | None = None
+    semantic_quantized: torch.FloatTensor | None = None
+    visual_quantized: torch.FloatTensor | None = None
+    semantic_latents: torch.FloatTensor | None = None
+    visual_latents: torch.FloatTensor | None = None
+    semantic_residual: torch.FloatTensor | None = None
+    visual_residual: torch.FloatTensor | None = None
+
+
+# ------------------------------------------------------------------------------------------------ model-side losses
+def vector_quantization_loss(latents: torch.Tensor, codes: torch.Tensor, beta: float) -> dict[str, torch.Tensor]:
+    r"""VQ loss of Eq. 1: `codebook_loss = ||z_q - sg[z]||^2` and `commitment_loss = beta * ||sg[z_q] - z||^2`.
+
+    `beta` weighs the commitment term, the one whose gradient reaches the encoder (VQ-VAE, van den Oord et al.), not
+    the codebook term. Both are means over all elements and computed in fp32.
+    """
+    latents, codes = latents.float(), codes.float()
+    return {
+        "codebook_loss": F.mse_loss(codes, latents.detach()),
+        "commitment_loss": beta * F.mse_loss(latents, codes.detach()),
+    }
+
+
+def residual_loss(residual: torch.Tensor, latents: torch.Tensor, codes: torch.Tensor) -> torch.Tensor:
+    r"""Residual loss of Eq. 10 for one branch: MSE between the residual prediction `R(z_q)` and the detached
+    quantization error `sg[z - z_q]`. Only the residual module receives gradients from it."""
+    return F.mse_loss(residual.float(), (latents.float() - codes.float()).detach())
+
+
+# ------------------------------------------------------------------------------------------------ CNN building blocks
+def _group_norm(channels: int, groups: int) -> nn.GroupNorm:
+    return nn.GroupNorm(num_groups=groups, num_channels=channels, eps=1e-6, affine=True)
+
+
+class GloTokResnetBlock(GradientCheckpointingLayer):
+    """VQGAN ResNet block: (GroupNorm, SiLU, conv3x3) twice, with a 1x1 shortcut when the channel count changes."""
+
+    def __init__(self, in_channels: int, out_channels: int, groups: int, dropout: float):
+        super().__init__()
+        self.norm1 = _group_norm(in_channels, groups)
+        self.conv1 = nn.Conv2d(in_channels, out_channels, 3, padding=1)
+        self.norm2 = _group_norm(out_channels, groups)
+        self.dropout = nn.Dropout(dropout)
+        self.conv2 = nn.Conv2d(out_channels, out_channels, 3, padding=1)
+        self.shortcut = nn.Conv2d(in_channels, out_channels, 1) if in_channels != out_channels else nn.Identity()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = self.conv1(F.silu(self.norm1(x)))
+        h = self.conv2(self.dropout(F.silu(self.norm2(h))))
+        return self.shortcut(x) + h
+
+
+class GloTokSpatialAttention(GradientCheckpointingLayer):
+    """Single-head self-attention over the pixels of a feature map (VQGAN's AttnBlock), through SDPA."""
+
+    def __init__(self, channels: int, groups: int):
+        super().__init__()
+        self.norm = _group_norm(channels, groups)
+        self.to_q = nn.Conv2d(channels, channels, 1)
+        self.to_k = nn.Conv2d(channels, channels, 1)
+        self.to_v = nn.Conv2d(channels, channels, 1)
+        self.proj_out = nn.Conv2d(channels, channels, 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        b, c, h, w = x.shape
+        y = self.norm(x)
+        q, k, v = (proj(y).flatten(2).transpose(1, 2).unsqueeze(1) for proj in (self.to_q, self.to_k, self.to_v))
+        y = F.scaled_dot_product_attention(q, k, v).squeeze(1).transpose(1, 2).reshape(b, c, h, w)
+        return x + self.proj_out(y)
+
+
+class GloTokDownsample(nn.Module):
+    """Stride-2 conv3x3 halving the resolution."""
+
+    def __init__(self, channels: int):
+        super().__init__()
+        self.conv = nn.Conv2d(channels, channels, 3, stride=2, padding=0)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.conv(F.pad(x, (0, 1, 0, 1)))  # asymmetric padding, as in VQGAN
+
+
+class GloTokUpsample(nn.Module):
+    """Nearest-neighbour x2 upsampling followed by a conv3x3."""
+
+    def __init__(self, channels: int):
+        super().__init__()
+        self.conv = nn.Conv2d(channels, channels, 3, padding=1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.conv(F.interpolate(x, scale_factor=2.0, mode="nearest"))
+
+
+class GloTokLevel(nn.Module):
+    """One resolution level: ResNet blocks, optional attention after each, optional resampling."""
+
+    def __init__(self, channels_in, channels_out, num_blocks, groups, dropout, attention: bool, resample=None):
+        super().__init__()
+        self.resnets = nn.ModuleList(
+            GloTokResnetBlock(channels_in if i == 0 else channels_out, channels_out, groups, dropout)
+            for i in range(num_blocks)
+        )
+        self.attentions = nn.ModuleList(
+            GloTokSpatialAttention(channels_out, groups) for _ in range(num_blocks if attention else 0)
+        )
+        self.resample = resample(channels_out) if resample is not None else None
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        for i, resnet in enumerate(self.resnets):
+            x = resnet(x)
+            if self.attentions:
+                x = self.attentions[i](x)
+        return self.resample(x) if self.resample is not None else x
+
+
+class GloTokMidBlock(nn.Module):
+    """ResNet block, optional spatial attention, ResNet block (VQGAN's middle block)."""
+
+    def __init__(self, channels: int, groups: int, dropout: float, attention: bool):
+        super().__init__()
+        self.resnet_1 = GloTokResnetBlock(channels, channels, groups, dropout)
+        self.attention = GloTokSpatialAttention(channels, groups) if attention else nn.Identity()
+        self.resnet_2 = GloTokResnetBlock(channels, channels, groups, dropout)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.resnet_2(self.attention(self.resnet_1(x)))
+
+
+class GloTokEncoder(nn.Module):
+    """VQGAN encoder trunk up to and including the mid block; the branch heads add norm/conv_out."""
+
+    def __init__(self, config: GloTokConfig):
+        super().__init__()
+        channels, groups = config.block_out_channels, config.norm_num_groups
+        self.conv_in = nn.Conv2d(config.in_channels, channels[0], 3, padding=1)
+        levels, prev = [], channels[0]
+        for i, ch in enumerate(channels):
+            last = i == len(channels) - 1
+            levels.append(
+                GloTokLevel(
+                    prev, ch, config.layers_per_block, groups, config.dropout,
+                    attention=last and config.lowest_resolution_attention,
+                    resample=None if last else GloTokDownsample,
+                )
+            )  # fmt: skip
+            prev = ch
+        self.levels = nn.ModuleList(levels)
+        self.mid = GloTokMidBlock(prev, groups, config.dropout, config.mid_block_add_attention)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.conv_in(x)
+        for level in self.levels:
+            x = level(x)
+        return self.mid(x)
+
+
+class GloTokDecoder(nn.Module):
+    """VQGAN decoder: conv_in, mid block, mirrored levels with `layers_per_block + 1` ResNets, norm, conv_out."""
+
+    def __init__(self, config: GloTokConfig):
+        super().__init__()
+        channels, groups = config.block_out_channels, config.norm_num_groups
+        prev = channels[-1]
+        self.conv_in = nn.Conv2d(config.latent_channels, prev, 3, padding=1)
+        self.mid = GloTokMidBlock(prev, groups, config.dropout, config.mid_block_add_attention)
+        levels = []
+        for i, ch in enumerate(reversed(channels)):
+            first, last = i == 0, i == len(channels) - 1
+            levels.append(
+                GloTokLevel(
+                    prev, ch, config.layers_per_block + 1, groups, config.dropout,
+                    attention=first and config.lowest_resolution_attention,
+                    resample=None if last else GloTokUpsample,
+                )
+            )  # fmt: skip
+            prev = ch
+        self.levels = nn.ModuleList(levels)
+        self.norm_out = _group_norm(prev, groups)
+        self.conv_out = nn.Conv2d(prev, config.out_channels, 3, padding=1)
+
+    def forward(self, z: torch.Tensor) -> torch.Tensor:
+        x = self.mid(self.conv_in(z))
+        for level in self.levels:
+            x = level(x)
+        return self.conv_out(F.silu(self.norm_out(x)))
+
+
+# -------------------------------------------------------------------------------------------- transformer components
+class GloTokTransformerBlock(GradientCheckpointingLayer):
+    """Pre-LN transformer block (multi-head SDPA attention + GELU MLP) on token sequences `(batch, tokens, width)`."""
+
+    def __init__(self, width: int, num_heads: int, mlp_ratio: float = 4.0):
+        super().__init__()
+        self.num_heads = num_heads
+        self.norm1 = nn.LayerNorm(width)
+        self.qkv = nn.Linear(width, 3 * width)
+        self.attn_out = nn.Linear(width, width)
+        self.norm2 = nn.LayerNorm(width)
+        self.fc1 = nn.Linear(width, int(width * mlp_ratio))
+        self.fc2 = nn.Linear(int(width * mlp_ratio), width)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        b, n, c = x.shape
+        q, k, v = self.qkv(self.norm1(x)).view(b, n, 3, self.num_heads, c // self.num_heads).permute(2, 0, 3, 1, 4)
+        y = F.scaled_dot_product_attention(q, k, v).transpose(1, 2).reshape(b, n, c)
+        x = x + self.attn_out(y)
+        return x + self.fc2(F.gelu(self.fc1(self.norm2(x))))
+
+
+def _grid_position_embedding(embedding: torch.Tensor, height: int, width: int) -> torch.Tensor:
+    """A learned `(grid*grid, C)` embedding, bicubically resized when the token grid differs from the trained one."""
+    grid = math.isqrt(embedding.shape[0])
+    if (height, width) == (grid, grid):
+        return embedding
+    emb = embedding.reshape(1, grid, grid, -1).permute(0, 3, 1, 2).float()
+    emb = F.interpolate(emb, size=(height, width), mode="bicubic", align_corners=False)
+    return emb.permute(0, 2, 3, 1).reshape(height * width, -1).to(embedding.dtype)
+
+
+class GloTokAdapter(nn.Module):
+    """FQGAN-style factorized adapter: a transformer over the encoder's token grid that specialises one branch."""
+
+    def __init__(self, width: int, depth: int, num_heads: int, grid_size: int):
+        super().__init__()
+        self.position_embedding = nn.Parameter(torch.empty(grid_size * grid_size, width))
+        self.norm_pre = nn.LayerNorm(width)
+        self.blocks = nn.ModuleList(GloTokTransformerBlock(width, num_heads) for _ in range(depth))
+        self.norm_post = nn.LayerNorm(width)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        b, c, h, w = x.shape
+        tokens = x.flatten(2).transpose(1, 2) + _grid_position_embedding(self.position_embedding, h, w)
+        tokens = self.norm_pre(tokens)
+        for block in self.blocks:
+            tokens = block(tokens)
+        return self.norm_post(tokens).transpose(1, 2).reshape(b, c, h, w)
+
+
+class GloTokResidualModule(nn.Module):
+    """Residual learning module (Eqs. 8-9): predicts the quantization error from the code vectors of one branch.
+
+    Linear in -> learned 2-D position embedding -> transformer block(s) -> LayerNorm -> Linear out. The output
+    projection is zero-initialised, so the module starts as the identity on `z_q + R(z_q)`.
+    """
+
+    def __init__(self, dim: int, hidden: int, num_layers: int, num_heads: int, grid_size: int):
+        super().__init__()
+        self.proj_in = nn.Linear(dim, hidden)
+        self.position_embedding = nn.Parameter(torch.empty(grid_size * grid_size, hidden))
+        self.blocks = nn.ModuleList(GloTokTransformerBlock(hidden, num_heads) for _ in range(num_layers))
+        self.norm = nn.LayerNorm(hidden)
+        self.proj_out = nn.Linear(hidden, dim)
+        self.proj_out._zero_init = True  # read by `_init_weights`
+
+    def forward(self, codes: torch.Tensor) -> torch.Tensor:
+        b, d, h, w = codes.shape
+        x = self.proj_in(codes.flatten(2).transpose(1, 2)) + _grid_position_embedding(self.position_embedding, h, w)
+        for block in self.blocks:
+            x = block(x)
+        return self.proj_out(self.norm(x)).transpose(1, 2).reshape(b, d, h, w)
+
+
+# --------------------------------------------------------------------------------------------------------- quantizer
+class GloTokVectorQuantizer(nn.Module):
+    """Nearest-neighbour vector quantizer. With `l2_norm`, latents and codes are l2-normalised and the lookup is by
+    cosine similarity. All of its math runs in fp32 with autocast disabled, whatever the model dtype."""
+
+    def __init__(self, num_codes: int, dim: int, l2_norm: bool):
+        super().__init__()
+        self.l2_norm = l2_norm
+        self.embedding = nn.Embedding(num_codes, dim)
+
+    @property
+    def num_codes(self) -> int:
+        return self.embedding.num_embeddings
+
+    def codebook(self) -> torch.Tensor:
+        """The code vectors used for lookup, `(num_codes, dim)` in fp32 (l2-normalised when `l2_norm`)."""
+        weight = self.embedding.weight.float()
+        return F.normalize(weight, dim=-1) if self.l2_norm else weight
+
+    def forward(self, latents: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.LongTensor]:
+        """`latents (B, D, h, w)` -> (normalised fp32 latents, fp32 code vectors, indices `(B, h, w)`)."""
+        with torch.autocast(device_type=latents.device.type, enabled=False):
+            z = latents.float().permute(0, 2, 3, 1)
+            if self.l2_norm:
+                z = F.normalize(z, dim=-1)
+            codebook = self.codebook()
+            flat = z.reshape(-1, z.shape[-1])
+            if self.l2_norm:  # unit vectors: nearest in L2 == largest cosine similarity
+                indices = torch.argmax(flat @ codebook.t(), dim=1)
+            else:
+                distances = flat.pow(2).sum(1, keepdim=True) - 2 * flat @ codebook.t() + codebook.pow(2).sum(1)
+                indices = torch.argmin(distances, dim=1)
+            indices = indices.view(z.shape[:-1])
+            codes = codebook[indices]
+        return z.permute(0, 3, 1, 2), codes.permute(0, 3, 1, 2), indices
+
+    def lookup(self, indices: torch.LongTensor) -> torch.Tensor:
+        """Indices `(B, h, w)` -> fp32 code vectors `(B, D, h, w)`."""
+        with torch.autocast(device_type=indices.device.type, enabled=False):
+            return self.codebook()[indices].permute(0, 3, 1, 2)
+
+
+class GloTokBranch(nn.Module):
+    """One branch (semantic or visual): [adapter] -> GroupNorm/SiLU/conv3x3 -> 1x1 to codebook_dim -> quantizer,
+    plus its residual module on the decode side."""
+
+    def __init__(self, config: GloTokConfig, num_codes: int, with_adapter: bool):
+        super().__init__()
+        width, grid = config.block_out_channels[-1], config.latent_grid_size
+        self.adapter = (
+            GloTokAdapter(width, config.adapter_depth, config.adapter_num_heads, grid)
+            if with_adapter and config.adapter_depth > 0
+            else None
+        )
+        self.norm_out = _group_norm(width, config.norm_num_groups)
+        self.conv_out = nn.Conv2d(width, config.latent_channels, 3, padding=1)
+        self.quant_conv = nn.Conv2d(config.latent_channels, config.codebook_dim, 1)
+        self.quantizer = GloTokVectorQuantizer(num_codes, config.codebook_dim, config.codebook_l2_norm)
+        self.residual = (
+            GloTokResidualModule(
+                config.codebook_dim,
+                config.residual_hidden_size,
+                config.residual_num_layers,
+                config.residual_num_heads,
+                grid,
+            )  # fmt: skip
+            if config.use_residual
+            else None
+        )
+
+    def project(self, features: torch.Tensor) -> torch.Tensor:
+        """Encoder trunk features -> pre-quantization latents `(B, codebook_dim, h, w)`."""
+        if self.adapter is not None:
+            features = self.adapter(features)
+        return self.quant_conv(self.conv_out(F.silu(self.norm_out(features))))
+
+    def refine(self, codes: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Code vectors -> (`z_q + R(z_q)`, `R(z_q)`), Eqs. 11-12; identity without residual module."""
+        if self.residual is None:
+            return codes, None
+        residual = self.residual(codes.to(self.residual.proj_in.weight.dtype))
+        return codes + residual.float(), residual
+
+
+# ------------------------------------------------------------------------------------------------------------- model
+def _missing_config_fields(folder: str | None, config_class) -> str:
+    """`"; config.json lacks ... and model_type is ..."` for a local folder, to explain weights that do not fit."""
+    path = None if folder is None else os.path.join(folder, "config.json")
+    if path is None or not os.path.isfile(path):
+        return ""
+    try:
+        with open(path, encoding="utf-8") as f:
+            saved = json.load(f)
+    except (OSError, ValueError):
+        return ""
+    notes = []
+    missing = [name for name in getattr(config_class, "__annotations__", {}) if name not in saved]
+    if missing:
+        notes.append(f"its config.json lacks {missing}, so their defaults were used")
+    if saved.get("model_type") != config_class.model_type:
+        notes.append(f"its config.json has model_type {saved.get('model_type')!r}, not {config_class.model_type!r}")
+    return "; " + " and ".join(notes) if notes else ""
+
+
+class GloTokPreTrainedModel(PreTrainedModel):
+    """Weight initialisation, loading checks and transformers class attributes shared by GloTok models."""
+
+    config: GloTokConfig
+    base_model_prefix = "glotok"
+    main_input_name = "pixel_values"
+    input_modalities = ("image",)
+    supports_gradient_checkpointing = True
+    _no_split_modules = ["GloTokResnetBlock", "GloTokSpatialAttention", "GloTokTransformerBlock"]
+    _keep_in_fp32_modules_strict = ["quantizer"]
+
+    @classmethod
+    def from_pretrained(cls, pretrained_model_name_or_path, *model_args, **kwargs):
+        r"""
+        [`~transformers.PreTrainedModel.from_pretrained`], with an error that names the problem where transformers
+        would load something wrong or fail deep inside: a local folder without `config.json` (transformers would
+        build the default configuration), a path that does not exist, a truncated or corrupted weights file, a
+        legacy `.bin` that `torch.load(weights_only=True)` refuses, weights that do not fit the configuration (e.g.
+        a `config.json` lacking fields, which then take their defaults), and weights holding none of the model's
+        parameters (another model's folder), which transformers would initialise randomly with only a warning.
+        """
+        source = None if pretrained_model_name_or_path is None else os.fspath(pretrained_model_name_or_path)
+        subfolder = kwargs.get("subfolder") or ""
+        folder = None if source is None else (os.path.join(source, subfolder) if subfolder else source)
+        if source is not None and kwargs.get("config") is None:
+            if os.path.isdir(source) and not os.path.isfile(os.path.join(folder, "config.json")):
+                raise FileNotFoundError(
+                    f"{folder} has no config.json: it is not a folder written by {cls.__name__}.save_pretrained."
+                )
+            if not os.path.exists(source) and (
+                os.path.isabs(source) or source.startswith((".", "~")) or source.count("/") > 1 or "\\" in source
+            ):
+                raise FileNotFoundError(f"{source} does not exist (and is not a Hub repo id of the form owner/name).")
+        want_info = kwargs.pop("output_loading_info", False)
+        try:
+            model, info = super().from_pretrained(
+                pretrained_model_name_or_path, *model_args, output_loading_info=True, **kwargs
+            )
+        except Exception as err:
+            kind = type(err).__name__
+            if kind == "SafetensorError":
+                raise OSError(
+                    f"The weights of {folder or source} are truncated or corrupted ({err}); save or download them "
+                    "again."
+                ) from err
+            if kind == "UnpicklingError":
+                raise OSError(
+                    f"Refusing to load the legacy .bin weights of {folder or source}: they hold Python objects that "
+                    "torch.load(weights_only=True) does not unpickle. Convert a trusted copy to safetensors."
+                ) from err
+            if isinstance(err, RuntimeError) and "mismatched" in str(err):
+                raise ValueError(
+                    f"The weights of {folder or source} do not fit the model built from its config.json (tensor shapes "
+                    f"differ, see the report above){_missing_config_fields(folder, cls.config_class)}. The config and "
+                    "the weights come from different models, or config.json was edited."
+                ) from err
+            raise
+        missing = sorted(info.get("missing_keys") or ())
+        if missing and len(missing) >= len(model.state_dict()):  # a few missing ones are initialised, as usual
+            raise ValueError(
+                f"The weights of {folder or source} hold none of the {len(missing)} parameters of {cls.__name__} "
+                f"(e.g. {missing[0]!r}){_missing_config_fields(folder, cls.config_class)}: not a checkpoint of this "
+                "model."
+            )
+        return (model, info) if want_info else model
+
+    @torch.no_grad()
+    def _init_weights(self, module: nn.Module) -> None:
+        # PyTorch's default init for convolutions and linears, as in VQGAN / LlamaGen / FQGAN (the transformers
+        # default, N(0, 0.02), starves a deep CNN); codebooks as LlamaGen; the residual output projection zeroed.
+        if getattr(module, "_zero_init", False):
+            init.zeros_(module.weight)
+            init.zeros_(module.bias)
+        elif isinstance(module, (nn.Conv2d, nn.Linear)):
+            init.kaiming_uniform_(module.weight, a=math.sqrt(5))
+            if module.bias is not None:
+                fan_in = module.weight[0].numel()
+                bound = 1 / math.sqrt(fan_in) if fan_in > 0 else 0
+                init.uniform_(module.bias, -bound, bound)
+        elif isinstance(module, (nn.GroupNorm, nn.LayerNorm)):
+            init.ones_(module.weight)
+            init.zeros_(module.bias)
+        elif isinstance(module, nn.Embedding):  # the codebooks
+            init.uniform_(module.weight, -1.0 / module.num_embeddings, 1.0 / module.num_embeddings)
+        elif isinstance(module, GloTokAdapter):
+            init.normal_(module.position_embedding, std=module.position_embedding.shape[-1] ** -0.5)
+        elif isinstance(module, GloTokResidualModule):
+            init.normal_(module.position_embedding, std=0.02)
+
+
+class GloTokModel(GloTokPreTrainedModel):
+    r"""
+    The GloTok tokenizer. Images `(B, C, H, W)` in [-1, 1] with `H` and `W` divisible by `config.downsample_factor`
+    map to one `(B, H/f, W/f)` index grid per enabled codebook and back. In eval mode, `encode` and `forward` reject
+    pixel values that are NaN/inf or beyond +-1.5 (e.g. 8-bit images in [0, 255]) with a `ValueError`.
+
+    Example:
+
+    ```python
+    >>> import torch
+    >>> from glotok_hf import GloTokConfig, GloTokModel
+    >>> model = GloTokModel(GloTokConfig(block_out_channels=(32, 32), norm_num_groups=8, latent_channels=16,
+    ...     adapter_depth=1, semantic_codebook_size=16, visual_codebook_size=32, residual_hidden_size=32,
+    ...     residual_num_heads=2, sample_size=16)).eval()
+    >>> enc = model.encode(torch.rand(1, 3, 16, 16) * 2 - 1)
+    >>> enc.semantic_indices.shape, enc.visual_indices.shape
+    (torch.Size([1, 8, 8]), torch.Size([1, 8, 8]))
+    >>> model.decode(**enc.indices).sample.shape
+    torch.Size([1, 3, 16, 16])
+
+    ```
+    """
+
+    def __init__(self, config: GloTokConfig):
+        super().__init__(config)
+        dual = config.num_codebooks == 2
+        self.encoder = GloTokEncoder(config)
+        self.semantic = (
+            GloTokBranch(config, config.semantic_codebook_size, dual) if config.has_semantic_codebook else None
+        )
+        self.visual = GloTokBranch(config, config.visual_codebook_size, dual) if config.has_visual_codebook else None
+        self.post_quant_conv = nn.Conv2d(config.num_codebooks * config.codebook_dim, config.latent_channels, 1)
+        self.decoder = GloTokDecoder(config)
+        self.post_init()
+
+    # --------------------------------------------------------------------------------------------- helpers
+    def _branches(self) -> dict[str, GloTokBranch]:
+        """Enabled branches in decoder-input order: visual first, then semantic (FQGAN's `[vis, sem]`)."""
+        return {name: b for name, b in (("visual", self.visual), ("semantic", self.semantic)) if b is not None}
+
+    def _check_pixel_values(self, pixel_values) -> None:
+        if not isinstance(pixel_values, torch.Tensor):
+            raise TypeError(f"pixel_values must be a torch.Tensor, got {type(pixel_values).__name__}.")
+        if pixel_values.ndim != 4:
+            raise ValueError(
+                f"pixel_values must have shape (batch, {self.config.in_channels}, height, width), got a "
+                f"{pixel_values.ndim}-d tensor of shape {tuple(pixel_values.shape)}."
+            )
+        if not pixel_values.is_floating_point():
+            raise ValueError(
+                f"pixel_values must be a floating-point tensor with values in [-1, 1], got dtype {pixel_values.dtype}."
+            )
+        _, channels, height, width = pixel_values.shape
+        if channels != self.config.in_channels:
+            raise ValueError(
+                f"pixel_values must have {self.config.in_channels} channels, got {channels} "
+                f"(shape {tuple(pixel_values.shape)})."
+            )
+        f = self.config.downsample_factor
+        if height % f or width % f or height == 0 or width == 0:
+            raise ValueError(
+                f"pixel_values height and width must be positive multiples of the downsampling factor {f}, got "
+                f"{height}x{width}."
+            )
+        if not self.training and not torch.compiler.is_compiling():  # a device sync: inference only
+            low, high = (float(v) for v in torch.aminmax(pixel_values.detach().float()))
+            if not (math.isfinite(low) and math.isfinite(high)):
+                raise ValueError("pixel_values contain NaN or inf values.")
+            if low < -PIXEL_RANGE_LIMIT or high > PIXEL_RANGE_LIMIT:
+                raise ValueError(
+                    f"pixel_values must be images in [-1, 1], got values in [{low:g}, {high:g}]. Map 8-bit images "
+                    "with pixels / 127.5 - 1."
+                )
+
+    def _check_indices(self, semantic_indices, visual_indices) -> None:
+        shapes = {}
+        for name, indices in (("semantic", semantic_indices), ("visual", visual_indices)):
+            branch = getattr(self, name)
+            key = f"{name}_indices"
+            if branch is None:
+                if indices is not None:
+                    raise ValueError(
+                        f"{key} was given but this tokenizer has no {name} codebook ({name}_codebook_size=0)."
+                    )
+                continue
+            if indices is None:
+                raise ValueError(f"decode() needs {key} because the {name} codebook is enabled.")
+            if not isinstance(indices, torch.Tensor):
+                raise TypeError(f"{key} must be a torch.Tensor of integer indices, got {type(indices).__name__}.")
+            if indices.is_floating_point() or indices.is_complex() or indices.dtype == torch.bool:
+                raise ValueError(f"{key} must be an integer tensor, got dtype {indices.dtype}.")
+            if indices.ndim != 3:
+                raise ValueError(f"{key} must have shape (batch, height, width), got shape {tuple(indices.shape)}.")
+            if indices.numel() and (int(indices.min()) < 0 or int(indices.max()) >= branch.quantizer.num_codes):
+                raise ValueError(
+                    f"{key} must lie in [0, {branch.quantizer.num_codes}), got values in "
+                    f"[{int(indices.min())}, {int(indices.max())}]."
+                )
+            shapes[key] = tuple(indices.shape)
+        if len(set(shapes.values())) > 1:
+            raise ValueError(f"semantic_indices and visual_indices must have the same shape, got {shapes}.")
+
+    def _quantize(self, pixel_values: torch.Tensor) -> dict[str, tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
+        features = self.encoder(pixel_values)
+        return {name: branch.quantizer(branch.project(features)) for name, branch in self._branches().items()}
+
+    # ------------------------------------------------------------------------------------------ public API
+    def decode_quantized(
+        self, semantic_quantized: torch.Tensor | None = None, visual_quantized: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        """Code vectors `(B, codebook_dim, h, w)` -> residual modules -> decoder -> pixels `(B, C, H, W)`."""
+        quantized = {"semantic": semantic_quantized, "visual": visual_quantized}
+        return self._decode_refined([branch.refine(quantized[name])[0] for name, branch in self._branches().items()])
+
+    def _decode_refined(self, refined: list[torch.Tensor]) -> torch.Tensor:
+        latent = torch.cat(refined, dim=1).to(self.post_quant_conv.weight.dtype)
+        return self.decoder(self.post_quant_conv(latent))
+
+    def encode(self, pixel_values: torch.Tensor, return_dict: bool | None = None) -> GloTokEncoderOutput | tuple:
+        r"""
+        Args:
+            pixel_values (`torch.FloatTensor` of shape `(batch, in_channels, H, W)`): images in [-1, 1], `H` and `W`
+                multiples of `config.downsample_factor`.
+
+        Returns:
+            [`GloTokEncoderOutput`] with one `(batch, H/f, W/f)` index map per enabled codebook.
+        """
+        self._check_pixel_values(pixel_values)
+        out = {}
+        for name, (latents, codes, indices) in self._quantize(pixel_values).items():
+            out[f"{name}_indices"] = indices
+            out[f"{name}_quantized"] = latents + (codes - latents).detach()  # straight-through
+            out[f"{name}_latents"] = latents
+        output = GloTokEncoderOutput(**out)
+        return output if self._return_dict(return_dict) else output.to_tuple()
+
+    def decode(
+        self,
+        semantic_indices: torch.LongTensor | None = None,
+        visual_indices: torch.LongTensor | None = None,
+        return_dict: bool | None = None,
+    ) -> GloTokDecoderOutput | tuple:
+        r"""
+        Args:
+            semantic_indices (`torch.LongTensor` of shape `(batch, h, w)`): required when the semantic codebook is on.
+            visual_indices (`torch.LongTensor` of shape `(batch, h, w)`): required when the visual codebook is on.
+
+        Returns:
+            [`GloTokDecoderOutput`] whose `sample` is `(batch, out_channels, h*f, w*f)` in [-1, 1] (unclamped).
+        """
+        self._check_indices(semantic_indices, visual_indices)
+        given = {"semantic": semantic_indices, "visual": visual_indices}
+        codes = {f"{name}_quantized": b.quantizer.lookup(given[name]) for name, b in self._branches().items()}
+        output = GloTokDecoderOutput(sample=self.decode_quantized(**codes))
+        return output if self._return_dict(return_dict) else output.to_tuple()
+
+    def forward(self, pixel_values: torch.Tensor, return_dict: bool | None = None) -> GloTokModelOutput | tuple:
+        r"""
+        Reconstruct `pixel_values` and return the model-side loss terms (VQ and residual) with codebook usage.
+        Image-space losses (reconstruction, perceptual, GAN, histogram relation) live in `glotok_hf.losses`.
+
+        Args:
+            pixel_values (`torch.FloatTensor` of shape `(batch, in_channels, H, W)`): images in [-1, 1].
+        """
+        self._check_pixel_values(pixel_values)
+        zero = pixel_values.new_zeros((), dtype=torch.float32)
+        out = {"codebook_loss": zero, "commitment_loss": zero, "residual_loss": zero}
+        refined = []
+        for name, (latents, codes, indices) in self._quantize(pixel_values).items():
+            branch = getattr(self, name)
+            vq = vector_quantization_loss(latents, codes, self.config.commitment_beta)
+            out["codebook_loss"] = out["codebook_loss"] + vq["codebook_loss"]
+            out["commitment_loss"] = out["commitment_loss"] + vq["commitment_loss"]
+            quantized = latents + (codes - latents).detach()  # straight-through estimator
+            refined_codes, residual = branch.refine(quantized)
+            if residual is not None:
+                out["residual_loss"] = out["residual_loss"] + residual_loss(residual, latents, codes)
+            refined.append(refined_codes)
+            with torch.no_grad():
+                out[f"{name}_codebook_usage"] = torch.bincount(indices.flatten(), minlength=branch.quantizer.num_codes)
+            out.update({f"{name}_indices": indices, f"{name}_quantized": quantized, f"{name}_latents": latents})
+            out[f"{name}_residual"] = residual
+        output = GloTokModelOutput(sample=self._decode_refined(refined), **out)
+        return output if self._return_dict(return_dict) else output.to_tuple()
+
+    def _return_dict(self, return_dict: bool | None) -> bool:
+        return return_dict if return_dict is not None else self.config.return_dict
+
+    def get_last_layer(self) -> torch.Tensor:
+        """The decoder's output convolution weight (for the adaptive GAN weight)."""
+        return self.decoder.conv_out.weight
+
+
+__all__ = [
+    "GloTokDecoderOutput",
+    "GloTokEncoderOutput",
+    "GloTokModel",
+    "GloTokModelOutput",
+    "GloTokPreTrainedModel",
+]
