@@ -6,6 +6,7 @@ import json
 import numpy as np
 import pytest
 import torch
+from transformers import AutoModel
 
 from glotok_hf import GloTokModel, GloTokPipeline
 from glotok_hf.loading import embedded_pipeline_path
@@ -28,6 +29,7 @@ def test_ships_small_safetensors_only():
         "prior/model.safetensors",
         "vqmodel/model.safetensors",
     ]
+    assert not [p for p in files if p.suffix == ".py"]  # the checkout's glotok_hf is the code; no copy to drift
     index = json.loads((FOLDER / "model_index.json").read_text())
     assert "_name_or_path" not in index  # no path of the machine that built it
     assert (FOLDER / "README.md").read_text().count("class consistency") >= 1
@@ -35,6 +37,7 @@ def test_ships_small_safetensors_only():
 
 def test_loads_as_documented(pipe):
     assert isinstance(pipe.vqmodel, GloTokModel)
+    assert isinstance(AutoModel.from_pretrained(FOLDER / "vqmodel"), GloTokModel)
     config = pipe.vqmodel.config
     assert config.semantic_codebook_size > 0 and config.visual_codebook_size > 0 and config.use_residual
     assert pipe.id2label == {

@@ -120,6 +120,16 @@ def markdown_table(rows: list[dict]) -> str:
     return "\n".join(line if line.endswith("|") else line + " |" for line in lines)
 
 
+def strip_remote_code(folder: Path) -> None:
+    """The checkout always has `glotok_hf`, so the embedded tokenizer needs no copy of its modeling code (a copy would
+    drift from `src/`); the Hub layout (`save_pretrained(..., remote_code=True)`) writes it fresh when pushed."""
+    for module in folder.glob("*.py"):
+        module.unlink()
+    config = json.loads((folder / "config.json").read_text())
+    config.pop("auto_map", None)
+    (folder / "config.json").write_text(json.dumps(config, indent=2, sort_keys=True) + "\n")
+
+
 def package(overwrite: bool) -> None:
     import torch
 
@@ -185,6 +195,7 @@ def package(overwrite: bool) -> None:
     index = json.loads((staging / "model_index.json").read_text())
     index.pop("_name_or_path", None)  # the build machine's local path, meaningless elsewhere
     (staging / "model_index.json").write_text(json.dumps(index, indent=2, sort_keys=True) + "\n")
+    strip_remote_code(staging / "vqmodel")
     save_model_card(card, staging, sample_grid=grid, overwrite=True)
     (staging / "training_summary.json").write_text(
         json.dumps({"metrics": metrics, "tokenizer_log": tok_log, "prior_log": prior_log}, indent=2) + "\n"
