@@ -15,7 +15,7 @@ $(STAMP): setup.cfg pyproject.toml
 	touch $(STAMP)
 
 demo: $(STAMP)
-	HF_HUB_OFFLINE=1 $(BIN)/glotok generate --class-labels 0 1 2 3 4 5 6 7 8 9 --num-images-per-label 4 --seed 0 --output outputs/demo_grid.png
+	HF_HUB_OFFLINE=1 $(BIN)/glotok generate --class-labels 0 1 2 3 4 5 6 7 8 9 --num-images-per-label 4 --seed 0 --output outputs/demo_grid.png --overwrite
 
 test: $(STAMP)
 	HF_HUB_OFFLINE=1 $(BIN)/python -m pytest

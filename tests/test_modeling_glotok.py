@@ -269,6 +269,28 @@ def test_config_round_trip_and_derived_fields(tmp_path):
     assert GloTokConfig.from_json_file(tmp_path / "config.json").semantic_codebook_size == 12
 
 
+def test_config_common_properties(tmp_path):
+    """transformers' ConfigTester.run_common_tests, where it applies: JSON string and file round trips, a subfolder
+    save/load, construction without arguments, and the public field names other code relies on."""
+    config = tiny_glotok_config()
+    assert GloTokConfig.from_dict(json.loads(config.to_json_string())).to_dict() == config.to_dict()
+    config.to_json_file(tmp_path / "config.json")
+    assert GloTokConfig.from_json_file(tmp_path / "config.json").to_dict() == config.to_dict()
+    config.save_pretrained(tmp_path / "sub" / "folder")
+    assert GloTokConfig.from_pretrained(tmp_path / "sub", subfolder="folder").to_dict() == config.to_dict()
+    assert isinstance(GloTokConfig(), GloTokConfig)
+    for name in ("in_channels", "block_out_channels", "layers_per_block", "latent_channels", "semantic_codebook_size",
+                 "visual_codebook_size", "codebook_dim", "use_residual", "sample_size"):  # fmt: skip
+        assert hasattr(config, name), name
+
+
+def test_sharded_checkpoint_round_trip(tiny_model, images, tmp_path):
+    tiny_model.save_pretrained(tmp_path, max_shard_size="20KB")
+    shards = sorted(p.name for p in tmp_path.glob("model-*.safetensors"))
+    assert len(shards) > 1 and (tmp_path / "model.safetensors.index.json").is_file()
+    _assert_same_model(tiny_model, GloTokModel.from_pretrained(tmp_path), images)
+
+
 def test_modeling_module_exposes_pretrained_model_for_diffusers():
     # diffusers resolves the loading method of a component via getattr(defining_module, "PreTrainedModel").
     assert modeling.PreTrainedModel.__name__ == "PreTrainedModel"

@@ -44,6 +44,12 @@ def test_latest_is_the_newest_complete_checkpoint(tmp_path):
         resolve_resume_checkpoint(tmp_path, str(tmp_path / "checkpoint-12"))
 
 
+def test_latest_refuses_to_restart_next_to_checkpoints_without_state(tmp_path):
+    make_checkpoint(tmp_path, "checkpoint-2500", complete=False)  # e.g. from another version of the script
+    with pytest.raises(ValueError, match=r"no complete checkpoint .* \['checkpoint-2500'\] lack"):
+        resolve_resume_checkpoint(tmp_path, "latest")
+
+
 def test_pruning_keeps_the_new_checkpoint_and_ignores_incomplete_ones(tmp_path):
     for step in (2, 4, 6):
         make_checkpoint(tmp_path, f"checkpoint-{step}")

@@ -31,7 +31,7 @@ def test_prior_from_codes_checkpoints_ema_samples_and_card(assets, tmp_path):
     run = run_in_process(tiny_prior_args(out, assets["tokenizer"], assets["codes"], use_ema=True, ema_decay=0.5))
     assert run.state.global_step == 4
     assert sorted(p.name for p in out.glob("checkpoint-*")) == ["checkpoint-2", "checkpoint-4"]
-    assert {"prior", "prior_ema", "optimizer.bin", "custom_checkpoint_0.pkl"} <= {
+    assert {"prior", "prior_ema", "optimizer.bin", "training_state.pt"} <= {
         p.name for p in (out / "checkpoint-2").iterdir()
     }
     intermediate = transformers.AutoModelForCausalLM.from_pretrained(out / "checkpoint-2" / "prior")
@@ -44,6 +44,11 @@ def test_prior_from_codes_checkpoints_ema_samples_and_card(assets, tmp_path):
     assert not torch.equal(intermediate.lm_head.weight, raw.lm_head.weight)
     assert final.config.id2label == {0: "cat", 1: "dog"} and final.config.vocab_size == 16 + 12 + 2 + 1
     assert (out / "samples.png").is_file() and (out / "validation" / "samples-00000002.png").is_file()
+    from glotok_hf import GloTokPipeline
+
+    pipeline = GloTokPipeline.from_pretrained(out / "pipeline")  # tokenizer + published prior + class names
+    assert pipeline.get_label_ids(["dog", "cat"]) == [1, 0]
+    assert all(torch.equal(v, final.state_dict()[k]) for k, v in pipeline.prior.state_dict().items())
     card = (out / "README.md").read_text()
     assert "AutoModelForCausalLM.from_pretrained" in card and "| steps | 4 |" in card and "prior/loss" in card
     logs = read_metrics(out)

@@ -33,14 +33,14 @@ def test_checkpoints_validation_and_final_model(images, tmp_path):
     assert run.state.global_step == 4
     assert checkpoint_names(out) == ["checkpoint-2", "checkpoint-4"]
     checkpoint = out / "checkpoint-2"
-    assert {"tokenizer", "tokenizer_ema", "discriminator", "custom_checkpoint_0.pkl", "training_args.json"} <= {
+    assert {"tokenizer", "tokenizer_ema", "discriminator", "training_state.pt", "training_args.json"} <= {
         p.name for p in checkpoint.iterdir()
     }
     assert not list(checkpoint.glob("model*.safetensors"))  # the models live in the save_pretrained folders only
     intermediate = GloTokModel.from_pretrained(checkpoint / "tokenizer")
     final = GloTokModel.from_pretrained(out)
     assert not torch.equal(intermediate.encoder.conv_in.weight, final.encoder.conv_in.weight)
-    assert torch.load(checkpoint / "custom_checkpoint_0.pkl", weights_only=False)["global_step"] == 2
+    assert torch.load(checkpoint / "training_state.pt", weights_only=True)["global_step"] == 2
     assert {"modeling_glotok.py", "configuration_glotok.py"} <= {p.name for p in out.iterdir()}  # remote code
     assert (out / "discriminator" / "model.safetensors").is_file()
     assert sorted(p.name for p in (out / "validation").iterdir())[:2] == [
@@ -163,7 +163,7 @@ def test_nonfinite_guard_skips_counts_and_stops(images, tmp_path, monkeypatch):
     assert all(torch.equal(weights[2][k], weights[3][k]) for k in weights[2])
     assert not all(torch.equal(weights[3][k], weights[4][k]) for k in weights[3])
     assert not (out / "model.safetensors").exists()  # no final model from a run that stopped
-    state = torch.load(out / "checkpoint-5" / "custom_checkpoint_0.pkl", weights_only=False)
+    state = torch.load(out / "checkpoint-5" / "training_state.pt", weights_only=True)
     assert state["nonfinite_steps"] == 2 and state["consecutive_nonfinite_steps"] == 1
 
 

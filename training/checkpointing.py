@@ -12,15 +12,23 @@ Layout of `checkpoint-<step>/`:
     discriminator/               save_pretrained folder of the discriminator (tokenizer stage)
     tokenizer_ema/ | prior_ema/  the EMA weights as a save_pretrained folder, plus ema_state.json
     optimizer*.bin, scheduler*.bin, random_states_<rank>.pkl, scaler.pt   written by accelerate
-    custom_checkpoint_0.pkl      the TrainingState (global step, data position, counters)
+    training_state.pt            the TrainingState (global step, data position, counters)
     training_args.json           the run's arguments (no secrets)
+
+Loading is safe: models come from safetensors; accelerate 1.15 reads its optimizer, scheduler, scaler and RNG files
+with `torch.load(weights_only=True)`. It would read a registered object's `custom_checkpoint_<i>.pkl` with
+`weights_only=False` (arbitrary code from a tampered checkpoint), so the TrainingState is not registered with
+accelerate: the hooks write it to `training_state.pt` and read it back with `weights_only=True`.
 """
 
 import json
 import logging
 import os
+import pickle
 import re
 import shutil
+import time
+import zipfile
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -28,19 +36,26 @@ from typing import Any
 
 import torch
 from accelerate import Accelerator
+from safetensors import safe_open
 
 logger = logging.getLogger("glotok_train")  # plain logging: these helpers also run without an Accelerator
 
 CHECKPOINT_PATTERN = re.compile(r"^checkpoint-(\d+)$")
 TMP_PREFIX = ".tmp-checkpoint-"
 TRASH_PREFIX = ".trash-checkpoint-"
-STATE_FILE = "custom_checkpoint_0.pkl"  # accelerate's name for the first registered object: the TrainingState
+STATE_FILE = "training_state.pt"
+ARGS_FILE = "training_args.json"
+# Fault injection (training/fault_injection.py): with this set to a number of seconds, every save pauses that long
+# twice, once its first model folder is written and once everything is written but not yet renamed, so that a kill
+# can be timed inside a save. Unset (always, outside that script) it does nothing.
+SAVE_PAUSE_ENV = "GLOTOK_CHECKPOINT_SAVE_PAUSE"
 
 
 @dataclass
 class TrainingState:
-    """Everything about the run's position that is not a model, optimizer, scheduler or RNG: registered with
-    `accelerator.register_for_checkpointing`, so `save_state` / `load_state` carry it.
+    """Everything about the run's position that is not a model, optimizer, scheduler or RNG; the checkpoint hooks
+    write it to `training_state.pt` and read it back with `torch.load(weights_only=True)` (its state dict holds
+    only ints, floats and tensors).
 
     `epoch` and `batch_in_epoch` (dataloader batches of this process consumed in `epoch`) place a resumed run at the
     exact batch where it stopped; `extra` holds stage-specific state (e.g. codebook-usage windows) as tensors/ints.
@@ -87,20 +102,30 @@ class TrainingState:
 
 class CheckpointHooks:
     """Save/load hooks for `accelerator.save_state` / `load_state` that store each model as a `save_pretrained`
-    folder named after its role (and its EMA as `<role>_ema/`) instead of accelerate's anonymous `model_<i>` files.
+    folder named after its role (and its EMA as `<role>_ema/`) instead of accelerate's anonymous `model_<i>` files,
+    and the training state as `training_state.pt`.
 
     Args:
         accelerator (`Accelerator`): the run's accelerator.
         roles (`dict[str, nn.Module]`): folder name -> unwrapped model, for every model passed to `prepare`.
         emas (`dict[str, EMA]`, *optional*): folder name of the tracked model -> its `ema.EMA`.
         unwrap (`Callable`): returns the bare model behind a prepared one.
+        state (`TrainingState`, *optional*): the run's position, saved and restored with the models.
     """
 
-    def __init__(self, accelerator: Accelerator, roles: dict, emas: dict | None = None, unwrap: Callable = None):
+    def __init__(
+        self,
+        accelerator: Accelerator,
+        roles: dict,
+        emas: dict | None = None,
+        unwrap: Callable = None,
+        state: "TrainingState | None" = None,
+    ):
         self.accelerator = accelerator
         self.roles = roles
         self.emas = emas or {}
         self.unwrap = unwrap or accelerator.unwrap_model
+        self.state = state
         accelerator.register_save_state_pre_hook(self.save_hook)
         accelerator.register_load_state_pre_hook(self.load_hook)
 
@@ -117,10 +142,14 @@ class CheckpointHooks:
         weights.clear()  # every model is written by save_pretrained below, not by accelerate
         if not self.accelerator.is_main_process:
             return
-        for role, model in zip(roles, models):
+        for i, (role, model) in enumerate(zip(roles, models)):
             self.unwrap(model).save_pretrained(output_dir / role)
+            if i == 0:
+                _pause_for_fault_injection()
         for role, ema in self.emas.items():
             ema.save_pretrained(output_dir / f"{role}_ema")
+        if self.state is not None:
+            torch.save(self.state.state_dict(), output_dir / STATE_FILE)
 
     def load_hook(self, models: list, input_dir: str) -> None:
         input_dir = Path(input_dir)
@@ -129,6 +158,8 @@ class CheckpointHooks:
             load_weights_into(self.unwrap(model), input_dir / self.role_of(model))
         for role, ema in self.emas.items():
             ema.load_pretrained(input_dir / f"{role}_ema", load_weights_into)
+        if self.state is not None:
+            self.state.load_state_dict(torch.load(input_dir / STATE_FILE, map_location="cpu", weights_only=True))
 
 
 def load_weights_into(model: torch.nn.Module, folder: Path) -> None:
@@ -136,8 +167,34 @@ def load_weights_into(model: torch.nn.Module, folder: Path) -> None:
     if not (folder / "config.json").is_file():
         raise FileNotFoundError(f"Checkpoint folder {str(folder)!r} has no saved model (config.json missing).")
     loaded = type(model).from_pretrained(folder, dtype=torch.float32)
-    state = {k: v.to(dtype=model.state_dict()[k].dtype) for k, v in loaded.state_dict().items()}
-    model.load_state_dict(state, strict=True)
+    saved, current = loaded.state_dict(), model.state_dict()
+    misfits = sorted(k for k in saved.keys() | current.keys() if k not in saved or k not in current
+                     or saved[k].shape != current[k].shape)  # fmt: skip
+    if misfits:
+        raise ValueError(
+            f"The model saved in {str(folder)!r} does not fit this run's {type(model).__name__} ({len(misfits)} "
+            f"weights differ in name or shape, e.g. {misfits[0]!r}); config fields that differ (saved, this run): "
+            f"{config_differences(loaded.config, model.config) or 'none'}. Resume with the model configuration the "
+            "checkpoint was trained with, or start a new run."
+        )
+    model.load_state_dict({k: v.to(dtype=current[k].dtype) for k, v in saved.items()}, strict=True)
+
+
+# Config entries that describe a save, not the architecture.
+_BOOKKEEPING_CONFIG_KEYS = {"transformers_version", "_name_or_path", "architectures", "auto_map", "dtype"}
+
+
+def config_differences(saved, current) -> dict[str, tuple]:
+    """`{field: (saved value, current value)}` for the fields two model configs disagree on (bookkeeping ignored)."""
+    a, b = saved.to_dict(), current.to_dict()
+    keys = (a.keys() | b.keys()) - _BOOKKEEPING_CONFIG_KEYS
+    return {k: (a.get(k), b.get(k)) for k in sorted(keys) if a.get(k) != b.get(k)}
+
+
+def _pause_for_fault_injection() -> None:
+    seconds = os.environ.get(SAVE_PAUSE_ENV)
+    if seconds:
+        time.sleep(float(seconds))
 
 
 # ----------------------------------------------------------------------------------------------- folder bookkeeping
@@ -161,16 +218,31 @@ def list_checkpoints(output_dir: str | os.PathLike) -> list[Path]:
 
 
 def resolve_resume_checkpoint(output_dir: str | os.PathLike, value: str | None) -> Path | None:
-    """`--resume_from_checkpoint`: `None`, `latest` (the newest complete checkpoint, or `None` if there is none), or
-    a checkpoint folder (a bare `checkpoint-<n>` name is looked up in `output_dir`)."""
+    """`--resume_from_checkpoint`: `None`, `latest` (the newest complete checkpoint; `None` for a fresh start when
+    there is no checkpoint at all, an error when there are only `checkpoint-<n>` folders without the training
+    state), or a checkpoint folder (a bare `checkpoint-<n>` name is looked up in `output_dir`)."""
     if value is None:
         return None
     if value == "latest":
         checkpoints = list_checkpoints(output_dir)
-        return checkpoints[-1] if checkpoints else None
+        if checkpoints:
+            return checkpoints[-1]
+        stateless = sorted(p.name for p in Path(output_dir).glob("checkpoint-*") if checkpoint_step(p) is not None)
+        if stateless:  # never silently restart from scratch next to checkpoints a user may want
+            raise ValueError(
+                f"--resume_from_checkpoint latest found no complete checkpoint in {str(output_dir)!r}, but {stateless} "
+                f"lack {STATE_FILE} (written by another version of this script, or modified). Pass "
+                "--overwrite_output_dir to start over, or restore the checkpoint."
+            )
+        return None
     path = Path(value)
     if not path.exists() and not path.is_absolute() and (Path(output_dir) / path).exists():
         path = Path(output_dir) / path
+    if path.name.startswith((TMP_PREFIX, TRASH_PREFIX)):
+        raise ValueError(
+            f"--resume_from_checkpoint {value!r} is the leftover of an interrupted save or deletion, not a checkpoint "
+            "(complete ones are renamed to checkpoint-<step>). Resume from `latest` or a checkpoint-<step> folder."
+        )
     if not path.is_dir():
         raise FileNotFoundError(f"--resume_from_checkpoint {value!r} is not a checkpoint folder.")
     if not (path / STATE_FILE).is_file():
@@ -178,6 +250,94 @@ def resolve_resume_checkpoint(output_dir: str | os.PathLike, value: str | None) 
             f"--resume_from_checkpoint {value!r} is not a complete checkpoint of this script ({STATE_FILE} missing)."
         )
     return path
+
+
+def verify_checkpoint(path: Path, stage: str, roles: list[str], process_index: int = 0) -> None:
+    """Check, before anything is loaded, that `path` is a checkpoint of `stage` with a model folder per role, and
+    that no file in it is truncated or unreadable (a torn copy, a full disk), so a resume fails with a message naming
+    the file instead of a deep error, and never continues with half the state: accelerate would silently skip an
+    unreadable RNG file, so this process's one is loaded here (safely, as accelerate loads it)."""
+    from accelerate.utils import load as accelerate_load
+
+    args_file = path / ARGS_FILE
+    if args_file.is_file():
+        try:
+            saved_stage = json.loads(args_file.read_text()).get("stage")
+        except (json.JSONDecodeError, AttributeError) as err:
+            raise ValueError(f"Checkpoint {str(path)!r}: {ARGS_FILE} is corrupted ({err}).") from err
+        if saved_stage is not None and saved_stage != stage:
+            raise ValueError(
+                f"Checkpoint {str(path)!r} was written by the {saved_stage} stage; this run trains the {stage}. "
+                "Resume from a checkpoint of the same stage (for the prior, start from a trained tokenizer with "
+                "--tokenizer_name_or_path instead)."
+            )
+    missing = [role for role in roles if not (path / role / "config.json").is_file()]
+    if missing:
+        raise ValueError(
+            f"Checkpoint {str(path)!r} has no saved {' or '.join(missing)} model (folders: "
+            f"{sorted(p.name for p in path.iterdir() if p.is_dir())}); it is not a checkpoint of this {stage} run."
+        )
+    for file in sorted(p for p in path.rglob("*") if p.is_file()):
+        if file.suffix == ".safetensors":
+            try:
+                with safe_open(str(file), framework="pt"):  # parses the header, checks that it covers the file
+                    pass
+            except Exception as err:  # safetensors raises its own error type
+                raise ValueError(f"Checkpoint file {str(file)!r} is truncated or corrupted ({err}).") from err
+        elif file.suffix in (".bin", ".pkl", ".pt") and not zipfile.is_zipfile(file):
+            raise ValueError(
+                f"Checkpoint file {str(file)!r} is truncated or corrupted (not a complete torch.save archive)."
+            )
+    rng_file = path / f"random_states_{process_index}.pkl"
+    if rng_file.is_file():
+        try:
+            accelerate_load(rng_file)
+        except Exception:  # accelerate would swallow this and continue with other random states
+            file, problem = _unreadable_pickle(path, [rng_file])
+            raise ValueError(f"Checkpoint file {str(file)!r} cannot be loaded safely: {problem}") from None
+
+
+def load_checkpoint(accelerator: Accelerator, path: Path) -> None:
+    """`accelerator.load_state(path)`, with errors of unreadable files turned into a message naming the file."""
+    try:
+        accelerator.load_state(str(path))
+    except FileNotFoundError as err:
+        if err.filename is None:  # ours, with its own message (e.g. a checkpoint without EMA)
+            raise
+        raise FileNotFoundError(
+            f"Checkpoint {str(path)!r} is incomplete: {err.filename} is missing. Resume from another checkpoint."
+        ) from err
+    except (RuntimeError, pickle.UnpicklingError, EOFError, KeyError) as err:
+        culprit = _unreadable_pickle(path)
+        if culprit is not None:
+            file, problem = culprit
+            raise ValueError(f"Checkpoint file {str(file)!r} cannot be loaded safely: {problem}") from err
+        raise ValueError(
+            f"Cannot resume from checkpoint {str(path)!r}: a file in it is corrupted or was not written by this "
+            f"script ({type(err).__name__}: {_first_line(err)}). Resume from another checkpoint."
+        ) from err
+
+
+def _unreadable_pickle(path: Path, files: list[Path] | None = None) -> tuple[Path, str] | None:
+    """The first torch.save file of a checkpoint (or of `files`) that does not load with `weights_only=True`, and why
+    (after a failed load only: the files are memory-mapped, not read)."""
+    from accelerate.utils import load as accelerate_load
+
+    for file in files or sorted(p for p in path.rglob("*") if p.suffix in (".bin", ".pkl", ".pt")):
+        try:
+            accelerate_load(file, map_location="cpu", mmap=True)
+        except pickle.UnpicklingError:
+            return file, (
+                "it holds Python objects that torch.load(weights_only=True) refuses to unpickle (it was tampered "
+                "with, or not written by this script). Resume from another checkpoint."
+            )
+        except Exception as err:
+            return file, f"{type(err).__name__}: {_first_line(err)}. Resume from another checkpoint."
+    return None
+
+
+def _first_line(err: Exception) -> str:
+    return re.sub(r"\x1b\[[0-9;]*m", "", str(err)).strip().split("\n")[0]
 
 
 def _fsync(path: Path) -> None:
@@ -201,7 +361,7 @@ def _fsync_tree(root: Path) -> None:
 
 def _remove(path: Path) -> None:
     """Rename away first, then delete: a kill mid-deletion leaves only a hidden `.trash-*` folder."""
-    trash = path.with_name(f"{TRASH_PREFIX}{path.name}")
+    trash = path.with_name(f".trash-{path.name}")  # .trash-checkpoint-<n>, matched by TRASH_PREFIX
     shutil.rmtree(trash, ignore_errors=True)
     os.replace(path, trash)
     shutil.rmtree(trash, ignore_errors=True)
@@ -249,9 +409,10 @@ def save_checkpoint(
     accelerator.wait_for_everyone()
     accelerator.save_state(str(tmp))
     if accelerator.is_main_process and run_args is not None:
-        (tmp / "training_args.json").write_text(json.dumps(run_args, indent=2, default=str))
+        (tmp / ARGS_FILE).write_text(json.dumps(run_args, indent=2, default=str))
     accelerator.wait_for_everyone()  # every rank has written its RNG state
     if accelerator.is_main_process:
+        _pause_for_fault_injection()
         _fsync_tree(tmp)
         if final.exists():  # e.g. a run resumed from an earlier checkpoint reaches this step again
             _remove(final)

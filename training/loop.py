@@ -21,9 +21,11 @@ from arguments import public_args
 from checkpointing import (
     CheckpointHooks,
     TrainingState,
+    load_checkpoint,
     remove_partial_checkpoints,
     resolve_resume_checkpoint,
     save_checkpoint,
+    verify_checkpoint,
 )
 from runtime import unwrap
 from tracking import MetricsLogger, Throughput, count_nonfinite, reduce_mean, stop_if_too_many_nonfinite
@@ -49,14 +51,14 @@ def training_steps(args: argparse.Namespace, loader) -> tuple[int, int]:
     return per_epoch, total
 
 
-def resume(accelerator: Accelerator, stage, state: TrainingState, args, metrics: MetricsLogger) -> None:
-    checkpoint = resolve_resume_checkpoint(args.output_dir, args.resume_from_checkpoint)
+def resume(accelerator: Accelerator, stage, state: TrainingState, args, metrics: MetricsLogger, checkpoint) -> None:
     if checkpoint is None:
         if args.resume_from_checkpoint is not None:
             logger.info(f"No complete checkpoint in {args.output_dir}: starting a new run.")
         return
     logger.info(f"Resuming from {checkpoint}")
-    accelerator.load_state(str(checkpoint))
+    verify_checkpoint(checkpoint, args.stage, list(stage.checkpoint_roles()), accelerator.process_index)
+    load_checkpoint(accelerator, checkpoint)
     stage.import_state(state.extra)
     metrics.truncate_after(state.global_step)
     logger.info(f"Resumed at step {state.global_step} (epoch {state.epoch}, batch {state.batch_in_epoch}).")
@@ -66,17 +68,16 @@ def run_training(accelerator: Accelerator, stage, args: argparse.Namespace) -> T
     """Train `stage` to `max_train_steps` (or the epochs asked), resuming if asked; returns the final state."""
     output_dir = Path(args.output_dir)
     state = TrainingState()
-    accelerator.register_for_checkpointing(state)
-    CheckpointHooks(
-        accelerator, stage.checkpoint_roles(), stage.checkpoint_emas(), unwrap=lambda m: unwrap(accelerator, m)
-    )
+    CheckpointHooks(accelerator, stage.checkpoint_roles(), stage.checkpoint_emas(),
+                    unwrap=lambda m: unwrap(accelerator, m), state=state)  # fmt: skip
     metrics = MetricsLogger(accelerator, output_dir / args.logging_dir)
+    checkpoint = resolve_resume_checkpoint(output_dir, args.resume_from_checkpoint)  # before leftovers are deleted
     if accelerator.is_main_process:
         removed = remove_partial_checkpoints(output_dir)
         if removed:
             logger.info(f"Removed leftovers of interrupted saves: {', '.join(p.name for p in removed)}")
     accelerator.wait_for_everyone()
-    resume(accelerator, stage, state, args, metrics)
+    resume(accelerator, stage, state, args, metrics, checkpoint)
     state.reconcile_batch_size(args.train_batch_size * accelerator.num_processes)
 
     per_epoch, max_steps = training_steps(args, stage.loader)

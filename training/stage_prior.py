@@ -240,6 +240,8 @@ class PriorStage:
     # ------------------------------------------------------------------------------------------------ the end
     def save_final(self, output_dir: Path, state, logs: dict) -> None:
         self.final_model.save_pretrained(output_dir)
+        if self.tokenizer is not None:
+            self.save_pipeline(output_dir / "pipeline")
         image = None
         if self.tokenizer is not None and self.args.num_validation_images:
             self.validate(state.global_step, output_dir / "validation")
@@ -248,6 +250,15 @@ class PriorStage:
         (output_dir / "training_args.json").write_text(json.dumps(public_args(self.args), indent=2, default=str))
         metrics = {k: v for k, v in logs.items() if k in CARD_METRICS}
         render_card(self.summary(state, metrics, image)).save(output_dir / "README.md")
+
+    def save_pipeline(self, folder: Path) -> None:
+        """The ready-to-use `GloTokPipeline` (tokenizer + final prior + class names): `GloTokPipeline.from_pretrained`."""
+        from glotok_hf import GloTokPipeline
+
+        id2label = dict(enumerate(self.class_names)) if self.class_names else None
+        pipeline = GloTokPipeline(vqmodel=self.tokenizer.eval(), prior=self.final_model.eval(), id2label=id2label)
+        pipeline.save_pretrained(folder)
+        logger.info(f"Pipeline saved to {folder}")
 
     def summary(self, state, metrics: dict, image: str | None) -> dict:
         args, config, layout = self.args, self.bare.config, self.layout

@@ -14,11 +14,16 @@ DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch
 _REPO_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
 
 
+def embedded_pipeline_path() -> Path:
+    """`<checkout>/pipelines/glotok-digits` (next to `src/`): the pipeline that ships with the source checkout."""
+    return Path(__file__).resolve().parents[2] / "pipelines" / "glotok-digits"
+
+
 def default_pipeline_path() -> Path:
-    """`$GLOTOK_DEFAULT_PIPELINE` if set, else `<checkout>/pipelines/glotok-digits` (next to `src/`)."""
+    """`$GLOTOK_DEFAULT_PIPELINE` if set, else [`embedded_pipeline_path`]."""
     if os.environ.get(DEFAULT_PIPELINE_ENV):
         return Path(os.environ[DEFAULT_PIPELINE_ENV]).expanduser()
-    return Path(__file__).resolve().parents[2] / "pipelines" / "glotok-digits"
+    return embedded_pipeline_path()
 
 
 def _default_pipeline() -> Path:
@@ -67,13 +72,15 @@ def load_pipeline(
     Load a [`GloTokPipeline`] from a local folder or Hub repo id, or the embedded default when `source` is `None`.
 
     A folder in the remote-code layout (see `glotok_hf.hub`) runs its own module files, so it needs
-    `trust_remote_code=True`, except the embedded default, which is part of this checkout.
+    `trust_remote_code=True`, except the embedded default, which is part of this checkout (a folder named by
+    `$GLOTOK_DEFAULT_PIPELINE` is not: it needs the flag like any other).
     """
     from .pipeline_glotok import GloTokPipeline
 
     device = device if isinstance(device, torch.device) else resolve_device(device)
     if source is None:
-        source, trust_remote_code = _default_pipeline(), True
+        source = _default_pipeline()
+        trust_remote_code = trust_remote_code or source.resolve() == embedded_pipeline_path()
     else:
         source = _check_source(str(source), "--pipeline")
         if isinstance(source, Path) and not (source / "model_index.json").is_file():
@@ -86,6 +93,10 @@ def load_pipeline(
                 f"{source} ships its own pipeline code (the Hub layout). Read it, then pass --trust-remote-code to "
                 "run it."
             ) from err
+        raise
+    except Exception as err:
+        if type(err).__name__ == "SafetensorError":  # the prior's weights (the tokenizer reports its own)
+            raise OSError(f"A weights file of the pipeline {source} is truncated or corrupted ({err}).") from err
         raise
     return pipe.to(device)
 
@@ -125,6 +136,7 @@ __all__ = [
     "DEFAULT_PIPELINE_ENV",
     "DTYPES",
     "default_pipeline_path",
+    "embedded_pipeline_path",
     "load_pipeline",
     "load_tokenizer",
     "resolve_device",

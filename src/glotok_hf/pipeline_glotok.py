@@ -26,7 +26,7 @@ from diffusers.image_processor import VaeImageProcessor
 from diffusers.utils import BaseOutput, replace_example_docstring
 from transformers import PreTrainedModel
 
-from .sampling import TokenLayout, sample_image_tokens
+from .sampling import TokenLayout, check_sampling_memory, sample_image_tokens
 
 EXAMPLE_DOC_STRING = """
     Examples:
@@ -363,9 +363,10 @@ class GloTokPipeline(DiffusionPipeline):
             )
         self._guidance_scale = guidance_scale
         device = self._execution_device
+        grid = self.vqmodel.config.latent_grid_size
+        check_sampling_memory(self.prior, self.layout, batch_size, grid * grid, device, guided=guidance_scale != 1.0)
         labels = torch.tensor(label_ids, dtype=torch.long, device=device).repeat_interleave(num_images_per_label)
 
-        grid = self.vqmodel.config.latent_grid_size
         self._num_timesteps = self.layout.num_image_tokens(grid * grid)
         bars = []  # opened at the first token, so that a call rejected by the sampler's checks shows no bar
 

@@ -18,9 +18,11 @@ before the semantic code of each position (the order FQGAN samples in). With a s
 `[class, c_0, c_1, ...]`. The prior has no bos/eos/pad token.
 """
 
+import importlib
 import inspect
 import math
 import numbers
+import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
@@ -408,6 +410,60 @@ def sample_from_logits(logits: torch.Tensor, uniforms: torch.Tensor) -> torch.Lo
 
 
 @torch.no_grad()
+def sampling_memory_bytes(
+    prior: torch.nn.Module, layout: TokenLayout, batch_size: int, num_positions: int, guided: bool = True
+) -> int:
+    """A lower bound of the memory [`sample_image_tokens`] needs for `batch_size` samples: the KV cache of every row
+    (twice the batch with guidance) at full length, plus the random draws and the token sequences."""
+    config = prior.config
+    steps = layout.num_image_tokens(num_positions)
+    rows = 2 * batch_size if guided else batch_size
+    heads = getattr(config, "num_attention_heads", 1) or 1
+    kv_heads = getattr(config, "num_key_value_heads", None) or heads
+    head_dim = getattr(config, "head_dim", None) or getattr(config, "hidden_size", heads) // heads
+    layers = getattr(config, "num_hidden_layers", 1) or 1
+    element = next(prior.parameters()).element_size()
+    return 2 * layers * rows * kv_heads * head_dim * steps * element + batch_size * (4 * steps + 8 * (1 + steps))
+
+
+def available_memory_bytes(device: torch.device | str) -> int | None:
+    """Memory free for new tensors on `device` (CUDA: free plus cached by torch; CPU: available RAM), or `None` where
+    it cannot be told."""
+    device = torch.device(device)
+    if device.type == "cuda":
+        free, _ = torch.cuda.mem_get_info(device)
+        return free + torch.cuda.memory_reserved(device) - torch.cuda.memory_allocated(device)
+    if device.type == "cpu":
+        try:  # psutil comes with accelerate; imported by name so remote-code loaders do not ask for it
+            return importlib.import_module("psutil").virtual_memory().available
+        except ImportError:
+            try:
+                return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+            except (AttributeError, ValueError, OSError):
+                return None
+    return None
+
+
+def check_sampling_memory(
+    prior: torch.nn.Module,
+    layout: TokenLayout,
+    batch_size: int,
+    num_positions: int,
+    device: torch.device | str,
+    guided: bool = True,
+) -> None:
+    """Raise a `ValueError` when `batch_size` samples certainly do not fit in `device`'s memory (see
+    [`sampling_memory_bytes`]), instead of an out-of-memory error from deep inside torch, or a machine brought to a
+    crawl by swapping."""
+    needed = sampling_memory_bytes(prior, layout, batch_size, num_positions, guided)
+    available = available_memory_bytes(device)
+    if available is not None and needed > available:
+        raise ValueError(
+            f"Sampling {batch_size} images at once needs at least {needed / 2**30:.3g} GiB on {device} (the prior's "
+            f"KV cache), more than the {available / 2**30:.3g} GiB available: generate fewer images per call."
+        )
+
+
 def sample_image_tokens(
     prior: torch.nn.Module,
     layout: TokenLayout,
@@ -517,6 +573,8 @@ def sample_image_tokens(
             f"class_labels must be a non-empty 1-d sequence of labels, got shape {tuple(class_ids.shape)}."
         )
     batch = class_ids.shape[0]
+    guided = any(s != 1.0 for s in scales)
+    check_sampling_memory(prior, layout, batch, num_positions, device, guided)
     uniforms = draw_uniforms(generator, batch, num_steps, device)
 
     guided_steps = [i for i, s in enumerate(scales) if s != 1.0]
@@ -559,9 +617,12 @@ def sample_image_tokens(
 
 __all__ = [
     "TokenLayout",
+    "available_memory_bytes",
     "cache_keyword",
+    "check_sampling_memory",
     "draw_uniforms",
     "guidance_scales",
     "sample_from_logits",
     "sample_image_tokens",
+    "sampling_memory_bytes",
 ]

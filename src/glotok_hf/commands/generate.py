@@ -11,6 +11,7 @@ from PIL import Image
 
 from ..hub import image_grid
 from ..loading import DEFAULT_PIPELINE_ENV, DTYPES, load_pipeline
+from ..sampling import available_memory_bytes
 
 DESCRIPTION = f"""Generate class-conditional images with a GloTok pipeline (AR prior + GloTok tokenizer).
 
@@ -81,6 +82,17 @@ def check_output_file(path: Path | None, overwrite: bool) -> None:
         raise FileExistsError(f"{path} already exists; pass --overwrite to replace it.")
 
 
+def check_output_memory(count: int, size: int, grid: bool) -> None:
+    """The images are kept until they are written: refuse a count whose pixels (twice, with a grid) cannot fit."""
+    needed = count * size * size * 3 * (2 if grid else 1)
+    available = available_memory_bytes("cpu")
+    if available is not None and needed > available:
+        raise ValueError(
+            f"{count} images of {size}x{size} pixels need {needed / 2**30:.3g} GiB of memory until they are written, "
+            f"more than the {available / 2**30:.3g} GiB available: ask for fewer images per call."
+        )
+
+
 def slug(name: str) -> str:
     """First synonym of a label name, as a file-name-safe lower-case word (`"tench, Tinca tinca"` -> `tench`)."""
     return re.sub(r"[^a-z0-9]+", "-", name.split(",")[0].strip().lower()).strip("-")
@@ -112,6 +124,7 @@ def run(args: argparse.Namespace) -> int:
     label_ids = pipe.get_label_ids(args.class_labels)
     seed = args.seed if args.seed is not None else random.randrange(2**31)
     per_label = args.num_images_per_label
+    check_output_memory(len(label_ids) * per_label, pipe.vqmodel.config.sample_size, grid=args.output is not None)
     labels = [label for label in label_ids for _ in range(per_label)]
     images = []
     for start in range(0, len(labels), args.batch_size):

@@ -1,0 +1,50 @@
+"""`training/fault_injection.py`, scaled down: two `kill -9`s through `accelerate launch` (the tokenizer inside a
+checkpoint save, the prior between updates), each followed by `--resume_from_checkpoint latest`. The full run (12
+trials, both stages, 1 and 2 processes, compared with uninterrupted runs) is the script itself."""
+
+import json
+
+import pytest
+from train_utils import TRAINING_DIR  # noqa: F401  (puts training/ on sys.path)
+
+# isort: split
+import fault_injection
+from checkpointing import SAVE_PAUSE_ENV
+
+
+@pytest.mark.slow
+def test_killed_runs_resume_from_the_newest_complete_checkpoint_and_lose_nothing(tmp_path):
+    setup = fault_injection.prepare(tmp_path, max_train_steps=8, processes=(1,))
+    plan = [("tokenizer", "save", 1), ("prior", "step", 1)]
+    summary = fault_injection.run_trials(setup, plan=plan, seed=3, compare=False)
+    assert (summary["trials"], summary["passed"]) == (2, 2), json.dumps(summary, indent=2)
+
+    save_kill, step_kill = summary["results"]
+    for result in summary["results"]:
+        assert result["resumed_from"] == (max(result["complete_at_kill"]) if result["complete_at_kill"] else None)
+        assert result["complete_after_resume"][-1] == 8
+        assert all(result["checks"].values()) and "final_weights_equal_uninterrupted_run" not in result["checks"]
+    # The save kill landed inside the save it aimed at: that checkpoint was left as a .tmp folder, never listed.
+    step = save_kill["killed"]["during_save_of_step"]
+    partial = f".tmp-checkpoint-{step}"
+    assert partial in save_kill["killed"]["leftovers"] and step not in save_kill["complete_at_kill"]
+    assert step_kill["killed"]["last_logged_step"] >= step_kill["killed"]["after_logged_step"]
+
+
+def test_the_save_pause_is_inert_by_default(monkeypatch):
+    import checkpointing
+
+    slept = []
+    monkeypatch.setattr(checkpointing.time, "sleep", slept.append)
+    monkeypatch.delenv(SAVE_PAUSE_ENV, raising=False)
+    checkpointing._pause_for_fault_injection()
+    monkeypatch.setenv(SAVE_PAUSE_ENV, "0.25")
+    checkpointing._pause_for_fault_injection()
+    assert slept == [0.25]
+
+
+def test_trial_plan_covers_both_stages_and_phases():
+    plan = fault_injection.trial_plan(12, two_process_trials=2)
+    pairs = {(stage, phase) for stage, phase, _ in plan}
+    assert pairs == {(s, p) for s in ("tokenizer", "prior") for p in ("step", "save")}
+    assert [n for *_, n in plan].count(2) == 2 and plan[-1][2] == 2

@@ -1,0 +1,230 @@
+#!/usr/bin/env python
+"""Rebuild the embedded default pipeline `pipelines/glotok-digits` from scratch, offline, on a CPU.
+
+    python training/build_default_pipeline.py            # every step that has not run yet, then package
+    python training/build_default_pipeline.py --overwrite  # also replace an existing pipelines/glotok-digits
+
+Steps (each skipped when its output exists, so an interrupted build resumes):
+
+1. `data`      OpenCV's 5,000 handwritten digits -> `data/digits` (train 4,500 / test 500).
+2. `backbone`  a small ViT trained on the digits: the teacher backbone (a stand-in for DINOv2; none can be downloaded).
+3. `judge`     a small CNN trained on the digits: the independent classifier of class consistency and the feature
+               network of a digits FID.
+4. `teacher`   the teacher histogram: k-means (k = the semantic codebook size) of the ViT's layer-3 patch features.
+5. `tokenizer` `training/recipes/digits_tokenizer.json` (the full GloTok objective minus LPIPS: no VGG weights).
+6. `codes`     `glotok extract-codes` of the training split.
+7. `prior`     `training/recipes/digits_prior.json`; it also writes the assembled `GloTokPipeline`.
+8. `evaluate`  reconstruction metrics on the test split; 100 samples per class: class consistency, feature FID, time.
+9. `package`   copies the pipeline to `pipelines/glotok-digits` with its model card, sample grid and training log.
+"""
+
+import argparse
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+RUNS = ROOT / "runs"
+TOKENIZER, CODES, PRIOR = RUNS / "glotok-digits-tokenizer", RUNS / "glotok-digits-codes", RUNS / "glotok-digits-prior"
+TEACHER = RUNS / "teachers" / "digits_vit_l3_k64.safetensors"
+EVAL = RUNS / "glotok-digits-eval"
+TARGET = ROOT / "pipelines" / "glotok-digits"
+SAMPLES_IMAGE = ROOT / "docs" / "images" / "glotok-digits-samples.png"
+DATA_SOURCE = (
+    "OpenCV's `digits.png` (5,000 real handwritten digits, 20x20, 500 per class; from Debian's `opencv-doc` package, "
+    "BSD-3-Clause), padded to 24x24 RGB; 4,500 for training, 500 held out (`training/prepare_offline_data.py digits`)."
+)
+
+
+def run(*command: str) -> None:
+    print("+", " ".join(command), flush=True)
+    subprocess.run(command, cwd=ROOT, check=True, env={**os.environ, "OMP_NUM_THREADS": "1"})
+
+
+def python(*args: str) -> None:
+    run(sys.executable, *args)
+
+
+def glotok(*args: str) -> None:
+    run(sys.executable, "-m", "glotok_hf.cli", *args)
+
+
+STEPS = {
+    "data": (ROOT / "data" / "digits", lambda: python("training/prepare_offline_data.py", "digits", "--output",
+                                                      "data/digits")),
+    "backbone": (RUNS / "digits_vit" / "config.json", lambda: python(
+        "training/train_image_classifier.py", "--arch", "vit", "--dataset_name", "data/digits", "--output_dir",
+        "runs/digits_vit", "--epochs", "30", "--learning_rate", "1e-3")),
+    "judge": (RUNS / "digits_cnn" / "classifier.pt", lambda: python(
+        "training/train_image_classifier.py", "--arch", "cnn", "--dataset_name", "data/digits", "--output_dir",
+        "runs/digits_cnn", "--epochs", "15")),
+    "teacher": (TEACHER, lambda: glotok(
+        "build-teacher", "--source", "backbone", "--model", "runs/digits_vit", "--dataset-name", "data/digits",
+        "--layer", "3", "--num-clusters", "64", "--output", str(TEACHER.relative_to(ROOT)), "--no-progress")),
+    "tokenizer": (TOKENIZER / "model.safetensors", lambda: python(
+        "training/train.py", "--config", "training/recipes/digits_tokenizer.json",
+        *(["--resume_from_checkpoint", "latest"] if TOKENIZER.exists() else []))),
+    "codes": (CODES / "glotok_codes.json", lambda: glotok(
+        "extract-codes", "--tokenizer", str(TOKENIZER.relative_to(ROOT)), "--dataset-name", "data/digits",
+        "--resolution", "24", "--output-dir", str(CODES.relative_to(ROOT)))),
+    "prior": (PRIOR / "pipeline" / "model_index.json", lambda: python(
+        "training/train.py", "--config", "training/recipes/digits_prior.json",
+        *(["--resume_from_checkpoint", "latest"] if PRIOR.exists() else []))),
+    "evaluate": (EVAL / "generation.json", lambda: evaluate()),
+}  # fmt: skip
+
+
+def evaluate() -> None:
+    EVAL.mkdir(parents=True, exist_ok=True)
+    glotok("eval", "reconstruction", "--model", str(TOKENIZER), "--dataset-name", "data/digits", "--split", "test",
+           "--resolution", "24", "--uniformity-images", "500", "--output", str(EVAL / "reconstruction.json"),
+           "--overwrite")  # fmt: skip
+    start = time.perf_counter()
+    glotok("eval", "generation", "--pipeline", str(PRIOR / "pipeline"), "--num-classes", "10",
+           "--images-per-class", "100", "--classifier", "runs/digits_cnn/classifier.pt",
+           "--feature-net", "runs/digits_cnn/features.pt", "--reference", "data/digits", "--reference-split", "test",
+           "--output", str(EVAL / "generation.json"), "--overwrite")  # fmt: skip
+    (EVAL / "timing.json").write_text(json.dumps({"generation_eval_seconds": time.perf_counter() - start}))
+
+
+def seconds_per_image(pipeline, batch: int = 10, repeats: int = 3) -> float:
+    """Median wall time of one batched call, per image (CPU, this process's threads)."""
+    import torch
+
+    times = []
+    for r in range(repeats + 1):
+        generators = [torch.Generator().manual_seed(1000 * r + i) for i in range(batch)]
+        start = time.perf_counter()
+        pipeline(list(range(batch)), generator=generators, output_type="np")
+        times.append(time.perf_counter() - start)
+    times = sorted(times[1:])
+    return times[len(times) // 2] / batch
+
+
+def training_summary(folder: Path, keys: list[str], every: int) -> list[dict]:
+    """Rows of the training log at every `every` steps (and the last step)."""
+    rows = [json.loads(line) for line in (folder / "logs" / "metrics.jsonl").read_text().splitlines() if line.strip()]
+    picked = [r for r in rows if r["step"] % every == 0 or r["step"] in (1, rows[-1]["step"])]
+    return [{"step": r["step"], **{k: r[k] for k in keys if k in r}} for r in picked]
+
+
+def markdown_table(rows: list[dict]) -> str:
+    head = list(rows[0])
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for row in rows:
+        lines.append("| " + " | ".join(f"{row[k]:.4g}" if isinstance(row[k], float) else str(row[k]) for k in head))
+    return "\n".join(line if line.endswith("|") else line + " |" for line in lines)
+
+
+def strip_remote_code(folder: Path) -> None:
+    """The checkout always has `glotok_hf`, so the embedded tokenizer needs no copy of its modeling code (a copy would
+    drift from `src/`); the Hub layout (`save_pretrained(..., remote_code=True)`) writes it fresh when pushed."""
+    for module in folder.glob("*.py"):
+        module.unlink()
+    config = json.loads((folder / "config.json").read_text())
+    config.pop("auto_map", None)
+    (folder / "config.json").write_text(json.dumps(config, indent=2, sort_keys=True) + "\n")
+
+
+def package(overwrite: bool) -> None:
+    import torch
+
+    from glotok_hf import GloTokPipeline
+    from glotok_hf.hub import SAMPLE_GRID_FILE, image_grid, pipeline_model_card, save_model_card
+
+    if TARGET.exists() and not overwrite:
+        raise SystemExit(f"{TARGET} exists; pass --overwrite to replace it.")
+    torch.set_num_threads(1)
+    pipeline = GloTokPipeline.from_pretrained(PRIOR / "pipeline")
+    pipeline.set_progress_bar_config(disable=True)
+    rec = json.loads((EVAL / "reconstruction.json").read_text())
+    gen = json.loads((EVAL / "generation.json").read_text())
+    judge = json.loads((RUNS / "digits_cnn" / "metrics.json").read_text())
+    per_image = seconds_per_image(pipeline)
+    generators = [torch.Generator().manual_seed(i) for i in range(80)]
+    images = pipeline([i // 8 for i in range(80)], generator=generators, output_type="pil").images
+    grid = image_grid([im.resize((48, 48), resample=0) for im in images], cols=8)
+    metrics = {
+        "class consistency (CNN judge, 1,000 samples, guidance 2.0)": f"{gen['class_consistency']['accuracy']:.3f}",
+        "judge accuracy on real test digits": f"{judge['test_accuracy']:.3f}",
+        "feature FID vs real test digits (CNN features)": f"{gen['gfid']:.2f}",
+        "reconstruction PSNR (test split, dB)": f"{rec['psnr']:.2f}",
+        "reconstruction SSIM (test split)": f"{rec['ssim']:.3f}",
+        "semantic / visual codebook usage (test split)": (
+            f"{rec['codebooks']['semantic']['usage']:.2f} / {rec['codebooks']['visual']['usage']:.2f}"
+        ),
+        "CPU seconds per image (batch 10, 1 thread)": f"{per_image:.3f}",
+    }
+    tok_log = training_summary(TOKENIZER, ["generator/reconstruction_loss", "generator/histogram_loss",
+                                           "codebook/semantic_usage", "codebook/visual_usage"], every=500)  # fmt: skip
+    prior_log = training_summary(PRIOR, ["prior/loss", "prior/token_accuracy"], every=500)
+    description = (
+        "The embedded default of glotok-hf: a small GloTok tokenizer (dual codebook, histogram relation learning "
+        "against a teacher histogram, residual module) and a class-conditional `LlamaForCausalLM` prior, trained on "
+        "a 2-core CPU with the project's own recipes (`training/recipes/digits_tokenizer.json`, "
+        "`training/recipes/digits_prior.json`; rebuild with `python training/build_default_pipeline.py`). It "
+        "generates 24x24 handwritten digits of the requested class."
+    )
+    card = pipeline_model_card(
+        pipeline,
+        description=description,
+        training_data=DATA_SOURCE,
+        training_data_license="BSD-3-Clause (OpenCV)",
+        metrics=metrics,
+        metrics_description=(
+            "Class consistency: accuracy of an independent CNN (a different architecture from the ViT teacher "
+            "backbone, trained only on real digits) on 100 samples per class with per-image seeds; FID in that CNN's "
+            "128-d feature space against the 500 real test digits (not comparable to Inception FIDs)."
+        ),
+        sample_grid_file=SAMPLE_GRID_FILE,
+    )
+    card.text += (
+        "\n## Training log (summary)\n\nTokenizer (`logs/metrics.jsonl`, values at the logged step):\n\n"
+        + markdown_table(tok_log)
+        + "\n\nPrior:\n\n"
+        + markdown_table(prior_log)
+        + "\n"
+    )
+    staging = TARGET.with_name(TARGET.name + ".tmp")
+    shutil.rmtree(staging, ignore_errors=True)
+    pipeline.save_pretrained(staging)
+    index = json.loads((staging / "model_index.json").read_text())
+    index.pop("_name_or_path", None)  # the build machine's local path, meaningless elsewhere
+    (staging / "model_index.json").write_text(json.dumps(index, indent=2, sort_keys=True) + "\n")
+    strip_remote_code(staging / "vqmodel")
+    save_model_card(card, staging, sample_grid=grid, overwrite=True)
+    (staging / "training_summary.json").write_text(
+        json.dumps({"metrics": metrics, "tokenizer_log": tok_log, "prior_log": prior_log}, indent=2) + "\n"
+    )
+    if TARGET.exists():
+        shutil.rmtree(TARGET)
+    staging.rename(TARGET)
+    SAMPLES_IMAGE.parent.mkdir(parents=True, exist_ok=True)
+    grid.save(SAMPLES_IMAGE)
+    print(json.dumps(metrics, indent=2))
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--overwrite", action="store_true", help="Replace an existing pipelines/glotok-digits.")
+    parser.add_argument("--steps", nargs="+", choices=[*STEPS, "package"], default=[*STEPS, "package"])
+    args = parser.parse_args(argv)
+    for name in args.steps:
+        if name == "package":
+            package(args.overwrite)
+            continue
+        output, action = STEPS[name]
+        if output.exists():
+            print(f"[{name}] done ({output.relative_to(ROOT)} exists)")
+            continue
+        print(f"[{name}] running", flush=True)
+        action()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,405 @@
+#!/usr/bin/env python
+# Copyright 2026 The glotok-hf authors. Licensed under the Apache License, Version 2.0.
+"""Fault injection: `kill -9` training runs at random moments and check that `--resume_from_checkpoint latest`
+recovers every time.
+
+    python training/fault_injection.py                                  # 12 trials, JSON summary on stdout
+    python training/fault_injection.py --trials 4 --seed 1 --work_dir /tmp/faults --keep
+
+Each trial launches `accelerate launch training/train.py` (tiny model, generated images, a checkpoint every 2 updates,
+`--checkpoints_total_limit 2`) for one of the two stages, on one process or two, and kills the whole process tree
+with SIGKILL at a random moment:
+
+- `step`: at a random time during the updates (within about one update after a randomly chosen odd update, which
+  saves no checkpoint, has been logged);
+- `save`: inside a checkpoint save. With `GLOTOK_CHECKPOINT_SAVE_PAUSE` set, `checkpointing.py` pauses each save once
+  its first model folder is written and again once everything is written but not yet renamed, and the kill falls at
+  a random time in that window: with `.tmp-checkpoint-<n>` half written, complete but not renamed, or just after.
+
+It then records the complete checkpoints and a SHA-256 of every file in them, resumes with
+`--resume_from_checkpoint latest` (no pause) and checks that
+
+- the resume started from the newest complete checkpoint at the kill (a fresh start when there was none), never
+  from a partial one;
+- every checkpoint that existed at the kill still exists, bit-identical, unless `--checkpoints_total_limit` removed
+  it after the resume had written newer ones;
+- training reached `--max_train_steps`, no `.tmp-*` / `.trash-*` leftovers remain, and the final weights equal those
+  of an uninterrupted run of the same configuration, bit for bit.
+
+The summary (stdout, and `--output`) lists every trial: stage, processes, kill phase and moment, what the kill left,
+the step the resume started from, and the outcome. The exit code is 1 if any trial failed.
+"""
+
+import argparse
+import hashlib
+import json
+import os
+import random
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+TRAINING_DIR = Path(__file__).resolve().parent
+REPO_ROOT = TRAINING_DIR.parent
+TRAIN_SCRIPT = TRAINING_DIR / "train.py"
+if str(TRAINING_DIR) not in sys.path:
+    sys.path.insert(0, str(TRAINING_DIR))
+
+from checkpointing import SAVE_PAUSE_ENV, STATE_FILE, list_checkpoints  # noqa: E402
+
+STAGES = ("tokenizer", "prior")
+PHASES = ("step", "save")
+TINY_TOKENIZER = {
+    "block_out_channels": [8, 16], "layers_per_block": 1, "norm_num_groups": 4, "latent_channels": 8,
+    "adapter_depth": 1, "adapter_num_heads": 2, "semantic_codebook_size": 12, "visual_codebook_size": 16,
+    "codebook_dim": 4, "residual_hidden_size": 8, "residual_num_heads": 2, "sample_size": 16,
+}  # fmt: skip
+TINY_DISCRIMINATOR = {"base_channels": 4, "num_layers": 2, "norm_type": "group", "norm_num_groups": 2}
+TINY_PRIOR = {"num_hidden_layers": 2, "hidden_size": 32, "intermediate_size": 64, "num_attention_heads": 2,
+              "num_key_value_heads": 2}  # fmt: skip
+RESUMED_FROM = re.compile(r"Resuming from (\S+)")
+
+
+@dataclass
+class Setup:
+    """Everything the trials share: generated data, a tiny tokenizer and its codes, accelerate configs."""
+
+    root: Path
+    images: Path
+    tokenizer: Path
+    codes: Path
+    configs: dict[int, Path]
+    env: dict[str, str]
+    max_train_steps: int = 12
+    checkpointing_steps: int = 2
+    total_limit: int = 2
+    save_pause: float = 0.6
+    timeout: float = 300.0
+    references: dict = field(default_factory=dict)
+
+
+def make_images(root: Path, per_class: int = 8, classes=("cat", "dog"), size: int = 20, seed: int = 0) -> Path:
+    """A tiny imagefolder of smooth random RGB images, one sub-folder per class."""
+    import numpy as np
+    from PIL import Image
+
+    rng = np.random.default_rng(seed)
+    for c, name in enumerate(classes):
+        folder = root / name
+        folder.mkdir(parents=True, exist_ok=True)
+        for i in range(per_class):
+            image = Image.fromarray(rng.integers(0, 256, (4, 4, 3), dtype=np.uint8))
+            image.resize((size, size), Image.Resampling.BICUBIC).save(folder / f"{c}_{i:03d}.png")
+    return root
+
+
+def accelerate_config(path: Path, num_processes: int) -> Path:
+    """A local accelerate config; 2 processes use the torchrun path on CPU (gloo), which needs no MPI."""
+    from accelerate.utils import write_basic_config
+
+    write_basic_config(mixed_precision="no", save_location=str(path))
+    config = json.loads(path.read_text())
+    multi = num_processes > 1
+    config.update({"num_processes": num_processes, "num_machines": 1, "machine_rank": 0, "gpu_ids": "all",
+                   "distributed_type": "MULTI_GPU" if multi else "NO", "use_cpu": not multi})  # fmt: skip
+    path.write_text(json.dumps(config))
+    return path
+
+
+def prepare(root: Path, max_train_steps: int = 12, save_pause: float = 0.6, processes=(1, 2)) -> Setup:
+    """Generate the images, a random tiny tokenizer, its codes and the accelerate configs under `root`."""
+    import torch
+
+    from glotok_hf import GloTokConfig, GloTokModel
+    from glotok_hf.codes import extract_codes
+    from glotok_hf.data import load_image_dataset
+
+    root.mkdir(parents=True, exist_ok=True)
+    images = make_images(root / "images")
+    torch.manual_seed(0)
+    tokenizer = root / "tokenizer"
+    GloTokModel(GloTokConfig(**TINY_TOKENIZER)).save_pretrained(tokenizer)
+    codes = root / "codes"
+    if not codes.exists():
+        model = GloTokModel.from_pretrained(tokenizer)
+        extract_codes(model, load_image_dataset(train_data_dir=images), codes, resolution=16, progress=False)
+    configs = {n: accelerate_config(root / f"accelerate-{n}.json", n) for n in processes}
+    env = dict(os.environ)
+    env.update(OMP_NUM_THREADS="1", ACCELERATE_USE_CPU="true", PYTHONUNBUFFERED="1", HF_HUB_OFFLINE="1",
+               HF_DATASETS_OFFLINE="1", TQDM_DISABLE="1")  # fmt: skip
+    env["PYTHONPATH"] = os.pathsep.join([str(REPO_ROOT / "src"), env.get("PYTHONPATH", "")]).rstrip(os.pathsep)
+    env.pop(SAVE_PAUSE_ENV, None)
+    env.pop("HF_TOKEN", None)
+    return Setup(root, images, tokenizer, codes, configs, env, max_train_steps=max_train_steps, save_pause=save_pause)
+
+
+def train_argv(setup: Setup, stage: str, output_dir: Path, num_processes: int) -> list[str]:
+    """Arguments of a tiny run with the same global batch (4) on 1 or 2 processes."""
+    common = [
+        "--stage", stage, "--output_dir", str(output_dir), "--train_batch_size", str(4 // num_processes),
+        "--max_train_steps", str(setup.max_train_steps), "--checkpointing_steps", str(setup.checkpointing_steps),
+        "--checkpoints_total_limit", str(setup.total_limit), "--validation_steps", str(setup.max_train_steps),
+        "--num_validation_images", "2", "--learning_rate", "1e-3", "--report_to", "none", "--use_ema",
+        "--ema_decay", "0.9", "--seed", "0",
+    ]  # fmt: skip
+    if stage == "tokenizer":
+        return common + [
+            "--train_data_dir", str(setup.images), "--model_config", json.dumps(TINY_TOKENIZER),
+            "--discriminator_config", json.dumps(TINY_DISCRIMINATOR), "--resolution", "16", "--disc_start", "4",
+            "--perceptual_weight", "0", "--histogram_weight", "0", "--usage_window", "4", "--random_flip",
+        ]  # fmt: skip
+    return common + [
+        "--codes_dir", str(setup.codes), "--tokenizer_name_or_path", str(setup.tokenizer),
+        "--model_config", json.dumps(TINY_PRIOR), "--class_dropout_prob", "0.25",
+    ]  # fmt: skip
+
+
+def launch(setup: Setup, argv: list[str], num_processes: int, log: Path, pause: float | None = None):
+    """Start `accelerate launch train.py argv` in a new session, output to `log`."""
+    env = dict(setup.env)
+    if pause:
+        env[SAVE_PAUSE_ENV] = str(pause)
+    cmd = [sys.executable, "-m", "accelerate.commands.launch", "--config_file", str(setup.configs[num_processes]),
+           str(TRAIN_SCRIPT), *argv]  # fmt: skip
+    with log.open("w") as out:
+        return subprocess.Popen(cmd, env=env, stdout=out, stderr=subprocess.STDOUT, cwd=str(REPO_ROOT),
+                                start_new_session=True)  # fmt: skip
+
+
+def kill_tree(proc: subprocess.Popen) -> None:
+    """SIGKILL the launcher's process group and those of all its descendants (torchrun starts each worker in a session
+    of its own, so killing one group is not enough)."""
+    import psutil
+
+    try:
+        descendants = psutil.Process(proc.pid).children(recursive=True)
+    except psutil.NoSuchProcess:
+        descendants = []
+    groups = {proc.pid}
+    for child in descendants:
+        try:
+            groups.add(os.getpgid(child.pid))
+        except ProcessLookupError:
+            pass
+    for group in groups:
+        try:
+            os.killpg(group, signal.SIGKILL)
+        except (ProcessLookupError, PermissionError):
+            pass
+    for child in descendants:  # anything that left its group
+        try:
+            child.kill()
+        except psutil.NoSuchProcess:
+            pass
+    proc.wait()
+
+
+def run_to_end(setup: Setup, argv: list[str], num_processes: int, log: Path) -> None:
+    proc = launch(setup, argv, num_processes, log)
+    try:
+        code = proc.wait(timeout=setup.timeout)
+    except subprocess.TimeoutExpired:
+        kill_tree(proc)
+        raise RuntimeError(f"{log.parent.name}: the run did not finish in {setup.timeout:.0f} s; see {log}") from None
+    if code != 0:
+        raise RuntimeError(f"{log.parent.name}: the run failed with exit code {code}:\n{log.read_text()[-3000:]}")
+
+
+def last_logged_step(output_dir: Path) -> int:
+    path = output_dir / "logs" / "metrics.jsonl"
+    if not path.is_file():
+        return 0
+    step = 0
+    for line in path.read_text().splitlines():
+        try:
+            step = max(step, json.loads(line)["step"])
+        except (json.JSONDecodeError, KeyError, TypeError):
+            continue  # a line torn by the kill
+    return step
+
+
+def sha256(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def snapshot(output_dir: Path) -> dict[int, dict[str, str]]:
+    """`{step: {relative file: sha256}}` of the complete checkpoints in `output_dir`."""
+    found = {}
+    for checkpoint in list_checkpoints(output_dir):
+        step = int(checkpoint.name.split("-")[1])
+        found[step] = {str(p.relative_to(checkpoint)): sha256(p) for p in sorted(checkpoint.rglob("*")) if p.is_file()}
+    return found
+
+
+def saved_step(checkpoint: Path) -> int | None:
+    """The global step stored in a checkpoint's training state."""
+    import torch
+
+    path = checkpoint / STATE_FILE
+    return torch.load(path, weights_only=True)["global_step"] if path.is_file() else None
+
+
+def final_weights(output_dir: Path, step: int) -> dict[str, str]:
+    """SHA-256 of every safetensors file of `checkpoint-<step>` (model, EMA, discriminator)."""
+    checkpoint = output_dir / f"checkpoint-{step}"
+    return {str(p.relative_to(checkpoint)): sha256(p) for p in sorted(checkpoint.rglob("*.safetensors"))}
+
+
+def reference(setup: Setup, stage: str, num_processes: int) -> dict[str, str]:
+    """The final weights of an uninterrupted run (computed once per stage and process count)."""
+    key = (stage, num_processes)
+    if key not in setup.references:
+        out = setup.root / f"reference-{stage}-{num_processes}"
+        shutil.rmtree(out, ignore_errors=True)
+        out.mkdir(parents=True)
+        run_to_end(setup, train_argv(setup, stage, out, num_processes), num_processes, out / "run.log")
+        setup.references[key] = final_weights(out, setup.max_train_steps)
+    return setup.references[key]
+
+
+def kill_at_random_moment(setup: Setup, proc, output_dir: Path, phase: str, rng: random.Random) -> dict:
+    """Wait for the chosen moment, kill the run, and describe the moment."""
+    deadline = time.monotonic() + setup.timeout
+    if phase == "step":
+        # An update that ends without a checkpoint (their steps are even), then a random time inside the next one.
+        target = rng.randrange(1, setup.max_train_steps - 2, 2)
+        while last_logged_step(output_dir) < target and proc.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.002)
+        time.sleep(rng.uniform(0.0, 0.05))  # a tiny update takes 30-100 ms on a CPU
+        moment = {"after_logged_step": target}
+    else:
+        steps = range(setup.checkpointing_steps, setup.max_train_steps, setup.checkpointing_steps)
+        target = rng.choice(list(steps))
+        tmp = output_dir / f".tmp-checkpoint-{target}"
+        while not tmp.exists() and proc.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.002)
+        time.sleep(rng.uniform(0.0, 2.2 * setup.save_pause))  # anywhere in the save's two pauses, or just after
+        moment = {"during_save_of_step": target}
+    if proc.poll() is not None:
+        raise RuntimeError(f"the run ended (exit code {proc.returncode}) before the kill at {moment}")
+    kill_tree(proc)
+    moment["last_logged_step"] = last_logged_step(output_dir)
+    moment["leftovers"] = {
+        p.name: sorted(str(f.relative_to(p)) for f in p.rglob("*") if f.is_file())
+        for p in sorted(output_dir.iterdir())
+        if p.name.startswith((".tmp-", ".trash-"))
+    }
+    return moment
+
+
+def run_trial(
+    setup: Setup, index: int, stage: str, phase: str, num_processes: int, seed: int, compare: bool = True
+) -> dict:
+    """One kill and resume; `compare=False` skips the comparison with an uninterrupted run (two launches fewer)."""
+    rng = random.Random(seed)
+    out = setup.root / f"trial-{index:02d}-{stage}-{phase}-{num_processes}p"
+    shutil.rmtree(out, ignore_errors=True)
+    out.mkdir(parents=True)
+    result = {"trial": index, "stage": stage, "processes": num_processes, "kill_phase": phase}
+    started = time.monotonic()
+    try:
+        argv = train_argv(setup, stage, out, num_processes)
+        pause = setup.save_pause if phase == "save" else None
+        proc = launch(setup, argv, num_processes, out / "killed.log", pause=pause)
+        result["killed"] = kill_at_random_moment(setup, proc, out, phase, rng)
+        before = snapshot(out)
+        result["complete_at_kill"] = sorted(before)
+        expected_start = max(before) if before else None
+
+        run_to_end(setup, [*argv, "--resume_from_checkpoint", "latest"], num_processes, out / "resumed.log")
+        match = RESUMED_FROM.search((out / "resumed.log").read_text())
+        resumed_from = int(Path(match.group(1)).name.split("-")[1]) if match else None
+        result["resumed_from"] = resumed_from
+        after = snapshot(out)
+        result["complete_after_resume"] = sorted(after)
+        result["checks"] = checks = {}
+        checks["resumed_from_newest_complete"] = resumed_from == expected_start
+        lost = [s for s in before if s not in after and sum(t > s for t in after) < setup.total_limit]
+        changed = [s for s in before if s in after and after[s] != before[s]]
+        checks["nothing_saved_was_lost"] = not lost and not changed
+        result["pruned_after_resume"] = sorted(s for s in before if s not in after and s not in lost)
+        final_step = saved_step(out / f"checkpoint-{setup.max_train_steps}")
+        finished = final_step == setup.max_train_steps and (out / "model.safetensors").is_file()
+        checks["reached_max_train_steps"] = finished
+        checks["no_leftovers"] = not [p.name for p in out.iterdir() if p.name.startswith((".tmp-", ".trash-"))]
+        if compare:
+            weights = final_weights(out, setup.max_train_steps)
+            checks["final_weights_equal_uninterrupted_run"] = weights == reference(setup, stage, num_processes)
+        failed = [name for name, ok in checks.items() if not ok]
+        details = {"lost": lost, "changed": changed} if lost or changed else {}
+        result["outcome"] = "ok" if not failed else f"FAILED: {', '.join(failed)} {details}".strip()
+    except Exception as err:  # report the trial, go on with the others
+        result["outcome"] = f"FAILED: {type(err).__name__}: {err}"
+    result["seconds"] = round(time.monotonic() - started, 1)
+    return result
+
+
+def trial_plan(trials: int, two_process_trials: int) -> list[tuple[str, str, int]]:
+    """(stage, phase, processes) for every trial: stages and phases alternate; the last trials use 2 processes."""
+    plan = []
+    for i in range(trials):
+        stage, phase = STAGES[i % 2], PHASES[(i // 2) % 2]
+        plan.append((stage, phase, 2 if i >= trials - two_process_trials else 1))
+    return plan
+
+
+def run_trials(
+    setup: Setup, trials: int = 12, two_process_trials: int = 2, seed: int = 0, compare: bool = True, plan=None
+) -> dict:
+    """Run the trials of `plan` (default [`trial_plan`]) and summarise them."""
+    started = time.monotonic()
+    plan = plan or trial_plan(trials, two_process_trials)
+    results = [
+        run_trial(setup, i, stage, phase, processes, seed * 1000 + i, compare)
+        for i, (stage, phase, processes) in enumerate(plan)
+    ]
+    return {
+        "trials": len(results),
+        "passed": sum(r["outcome"] == "ok" for r in results),
+        "failed": sum(r["outcome"] != "ok" for r in results),
+        "kills_during_steps": sum(r["kill_phase"] == "step" for r in results),
+        "kills_during_saves": sum(r["kill_phase"] == "save" for r in results),
+        "partial_checkpoints_left_by_kills": sum(bool(r.get("killed", {}).get("leftovers")) for r in results),
+        "max_train_steps": setup.max_train_steps,
+        "checkpointing_steps": setup.checkpointing_steps,
+        "checkpoints_total_limit": setup.total_limit,
+        "seconds": round(time.monotonic() - started, 1),
+        "results": results,
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--trials", type=int, default=12, help="number of trials (default 12)")
+    parser.add_argument("--two_process_trials", type=int, default=2, help="how many of them run on 2 processes")
+    parser.add_argument("--seed", type=int, default=0, help="seed of the kill moments")
+    parser.add_argument("--max_train_steps", type=int, default=12)
+    parser.add_argument("--work_dir", default=None, help="where the runs go (default: a temporary folder)")
+    parser.add_argument("--keep", action="store_true", help="keep the work folder")
+    parser.add_argument("--output", default=None, help="also write the JSON summary to this file")
+    args = parser.parse_args(argv)
+    if args.trials < 1 or not 0 <= args.two_process_trials <= args.trials:
+        parser.error("--trials must be >= 1 and --two_process_trials in [0, trials]")
+    root = Path(args.work_dir or tempfile.mkdtemp(prefix="glotok-faults-"))
+    processes = (1, 2) if args.two_process_trials else (1,)
+    try:
+        setup = prepare(root, max_train_steps=args.max_train_steps, processes=processes)
+        summary = run_trials(setup, args.trials, args.two_process_trials, args.seed)
+    finally:
+        if not args.keep:
+            shutil.rmtree(root, ignore_errors=True)
+    text = json.dumps(summary, indent=2)
+    print(text)
+    if args.output:
+        Path(args.output).write_text(text + "\n")
+    return 0 if summary["failed"] == 0 else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
