@@ -207,3 +207,14 @@ def test_dataloader_workers_do_not_change_the_data(images, tmp_path):
     run_in_process(tiny_tokenizer_args(images, tmp_path / "workers", dataloader_num_workers=2, **common))
     for a, b in zip(read_metrics(tmp_path / "main"), read_metrics(tmp_path / "workers"), strict=True):
         assert a["generator/loss"] == b["generator/loss"]
+
+
+@pytest.mark.parametrize("engine", ["FSDP", "DEEPSPEED", "MEGATRON_LM"])
+def test_sharded_engines_are_refused_with_what_to_use_instead(engine):
+    from accelerate.utils import DistributedType
+    from runtime import check_distributed_type
+
+    with pytest.raises(ValueError, match=r"does not support .*multi-GPU' \(DDP"):
+        check_distributed_type(DistributedType[engine])
+    for supported in ("NO", "MULTI_GPU", "MULTI_CPU"):
+        check_distributed_type(DistributedType[supported])  # DDP and single process pass

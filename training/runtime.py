@@ -11,12 +11,16 @@ import torch
 import transformers
 from accelerate import Accelerator
 from accelerate.logging import get_logger
-from accelerate.utils import ProjectConfiguration, set_seed
+from accelerate.utils import DistributedType, ProjectConfiguration, set_seed
 from transformers import get_scheduler
 
 from checkpointing import list_checkpoints
 
 logger = get_logger("glotok_train")
+
+# Sharded engines: checkpoints save each model with `save_pretrained` from the unwrapped module and the histogram
+# term reads the whole semantic codebook outside the forward pass, neither of which holds for sharded parameters.
+SHARDED_ENGINES = (DistributedType.FSDP, DistributedType.DEEPSPEED, DistributedType.MEGATRON_LM)
 
 # Files whose presence means that `output_dir` holds a finished run's final model.
 FINAL_MODEL_FILES = ("config.json", "model.safetensors")
@@ -32,6 +36,7 @@ def build_accelerator(args: argparse.Namespace) -> Accelerator:
         log_with=None if args.report_to == "none" else args.report_to,
         project_config=project_config,
     )
+    check_distributed_type(accelerator.distributed_type)
     setup_logging(accelerator)
     if args.allow_tf32 and torch.cuda.is_available():
         torch.backends.cuda.matmul.allow_tf32 = True
@@ -39,6 +44,16 @@ def build_accelerator(args: argparse.Namespace) -> Accelerator:
     # The same seed on every rank: identical initial weights; data order and augmentation derive from it per item.
     set_seed(args.seed)
     return accelerator
+
+
+def check_distributed_type(distributed_type: DistributedType) -> None:
+    """Refuse sharded engines up front with what to use instead, rather than fail obscurely at the first save."""
+    if distributed_type in SHARDED_ENGINES:
+        raise ValueError(
+            f"train.py does not support {distributed_type.value} yet (parameters sharded across processes). Use data "
+            "parallelism: `accelerate config` with 'multi-GPU' (DDP; multi-node works), bf16 mixed precision and "
+            "--gradient_checkpointing to save memory."
+        )
 
 
 def setup_logging(accelerator: Accelerator) -> None:
