@@ -13,7 +13,7 @@ import huggingface_hub
 import pytest
 import torch
 import transformers.utils.hub as transformers_hub
-from conftest import PYTHON, dummy_images
+from conftest import BLOCK_GLOTOK_HF, PYTHON, dummy_images
 from diffusers import DDPMPipeline, DDPMScheduler, UNet2DModel
 from huggingface_hub import CommitOperationDelete, HfApi, constants, hf_hub_download, snapshot_download
 from huggingface_hub.errors import (
@@ -54,16 +54,8 @@ def test_transformers_push_to_hub_then_from_pretrained(fake_hub, tiny_model):
     assert fake_hub.token_leaks() == [] and fake_hub.unhandled == [] and fake_hub.errors == []
 
 
-REMOTE_CODE_CHILD = textwrap.dedent(
+REMOTE_CODE_CHILD = BLOCK_GLOTOK_HF + textwrap.dedent(
     """
-    import importlib.abc, sys
-
-    class BlockGloTok(importlib.abc.MetaPathFinder):
-        def find_spec(self, name, path, target=None):
-            if name == "glotok_hf" or name.startswith("glotok_hf."):
-                raise ImportError("glotok_hf is blocked in this test")
-
-    sys.meta_path.insert(0, BlockGloTok())
     import huggingface_hub, torch
     from transformers import AutoModel
 

@@ -8,7 +8,7 @@ import textwrap
 
 import pytest
 import torch
-from conftest import PYTHON
+from conftest import BLOCK_GLOTOK_HF, PYTHON
 from diffusers.utils.dynamic_modules_utils import get_relative_imports
 from huggingface_hub import ModelCard
 from PIL import Image
@@ -123,17 +123,10 @@ def test_remote_code_save_keeps_an_existing_readme(pipe, tmp_path):
     assert (tmp_path / "README.md").read_text() == "my own notes"
 
 
-REMOTE_LOAD_SCRIPT = textwrap.dedent(
+REMOTE_LOAD_SCRIPT = BLOCK_GLOTOK_HF + textwrap.dedent(
     """
-    import importlib.abc, os, sys
+    import os
 
-    class BlockGloTok(importlib.abc.MetaPathFinder):
-        def find_spec(self, name, path, target=None):
-            if name == "glotok_hf" or name.startswith("glotok_hf."):
-                raise ImportError("glotok_hf is blocked in this test")
-            return None
-
-    sys.meta_path.insert(0, BlockGloTok())
     import torch
     from diffusers import DiffusionPipeline
     from transformers import AutoModel

@@ -6,7 +6,7 @@ import textwrap
 
 import pytest
 import torch
-from conftest import PYTHON, dummy_images, tiny_glotok_config, tiny_glotok_model
+from conftest import BLOCK_GLOTOK_HF, PYTHON, dummy_images, tiny_glotok_config, tiny_glotok_model
 from safetensors.torch import load_file, save_file
 from transformers import AutoConfig, AutoModel
 
@@ -296,17 +296,8 @@ def test_modeling_module_exposes_pretrained_model_for_diffusers():
     assert modeling.PreTrainedModel.__name__ == "PreTrainedModel"
 
 
-REMOTE_CODE_SCRIPT = textwrap.dedent(
+REMOTE_CODE_SCRIPT = BLOCK_GLOTOK_HF + textwrap.dedent(
     """
-    import importlib.abc, sys
-
-    class BlockGloTok(importlib.abc.MetaPathFinder):
-        def find_spec(self, name, path, target=None):
-            if name == "glotok_hf" or name.startswith("glotok_hf."):
-                raise ImportError("glotok_hf is blocked in this test")
-            return None
-
-    sys.meta_path.insert(0, BlockGloTok())
     import torch
     from transformers import AutoModel
     folder, ref = sys.argv[1], torch.load(sys.argv[2], weights_only=True)

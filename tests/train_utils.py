@@ -6,9 +6,6 @@ import subprocess
 import sys
 from pathlib import Path
 
-import numpy as np
-from PIL import Image
-
 REPO_ROOT = Path(__file__).resolve().parents[1]
 TRAINING_DIR = REPO_ROOT / "training"
 TRAIN_SCRIPT = TRAINING_DIR / "train.py"
@@ -26,16 +23,10 @@ TINY_DISCRIMINATOR = {"base_channels": 4, "num_layers": 2, "norm_type": "group",
 
 
 def make_imagefolder(root: Path, per_class: int = 6, classes=("cat", "dog"), size: int = 20, seed: int = 0) -> Path:
-    """A tiny imagefolder of smooth random RGB images, one sub-folder per class."""
-    rng = np.random.default_rng(seed)
-    for c, name in enumerate(classes):
-        folder = root / name
-        folder.mkdir(parents=True, exist_ok=True)
-        for i in range(per_class):
-            base = rng.integers(0, 256, (4, 4, 3), dtype=np.uint8)
-            image = Image.fromarray(base).resize((size, size), Image.Resampling.BICUBIC)
-            image.save(folder / f"{c}_{i:03d}.png")
-    return root
+    """A tiny imagefolder of smooth random RGB images, one sub-folder per class (the fault-injection script's)."""
+    from fault_injection import make_images
+
+    return make_images(root, per_class=per_class, classes=classes, size=size, seed=seed)
 
 
 def tiny_tokenizer_args(data_dir: Path, output_dir: Path, **overrides) -> list[str]:
