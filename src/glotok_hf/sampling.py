@@ -573,11 +573,10 @@ def sample_image_tokens(
             f"class_labels must be a non-empty 1-d sequence of labels, got shape {tuple(class_ids.shape)}."
         )
     batch = class_ids.shape[0]
-    guided = any(s != 1.0 for s in scales)
-    check_sampling_memory(prior, layout, batch, num_positions, device, guided)
+    guided_steps = [i for i, s in enumerate(scales) if s != 1.0]
+    check_sampling_memory(prior, layout, batch, num_positions, device, bool(guided_steps))
     uniforms = draw_uniforms(generator, batch, num_steps, device)
 
-    guided_steps = [i for i, s in enumerate(scales) if s != 1.0]
     last_guided = guided_steps[-1] if guided_steps else -1
     rows = 2 * batch if guided_steps else batch
     if cache_implementation == "static":

@@ -315,10 +315,9 @@ def _load_pipeline(path: str, device):
 def _reference(args, resolution: int):
     """(reference statistics or None, reference batches or None) from --reference."""
     import numpy as np
-    import torch
 
     from glotok_hf.evaluation.fid import load_reference_statistics
-    from glotok_hf.evaluation.sampling import load_samples_npz, process_state, shard_indices
+    from glotok_hf.evaluation.sampling import load_samples_npz, process_state, shard_indices, uint8_to_pixel_values
 
     path = Path(args.reference)
     if path.suffix == ".npz":
@@ -332,7 +331,7 @@ def _reference(args, resolution: int):
         state = process_state()
         mine = shard_indices(len(images), state.num_processes, state.process_index)
         batches = (
-            torch.from_numpy(images[i : min(i + args.batch_size, mine.stop)]).permute(0, 3, 1, 2).float() / 127.5 - 1
+            uint8_to_pixel_values(images[i : min(i + args.batch_size, mine.stop)])
             for i in range(mine.start, mine.stop, args.batch_size)
         )
         return None, batches

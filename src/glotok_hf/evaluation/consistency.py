@@ -17,6 +17,8 @@ import torch
 from torch import nn
 from torchmetrics.classification import MulticlassStatScores
 
+from .sampling import uint8_to_pixel_values
+
 
 class ClassConsistency(nn.Module):
     r"""
@@ -175,7 +177,7 @@ def class_consistency(
     if isinstance(images, np.ndarray):
         if images.dtype != np.uint8 or images.ndim != 4 or images.shape[-1] != 3:
             raise ValueError(f"numpy images must be uint8 (N, H, W, 3), got {images.dtype} {images.shape}.")
-        images = torch.from_numpy(images).permute(0, 3, 1, 2).float() / 127.5 - 1
+        images = uint8_to_pixel_values(images)
     labels = torch.as_tensor(np.asarray(labels)).long()
     metric = ClassConsistency(num_classes, classifier)
     for start in range(0, images.shape[0], batch_size):

@@ -73,7 +73,12 @@ class SampleBatch:
 
     def to_tensor(self) -> torch.Tensor:
         """The images as a float32 tensor `(B, 3, H, W)` in [-1, 1]."""
-        return torch.from_numpy(self.images).permute(0, 3, 1, 2).float() / 127.5 - 1
+        return uint8_to_pixel_values(self.images)
+
+
+def uint8_to_pixel_values(images: np.ndarray) -> torch.Tensor:
+    """uint8 `(B, H, W, 3)` images (an ADM `.npz`, [`images_to_uint8`]) -> float32 `(B, 3, H, W)` in [-1, 1]."""
+    return torch.from_numpy(images).permute(0, 3, 1, 2).float() / 127.5 - 1
 
 
 def images_to_uint8(images) -> np.ndarray:
@@ -277,6 +282,7 @@ __all__ = [
     "SampleBatch",
     "balanced_class_labels",
     "images_to_uint8",
+    "uint8_to_pixel_values",
     "iter_samples",
     "load_samples_npz",
     "process_state",
