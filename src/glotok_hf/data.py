@@ -117,18 +117,42 @@ class ImageTransform:
         return pil_to_tensor(image)
 
 
+def uint8_to_pixels(images: torch.Tensor | np.ndarray) -> torch.Tensor:
+    """uint8 values in [0, 255] -> float32 in [-1, 1], same layout. The one uint8 -> pixel conversion of glotok-hf."""
+    return torch.as_tensor(images).float() / 127.5 - 1.0
+
+
+def pixels_to_uint8(images: torch.Tensor) -> torch.Tensor:
+    """Float pixels in [-1, 1] (clamped) -> uint8 in [0, 255], rounded, same layout. The inverse of
+    [`uint8_to_pixels`] on uint8 values (exact round trip)."""
+    return ((images.detach().float().clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8)
+
+
 def pil_to_tensor(image: Image.Image) -> torch.Tensor:
     """RGB PIL image -> `(3, H, W)` float32 tensor in [-1, 1]."""
-    array = np.asarray(to_rgb(image), dtype=np.float32)
-    return torch.from_numpy(array).permute(2, 0, 1).contiguous() / 127.5 - 1.0
+    return uint8_to_pixels(np.asarray(to_rgb(image))).permute(2, 0, 1).contiguous()
 
 
 def tensor_to_pil(images: torch.Tensor) -> list[Image.Image]:
     """`(B, 3, H, W)` or `(3, H, W)` tensor in [-1, 1] -> list of RGB PIL images."""
     if images.ndim == 3:
         images = images[None]
-    array = ((images.detach().float().clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8)
-    return [Image.fromarray(a.permute(1, 2, 0).cpu().numpy()) for a in array]
+    return [Image.fromarray(a.permute(1, 2, 0).cpu().numpy()) for a in pixels_to_uint8(images)]
+
+
+def image_grid(images: list[Image.Image], cols: int, background: tuple[int, int, int] = (0, 0, 0)) -> Image.Image:
+    """Paste equally sized images row by row into a grid `cols` wide (the last row padded with `background`)."""
+    if not images:
+        raise ValueError("image_grid needs at least one image.")
+    width, height = images[0].size
+    if any(image.size != (width, height) for image in images):
+        raise ValueError(f"image_grid needs images of one size, got {sorted({image.size for image in images})}.")
+    cols = max(1, min(int(cols), len(images)))
+    rows = -(-len(images) // cols)
+    grid = Image.new("RGB", (cols * width, rows * height), background)
+    for i, image in enumerate(images):
+        grid.paste(image.convert("RGB"), (i % cols * width, i // cols * height))
+    return grid
 
 
 def _is_saved_dataset(path: Path) -> bool:

@@ -1,0 +1,59 @@
+# Copyright 2026 The glotok-hf authors. Licensed under the Apache License, Version 2.0.
+"""Small helpers with one home each: the integer check and the "local folder or Hub repo id" decision.
+
+This module is inlined into the Hub remote-code files (`glotok_hf.hub.bundle_module`), so it imports only the standard
+library.
+"""
+
+import numbers
+import os
+import re
+from pathlib import Path
+
+# A Hub repo id as glotok-hf takes it: `owner/name` of letters, digits, `-`, `_` and `.` (no leading/trailing `-`/`.`).
+_REPO_ID = re.compile(r"^[A-Za-z0-9](?:[\w.-]*[A-Za-z0-9])?/[A-Za-z0-9](?:[\w.-]*[A-Za-z0-9])?$")
+
+
+def is_int(value) -> bool:
+    """`True` for Python and numpy integers, `False` for `bool` (which subclasses `int`) and everything else."""
+    return isinstance(value, numbers.Integral) and not isinstance(value, bool)
+
+
+def is_hub_repo_id(source: str) -> bool:
+    """Whether `source` is shaped like a Hub repo id (`owner/name`) rather than a filesystem path."""
+    return bool(_REPO_ID.match(source)) and ".." not in source and not source.endswith((".json", ".safetensors"))
+
+
+def resolve_source(source: str | os.PathLike, what: str = "model") -> Path | str:
+    r"""
+    The one "local folder or Hub repo id" decision of glotok-hf: an existing local path is returned as a `Path`; a
+    string shaped like a Hub repo id (`owner/name`) whose first part is no existing local folder is returned as is,
+    for the Hub; anything else (a path that looks local, or whose parent folder exists, and does not exist) raises a
+    `FileNotFoundError` at once instead of a slow failing Hub request.
+
+    Args:
+        source (`str` or `os.PathLike`): what the user passed.
+        what (`str`, *optional*): how to name it in the error (`"--tokenizer"`, `"teacher codebook"`, ...).
+    """
+    text = os.fspath(source)
+    path = Path(text).expanduser()
+    if path.exists():
+        return path
+    looks_local = (
+        isinstance(source, os.PathLike)
+        or path.is_absolute()
+        or text.startswith((".", "~"))
+        or "\\" in text
+        or not is_hub_repo_id(text)
+        or (path.parent != Path(".") and path.parent.is_dir())
+    )
+    if looks_local:
+        parent = path.parent if path.parent.is_dir() else None
+        hint = f" (the folder {str(parent)!r} exists; check the name)" if parent not in (None, Path(".")) else ""
+        raise FileNotFoundError(
+            f"No such file or folder for {what}: {text!r}{hint}. A Hub repo id looks like owner/name."
+        )
+    return text
+
+
+__all__ = ["is_hub_repo_id", "is_int", "resolve_source"]
