@@ -282,8 +282,11 @@ __all__ = [
     "class_names",
     "collate_images",
     "decode_image",
+    "image_grid",
     "load_image_dataset",
     "pil_to_tensor",
+    "pixels_to_uint8",
     "tensor_to_pil",
     "to_rgb",
+    "uint8_to_pixels",
 ]
