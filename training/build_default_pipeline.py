@@ -14,7 +14,9 @@ Steps (each skipped when its output exists, so an interrupted build resumes):
 5. `tokenizer` `training/recipes/digits_tokenizer.json` (the full GloTok objective minus LPIPS: no VGG weights).
 6. `codes`     `glotok extract-codes` of the training split.
 7. `prior`     `training/recipes/digits_prior.json`; it also writes the assembled `GloTokPipeline`.
-8. `evaluate`  reconstruction metrics on the test split; 100 samples per class: class consistency, feature FID, time.
+8. `evaluate`  reconstruction metrics on the test split; 100 samples per class: class consistency, feature FID, and
+               `benchmarks/default_pipeline_checks.py`: the memorisation check (nearest training digit of every
+               sample vs of every test digit) and the real-vs-real FID floor at the same sample counts.
 9. `package`   copies the pipeline to `pipelines/glotok-digits` with its model card, sample grid and training log.
 """
 
@@ -74,7 +76,7 @@ STEPS = {
     "prior": (PRIOR / "pipeline" / "model_index.json", lambda: python(
         "training/train.py", "--config", "training/recipes/digits_prior.json",
         *(["--resume_from_checkpoint", "latest"] if PRIOR.exists() else []))),
-    "evaluate": (EVAL / "generation.json", lambda: evaluate()),
+    "evaluate": (EVAL / "checks.json", lambda: evaluate()),
 }  # fmt: skip
 
 
@@ -89,10 +91,12 @@ def evaluate() -> None:
            "--feature-net", "runs/digits_cnn/features.pt", "--reference", "data/digits", "--reference-split", "test",
            "--output", str(EVAL / "generation.json"), "--overwrite")  # fmt: skip
     (EVAL / "timing.json").write_text(json.dumps({"generation_eval_seconds": time.perf_counter() - start}))
+    python("benchmarks/default_pipeline_checks.py", "--pipeline", str(PRIOR / "pipeline"), "--data", "data/digits",
+           "--judge", "runs/digits_cnn", "--output", str(EVAL / "checks.json"))  # fmt: skip
 
 
 def seconds_per_image(pipeline, batch: int = 10, repeats: int = 3) -> float:
-    """Median wall time of one batched call, per image (CPU, this process's threads)."""
+    """Median wall-clock time of one batched call, per image (CPU, this process's threads)."""
     import torch
 
     times = []
@@ -122,7 +126,7 @@ def markdown_table(rows: list[dict]) -> str:
 
 def strip_remote_code(folder: Path) -> None:
     """The checkout always has `glotok_hf`, so the embedded tokenizer needs no copy of its modeling code (a copy would
-    drift from `src/`); the Hub layout (`save_pretrained(..., remote_code=True)`) writes it fresh when pushed."""
+    drift from `src/`); `push_to_hub` writes the remote-code layout fresh."""
     for module in folder.glob("*.py"):
         module.unlink()
     config = json.loads((folder / "config.json").read_text())
@@ -134,7 +138,8 @@ def package(overwrite: bool) -> None:
     import torch
 
     from glotok_hf import GloTokPipeline
-    from glotok_hf.hub import SAMPLE_GRID_FILE, image_grid, pipeline_model_card, save_model_card
+    from glotok_hf.data import image_grid
+    from glotok_hf.hub import SAMPLE_GRID_FILE, pipeline_model_card, save_model_card
 
     if TARGET.exists() and not overwrite:
         raise SystemExit(f"{TARGET} exists; pass --overwrite to replace it.")
@@ -144,20 +149,36 @@ def package(overwrite: bool) -> None:
     rec = json.loads((EVAL / "reconstruction.json").read_text())
     gen = json.loads((EVAL / "generation.json").read_text())
     judge = json.loads((RUNS / "digits_cnn" / "metrics.json").read_text())
+    checks = json.loads((EVAL / "checks.json").read_text())
+    memo, floor = checks["memorization"], checks["fid_real_vs_real"]
     per_image = seconds_per_image(pipeline)
     generators = [torch.Generator().manual_seed(i) for i in range(80)]
     images = pipeline([i // 8 for i in range(80)], generator=generators, output_type="pil").images
     grid = image_grid([im.resize((48, 48), resample=0) for im in images], cols=8)
     metrics = {
-        "class consistency (CNN judge, 1,000 samples, guidance 2.0)": f"{gen['class_consistency']['accuracy']:.3f}",
-        "judge accuracy on real test digits": f"{judge['test_accuracy']:.3f}",
+        "class consistency (CNN judge, 1,000 samples, guidance 2.0)": (
+            f"{gen['class_consistency']['accuracy']:.3f} (binomial s.e. {checks['class_consistency_binomial_se']:.3f})"
+        ),
+        "judge accuracy on real test / training digits": (
+            f"{judge['test_accuracy']:.3f} / {checks['judge_accuracy_train']:.3f}"
+        ),
+        "nearest training digit, L2 on [0, 1] pixels: median / 5th percentile, samples vs real test digits": (
+            f"{memo['samples']['median']:.2f} / {memo['samples']['p5']:.2f} vs "
+            f"{memo['held_out']['median']:.2f} / {memo['held_out']['p5']:.2f}"
+        ),
+        "samples that copy a training digit: exact / closer than any real test digit": (
+            f"{memo['samples']['exact_copy_fraction']:.1%} / {memo['samples']['near_copy_fraction']:.1%}"
+        ),
         "feature FID vs real test digits (CNN features)": f"{gen['gfid']:.2f}",
+        "FID floor: 1,000 real training vs the 500 test digits (median, range of 10 draws)": (
+            f"{floor['median']:.2f} ({floor['min']:.2f}-{floor['max']:.2f})"
+        ),
         "reconstruction PSNR (test split, dB)": f"{rec['psnr']:.2f}",
         "reconstruction SSIM (test split)": f"{rec['ssim']:.3f}",
         "semantic / visual codebook usage (test split)": (
             f"{rec['codebooks']['semantic']['usage']:.2f} / {rec['codebooks']['visual']['usage']:.2f}"
         ),
-        "CPU seconds per image (batch 10, 1 thread)": f"{per_image:.3f}",
+        "wall-clock seconds per image (CPU, batch 10, 1 thread)": f"{per_image:.3f}",
     }
     tok_log = training_summary(TOKENIZER, ["generator/reconstruction_loss", "generator/histogram_loss",
                                            "codebook/semantic_usage", "codebook/visual_usage"], every=500)  # fmt: skip
@@ -176,9 +197,24 @@ def package(overwrite: bool) -> None:
         training_data_license="BSD-3-Clause (OpenCV)",
         metrics=metrics,
         metrics_description=(
-            "Class consistency: accuracy of an independent CNN (a different architecture from the ViT teacher "
-            "backbone, trained only on real digits) on 100 samples per class with per-image seeds; FID in that CNN's "
-            "128-d feature space against the 500 real test digits (not comparable to Inception FIDs)."
+            "Class consistency: accuracy of a CNN judge (a different architecture from the ViT teacher backbone, "
+            "trained only on real digits: the same 4,500 training digits as this pipeline, so it would also accept "
+            "copies of them) on 100 samples per class, image i seeded i; the s.e. is binomial. Memorisation: L2 "
+            "distance over all pixel values (scaled to [0, 1], 3x24x24 values) from each of the 1,000 samples, and "
+            "from each of the 500 held-out test digits, to its nearest training digit; an exact copy has distance 0, "
+            "and 'closer than any real test digit' means below the smallest test-digit distance. Pixels rather "
+            "than the judge's features, because the judge is trained to put all digits of a class close together. "
+            "FID in the judge's 128-d feature space against the 500 real test digits (not comparable to Inception "
+            "FIDs); its floor is the FID of 1,000 real training digits (100 per class) against the same 500 test "
+            "digits, so an FID near the floor is as close to the test digits as real digits get at these counts. "
+            "Time: median wall-clock time of a batch of 10 on the 2-core CPU build machine. Recompute offline "
+            "(`training/prepare_offline_data.py` fetches OpenCV's `digits.png` through `apt-get download`):\n\n"
+            "```bash\npython training/prepare_offline_data.py digits --output data/digits\n"
+            "python training/train_image_classifier.py --arch cnn --dataset_name data/digits --output_dir "
+            "runs/digits_cnn --epochs 15\n"
+            "python benchmarks/default_pipeline_checks.py   # class consistency, judge accuracy, memorisation, FID\n"
+            "glotok eval reconstruction --model pipelines/glotok-digits/vqmodel --dataset-name data/digits "
+            "--split test --resolution 24 --uniformity-images 500 --output recon.json   # PSNR, SSIM, usage\n```"
         ),
         sample_grid_file=SAMPLE_GRID_FILE,
     )
