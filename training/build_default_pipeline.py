@@ -8,8 +8,8 @@ Steps (each skipped when its output exists, so an interrupted build resumes):
 
 1. `data`      OpenCV's 5,000 handwritten digits -> `data/digits` (train 4,500 / test 500).
 2. `backbone`  a small ViT trained on the digits: the teacher backbone (a stand-in for DINOv2; none can be downloaded).
-3. `judge`     a small CNN trained on the digits: the independent classifier of class consistency and the feature
-               network of a digits FID.
+3. `judge`     a small CNN trained on the training digits (the generator's 4,500): the classifier of class
+               consistency (a different architecture from the teacher) and the feature network of a digits FID.
 4. `teacher`   the teacher histogram: k-means (k = the semantic codebook size) of the ViT's layer-3 patch features.
 5. `tokenizer` `training/recipes/digits_tokenizer.json` (the full GloTok objective minus LPIPS: no VGG weights).
 6. `codes`     `glotok extract-codes` of the training split.
