@@ -8,19 +8,23 @@ remote code) and catches the libraries' own exceptions by type (safetensors' `Sa
 `pickle.UnpicklingError` of `torch.load(weights_only=True)`), and compares transformers' loading info afterwards.
 """
 
+from __future__ import annotations  # torch is imported on use: the CLI's --help must not wait for it
+
 import contextlib
 import json
 import os
 import pickle
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import torch
 from safetensors import SafetensorError, safe_open
 
 from .utils import resolve_source
 
+if TYPE_CHECKING:
+    import torch
+
 DEFAULT_PIPELINE_ENV = "GLOTOK_DEFAULT_PIPELINE"
-DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
 
 def embedded_pipeline_path() -> Path:
@@ -47,6 +51,8 @@ def _default_pipeline() -> Path:
 
 def resolve_device(device: str | torch.device | None) -> torch.device:
     """`None` -> CUDA when available, else CPU; otherwise the named device, which must exist."""
+    import torch
+
     if isinstance(device, torch.device):
         return device
     if device is None:
@@ -103,11 +109,6 @@ def load_pipeline(
     `trust_remote_code=True`, except the embedded default, which is part of this checkout (a folder named by
     `$GLOTOK_DEFAULT_PIPELINE` is not: it needs the flag like any other).
     """
-    from diffusers import DiffusionPipeline
-
-    from .pipeline_glotok import GloTokPipeline
-
-    device = resolve_device(device)
     if source is None:
         source = _default_pipeline()
         trust_remote_code = trust_remote_code or source.resolve() == embedded_pipeline_path()
@@ -115,6 +116,11 @@ def load_pipeline(
         source = resolve_source(source, "--pipeline")
         if isinstance(source, Path) and not (source / "model_index.json").is_file():
             raise FileNotFoundError(f"{source} is not a pipeline folder: it has no model_index.json.")
+    device = resolve_device(device)
+    from diffusers import DiffusionPipeline
+
+    from .pipeline_glotok import GloTokPipeline
+
     if isinstance(DiffusionPipeline.load_config(source).get("_class_name"), list) and not trust_remote_code:
         raise ValueError(
             f"{source} ships its own pipeline code (the Hub layout). Read it, then pass --trust-remote-code to run it."
@@ -184,7 +190,6 @@ def load_tokenizer(
 
 __all__ = [
     "DEFAULT_PIPELINE_ENV",
-    "DTYPES",
     "default_pipeline_path",
     "embedded_pipeline_path",
     "load_pipeline",

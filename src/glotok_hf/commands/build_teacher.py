@@ -93,6 +93,7 @@ def run(args) -> int:
     import torch
 
     from .. import teacher as teachers
+    from ..utils import resolve_source
 
     output = Path(args.output)
     if output.exists() and not args.overwrite:
@@ -105,11 +106,13 @@ def run(args) -> int:
         teacher = teachers.random_codebook_teacher(args.size, args.dim, seed=args.seed, device=args.device, **common)
     elif args.source == "codebook":
         _require(args, "codebook", "codebook")
+        resolve_source(args.codebook, "--codebook")  # a typo in a local path fails here, not after a Hub request
         teacher = teachers.teacher_from_codebook(
             args.codebook, key=args.key, branch=args.branch, device=args.device, **common
         )
     else:
         _require(args, "backbone", "model")
+        resolve_source(args.model, "--model")
         if (args.train_data_dir is None) == (args.dataset_name is None):
             raise ValueError("--source backbone needs exactly one of --train-data-dir or --dataset-name.")
         teacher = teachers.teacher_from_backbone(

@@ -228,6 +228,14 @@ def _load_dataset(data_dir=None, dataset_name=None, config_name=None, split="tra
     )
 
 
+def _local_folder(source: str, what: str, saved_by: str) -> Path:
+    """`source` as an existing local folder (evaluation downloads nothing)."""
+    path = Path(source).expanduser()
+    if not path.is_dir():
+        raise FileNotFoundError(f"{what} {path} is not a folder saved with {saved_by}.save_pretrained.")
+    return path
+
+
 def _positive(name: str, value) -> None:
     if value is not None and value < 1:
         raise ValueError(f"{name} must be a positive integer, got {value}.")
@@ -242,16 +250,14 @@ def run_reconstruction(args) -> int:
         raise ValueError(f"--uniformity-images must be >= 0, got {args.uniformity_images}.")
     import torch
 
-    from glotok_hf import GloTokModel
     from glotok_hf.evaluation.reconstruction import evaluate_reconstruction
     from glotok_hf.evaluation.sampling import process_state
+    from glotok_hf.loading import load_tokenizer
 
-    model_path = Path(args.model)
-    if not model_path.is_dir():
-        raise FileNotFoundError(f"--model {model_path} is not a folder saved with GloTokModel.save_pretrained.")
+    model_path = _local_folder(args.model, "--model", "GloTokModel")
     state = process_state()
     torch.manual_seed(args.seed)
-    model = GloTokModel.from_pretrained(model_path, subfolder=args.subfolder).to(state.device).eval()
+    model = load_tokenizer(model_path, subfolder=args.subfolder, device=state.device)
     resolution = args.resolution or model.config.sample_size
     dataset = _load_dataset(
         args.train_data_dir, args.dataset_name, args.dataset_config_name, args.split, args.image_column
@@ -301,17 +307,6 @@ def run_reconstruction(args) -> int:
 
 
 # ------------------------------------------------------------------------------------------------- generation
-def _load_pipeline(path: str, device):
-    folder = Path(path)
-    if not (folder / "model_index.json").is_file():
-        raise FileNotFoundError(f"--pipeline {folder} is not a pipeline folder (no model_index.json).")
-    from glotok_hf.pipeline_glotok import GloTokPipeline
-
-    pipeline = GloTokPipeline.from_pretrained(folder).to(device)
-    pipeline.set_progress_bar_config(disable=True)
-    return pipeline
-
-
 def _reference(args, resolution: int):
     """(reference statistics or None, reference batches or None) from --reference."""
     import numpy as np
@@ -357,9 +352,11 @@ def run_generation(args) -> int:
     from glotok_hf.evaluation.consistency import load_image_classifier
     from glotok_hf.evaluation.generation import evaluate_generation
     from glotok_hf.evaluation.sampling import balanced_class_labels, process_state
+    from glotok_hf.loading import load_pipeline
 
     state = process_state()
-    pipeline = _load_pipeline(args.pipeline, state.device)
+    pipeline = load_pipeline(_local_folder(args.pipeline, "--pipeline", "GloTokPipeline"), device=state.device)
+    pipeline.set_progress_bar_config(disable=True)
     resolution = pipeline.vqmodel.config.sample_size
     class_ids = args.num_classes if args.num_classes is not None else args.class_labels
     class_labels = balanced_class_labels(class_ids, args.images_per_class)
