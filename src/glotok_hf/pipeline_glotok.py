@@ -210,7 +210,7 @@ class GloTokPipeline(DiffusionPipeline):
                     f"class_labels given as an array must be a 1-d array of integer ids, got dtype {label.dtype} and "
                     f"shape {tuple(label.shape)}."
                 )
-            label = [int(x) for x in label.reshape(-1).tolist()]
+            label = label.tolist()
         if isinstance(label, (str, bytes)) or is_int(label):
             label = [label]
         if not isinstance(label, Sequence):
@@ -278,22 +278,11 @@ class GloTokPipeline(DiffusionPipeline):
 
     # ----------------------------------------------------------------------------------------------- call
     def check_inputs(
-        self,
-        class_labels,
-        num_images_per_label,
-        generator,
-        output_type,
-        callback_on_step_end_tensor_inputs,
-        guidance_scale,
-        guidance_schedule,
-        guidance_interval,
-        temperature,
-        top_k,
-        top_p,
+        self, class_labels, num_images_per_label, generator, output_type, callback_on_step_end_tensor_inputs, **options
     ) -> None:
         """Check every argument of `__call__` once, before anything runs: the labels, the counts, the output type,
-        the callback tensors, and (through `glotok_hf.sampling.check_sampling_inputs`) the sampling options, the
-        generators and the memory the batch needs. The sampler then trusts them."""
+        the callback tensors, and (through `glotok_hf.sampling.check_sampling_inputs`) the sampling `options`
+        (guidance, temperature, top-k/p), the generators and the memory the batch needs. The sampler trusts them."""
         num_labels = len(self.get_label_ids(class_labels))
         if not is_int(num_images_per_label) or num_images_per_label < 1:
             raise ValueError(f"num_images_per_label must be a positive int, got {num_images_per_label!r}.")
@@ -305,11 +294,11 @@ class GloTokPipeline(DiffusionPipeline):
                 f"callback_on_step_end_tensor_inputs may only name {self._callback_tensor_inputs}, got {unknown}."
             )
         grid = self.vqmodel.config.latent_grid_size
+        batch_size = num_labels * num_images_per_label
+        device = self._execution_device
         check_sampling_inputs(
-            self.prior, self.layout, num_labels * num_images_per_label, grid * grid, guidance_scale=guidance_scale,
-            guidance_schedule=guidance_schedule, guidance_interval=guidance_interval, temperature=temperature,
-            top_k=top_k, top_p=top_p, generator=generator, device=self._execution_device,
-        )  # fmt: skip
+            self.prior, self.layout, batch_size, grid * grid, generator=generator, device=device, **options
+        )
 
     @torch.no_grad()
     @replace_example_docstring(EXAMPLE_DOC_STRING)
@@ -374,15 +363,14 @@ class GloTokPipeline(DiffusionPipeline):
         """
         if isinstance(callback_on_step_end, (PipelineCallback, MultiPipelineCallbacks)):
             callback_on_step_end_tensor_inputs = callback_on_step_end.tensor_inputs
-        self.check_inputs(
-            class_labels, num_images_per_label, generator, output_type, callback_on_step_end_tensor_inputs,
-            guidance_scale, guidance_schedule, guidance_interval, temperature, top_k, top_p,
-        )  # fmt: skip
+        options = dict(guidance_scale=guidance_scale, guidance_schedule=guidance_schedule, top_k=top_k, top_p=top_p,
+                       guidance_interval=guidance_interval, temperature=temperature)  # fmt: skip
+        tensor_inputs = callback_on_step_end_tensor_inputs or []
+        self.check_inputs(class_labels, num_images_per_label, generator, output_type, tensor_inputs, **options)
         self._guidance_scale = guidance_scale
         grid = self.vqmodel.config.latent_grid_size
         self._num_timesteps = self.layout.num_image_tokens(grid * grid)
         labels = torch.tensor(self.get_label_ids(class_labels)).repeat_interleave(num_images_per_label)
-        tensor_inputs = callback_on_step_end_tensor_inputs or []
 
         with self.progress_bar(total=self._num_timesteps) as progress_bar:
 
@@ -393,12 +381,8 @@ class GloTokPipeline(DiffusionPipeline):
                 outputs = callback_on_step_end(self, step, step, {name: tokens.clone() for name in tensor_inputs})
                 return outputs.pop("latents", None)
 
-            tokens = sample_image_tokens(
-                self.prior, self.layout, labels, grid * grid, guidance_scale=guidance_scale,
-                guidance_schedule=guidance_schedule, guidance_interval=guidance_interval, temperature=temperature,
-                top_k=top_k, top_p=top_p, generator=generator, callback=on_step, device=self._execution_device,
-                validate=False,
-            )  # fmt: skip
+            tokens = sample_image_tokens(self.prior, self.layout, labels, grid * grid, generator=generator,
+                                         callback=on_step, device=self._execution_device, validate=False, **options)  # fmt: skip
         visual_indices, semantic_indices = self.layout.to_indices(tokens, grid=(grid, grid))
 
         images = None

@@ -21,7 +21,6 @@ before the semantic code of each position (the order FQGAN samples in). With a s
 import importlib
 import inspect
 import math
-import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
@@ -271,13 +270,6 @@ class TokenLayout:
     ) -> "TokenLayout":
         """The layout of a prior with `vocab_size` ids over a tokenizer with these codebook sizes; the number of
         classes is `vocab_size - V - S - 1`, checked against `num_labels` (the number of label names) when given."""
-        for name, value in (
-            ("vocab_size", vocab_size),
-            ("visual_codebook_size", visual_codebook_size),
-            ("semantic_codebook_size", semantic_codebook_size),
-        ):
-            if not is_int(value) or value < 0:
-                raise ValueError(f"{name} must be an int >= 0, got {value!r}.")
         codes = visual_codebook_size + semantic_codebook_size
         num_classes = vocab_size - codes - 1
         if num_classes < 1:
@@ -401,10 +393,7 @@ def available_memory_bytes(device: torch.device | str) -> int | None:
         try:  # psutil comes with accelerate; imported by name so remote-code loaders do not ask for it
             return importlib.import_module("psutil").virtual_memory().available
         except ImportError:
-            try:
-                return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
-            except (AttributeError, ValueError, OSError):
-                return None
+            return None
     return None
 
 
@@ -474,7 +463,9 @@ def check_sampling_inputs(
     if top_p is not None and (not _is_real(top_p) or not 0 < top_p <= 1):
         raise ValueError(f"top_p must be None or a float in (0, 1] (1 or None disables it), got {top_p!r}.")
     many = isinstance(generator, (list, tuple))
-    if not all(isinstance(g, torch.Generator) for g in (generator if many else [] if generator is None else [generator])):
+    if not all(
+        isinstance(g, torch.Generator) for g in (generator if many else [] if generator is None else [generator])
+    ):
         raise TypeError(
             f"generator must be a torch.Generator, a list of them (one per image), or None; got {generator!r}."
         )
