@@ -32,9 +32,15 @@ def embedded_pipeline_path() -> Path:
     return Path(__file__).resolve().parents[2] / "pipelines" / "glotok-digits"
 
 
+def default_pipeline_path() -> Path:
+    """`$GLOTOK_DEFAULT_PIPELINE` if set, else [`embedded_pipeline_path`]."""
+    if os.environ.get(DEFAULT_PIPELINE_ENV):
+        return Path(os.environ[DEFAULT_PIPELINE_ENV]).expanduser()
+    return embedded_pipeline_path()
+
+
 def _default_pipeline() -> Path:
-    """`$GLOTOK_DEFAULT_PIPELINE` if set, else [`embedded_pipeline_path`]; it must hold a pipeline."""
-    path = Path(os.environ.get(DEFAULT_PIPELINE_ENV) or embedded_pipeline_path()).expanduser()
+    path = default_pipeline_path()
     if not (path / "model_index.json").is_file():
         raise FileNotFoundError(
             f"No default pipeline at {path} (it ships with the glotok-hf source checkout). Pass --pipeline with a "
@@ -184,6 +190,7 @@ def load_tokenizer(
 
 __all__ = [
     "DEFAULT_PIPELINE_ENV",
+    "default_pipeline_path",
     "embedded_pipeline_path",
     "load_pipeline",
     "load_tokenizer",
