@@ -1,6 +1,7 @@
 """Hub export of GloTokPipeline: module bundling, the remote-code layout, push through a loopback fake Hub, loading
 without glotok_hf in a child process, and model cards."""
 
+import inspect
 import json
 import re
 import subprocess
@@ -319,3 +320,16 @@ def test_no_import_cycle_inside_glotok_hf():
 
     for name in graph:
         visit(name, [])
+
+
+def test_push_to_hub_has_diffusers_signature_and_a_subfolder(pipe, fake_hub):
+    from diffusers import DiffusionPipeline
+
+    assert inspect.signature(type(pipe).push_to_hub).parameters.keys() == (
+        inspect.signature(DiffusionPipeline.push_to_hub).parameters.keys()
+    )
+    pipe.push_to_hub("tester/nested", subfolder="v1")
+    files = fake_hub.files("tester/nested")
+    assert {"v1/model_index.json", "v1/pipeline_glotok.py", "v1/vqmodel/modeling_glotok.py", "v1/README.md"} <= set(
+        files
+    )
