@@ -387,7 +387,12 @@ class GloTokPipeline(DiffusionPipeline):
 
         images = None
         if output_type != "latent":
-            images = self.decode_indices(visual_indices=visual_indices, semantic_indices=semantic_indices)
+            hook = getattr(self.vqmodel, "_hf_hook", None)  # model CPU offload: decode is no forward, so load it here
+            if hook is not None and hasattr(hook, "pre_forward"):
+                hook.pre_forward(self.vqmodel)
+            # The tokens come from the sampler in the layout's ranges (`to_indices` checked edited ones): no re-check.
+            codes = {"semantic_indices": semantic_indices, "visual_indices": visual_indices}
+            images = self.vqmodel.decode(**codes, return_dict=True, validate=False).sample
             images = self.image_processor.postprocess(images, output_type=output_type)
         self.maybe_free_model_hooks()
 
@@ -424,19 +429,6 @@ class GloTokPipeline(DiffusionPipeline):
             self, repo_id, commit_message=commit_message, private=private, token=token, create_pr=create_pr,
             safe_serialization=safe_serialization, variant=variant, subfolder=subfolder,
         )  # fmt: skip
-
-    def decode_indices(
-        self, visual_indices: torch.LongTensor | None = None, semantic_indices: torch.LongTensor | None = None
-    ) -> torch.Tensor:
-        """Index grids `(B, h, w)` -> images `(B, 3, H, W)` in [-1, 1] (unclamped), in the vqmodel's dtype."""
-        vqmodel = self.vqmodel
-        hook = getattr(vqmodel, "_hf_hook", None)
-        if hook is not None and hasattr(hook, "pre_forward"):  # model CPU offload: load the decoder onto the device
-            hook.pre_forward(vqmodel)
-        # The tokens come from the sampler in the layout's ranges (and `to_indices` checked edited ones): no re-check.
-        return vqmodel.decode(
-            semantic_indices=semantic_indices, visual_indices=visual_indices, return_dict=True, validate=False
-        ).sample
 
 
 __all__ = ["GloTokPipeline", "GloTokPipelineOutput"]

@@ -128,7 +128,8 @@ class TokenLayout:
 
     def num_image_tokens(self, num_positions: int) -> int:
         """Image tokens of an image with `num_positions` grid positions (class token excluded)."""
-        self._check_num_positions(num_positions)
+        if not is_int(num_positions) or num_positions < 1:
+            raise ValueError(f"num_positions must be a positive int, got {num_positions!r}.")
         return num_positions * self.tokens_per_position
 
     def sequence_length(self, num_positions: int) -> int:
@@ -140,10 +141,6 @@ class TokenLayout:
         if not is_int(step) or step < 0:
             raise ValueError(f"step must be an int >= 0, got {step!r}.")
         return self.code_ranges[step % self.tokens_per_position]
-
-    def _check_num_positions(self, num_positions) -> None:
-        if not is_int(num_positions) or num_positions < 1:
-            raise ValueError(f"num_positions must be a positive int, got {num_positions!r}.")
 
     # ------------------------------------------------------------------------------------------- classes
     def class_token_ids(self, labels: torch.Tensor | Sequence[int] | int) -> torch.LongTensor:
@@ -365,7 +362,6 @@ def sample_from_logits(logits: torch.Tensor, uniforms: torch.Tensor) -> torch.Lo
     return torch.where(snapped >= 0, snapped, first_positive).squeeze(-1)
 
 
-@torch.no_grad()
 def sampling_memory_bytes(
     prior: torch.nn.Module, layout: TokenLayout, batch_size: int, num_positions: int, guided: bool = True
 ) -> int:
@@ -597,7 +593,7 @@ def sample_image_tokens(
         (guided_steps or [-1])[-1],
         bool(guided_steps),
     )  # paired: the null-class rows are in the batch
-    config, keyword = prior.config, cache_keyword(prior)
+    config, keyword, ranges = prior.config, cache_keyword(prior), layout.code_ranges
 
     # sequences[:, 0] is the class token; sequences[:, 1 + i] the i-th image token. Logits processors see the prefix.
     sequences = torch.empty(batch, 1 + num_steps, dtype=torch.long, device=device)
@@ -616,7 +612,7 @@ def sample_image_tokens(
     cache, inputs = restart(1)
     for step in range(num_steps):
         logits = prior(input_ids=inputs, use_cache=True, **{keyword: cache}).logits[:, -1]
-        lo, hi = layout.code_ranges[step % per_position]
+        lo, hi = ranges[step % per_position]
         logits = logits[:, lo:hi].float()
         if paired:
             cond, uncond = logits[:batch], logits[batch:]
