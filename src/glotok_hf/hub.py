@@ -164,9 +164,8 @@ def save_remote_code_pipeline(
 
 def _update_json(path: Path, **changes) -> None:
     """Set (or, for `None`, remove) top-level keys of a JSON file."""
-    data = json.loads(path.read_text(encoding="utf-8"))
-    data.update(changes)
-    data = {key: value for key, value in data.items() if value is not None}
+    data = {**json.loads(path.read_text(encoding="utf-8")), **changes}
+    data = {key: value for key, value in data.items() if key not in changes or value is not None}
     path.write_text(json.dumps(data, indent=2, sort_keys=True) + "\n", encoding="utf-8")
 
 
