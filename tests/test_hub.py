@@ -106,6 +106,9 @@ def test_remote_code_layout(pipe, tmp_path):
         "AutoConfig": "modeling_glotok.GloTokConfig",
         "AutoModel": "modeling_glotok.GloTokModel",
     }
+    pipe.save_pretrained(tmp_path / "plain")
+    plain = json.loads((tmp_path / "plain" / "vqmodel" / "config.json").read_text())
+    assert {k: v for k, v in config.items() if k != "auto_map"} == {k: v for k, v in plain.items() if k != "auto_map"}
     assert (tmp_path / "pipeline_glotok.py").is_file() and (tmp_path / "README.md").is_file()
     assert not (tmp_path / SAMPLE_GRID_FILE).exists() and "_name_or_path" not in index
     with pytest.raises(ValueError, match="sample_grid must be a PIL image, 'generate' or None"):
