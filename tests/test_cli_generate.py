@@ -260,3 +260,12 @@ def test_bfloat16_weights(pipeline_dir, image_files, tmp_path, capsys):
     assert glotok("reconstruct", image_files[0], "--model", pipeline_dir, "--dtype", "bfloat16",
                   "--output", tmp_path / "r.png") == 0  # fmt: skip
     assert "rgb.png: PSNR" in capsys.readouterr().out
+
+
+def test_an_unknown_hub_pipeline_is_one_clear_line(fake_hub, tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    assert glotok("generate", "--pipeline", "tester/no-such-pipeline", "--class-labels", 0, "--output", "g.png") == 2
+    err = capsys.readouterr().err
+    line = [x for x in err.splitlines() if x.startswith("glotok generate: error: ")]
+    assert len(line) == 1 and "tester/no-such-pipeline" in line[0], err
+    assert "stacktrace" not in err and "Traceback" not in err
