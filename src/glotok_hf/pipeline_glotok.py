@@ -381,8 +381,9 @@ class GloTokPipeline(DiffusionPipeline):
                 outputs = callback_on_step_end(self, step, step, {name: tokens.clone() for name in tensor_inputs})
                 return outputs.pop("latents", None)
 
+            device = self._execution_device
             tokens = sample_image_tokens(self.prior, self.layout, labels, grid * grid, generator=generator,
-                                         callback=on_step, device=self._execution_device, validate=False, **options)  # fmt: skip
+                                         callback=on_step, device=device, validate=False, **options)  # fmt: skip
         visual_indices, semantic_indices = self.layout.to_indices(tokens, grid=(grid, grid))
 
         images = None
