@@ -34,9 +34,8 @@ from train_utils import (
     tiny_tokenizer_args,
 )
 
-from glotok_hf import GloTokModel
 from glotok_hf.cli import main
-from glotok_hf.loading import load_pipeline
+from glotok_hf.loading import load_pipeline, load_tokenizer
 from glotok_hf.pipeline_glotok import GloTokPipeline
 from glotok_hf.teacher import uniform_teacher
 
@@ -152,11 +151,14 @@ class Case:
 
 
 def model_case(id, error, match, damage):
+    """A damaged copy of a saved model, loaded through `glotok_hf.loading` (what the CLI uses): transformers'
+    `from_pretrained` keeps its own behaviour; the loading layer names the problem."""
+
     def run(a, tmp, guard):
         folder = copy(a.model, tmp / "model")
         damage(folder)
         guard(folder)
-        GloTokModel.from_pretrained(folder)
+        load_tokenizer(folder, device="cpu")
 
     return Case(id, error, match, run)
 
@@ -188,15 +190,17 @@ CASES = [
                lambda f: edit_config(f, codebook_dim="4")),
     model_case("model/config-not-json", OSError, "not a valid JSON file",
                lambda f: (f / "config.json").write_text("{codebook_dim: 4")),
-    model_case("model/weights-truncated", OSError, "truncated or corrupted",
+    model_case("model/weights-truncated", OSError, r"model/model.safetensors: truncated or corrupted",
                lambda f: truncate(f / "model.safetensors")),
     model_case("model/weights-corrupted", OSError, "truncated or corrupted",
                lambda f: scramble_header(f / "model.safetensors")),
     model_case("model/no-weights", OSError, "no file named model.safetensors",
                lambda f: (f / "model.safetensors").unlink()),
     model_case("model/no-config", FileNotFoundError, "has no config.json", lambda f: (f / "config.json").unlink()),
-    call("model/another-models-folder", ValueError, "hold none of the",
-         lambda a, t, g: GloTokModel.from_pretrained(g(a.pipeline / "prior"))),
+    call("model/another-models-folder", ValueError, "is not a GloTok tokenizer folder .*model_type 'llama'",
+         lambda a, t, g: load_tokenizer(g(a.pipeline / "prior"), device="cpu")),
+    model_case("model/no-weights-of-this-model", ValueError, "hold none of the",
+               lambda f: save_file({"other.weight": torch.zeros(1)}, str(f / "model.safetensors"))),
     # ---- the pipeline
     call("pipeline/tokenizer-and-prior-disagree", ValueError, "The prior does not fit the tokenizer",
          lambda a, t, g: GloTokPipeline(a.pipe.vqmodel, tiny_prior(tiny_glotok_config(visual_codebook_size=8), 3))),
@@ -216,11 +220,11 @@ CASES = [
     call("pipeline/output-type", ValueError, "output_type must be one of",
          lambda a, t, g: a.pipe(0, output_type="jpg")),
     call("pipeline/float-label", TypeError, "class_labels must be an int, a label name", lambda a, t, g: a.pipe(1.5)),
-    call("pipeline/truncated-prior-weights", OSError, "truncated or corrupted",
+    call("pipeline/truncated-prior-weights", OSError, r"prior/model.safetensors: truncated or corrupted",
          lambda a, t, g: load_pipeline(g(damaged(copy(a.pipeline, t / "p"), "prior/model.safetensors")),
                                        device="cpu")),
     # ---- the command line
-    cli("glotok/generate-missing-pipeline", FileNotFoundError, "is neither an existing folder nor a Hub repo id",
+    cli("glotok/generate-missing-pipeline", FileNotFoundError, "No such file or folder for --pipeline",
         lambda a, t, g: ["generate", "--pipeline", t / "nope", "--class-labels", 0, "--output", t / "g.png"]),
     cli("glotok/generate-existing-output", FileExistsError, "already exists; pass --overwrite",
         lambda a, t, g: ["generate", "--pipeline", a.pipeline, "--class-labels", 0, "--output", cli_output(t, g)]),
@@ -238,10 +242,13 @@ CASES = [
     cli("glotok/reconstruct-existing-output", FileExistsError, "already exists; pass --overwrite",
         lambda a, t, g: ["reconstruct", a.images / "cat" / "0_000.png", "--model", a.model, "--output",
                          cli_output(t, g)]),
+    cli("glotok/reconstruct-mistyped-model", FileNotFoundError, "the folder .* exists; check the name",
+        lambda a, t, g: ["reconstruct", a.images / "cat" / "0_000.png", "--model", a.model.parent / "modle",
+                         "--output", t / "r.png"]),
     cli("glotok/reconstruct-another-models-folder", ValueError, "is not a GloTok tokenizer folder",
         lambda a, t, g: ["reconstruct", a.images / "cat" / "0_000.png", "--model", a.pipeline / "prior", "--output",
                          t / "r.png"]),
-    cli("glotok/extract-codes-missing-tokenizer", FileNotFoundError, "does not exist",
+    cli("glotok/extract-codes-missing-tokenizer", FileNotFoundError, "No such file or folder for --tokenizer",
         lambda a, t, g: ["extract-codes", "--tokenizer", t / "nope", "--train-data-dir", a.images, "--output-dir",
                          t / "codes"]),
     cli("glotok/extract-codes-occupied-output-dir", FileExistsError, "neither empty nor an unfinished code extraction",
@@ -249,7 +256,7 @@ CASES = [
                          cli_output(t, g, "codes/notes.txt").parent, "--num-workers", 0]),
     cli("glotok/build-teacher-existing-output", FileExistsError, "already exists; pass --overwrite",
         lambda a, t, g: ["build-teacher", "--source", "uniform", "--output", cli_output(t, g, "t.safetensors")]),
-    cli("glotok/build-teacher-missing-codebook", FileNotFoundError, "does not exist",
+    cli("glotok/build-teacher-missing-codebook", FileNotFoundError, "No such file or folder for --codebook",
         lambda a, t, g: ["build-teacher", "--source", "codebook", "--codebook", t / "nope", "--output",
                          t / "t.safetensors"]),
     cli("glotok/eval-missing-model", FileNotFoundError, "is not a folder saved with GloTokModel.save_pretrained",

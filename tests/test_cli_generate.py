@@ -1,16 +1,19 @@
 """`glotok generate` and `glotok reconstruct` end to end (in process, through `glotok_hf.cli.main`): files written,
 their content, never overwriting, the default pipeline, remote-code pipelines, help texts and error messages."""
 
+import subprocess
+
 import numpy as np
 import pytest
 import torch
-from conftest import dummy_images
+from conftest import PYTHON, dummy_images
 from PIL import Image
 from pipeline_utils import generators, single_thread, tiny_pipeline  # noqa: F401
 from torchmetrics.functional.image import peak_signal_noise_ratio
 
 from glotok_hf.cli import main
 from glotok_hf.data import pil_to_tensor, tensor_to_pil
+from glotok_hf.hub import save_remote_code_pipeline
 from glotok_hf.loading import DEFAULT_PIPELINE_ENV
 
 pytestmark = pytest.mark.usefixtures("single_thread")
@@ -100,7 +103,7 @@ def test_default_pipeline_comes_from_the_environment(pipeline_dir, tmp_path, mon
 
 def test_remote_code_pipeline_needs_trust_remote_code(pipe, tmp_path, capsys):
     folder = tmp_path / "hub-layout"
-    pipe.save_pretrained(folder, remote_code=True, sample_grid=None)
+    save_remote_code_pipeline(pipe, folder, sample_grid=None)
     args = ["generate", "--pipeline", folder, "--class-labels", 2, "--seed", 0]
     assert glotok(*args, "--output", tmp_path / "a.png") == 2
     assert "pass --trust-remote-code" in capsys.readouterr().err
@@ -165,6 +168,25 @@ def test_top_level_help_lists_the_commands(capsys):
         glotok("--help")
     out = capsys.readouterr().out
     assert "generate" in out and "reconstruct" in out
+
+
+def test_help_imports_no_pipeline_or_data_stack(subprocess_env):
+    """The commands import diffusers, datasets and torchmetrics when they run, not to print their help."""
+    code = (
+        "import sys; from glotok_hf.cli import build_parser; build_parser(); print(sorted("
+        + "m for m in ('diffusers', 'datasets', 'torchmetrics', 'glotok_hf.pipeline_glotok') if m in sys.modules))"
+    )
+    proc = subprocess.run([PYTHON, "-c", code], capture_output=True, text=True, env=subprocess_env, timeout=120)
+    assert proc.returncode == 0 and proc.stdout.strip() == "[]", proc.stdout + proc.stderr
+
+
+@pytest.mark.parametrize("source", ["{tmp}/no-such-pipeline", "./no-such-pipeline", "{tmp}"])
+def test_a_mistyped_pipeline_path_fails_at_once(source, tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    assert glotok("generate", "--pipeline", source.format(tmp=tmp_path), "--class-labels", 0, "--output", "g.png") == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "stacktrace" not in err and "Traceback" not in err
+    assert "No such file or folder for --pipeline" in err or "has no model_index.json" in err
 
 
 # ---------------------------------------------------------------------------------------------- reconstruct
@@ -238,3 +260,12 @@ def test_bfloat16_weights(pipeline_dir, image_files, tmp_path, capsys):
     assert glotok("reconstruct", image_files[0], "--model", pipeline_dir, "--dtype", "bfloat16",
                   "--output", tmp_path / "r.png") == 0  # fmt: skip
     assert "rgb.png: PSNR" in capsys.readouterr().out
+
+
+def test_an_unknown_hub_pipeline_is_one_clear_line(fake_hub, tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    assert glotok("generate", "--pipeline", "tester/no-such-pipeline", "--class-labels", 0, "--output", "g.png") == 2
+    err = capsys.readouterr().err
+    line = [x for x in err.splitlines() if x.startswith("glotok generate: error: ")]
+    assert len(line) == 1 and "tester/no-such-pipeline" in line[0], err
+    assert "stacktrace" not in err and "Traceback" not in err

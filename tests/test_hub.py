@@ -1,6 +1,7 @@
 """Hub export of GloTokPipeline: module bundling, the remote-code layout, push through a loopback fake Hub, loading
 without glotok_hf in a child process, and model cards."""
 
+import inspect
 import json
 import re
 import subprocess
@@ -19,11 +20,11 @@ import glotok_hf.pipeline_glotok
 from glotok_hf.hub import (
     SAMPLE_GRID_FILE,
     bundle_module,
-    export_remote_code,
-    image_grid,
     model_card,
     pipeline_model_card,
+    push_pipeline_to_hub,
     save_model_card,
+    save_remote_code_pipeline,
 )
 
 LABELS = ["seven", 0, "one"]
@@ -92,7 +93,7 @@ def test_plain_save_names_the_package_and_writes_no_card(pipe, tmp_path):
 
 
 def test_remote_code_layout(pipe, tmp_path):
-    pipe.save_pretrained(tmp_path, remote_code=True, sample_grid=None)
+    save_remote_code_pipeline(pipe, tmp_path, sample_grid=None)
     index = json.loads((tmp_path / "model_index.json").read_text())
     assert index["_class_name"] == ["pipeline_glotok", "GloTokPipeline"]
     assert index["vqmodel"] == ["modeling_glotok", "GloTokModel"]
@@ -105,21 +106,18 @@ def test_remote_code_layout(pipe, tmp_path):
         "AutoConfig": "modeling_glotok.GloTokConfig",
         "AutoModel": "modeling_glotok.GloTokModel",
     }
+    pipe.save_pretrained(tmp_path / "plain")
+    plain = json.loads((tmp_path / "plain" / "vqmodel" / "config.json").read_text())
+    assert {k: v for k, v in config.items() if k != "auto_map"} == {k: v for k, v in plain.items() if k != "auto_map"}
     assert (tmp_path / "pipeline_glotok.py").is_file() and (tmp_path / "README.md").is_file()
-    assert not (tmp_path / SAMPLE_GRID_FILE).exists()
-
-
-def test_export_remote_code_rejects_a_folder_that_is_not_a_pipeline(tmp_path):
-    with pytest.raises(FileNotFoundError, match="no model_index.json"):
-        export_remote_code(tmp_path)
-    (tmp_path / "model_index.json").write_text('{"_class_name": "GloTokPipeline"}')
-    with pytest.raises(ValueError, match="lacks the 'vqmodel' component"):
-        export_remote_code(tmp_path)
+    assert not (tmp_path / SAMPLE_GRID_FILE).exists() and "_name_or_path" not in index
+    with pytest.raises(ValueError, match="sample_grid must be a PIL image, 'generate' or None"):
+        save_remote_code_pipeline(pipe, tmp_path / "other", sample_grid="png")
 
 
 def test_remote_code_save_keeps_an_existing_readme(pipe, tmp_path):
     (tmp_path / "README.md").write_text("my own notes")
-    pipe.save_pretrained(tmp_path, remote_code=True, sample_grid=None)
+    save_remote_code_pipeline(pipe, tmp_path, sample_grid=None)
     assert (tmp_path / "README.md").read_text() == "my own notes"
 
 
@@ -152,9 +150,9 @@ def test_push_to_hub_then_load_without_the_package(pipe, tmp_path, fake_hub, sub
     reference = reference_images(pipe)
     torch.save({"images": reference}, tmp_path / "reference.pt")
     local = tmp_path / "exported"
-    pipe.save_pretrained(local, remote_code=True, sample_grid=None)
+    save_remote_code_pipeline(pipe, local, sample_grid=None)
 
-    url = pipe.push_to_hub("tester/glotok-tiny", card_kwargs={"training_data": "Tiny random weights."})
+    url = pipe.push_to_hub("tester/glotok-tiny")  # diffusers' signature, the remote-code layout
     assert "tester/glotok-tiny" in url
     files = fake_hub.files("tester/glotok-tiny")
     assert sorted(files) == [
@@ -166,6 +164,7 @@ def test_push_to_hub_then_load_without_the_package(pipe, tmp_path, fake_hub, sub
     assert files["pipeline_glotok.py"] == (local / "pipeline_glotok.py").read_bytes()
     card = files["README.md"].decode()
     assert 'DiffusionPipeline.from_pretrained("tester/glotok-tiny", trust_remote_code=True)' in card
+    assert f"![Samples]({SAMPLE_GRID_FILE})" in card
     assert fake_hub.token_leaks() == []
 
     env = fake_hub.env(subprocess_env)
@@ -187,27 +186,29 @@ def test_push_to_hub_then_load_without_the_package(pipe, tmp_path, fake_hub, sub
 
 def test_push_keeps_the_repo_card_unless_one_is_given(pipe, fake_hub):
     fake_hub.upload("tester/kept", {"README.md": "hand-written card"})
-    pipe.push_to_hub("tester/kept", sample_grid=None)
+    pipe.push_to_hub("tester/kept", commit_message="first")
     files = fake_hub.files("tester/kept")
     assert files["README.md"] == b"hand-written card" and "model_index.json" in files
-    pipe.push_to_hub("tester/kept", model_card=ModelCard("---\nlicense: mit\n---\nnew card"))
+    assert fake_hub.commits("tester/kept")[-1] == "first"
+    push_pipeline_to_hub(pipe, "tester/kept", model_card=ModelCard("---\nlicense: mit\n---\nnew card"))
     assert fake_hub.files("tester/kept")["README.md"].decode().endswith("new card")
     assert fake_hub.commits("tester/kept")[-1] == "Upload GloTokPipeline"
 
 
-def test_save_pretrained_with_push_to_hub_uploads_the_folder(pipe, tmp_path, fake_hub):
-    folder = tmp_path / "glotok-pushed"
-    pipe.save_pretrained(folder, push_to_hub=True, sample_grid=None, commit_message="first")
-    files = fake_hub.files("tester/glotok-pushed")
-    assert "pipeline_glotok.py" in files and (folder / "pipeline_glotok.py").is_file()
-    assert fake_hub.commits("tester/glotok-pushed")[-1] == "first"
+def test_push_fills_the_card_from_card_kwargs(pipe, fake_hub):
+    push_pipeline_to_hub(
+        pipe, "tester/carded", card_kwargs={"training_data": "Tiny random weights."}, sample_grid=None
+    )
+    card = fake_hub.files("tester/carded")["README.md"].decode()
+    assert "Tiny random weights." in card and 'from_pretrained("tester/carded"' in card
+    assert SAMPLE_GRID_FILE not in fake_hub.files("tester/carded")
 
 
 # -------------------------------------------------------------------------------------------------- model cards
 def test_pipeline_model_card_content(pipe, tmp_path):
-    pipe.save_pretrained(
+    save_remote_code_pipeline(
+        pipe,
         tmp_path,
-        remote_code=True,
         card_kwargs={
             "repo_id": "org/glotok-digits",
             "training_data": "OpenCV's 5,000 handwritten digits (20x20, upscaled).",
@@ -274,7 +275,11 @@ def test_pipeline_model_card_uses_the_pipeline_labels(pipe):
     assert "| 1 | one |" in card.text and 'from_pretrained("x/y"' in card.text
 
 
-def test_image_grid_pads_the_last_row_and_checks_sizes():
+def test_the_card_grid_comes_from_data_image_grid():
+    """The sample grid uses the one image grid, `glotok_hf.data.image_grid` (its test lives here until test_data has
+    one): it pads the last row and checks sizes."""
+    from glotok_hf.data import image_grid
+
     red, blue = Image.new("RGB", (2, 2), (255, 0, 0)), Image.new("RGB", (2, 2), (0, 0, 255))
     grid = image_grid([red, blue, red], cols=2)
     assert grid.size == (4, 4) and grid.getpixel((2, 0)) == (0, 0, 255) and grid.getpixel((2, 2)) == (0, 0, 0)
@@ -282,3 +287,52 @@ def test_image_grid_pads_the_last_row_and_checks_sizes():
         image_grid([red, Image.new("RGB", (3, 2))], cols=2)
     with pytest.raises(ValueError, match="at least one image"):
         image_grid([], cols=1)
+
+
+def test_no_import_cycle_inside_glotok_hf():
+    """`hub` is one-way (it takes a pipeline object, never imports the pipeline module) and no import chain inside
+    glotok_hf, lazy imports inside functions included, comes back to where it started."""
+    import ast
+    from pathlib import Path
+
+    import glotok_hf
+
+    root = Path(glotok_hf.__file__).parent
+    names = {p: ".".join(("glotok_hf", *p.relative_to(root).with_suffix("").parts)) for p in root.rglob("*.py")}
+    names = {p: n.removesuffix(".__init__") for p, n in names.items()}
+    graph = {}
+    for path, name in names.items():
+        package = name if path.name == "__init__.py" else name.rpartition(".")[0]
+        targets = set()
+        for node in ast.walk(ast.parse(path.read_text())):  # imports inside functions too
+            if isinstance(node, ast.ImportFrom):
+                base = node.module or ""
+                if node.level:
+                    base = ".".join([*package.split(".")[: len(package.split(".")) - node.level + 1], base]).strip(".")
+                targets |= {base} | {f"{base}.{alias.name}" for alias in node.names}
+            elif isinstance(node, ast.Import):
+                targets |= {alias.name for alias in node.names}
+        # Importing the package itself (`from . import teacher`) only runs its __init__: not an edge.
+        graph[name] = {t for t in targets if t in names.values()} - {name, "glotok_hf"}
+    assert "glotok_hf.pipeline_glotok" not in graph["glotok_hf.hub"]
+
+    def visit(name, stack):
+        assert name not in stack, " -> ".join([*stack, name])
+        for target in graph.get(name, ()):
+            visit(target, [*stack, name])
+
+    for name in graph:
+        visit(name, [])
+
+
+def test_push_to_hub_has_diffusers_signature_and_a_subfolder(pipe, fake_hub):
+    from diffusers import DiffusionPipeline
+
+    assert inspect.signature(type(pipe).push_to_hub).parameters.keys() == (
+        inspect.signature(DiffusionPipeline.push_to_hub).parameters.keys()
+    )
+    pipe.push_to_hub("tester/nested", subfolder="v1")
+    files = fake_hub.files("tester/nested")
+    assert {"v1/model_index.json", "v1/pipeline_glotok.py", "v1/vqmodel/modeling_glotok.py", "v1/README.md"} <= set(
+        files
+    )

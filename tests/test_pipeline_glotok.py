@@ -249,9 +249,68 @@ def test_callback_on_step_end_runs_once_per_token(pipe):
 
 
 def test_callback_tensor_inputs_are_checked(pipe):
-    assert GloTokPipeline._callback_tensor_inputs == []
+    assert GloTokPipeline._callback_tensor_inputs == ["latents"]
     with pytest.raises(ValueError, match="callback_on_step_end_tensor_inputs may only name"):
-        run(pipe, [0], [0], callback_on_step_end=lambda *a: {}, callback_on_step_end_tensor_inputs=["latents"])
+        run(pipe, [0], [0], callback_on_step_end=lambda *a: {}, callback_on_step_end_tensor_inputs=["noise"])
+
+
+def test_callback_reads_the_tokens_sampled_so_far_as_latents(pipe):
+    """Diffusers' test_callback_inputs: the callback gets exactly the tensors it asks for; `latents` holds the image
+    tokens sampled so far, `(batch, step + 1)` long ids of the conditional rows."""
+    seen = []
+
+    def callback(pipeline, step, timestep, callback_kwargs):
+        assert set(callback_kwargs) <= set(pipeline._callback_tensor_inputs)
+        seen.append((step, callback_kwargs.get("latents")))
+        return callback_kwargs
+
+    out = run(pipe, [0, 1], [0, 1], callback_on_step_end=callback, callback_on_step_end_tensor_inputs=["latents"])
+    assert [s for s, _ in seen] == list(range(32))
+    assert all(t.shape == (2, s + 1) and t.dtype == torch.long for s, t in seen)
+    tokens = pipe.layout.to_tokens(out.visual_indices, out.semantic_indices)
+    assert all(torch.equal(t, tokens[:, : s + 1]) for s, t in seen)
+    seen.clear()
+    run(pipe, [0], [0], callback_on_step_end=callback, callback_on_step_end_tensor_inputs=[])
+    assert len(seen) == 32 and all(t is None for _, t in seen)
+
+
+def force(step_index: int, tokens: torch.Tensor):
+    """A step-end callback that replaces the tokens sampled so far with `tokens[:, :step_index + 1]` at that step."""
+
+    def callback(pipeline, step, timestep, callback_kwargs):
+        if step == step_index:
+            callback_kwargs["latents"] = tokens[:, : step + 1].clone()
+        return callback_kwargs
+
+    return callback
+
+
+def test_callback_edits_the_tokens_sampling_continues_from(pipe):
+    kwargs = dict(top_k=1, output_type="latent", callback_on_step_end_tensor_inputs=["latents"])  # greedy
+    plain = pipe([0, 2], **kwargs)
+    tokens = pipe.layout.to_tokens(plain.visual_indices, plain.semantic_indices)
+    forced = tokens.clone()
+    forced[:, 0] = (tokens[:, 0] + 5) % 16  # another visual code as the first token
+    edited = pipe([0, 2], callback_on_step_end=force(0, forced), **kwargs)
+    assert torch.equal(edited.visual_indices[:, 0, 0], forced[:, 0])  # the output grid holds the edit
+    edited_tokens = pipe.layout.to_tokens(edited.visual_indices, edited.semantic_indices)
+    assert not torch.equal(edited_tokens[:, 1:], tokens[:, 1:])  # and what follows was sampled after it
+    # Replacing a longer prefix later (the KV cache is rebuilt) continues exactly as if it had been sampled.
+    again = pipe([0, 2], callback_on_step_end=force(6, edited_tokens), **kwargs)
+    assert torch.equal(again.visual_indices, edited.visual_indices)
+    assert torch.equal(again.semantic_indices, edited.semantic_indices)
+
+
+def test_callback_may_change_the_guidance_scale_attribute(pipe):
+    """Diffusers' test_callback_cfg: the callback sees the pipeline and its guidance_scale property."""
+
+    def callback(pipeline, step, timestep, callback_kwargs):
+        pipeline._guidance_scale += 1.0
+        return callback_kwargs
+
+    run(pipe, [0], [0], guidance_scale=2.0, callback_on_step_end=callback,
+        callback_on_step_end_tensor_inputs=pipe._callback_tensor_inputs)  # fmt: skip
+    assert pipe.guidance_scale == 2.0 + pipe.num_timesteps
 
 
 def test_progress_bar_counts_token_steps(capsys):
@@ -286,6 +345,15 @@ def test_label_parsing(pipe, labels, expected):
     assert pipe.get_label_ids(labels) == expected
 
 
+@pytest.mark.parametrize("nested", [[[2], [0]], [[2, 0]], [(2,), 0], ([2], ["nought"])])
+def test_class_labels_nested_one_level_as_dit_accepts(pipe, nested):
+    """Diffusers' batched common tests pass `batch_size * [class_labels]`, e.g. `[[1], [1]]`: one level of nesting is
+    flattened, as `DiTPipeline` does."""
+    assert pipe.get_label_ids(nested) == [2, 0]
+    flat, out = run(pipe, [2, 0], [3, 4]), run(pipe, nested, [3, 4])
+    torch.testing.assert_close(out.images, flat.images, atol=0, rtol=0)
+
+
 def test_a_label_name_wins_over_an_id():
     pipe = tiny_pipeline(id2label={0: "2", 1: "one", 2: "two"})
     assert pipe.get_label_ids(["2", 2, "two"]) == [0, 2, 2]
@@ -307,6 +375,8 @@ def test_labels_dict_lists_every_synonym(pipe):
         (True, TypeError, "must be an int, a label name"),
         (1.0, TypeError, "must be an int, a label name"),
         ([0, None], TypeError, "must be an int or a label name"),
+        ([[[0]]], TypeError, "must be an int or a label name"),  # nested two levels
+        ([[], []], ValueError, "non-empty list"),
         (torch.tensor([0.5]), ValueError, "1-d array of integer ids"),
         (torch.zeros(2, 2, dtype=torch.long), ValueError, "1-d array of integer ids"),
     ],
@@ -336,7 +406,7 @@ def test_bad_num_images_per_label(pipe, value):
 
 
 def test_generator_list_must_have_one_generator_per_image(pipe):
-    with pytest.raises(ValueError, match=r"Got 2 generators for 4 images \(2 labels x 2 images per label\)"):
+    with pytest.raises(ValueError, match=r"Got 2 generators for 4 images; pass one generator or exactly one per"):
         pipe([0, 1], num_images_per_label=2, generator=generators(0, 1))
 
 

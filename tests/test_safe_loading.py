@@ -14,6 +14,7 @@ import functools
 import json
 import logging
 import os
+import pickle
 import shutil
 from pathlib import Path
 
@@ -32,7 +33,8 @@ from train_utils import (
 
 from glotok_hf import GloTokModel
 from glotok_hf.cli import main
-from glotok_hf.loading import DEFAULT_PIPELINE_ENV, load_pipeline
+from glotok_hf.hub import save_remote_code_pipeline
+from glotok_hf.loading import DEFAULT_PIPELINE_ENV, load_pipeline, load_tokenizer
 
 SOURCES = sorted((REPO_ROOT / "src").rglob("*.py")) + sorted((REPO_ROOT / "training").rglob("*.py"))
 PICKLE_SUFFIXES = {".bin", ".pt", ".pth", ".pkl", ".ckpt", ".pickle"}
@@ -114,7 +116,7 @@ def runs(tmp_path_factory):
                                    use_ema=True))  # fmt: skip
     pipe = tiny_pipeline()
     pipe.save_pretrained(root / "pipeline")
-    pipe.save_pretrained(root / "pipeline-remote-code", remote_code=True, sample_grid=None)
+    save_remote_code_pipeline(pipe, root / "pipeline-remote-code", sample_grid=None)
     return root
 
 
@@ -151,14 +153,16 @@ def test_legacy_bin_weights_load_only_as_tensors(tmp_path):
     model = tiny_glotok_model()
     model.config.save_pretrained(tmp_path / "clean")
     torch.save(model.state_dict(), tmp_path / "clean" / "pytorch_model.bin")
-    reloaded = GloTokModel.from_pretrained(tmp_path / "clean")  # the legacy layout still loads
+    reloaded = load_tokenizer(tmp_path / "clean", device="cpu")  # the legacy layout still loads
     assert all(torch.equal(v, reloaded.state_dict()[k]) for k, v in model.state_dict().items())
 
     model.config.save_pretrained(tmp_path / "tampered")
     marker = tmp_path / "code-ran"
     torch.save({**model.state_dict(), "payload": RunsCode(marker)}, tmp_path / "tampered" / "pytorch_model.bin")
-    with pytest.raises(OSError, match="Refusing to load the legacy .bin weights"):
+    with pytest.raises(pickle.UnpicklingError):  # transformers' own loading refuses it: torch's weights_only
         GloTokModel.from_pretrained(tmp_path / "tampered")
+    with pytest.raises(OSError, match="Refusing to load the legacy .bin weights"):  # the CLI's loading says why
+        load_tokenizer(tmp_path / "tampered", device="cpu")
     assert not marker.exists()
 
 
@@ -222,10 +226,9 @@ def test_the_hub_token_is_never_written_or_logged(fake_hub, tmp_path, monkeypatc
 def test_pipeline_push_with_an_explicit_token_writes_it_nowhere(fake_hub, tmp_path, monkeypatch, caplog):
     monkeypatch.delenv("HF_TOKEN")
     caplog.set_level(logging.DEBUG)
-    tiny_pipeline().save_pretrained(tmp_path / "folder", push_to_hub=True, repo_id="tester/pipe", token=fake_hub.token,
-                                    sample_grid=None)  # fmt: skip
-    assert "model_index.json" in fake_hub.files("tester/pipe")
+    tiny_pipeline().push_to_hub("tester/pipe", token=fake_hub.token)
+    files = fake_hub.files("tester/pipe")
+    assert "model_index.json" in files and "README.md" in files
     assert fake_hub.token not in caplog.text and fake_hub.token_leaks() == []
-    files = [p for p in (tmp_path / "folder").rglob("*") if p.is_file()]
-    assert files and not [p for p in files if fake_hub.token.encode() in p.read_bytes()]
+    assert not [name for name, data in files.items() if fake_hub.token.encode() in data]
     assert os.environ.get("HF_TOKEN") is None  # only the explicit token was there to leak

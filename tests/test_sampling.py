@@ -8,6 +8,7 @@ from torch import nn
 from glotok_hf.sampling import (
     TokenLayout,
     cache_keyword,
+    check_sampling_inputs,
     guidance_scales,
     sample_from_logits,
     sample_image_tokens,
@@ -276,9 +277,29 @@ def test_top_k_and_top_p_restrict_the_draws(prior, layout):
 
 def test_callback_and_output_shape(prior, layout):
     seen = []
-    tokens = sample_image_tokens(prior, layout, torch.tensor([1, 2]), 3, callback=lambda i, n: seen.append((i, n)))
+    tokens = sample_image_tokens(
+        prior, layout, torch.tensor([1, 2]), 3, callback=lambda i, t: seen.append((i, t.clone()))
+    )
     assert tokens.shape == (2, 6) and tokens.dtype == torch.long
-    assert seen == [(i, 6) for i in range(1, 7)]
+    assert [i for i, _ in seen] == list(range(6))
+    assert all(torch.equal(t, tokens[:, : i + 1]) for i, t in seen)
+
+
+@pytest.mark.parametrize("cache", ["dynamic", "static"])
+@pytest.mark.parametrize("interval", [None, (0.0, 0.5)])
+def test_callback_edits_rebuild_the_cache(prior, layout, cache, interval):
+    """A callback that replaces earlier tokens continues exactly as a run that had sampled them (greedy)."""
+    kwargs = dict(guidance_scale=3.0, guidance_interval=interval, top_k=1, cache_implementation=cache)
+    plain = sample_image_tokens(prior, layout, [1, 4], NUM_POSITIONS, **kwargs)
+    forced = plain.clone()
+    forced[:, 1] = layout.visual_codebook_size + (plain[:, 1] - layout.visual_codebook_size + 3) % 12
+    first = sample_image_tokens(prior, layout, [1, 4], NUM_POSITIONS, **kwargs,
+                                callback=lambda i, t: forced[:, :2] if i == 1 else None)  # fmt: skip
+    assert torch.equal(first[:, :2], forced[:, :2]) and not torch.equal(first, plain)
+    for step in (3, 8):  # inside and (with the interval) after guidance, when the null rows are gone
+        again = sample_image_tokens(prior, layout, [1, 4], NUM_POSITIONS, **kwargs,
+                                    callback=lambda i, t, s=step: first[:, : s + 1] if i == s else None)  # fmt: skip
+        assert torch.equal(again, first)
 
 
 class PastKeyValuesPrior(nn.Module):
@@ -345,7 +366,7 @@ def test_sampler_bad_inputs(prior, layout):
         sample_image_tokens(prior, layout, [0], 2, top_p=1.5)
     with pytest.raises(ValueError, match="top_k"):
         sample_image_tokens(prior, layout, [0], 2, top_k=-2)
-    with pytest.raises(ValueError, match="2 generators for a batch of 3"):
+    with pytest.raises(ValueError, match="Got 2 generators for 3 images"):
         sample_image_tokens(prior, layout, [0, 1, 2], 2, generator=generators(0, 1))
     with pytest.raises(ValueError, match="num_positions must be a positive int"):
         sample_image_tokens(prior, layout, [0], 0)
@@ -353,6 +374,10 @@ def test_sampler_bad_inputs(prior, layout):
         sample_image_tokens(prior, layout, torch.tensor([[0]]), 2)
     with pytest.raises(ValueError, match="cache_implementation"):
         sample_image_tokens(prior, layout, [0], 2, cache_implementation="paged")
+    with pytest.raises(TypeError, match="generator must be a torch.Generator"):
+        sample_image_tokens(prior, layout, [0], 2, generator=0)
+    with pytest.raises(ValueError, match=r"Sampling 1000000000000 images at once needs .* GiB"):
+        check_sampling_inputs(prior, layout, 10**12, 2)  # what the sampler and the pipeline check first
 
 
 def test_docstring_examples():

@@ -37,8 +37,9 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     try:
         return int(args.func(args) or 0)
-    except (ValueError, TypeError, OSError) as err:
-        # User errors carry an actionable message; show it without a traceback (GLOTOK_DEBUG=1 shows it).
+    except (ValueError, TypeError, OSError, ImportError) as err:
+        # User errors (and a missing optional package) carry an actionable message; show it without a traceback
+        # (GLOTOK_DEBUG=1 shows it).
         if os.environ.get("GLOTOK_DEBUG"):
             raise
         print(f"glotok {args.command}: error: {err}", file=sys.stderr)

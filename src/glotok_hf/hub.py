@@ -3,8 +3,8 @@
 
 A pipeline saved with plain `save_pretrained` records its own package in `model_index.json`
 (`["glotok_hf.modeling_glotok", "GloTokModel"]`), so it loads only where glotok-hf is installed. The *remote-code
-layout* written by [`export_remote_code`] (and by `GloTokPipeline.save_pretrained(..., remote_code=True)` and
-`GloTokPipeline.push_to_hub`) loads with nothing but diffusers and transformers:
+layout* written by [`save_remote_code_pipeline`] (and uploaded by `GloTokPipeline.push_to_hub`, through
+[`push_pipeline_to_hub`]) loads with nothing but diffusers and transformers:
 
 ```
 model_index.json       {"_class_name": ["pipeline_glotok", "GloTokPipeline"], "vqmodel": ["modeling_glotok", ...]}
@@ -24,7 +24,6 @@ are fetched, but one file per module is simpler to read and does not depend on t
 import ast
 import inspect
 import json
-import math
 import re
 import tempfile
 from collections.abc import Mapping, Sequence
@@ -103,66 +102,6 @@ def _inline(path: Path, seen: set[Path], sources: list[str], top: bool) -> list[
     return out
 
 
-def _module_file(cls: type) -> Path:
-    path = inspect.getsourcefile(cls)
-    if path is None:
-        raise ValueError(f"Cannot find the source file of {cls.__module__}.{cls.__qualname__} to export it.")
-    return Path(path)
-
-
-def export_remote_code(
-    folder: str | Path, pipeline_class: type | None = None, vqmodel_class: type | None = None
-) -> None:
-    r"""
-    Turn a folder written by `GloTokPipeline.save_pretrained` into the remote-code layout (see the module docstring),
-    in place: self-contained `pipeline_glotok.py` at the root and `vqmodel/modeling_glotok.py`, `model_index.json`
-    pointing at them, and `vqmodel/config.json`'s `auto_map` pointing at the single vqmodel file. The weights are
-    untouched. The result loads with `DiffusionPipeline.from_pretrained(folder, trust_remote_code=True)` without
-    glotok-hf, and (being remote code) needs `trust_remote_code=True` with it too.
-
-    Args:
-        folder (`str` or `Path`): a saved pipeline folder (with `model_index.json`, `vqmodel/` and `prior/`).
-        pipeline_class (`type`, *optional*): the pipeline class whose module to ship; defaults to
-            `glotok_hf.GloTokPipeline` (pass the class of a pipeline loaded from remote code to re-export it).
-        vqmodel_class (`type`, *optional*): the tokenizer class whose module to ship; defaults to
-            `glotok_hf.GloTokModel`.
-    """
-    folder = Path(folder)
-    if pipeline_class is None:
-        from .pipeline_glotok import GloTokPipeline as pipeline_class
-    if vqmodel_class is None:
-        from .modeling_glotok import GloTokModel as vqmodel_class
-    index_file = folder / "model_index.json"
-    if not index_file.is_file():
-        raise FileNotFoundError(f"{folder} has no model_index.json; save the pipeline there first.")
-    index = json.loads(index_file.read_text(encoding="utf-8"))
-    for component in ("vqmodel", "prior"):
-        if component not in index or not (folder / component / "config.json").is_file():
-            raise ValueError(f"{folder} is not a saved GloTokPipeline: it lacks the {component!r} component.")
-
-    pipeline_file = _module_file(pipeline_class)
-    pipeline_module = pipeline_file.stem
-    (folder / pipeline_file.name).write_text(bundle_module(pipeline_file), encoding="utf-8")
-
-    vq_file = _module_file(vqmodel_class)
-    vq_module, vq_folder = vq_file.stem, folder / "vqmodel"
-    bundled = bundle_module(vq_file)
-    for stale in vq_folder.glob("*.py"):  # transformers copies the module and its relative imports here
-        stale.unlink()
-    (vq_folder / vq_file.name).write_text(bundled, encoding="utf-8")
-    config_file = vq_folder / "config.json"
-    config = json.loads(config_file.read_text(encoding="utf-8"))
-    config["auto_map"] = {
-        "AutoConfig": f"{vq_module}.{vqmodel_class.config_class.__name__}",
-        "AutoModel": f"{vq_module}.{vqmodel_class.__name__}",
-    }
-    config_file.write_text(json.dumps(config, indent=2, sort_keys=True) + "\n", encoding="utf-8")
-
-    index["_class_name"] = [pipeline_module, pipeline_class.__name__]
-    index["vqmodel"] = [vq_module, vqmodel_class.__name__]
-    index_file.write_text(json.dumps(index, indent=2, sort_keys=True) + "\n", encoding="utf-8")
-
-
 def save_remote_code_pipeline(
     pipeline,
     folder: str | Path,
@@ -175,41 +114,59 @@ def save_remote_code_pipeline(
     sample_grid: PIL.Image.Image | str | None = "generate",
 ) -> None:
     r"""
-    Save `pipeline` to `folder` in the remote-code layout (what `pipeline.save_pretrained(folder, remote_code=True)`
-    does): a regular save, then [`export_remote_code`], then the model card.
+    Save `pipeline` to `folder` in the remote-code layout (see the module docstring): diffusers' `save_pretrained`,
+    then self-contained module files of `type(pipeline)` and `type(pipeline.vqmodel)` (so a pipeline loaded from
+    remote code re-exports its own classes), `model_index.json` and `vqmodel/config.json`'s `auto_map` pointing at
+    them, and a model card. The folder loads with `DiffusionPipeline.from_pretrained(folder, trust_remote_code=True)`
+    without glotok-hf (being remote code, it needs `trust_remote_code=True` with glotok-hf too).
 
     Args:
         model_card (`ModelCard` or `bool`, *optional*, defaults to `True`):
             A card to write (replacing any README.md), `True` for [`pipeline_model_card`] unless the folder already
             has a README.md (it is never overwritten), or `False` for none.
-        card_kwargs (`Mapping`, *optional*): keyword arguments of [`pipeline_model_card`] (training data, metrics).
+        card_kwargs (`Mapping`, *optional*): keyword arguments of [`pipeline_model_card`] (repo id, training data,
+            metrics, ...).
         sample_grid (`PIL.Image.Image` or `str`, *optional*, defaults to `"generate"`):
-            The card's sample image: an image, `"generate"` (one image of each of the first 10 classes, seeds 0..9),
-            or `None` for none.
+            The generated card's sample image: an image, `"generate"` ([`sample_grid_for_card`]), or `None` for none.
     """
-    from diffusers import DiffusionPipeline
-
+    if not (sample_grid is None or sample_grid == "generate" or isinstance(sample_grid, PIL.Image.Image)):
+        raise ValueError(f"sample_grid must be a PIL image, 'generate' or None, got {sample_grid!r}.")
     folder = Path(folder)
-    DiffusionPipeline.save_pretrained(
-        pipeline, folder, safe_serialization=safe_serialization, variant=variant, max_shard_size=max_shard_size
+    pipeline.save_pretrained(
+        folder, safe_serialization=safe_serialization, variant=variant, max_shard_size=max_shard_size
     )
-    export_remote_code(folder, type(pipeline), type(pipeline.vqmodel))
+    modules = {}
+    for component, cls in ((None, type(pipeline)), ("vqmodel", type(pipeline.vqmodel))):
+        source = Path(inspect.getsourcefile(cls))
+        target = folder / component if component else folder
+        for stale in target.glob("*.py") if component else ():  # transformers copies its module files here
+            stale.unlink()
+        (target / source.name).write_text(bundle_module(source), encoding="utf-8")
+        modules[component] = [source.stem, cls.__name__]
+    vq_module, vq_class = modules["vqmodel"]
+    _update_json(
+        folder / "vqmodel" / "config.json",
+        auto_map={
+            "AutoConfig": f"{vq_module}.{type(pipeline.vqmodel.config).__name__}",
+            "AutoModel": f"{vq_module}.{vq_class}",
+        },
+    )
+    _update_json(
+        folder / "model_index.json", _class_name=modules[None], vqmodel=modules["vqmodel"], _name_or_path=None
+    )
     if isinstance(model_card, ModelCard):
         save_model_card(model_card, folder, overwrite=True)
     elif model_card and not (folder / "README.md").exists():
-        write_pipeline_card(pipeline, folder, sample_grid=sample_grid, **dict(card_kwargs or {}))
+        grid = sample_grid_for_card(pipeline) if sample_grid == "generate" else sample_grid
+        kwargs = {"sample_grid_file": SAMPLE_GRID_FILE if grid is not None else None, **dict(card_kwargs or {})}
+        save_model_card(pipeline_model_card(pipeline, **kwargs), folder, sample_grid=grid, overwrite=True)
 
 
-def write_pipeline_card(
-    pipeline, folder: str | Path, sample_grid: PIL.Image.Image | str | None = "generate", **card_kwargs
-) -> Path:
-    """Write [`pipeline_model_card`] (and its sample grid, see [`save_remote_code_pipeline`]) into `folder`,
-    replacing any README.md there."""
-    grid = _resolve_sample_grid(pipeline, sample_grid)
-    if grid is not None:
-        card_kwargs.setdefault("sample_grid_file", SAMPLE_GRID_FILE)
-    card = pipeline_model_card(pipeline, **card_kwargs)
-    return save_model_card(card, folder, sample_grid=grid, overwrite=True)
+def _update_json(path: Path, **changes) -> None:
+    """Set (or, for `None`, remove) top-level keys of a JSON file."""
+    data = {**json.loads(path.read_text(encoding="utf-8")), **changes}
+    data = {key: value for key, value in data.items() if key not in changes or value is not None}
+    path.write_text(json.dumps(data, indent=2, sort_keys=True) + "\n", encoding="utf-8")
 
 
 def push_pipeline_to_hub(
@@ -222,77 +179,48 @@ def push_pipeline_to_hub(
     create_pr: bool = False,
     safe_serialization: bool = True,
     variant: str | None = None,
+    subfolder: str | None = None,
     model_card: ModelCard | None = None,
     card_kwargs: Mapping | None = None,
     sample_grid: PIL.Image.Image | str | None = "generate",
-    folder: str | Path | None = None,
 ):
     r"""
-    Upload `pipeline` to the Hub repo `repo_id` (created if needed) in the remote-code layout, with a model card.
-    What `pipeline.push_to_hub(repo_id)` does.
+    Upload `pipeline` to the Hub repo `repo_id` (created if needed) in the remote-code layout of
+    [`save_remote_code_pipeline`]; what `GloTokPipeline.push_to_hub` does (same arguments first).
 
     The card is `model_card` when given. Otherwise an existing README.md in the repo is kept (as diffusers does), and
-    a repo without one gets [`pipeline_model_card`]`(pipeline, **card_kwargs)` with a sample grid (see
-    [`save_remote_code_pipeline`]). The token goes only into the request headers, never into a file.
-
-    Args:
-        folder (`str` or `Path`, *optional*): where the files are written (and kept) before the upload; a temporary
-            folder by default.
+    a repo without one gets [`pipeline_model_card`]`(pipeline, repo_id=repo_id, **card_kwargs)` with `sample_grid`.
+    The token goes only into the request headers, never into a file.
 
     Returns:
         `huggingface_hub.CommitInfo` (a `str`, the commit URL) of the upload.
     """
     api = HfApi(token=token)
     repo_id = api.create_repo(repo_id, private=private, exist_ok=True).repo_id
-    with tempfile.TemporaryDirectory() as tmp:
-        target = Path(folder) if folder is not None else Path(tmp)
+    readme = f"{subfolder}/README.md" if subfolder else "README.md"
+    card = model_card if model_card is not None else not api.file_exists(repo_id, readme)
+    with tempfile.TemporaryDirectory() as folder:
         save_remote_code_pipeline(
-            pipeline, target, safe_serialization=safe_serialization, variant=variant, model_card=False
-        )
-        if model_card is not None:
-            save_model_card(model_card, target, overwrite=True)
-        elif not api.file_exists(repo_id, "README.md"):
-            kwargs = {"repo_id": repo_id, **dict(card_kwargs or {})}
-            write_pipeline_card(pipeline, target, sample_grid=sample_grid, **kwargs)
+            pipeline, folder, safe_serialization=safe_serialization, variant=variant, model_card=card,
+            card_kwargs={"repo_id": repo_id, **dict(card_kwargs or {})}, sample_grid=sample_grid,
+        )  # fmt: skip
         return api.upload_folder(
             repo_id=repo_id,
-            folder_path=target,
+            folder_path=folder,
+            path_in_repo=subfolder,
             commit_message=commit_message or f"Upload {type(pipeline).__name__}",
             create_pr=create_pr,
         )
 
 
-# ----------------------------------------------------------------------------------------------------- images
-def image_grid(images: Sequence[PIL.Image.Image], cols: int, background: tuple[int, int, int] = (0, 0, 0)):
-    """Paste equally sized images row by row into a grid `cols` wide (the last row padded with `background`)."""
-    if not images:
-        raise ValueError("image_grid needs at least one image.")
-    if not isinstance(cols, int) or cols < 1:
-        raise ValueError(f"cols must be a positive int, got {cols!r}.")
-    width, height = images[0].size
-    if any(image.size != (width, height) for image in images):
-        raise ValueError(f"image_grid needs images of one size, got {sorted({image.size for image in images})}.")
-    rows = math.ceil(len(images) / cols)
-    grid = PIL.Image.new("RGB", (cols * width, rows * height), background)
-    for i, image in enumerate(images):
-        grid.paste(image.convert("RGB"), (i % cols * width, i // cols * height))
-    return grid
-
-
 def sample_grid_for_card(pipeline, max_classes: int = 10, seed: int = 0) -> PIL.Image.Image:
     """One image of each of the first `max_classes` classes (seeds `seed + i`), at most 5 per row."""
+    from .data import image_grid
+
     count = min(pipeline.num_classes, max_classes)
     generator = [torch.Generator().manual_seed(seed + i) for i in range(count)]
     images = pipeline(list(range(count)), generator=generator, output_type="pil").images
     return image_grid(images, cols=min(count, 5))
-
-
-def _resolve_sample_grid(pipeline, sample_grid) -> PIL.Image.Image | None:
-    if sample_grid is None or isinstance(sample_grid, PIL.Image.Image):
-        return sample_grid
-    if sample_grid == "generate":
-        return sample_grid_for_card(pipeline)
-    raise ValueError(f"sample_grid must be a PIL image, 'generate' or None, got {sample_grid!r}.")
 
 
 # ------------------------------------------------------------------------------------------------ model cards
@@ -482,13 +410,10 @@ def _table(header: tuple[str, str], rows: list[tuple[object, object]]) -> str:
 
 __all__ = [
     "bundle_module",
-    "export_remote_code",
-    "image_grid",
     "model_card",
     "pipeline_model_card",
     "push_pipeline_to_hub",
     "sample_grid_for_card",
     "save_model_card",
     "save_remote_code_pipeline",
-    "write_pipeline_card",
 ]

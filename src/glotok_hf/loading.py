@@ -1,17 +1,30 @@
 # Copyright 2026 The glotok-hf authors. Licensed under the Apache License, Version 2.0.
 """Finding and loading pipelines and tokenizers for the command line: a local folder, a Hub repo id, or the pipeline
-embedded in the source checkout (`pipelines/glotok-digits`, or the folder named by `$GLOTOK_DEFAULT_PIPELINE`)."""
+embedded in the source checkout (`pipelines/glotok-digits`, or the folder named by `$GLOTOK_DEFAULT_PIPELINE`).
 
+The model and pipeline classes load as transformers and diffusers load anything. This layer adds the clear errors for
+a broken folder: it checks what it can before loading (a folder's `config.json`, its `model_type`, a pipeline's
+remote code) and catches the libraries' own exceptions by type (safetensors' `SafetensorError`, the
+`pickle.UnpicklingError` of `torch.load(weights_only=True)`), and compares transformers' loading info afterwards.
+"""
+
+from __future__ import annotations  # torch is imported on use: the CLI's --help must not wait for it
+
+import contextlib
 import json
 import os
-import re
+import pickle
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import torch
+from safetensors import SafetensorError, safe_open
+
+from .utils import resolve_source
+
+if TYPE_CHECKING:
+    import torch
 
 DEFAULT_PIPELINE_ENV = "GLOTOK_DEFAULT_PIPELINE"
-DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
-_REPO_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
 
 
 def embedded_pipeline_path() -> Path:
@@ -36,20 +49,12 @@ def _default_pipeline() -> Path:
     return path
 
 
-def _check_source(source: str, what: str) -> Path | str:
-    """A local folder (must exist) or a Hub repo id (`owner/name`)."""
-    path = Path(source).expanduser()
-    if path.exists():
-        if not path.is_dir():
-            raise ValueError(f"{what} {source!r} is a file; expected a folder or a Hub repo id (owner/name).")
-        return path
-    if _REPO_ID.match(source) and not source.startswith((".", "/", "~")):
-        return source
-    raise FileNotFoundError(f"{what} {source!r} is neither an existing folder nor a Hub repo id (owner/name).")
-
-
-def resolve_device(device: str | None) -> torch.device:
+def resolve_device(device: str | torch.device | None) -> torch.device:
     """`None` -> CUDA when available, else CPU; otherwise the named device, which must exist."""
+    import torch
+
+    if isinstance(device, torch.device):
+        return device
     if device is None:
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     try:
@@ -59,6 +64,35 @@ def resolve_device(device: str | None) -> torch.device:
     if resolved.type == "cuda" and not torch.cuda.is_available():
         raise ValueError(f"Device {device!r} was asked for, but CUDA is not available on this machine.")
     return resolved
+
+
+def _read_config(path: Path) -> dict:
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except ValueError as err:
+        raise OSError(f"{path} is not a valid JSON file ({err}).") from err
+
+
+@contextlib.contextmanager
+def _weights_errors(source: Path | str):
+    """Turn the libraries' errors for unreadable weights into one that names the file and the way out."""
+    try:
+        yield
+    except SafetensorError as err:
+        broken = []
+        for path in sorted(Path(source).rglob("*.safetensors")) if isinstance(source, Path) else ():
+            try:
+                with safe_open(str(path), framework="pt"):
+                    pass
+            except SafetensorError:
+                broken.append(str(path))
+        files = ", ".join(broken) or f"a weights file of {source}"
+        raise OSError(f"{files}: truncated or corrupted ({err}); save or download it again.") from err
+    except pickle.UnpicklingError as err:
+        raise OSError(
+            f"Refusing to load the legacy .bin weights of {source}: they hold Python objects that "
+            "torch.load(weights_only=True) does not unpickle. Convert a trusted copy to safetensors."
+        ) from err
 
 
 def load_pipeline(
@@ -75,30 +109,37 @@ def load_pipeline(
     `trust_remote_code=True`, except the embedded default, which is part of this checkout (a folder named by
     `$GLOTOK_DEFAULT_PIPELINE` is not: it needs the flag like any other).
     """
-    from .pipeline_glotok import GloTokPipeline
-
-    device = device if isinstance(device, torch.device) else resolve_device(device)
     if source is None:
         source = _default_pipeline()
         trust_remote_code = trust_remote_code or source.resolve() == embedded_pipeline_path()
     else:
-        source = _check_source(str(source), "--pipeline")
+        source = resolve_source(source, "--pipeline")
         if isinstance(source, Path) and not (source / "model_index.json").is_file():
             raise FileNotFoundError(f"{source} is not a pipeline folder: it has no model_index.json.")
-    try:
+    device = resolve_device(device)
+    from diffusers import DiffusionPipeline
+
+    from .pipeline_glotok import GloTokPipeline
+
+    if isinstance(DiffusionPipeline.load_config(source).get("_class_name"), list) and not trust_remote_code:
+        raise ValueError(
+            f"{source} ships its own pipeline code (the Hub layout). Read it, then pass --trust-remote-code to run it."
+        )
+    with _weights_errors(source):
         pipe = GloTokPipeline.from_pretrained(source, dtype=dtype, trust_remote_code=trust_remote_code)
-    except ValueError as err:
-        if "trust_remote_code" in str(err) and not trust_remote_code:
-            raise ValueError(
-                f"{source} ships its own pipeline code (the Hub layout). Read it, then pass --trust-remote-code to "
-                "run it."
-            ) from err
-        raise
-    except Exception as err:
-        if type(err).__name__ == "SafetensorError":  # the prior's weights (the tokenizer reports its own)
-            raise OSError(f"A weights file of the pipeline {source} is truncated or corrupted ({err}).") from err
-        raise
     return pipe.to(device)
+
+
+def _config_notes(folder: Path | str) -> str:
+    """`"; its config.json lacks [...]"` for a local folder whose config.json misses fields of `GloTokConfig`, which
+    then took their defaults: the usual reason why weights do not fit."""
+    from .configuration_glotok import GloTokConfig
+
+    path = Path(folder) / "config.json"
+    if not path.is_file():
+        return ""
+    missing = [name for name in GloTokConfig.__annotations__ if name not in _read_config(path)]
+    return f"; its config.json lacks {missing}, so their defaults were used" if missing else ""
 
 
 def load_tokenizer(
@@ -106,35 +147,49 @@ def load_tokenizer(
     *,
     device: str | torch.device | None = None,
     dtype: torch.dtype | None = None,
+    subfolder: str = "",
 ):
     """Load a [`GloTokModel`] (in eval mode) from a tokenizer checkpoint, a pipeline folder's `vqmodel/`, a Hub repo
-    of either kind, or the embedded default pipeline's tokenizer when `source` is `None`."""
+    of either kind, or the embedded default pipeline's tokenizer when `source` is `None`; `subfolder` names the
+    checkpoint's folder inside `source`."""
     from .modeling_glotok import GloTokModel
 
-    device = device if isinstance(device, torch.device) else resolve_device(device)
-    kwargs = {"dtype": dtype} if dtype is not None else {}
-    if source is None:
-        source = _default_pipeline()
-    else:
-        source = _check_source(str(source), "--model")
+    device = resolve_device(device)
+    kwargs = {"dtype": dtype, "ignore_mismatched_sizes": True, "output_loading_info": True}
+    source = _default_pipeline() if source is None else resolve_source(source, "--model")
     if isinstance(source, Path):
+        source, subfolder = source / subfolder, ""
         if (source / "model_index.json").is_file():
             source = source / "vqmodel"
-        config = source / "config.json"
-        if not config.is_file() or json.loads(config.read_text(encoding="utf-8")).get("model_type") != "glotok":
-            raise ValueError(f"{source} is not a GloTok tokenizer folder (a config.json with model_type 'glotok').")
-        model = GloTokModel.from_pretrained(source, **kwargs)
-    else:
+        if not (source / "config.json").is_file():
+            raise FileNotFoundError(f"{source} has no config.json: it is not a folder written by save_pretrained.")
+        model_type = _read_config(source / "config.json").get("model_type")
+        if model_type != "glotok":
+            raise ValueError(
+                f"{source} is not a GloTok tokenizer folder (its config.json has model_type {model_type!r})."
+            )
+    with _weights_errors(source):
         try:
-            model = GloTokModel.from_pretrained(source, **kwargs)
-        except OSError:  # a pipeline repo: the tokenizer is its vqmodel component
-            model = GloTokModel.from_pretrained(source, subfolder="vqmodel", **kwargs)
+            model, info = GloTokModel.from_pretrained(source, subfolder=subfolder, **kwargs)
+        except OSError:  # a Hub pipeline repo: the tokenizer is its vqmodel component
+            if isinstance(source, Path) or subfolder:
+                raise
+            model, info = GloTokModel.from_pretrained(source, subfolder="vqmodel", **kwargs)
+    problem = None
+    if info["mismatched_keys"]:
+        problem = "do not fit the model built from its config.json (tensor shapes differ)"
+    elif len(info["missing_keys"]) >= len(model.state_dict()):  # a few missing ones are initialised, as usual
+        problem = f"hold none of the {len(info['missing_keys'])} parameters of GloTokModel"
+    if problem:
+        raise ValueError(
+            f"The weights of {source} {problem}{_config_notes(source)}: the config and the weights come from "
+            "different models, or config.json was edited."
+        )
     return model.to(device).eval()
 
 
 __all__ = [
     "DEFAULT_PIPELINE_ENV",
-    "DTYPES",
     "default_pipeline_path",
     "embedded_pipeline_path",
     "load_pipeline",

@@ -8,9 +8,7 @@ This file is shipped as Hub remote code by `save_pretrained`, so it must stay se
 transformers and `configuration_glotok`.
 """
 
-import json
 import math
-import os
 from dataclasses import dataclass
 
 import torch
@@ -446,27 +444,8 @@ class GloTokBranch(nn.Module):
 
 
 # ------------------------------------------------------------------------------------------------------------- model
-def _missing_config_fields(folder: str | None, config_class) -> str:
-    """`"; config.json lacks ... and model_type is ..."` for a local folder, to explain weights that do not fit."""
-    path = None if folder is None else os.path.join(folder, "config.json")
-    if path is None or not os.path.isfile(path):
-        return ""
-    try:
-        with open(path, encoding="utf-8") as f:
-            saved = json.load(f)
-    except (OSError, ValueError):
-        return ""
-    notes = []
-    missing = [name for name in getattr(config_class, "__annotations__", {}) if name not in saved]
-    if missing:
-        notes.append(f"its config.json lacks {missing}, so their defaults were used")
-    if saved.get("model_type") != config_class.model_type:
-        notes.append(f"its config.json has model_type {saved.get('model_type')!r}, not {config_class.model_type!r}")
-    return "; " + " and ".join(notes) if notes else ""
-
-
 class GloTokPreTrainedModel(PreTrainedModel):
-    """Weight initialisation, loading checks and transformers class attributes shared by GloTok models."""
+    """Weight initialisation and transformers class attributes shared by GloTok models."""
 
     config: GloTokConfig
     base_model_prefix = "glotok"
@@ -475,61 +454,6 @@ class GloTokPreTrainedModel(PreTrainedModel):
     supports_gradient_checkpointing = True
     _no_split_modules = ["GloTokResnetBlock", "GloTokSpatialAttention", "GloTokTransformerBlock"]
     _keep_in_fp32_modules_strict = ["quantizer"]
-
-    @classmethod
-    def from_pretrained(cls, pretrained_model_name_or_path, *model_args, **kwargs):
-        r"""
-        [`~transformers.PreTrainedModel.from_pretrained`], with an error that names the problem where transformers
-        would load something wrong or fail deep inside: a local folder without `config.json` (transformers would
-        build the default configuration), a path that does not exist, a truncated or corrupted weights file, a
-        legacy `.bin` that `torch.load(weights_only=True)` refuses, weights that do not fit the configuration (e.g.
-        a `config.json` lacking fields, which then take their defaults), and weights holding none of the model's
-        parameters (another model's folder), which transformers would initialise randomly with only a warning.
-        """
-        source = None if pretrained_model_name_or_path is None else os.fspath(pretrained_model_name_or_path)
-        subfolder = kwargs.get("subfolder") or ""
-        folder = None if source is None else (os.path.join(source, subfolder) if subfolder else source)
-        if source is not None and kwargs.get("config") is None:
-            if os.path.isdir(source) and not os.path.isfile(os.path.join(folder, "config.json")):
-                raise FileNotFoundError(
-                    f"{folder} has no config.json: it is not a folder written by {cls.__name__}.save_pretrained."
-                )
-            if not os.path.exists(source) and (
-                os.path.isabs(source) or source.startswith((".", "~")) or source.count("/") > 1 or "\\" in source
-            ):
-                raise FileNotFoundError(f"{source} does not exist (and is not a Hub repo id of the form owner/name).")
-        want_info = kwargs.pop("output_loading_info", False)
-        try:
-            model, info = super().from_pretrained(
-                pretrained_model_name_or_path, *model_args, output_loading_info=True, **kwargs
-            )
-        except Exception as err:
-            kind = type(err).__name__
-            if kind == "SafetensorError":
-                raise OSError(
-                    f"The weights of {folder or source} are truncated or corrupted ({err}); save or download them "
-                    "again."
-                ) from err
-            if kind == "UnpicklingError":
-                raise OSError(
-                    f"Refusing to load the legacy .bin weights of {folder or source}: they hold Python objects that "
-                    "torch.load(weights_only=True) does not unpickle. Convert a trusted copy to safetensors."
-                ) from err
-            if isinstance(err, RuntimeError) and "mismatched" in str(err):
-                raise ValueError(
-                    f"The weights of {folder or source} do not fit the model built from its config.json (tensor shapes "
-                    f"differ, see the report above){_missing_config_fields(folder, cls.config_class)}. The config and "
-                    "the weights come from different models, or config.json was edited."
-                ) from err
-            raise
-        missing = sorted(info.get("missing_keys") or ())
-        if missing and len(missing) >= len(model.state_dict()):  # a few missing ones are initialised, as usual
-            raise ValueError(
-                f"The weights of {folder or source} hold none of the {len(missing)} parameters of {cls.__name__} "
-                f"(e.g. {missing[0]!r}){_missing_config_fields(folder, cls.config_class)}: not a checkpoint of this "
-                "model."
-            )
-        return (model, info) if want_info else model
 
     @torch.no_grad()
     def _init_weights(self, module: nn.Module) -> None:

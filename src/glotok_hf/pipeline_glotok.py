@@ -3,19 +3,16 @@
 # The structure follows diffusers' DiTPipeline and AmusedPipeline (Apache-2.0); re-implemented, nothing is copied.
 """GloTokPipeline: class-conditional image generation with a GloTok tokenizer and an autoregressive prior.
 
-This file is shipped as Hub remote code (`glotok_hf.hub.export_remote_code` writes it at the root of an exported
-pipeline, with the sampler module inlined), so it imports only torch, numpy, PIL, diffusers, transformers and
-`sampling`. Its module path `glotok_hf.pipeline_glotok` is recorded in saved pipelines: keep it stable.
+This file is shipped as Hub remote code (`glotok_hf.hub.save_remote_code_pipeline` writes it at the root of an
+exported pipeline, with `sampling` and `utils` inlined), so it imports only torch, numpy, PIL, diffusers, transformers
+and those two modules. Its module path `glotok_hf.pipeline_glotok` is recorded in saved pipelines: keep it stable.
 """
 
 import difflib
 import importlib
-import numbers
-import os
 import re
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 import PIL.Image
@@ -26,7 +23,8 @@ from diffusers.image_processor import VaeImageProcessor
 from diffusers.utils import BaseOutput, replace_example_docstring
 from transformers import PreTrainedModel
 
-from .sampling import TokenLayout, check_sampling_memory, sample_image_tokens
+from .sampling import TokenLayout, check_sampling_inputs, sample_image_tokens
+from .utils import is_int
 
 EXAMPLE_DOC_STRING = """
     Examples:
@@ -66,10 +64,6 @@ class GloTokPipelineOutput(BaseOutput):
     semantic_indices: torch.LongTensor | None
 
 
-def _is_int(value) -> bool:
-    return isinstance(value, numbers.Integral) and not isinstance(value, bool)
-
-
 def _normalize_id2label(id2label) -> dict[int, str] | None:
     """`{id: name}` with int keys (JSON turns them into strings) and str values, or `None`."""
     if id2label is None:
@@ -97,9 +91,10 @@ class GloTokPipeline(DiffusionPipeline):
     guidance, and the tokenizer decodes them to pixels.
 
     This model inherits from [`DiffusionPipeline`]: `save_pretrained`, `from_pretrained`, `to`, offloading and
-    progress-bar settings work as for any diffusers pipeline. `save_pretrained(..., remote_code=True)` and
-    `push_to_hub` write a folder that loads with `DiffusionPipeline.from_pretrained(path, trust_remote_code=True)`
-    where glotok-hf is not installed.
+    progress-bar settings work as for any diffusers pipeline. A `save_pretrained` folder names glotok-hf's modules, so
+    it loads where glotok-hf is installed. `push_to_hub` (diffusers' signature) uploads the remote-code layout instead,
+    which loads with `DiffusionPipeline.from_pretrained(repo, trust_remote_code=True)` where glotok-hf is not
+    installed; `glotok_hf.hub.save_remote_code_pipeline(pipe, folder)` writes that layout to a local folder.
 
     Args:
         vqmodel ([`GloTokModel`]):
@@ -114,8 +109,8 @@ class GloTokPipeline(DiffusionPipeline):
 
     model_cpu_offload_seq = "prior->vqmodel"
     _optional_components = []
-    # The sampler reports only its progress, not its tensors, so a step-end callback receives no tensors.
-    _callback_tensor_inputs = []
+    # Step-end callbacks may read and replace the image tokens sampled so far (diffusers' conventional name).
+    _callback_tensor_inputs = ["latents"]
 
     def __init__(
         self, vqmodel: PreTrainedModel, prior: PreTrainedModel, id2label: dict[int, str] | dict[str, str] | None = None
@@ -195,9 +190,9 @@ class GloTokPipeline(DiffusionPipeline):
 
         Rules: an int is a class id. A string is one label (never split into characters): a class name or one of its
         comma-separated synonyms, matched exactly, else ignoring case. A string that names no label but is an
-        integer (`"3"`) is that class id, so a name always wins over an id. An unknown name raises a `ValueError`
-        listing close matches; a name shared by several classes, or an id outside `[0, num_classes)`, raises a
-        `ValueError` too.
+        integer (`"3"`) is that class id, so a name always wins over an id. A list may nest one level, as
+        `DiTPipeline` accepts: `[[1], [1]]` is `[1, 1]`. An unknown name raises a `ValueError` listing close matches;
+        a name shared by several classes, or an id outside `[0, num_classes)`, raises a `ValueError` too.
 
         Args:
             label (`int`, `str`, or a list of them; also a 1-d integer `torch.Tensor` or `np.ndarray`).
@@ -215,24 +210,25 @@ class GloTokPipeline(DiffusionPipeline):
                     f"class_labels given as an array must be a 1-d array of integer ids, got dtype {label.dtype} and "
                     f"shape {tuple(label.shape)}."
                 )
-            label = [int(x) for x in label.reshape(-1).tolist()]
-        if isinstance(label, (str, bytes)) or _is_int(label):
+            label = label.tolist()
+        if isinstance(label, (str, bytes)) or is_int(label):
             label = [label]
         if not isinstance(label, Sequence):
             raise TypeError(
                 f"class_labels must be an int, a label name (str) or a list of them, got {type(label).__name__} "
                 f"{label!r}."
             )
-        if len(label) == 0:
+        flat = [x for item in label for x in (item if isinstance(item, (list, tuple)) else [item])]
+        if not flat:
             raise ValueError(
                 "class_labels must be an int, a label name or a non-empty list of them, got an empty list."
             )
-        return [self._label_id(item) for item in label]
+        return [self._label_id(item) for item in flat]
 
     def _label_id(self, label) -> int:
         if isinstance(label, bytes):
             label = label.decode()
-        if _is_int(label):
+        if is_int(label):
             return self._check_id(int(label))
         if not isinstance(label, str):
             raise TypeError(
@@ -281,17 +277,28 @@ class GloTokPipeline(DiffusionPipeline):
         return self._num_timesteps
 
     # ----------------------------------------------------------------------------------------------- call
-    def check_inputs(self, num_images_per_label, output_type, callback_on_step_end_tensor_inputs) -> None:
-        if not _is_int(num_images_per_label) or num_images_per_label < 1:
+    def check_inputs(
+        self, class_labels, num_images_per_label, generator, output_type, callback_on_step_end_tensor_inputs, **options
+    ) -> None:
+        """Check every argument of `__call__` once, before anything runs: the labels, the counts, the output type,
+        the callback tensors, and (through `glotok_hf.sampling.check_sampling_inputs`) the sampling `options`
+        (guidance, temperature, top-k/p), the generators and the memory the batch needs. The sampler trusts them."""
+        num_labels = len(self.get_label_ids(class_labels))
+        if not is_int(num_images_per_label) or num_images_per_label < 1:
             raise ValueError(f"num_images_per_label must be a positive int, got {num_images_per_label!r}.")
         if output_type not in OUTPUT_TYPES:
             raise ValueError(f"output_type must be one of {OUTPUT_TYPES}, got {output_type!r}.")
-        if callback_on_step_end_tensor_inputs is not None:
-            unknown = [k for k in callback_on_step_end_tensor_inputs if k not in self._callback_tensor_inputs]
-            if unknown:
-                raise ValueError(
-                    f"callback_on_step_end_tensor_inputs may only name {self._callback_tensor_inputs}, got {unknown}."
-                )
+        unknown = [k for k in callback_on_step_end_tensor_inputs or [] if k not in self._callback_tensor_inputs]
+        if unknown:
+            raise ValueError(
+                f"callback_on_step_end_tensor_inputs may only name {self._callback_tensor_inputs}, got {unknown}."
+            )
+        grid = self.vqmodel.config.latent_grid_size
+        batch_size = num_labels * num_images_per_label
+        device = self._execution_device
+        check_sampling_inputs(
+            self.prior, self.layout, batch_size, grid * grid, generator=generator, device=device, **options
+        )
 
     @torch.no_grad()
     @replace_example_docstring(EXAMPLE_DOC_STRING)
@@ -341,10 +348,13 @@ class GloTokPipeline(DiffusionPipeline):
             callback_on_step_end (`Callable`, `PipelineCallback` or `MultiPipelineCallbacks`, *optional*):
                 Called after each sampled token as `callback_on_step_end(pipe, step_index, step_index,
                 callback_kwargs)`; `step_index` counts the tokens of each image from 0 (an AR pipeline has no noise
-                timesteps, so the timestep argument repeats it). It must return a dict.
+                timesteps, so the timestep argument repeats it). It must return a dict; a `"latents"` entry in it
+                replaces the tokens sampled so far, and sampling continues from the edited tokens.
             callback_on_step_end_tensor_inputs (`list[str]`, *optional*):
-                Tensors to pass in `callback_kwargs`; must be a subset of `_callback_tensor_inputs` (empty: the
-                sampler exposes no tensors mid-way).
+                Tensors to pass in `callback_kwargs`, a subset of `_callback_tensor_inputs`: `"latents"` is a copy of
+                the image-token ids sampled so far, a `torch.LongTensor` of shape `(batch, step_index + 1)` in the
+                prior's token layout (conditional rows only; visual and semantic codes interleaved, see
+                `glotok_hf.sampling.TokenLayout`).
 
         Examples:
 
@@ -353,54 +363,37 @@ class GloTokPipeline(DiffusionPipeline):
         """
         if isinstance(callback_on_step_end, (PipelineCallback, MultiPipelineCallbacks)):
             callback_on_step_end_tensor_inputs = callback_on_step_end.tensor_inputs
-        self.check_inputs(num_images_per_label, output_type, callback_on_step_end_tensor_inputs)
-        label_ids = self.get_label_ids(class_labels)
-        batch_size = len(label_ids) * num_images_per_label
-        if isinstance(generator, (list, tuple)) and len(generator) != batch_size:
-            raise ValueError(
-                f"Got {len(generator)} generators for {batch_size} images ({len(label_ids)} labels x "
-                f"{num_images_per_label} images per label); pass one generator or exactly one per image."
-            )
+        options = dict(guidance_scale=guidance_scale, guidance_schedule=guidance_schedule, top_k=top_k, top_p=top_p,
+                       guidance_interval=guidance_interval, temperature=temperature)  # fmt: skip
+        tensor_inputs = callback_on_step_end_tensor_inputs or []
+        self.check_inputs(class_labels, num_images_per_label, generator, output_type, tensor_inputs, **options)
         self._guidance_scale = guidance_scale
-        device = self._execution_device
         grid = self.vqmodel.config.latent_grid_size
-        check_sampling_memory(self.prior, self.layout, batch_size, grid * grid, device, guided=guidance_scale != 1.0)
-        labels = torch.tensor(label_ids, dtype=torch.long, device=device).repeat_interleave(num_images_per_label)
-
         self._num_timesteps = self.layout.num_image_tokens(grid * grid)
-        bars = []  # opened at the first token, so that a call rejected by the sampler's checks shows no bar
+        labels = torch.tensor(self.get_label_ids(class_labels)).repeat_interleave(num_images_per_label)
 
-        def on_token(step: int, total: int) -> None:
-            if not bars:
-                bars.append(self.progress_bar(total=total))
-            bars[0].update()
-            if callback_on_step_end is not None:
-                callback_on_step_end(self, step - 1, step - 1, {})
+        with self.progress_bar(total=self._num_timesteps) as progress_bar:
 
-        try:
-            tokens = sample_image_tokens(
-                self.prior,
-                self.layout,
-                labels,
-                grid * grid,
-                guidance_scale=guidance_scale,
-                guidance_schedule=guidance_schedule,
-                guidance_interval=guidance_interval,
-                temperature=temperature,
-                top_k=top_k,
-                top_p=top_p,
-                generator=generator,
-                callback=on_token,
-                device=device,
-            )
-        finally:
-            for bar in bars:
-                bar.close()
+            def on_step(step: int, tokens: torch.LongTensor) -> torch.LongTensor | None:
+                progress_bar.update()
+                if callback_on_step_end is None:
+                    return None
+                outputs = callback_on_step_end(self, step, step, {name: tokens.clone() for name in tensor_inputs})
+                return outputs.pop("latents", None)
+
+            device = self._execution_device
+            tokens = sample_image_tokens(self.prior, self.layout, labels, grid * grid, generator=generator,
+                                         callback=on_step, device=device, validate=False, **options)  # fmt: skip
         visual_indices, semantic_indices = self.layout.to_indices(tokens, grid=(grid, grid))
 
         images = None
         if output_type != "latent":
-            images = self.decode_indices(visual_indices=visual_indices, semantic_indices=semantic_indices)
+            hook = getattr(self.vqmodel, "_hf_hook", None)  # model CPU offload: decode is no forward, so load it here
+            if hook is not None and hasattr(hook, "pre_forward"):
+                hook.pre_forward(self.vqmodel)
+            # The tokens come from the sampler in the layout's ranges (`to_indices` checked edited ones): no re-check.
+            codes = {"semantic_indices": semantic_indices, "visual_indices": visual_indices}
+            images = self.vqmodel.decode(**codes, return_dict=True, validate=False).sample
             images = self.image_processor.postprocess(images, output_type=output_type)
         self.maybe_free_model_hooks()
 
@@ -408,60 +401,7 @@ class GloTokPipeline(DiffusionPipeline):
             return images, visual_indices, semantic_indices
         return GloTokPipelineOutput(images=images, visual_indices=visual_indices, semantic_indices=semantic_indices)
 
-    # ------------------------------------------------------------------------------------------ save / push
-    def save_pretrained(
-        self,
-        save_directory: str | os.PathLike,
-        safe_serialization: bool = True,
-        variant: str | None = None,
-        max_shard_size: int | str | None = None,
-        push_to_hub: bool = False,
-        remote_code: bool = False,
-        model_card=True,
-        card_kwargs: dict | None = None,
-        sample_grid: PIL.Image.Image | str | None = "generate",
-        **kwargs,
-    ):
-        r"""
-        Save the pipeline to `save_directory`.
-
-        By default this is diffusers' layout, whose `model_index.json` names this package's modules, so the folder
-        loads with `GloTokPipeline.from_pretrained` where glotok-hf is installed. With `remote_code=True` (implied by
-        `push_to_hub=True`) it writes the remote-code layout of `glotok_hf.hub.export_remote_code` instead, with a
-        model card: the folder loads with `DiffusionPipeline.from_pretrained(folder, trust_remote_code=True)` and
-        needs only diffusers and transformers.
-
-        Args:
-            remote_code (`bool`, *optional*, defaults to `False`): write the self-contained remote-code layout.
-            push_to_hub (`bool`, *optional*, defaults to `False`):
-                Also upload the folder to the Hub (`repo_id`, `commit_message`, `private`, `token`, `create_pr` in
-                `kwargs`; `repo_id` defaults to the folder name).
-            model_card (`huggingface_hub.ModelCard` or `bool`, *optional*, defaults to `True`):
-                For the remote-code layout: a card to write, `True` for the generated card (an existing README.md is
-                kept), `False` for none.
-            card_kwargs (`dict`, *optional*):
-                Keyword arguments of `glotok_hf.hub.pipeline_model_card`: `training_data`, `metrics`, `license`, ...
-            sample_grid (`PIL.Image.Image` or `str`, *optional*, defaults to `"generate"`):
-                The card's sample image, `"generate"` to sample one image of each of the first 10 classes, or `None`.
-        """
-        if not (remote_code or push_to_hub):
-            return super().save_pretrained(
-                save_directory, safe_serialization=safe_serialization, variant=variant, max_shard_size=max_shard_size,
-                **kwargs,
-            )  # fmt: skip
-        hub = _glotok_hub()
-        if push_to_hub:
-            repo_id = kwargs.pop("repo_id", Path(save_directory).name)
-            card = model_card if not isinstance(model_card, bool) else None
-            return hub.push_pipeline_to_hub(
-                self, repo_id, folder=save_directory, safe_serialization=safe_serialization, variant=variant,
-                model_card=card, card_kwargs=card_kwargs, sample_grid=sample_grid, **kwargs,
-            )  # fmt: skip
-        hub.save_remote_code_pipeline(
-            self, save_directory, safe_serialization=safe_serialization, variant=variant,
-            max_shard_size=max_shard_size, model_card=model_card, card_kwargs=card_kwargs, sample_grid=sample_grid,
-        )  # fmt: skip
-
+    # ------------------------------------------------------------------------------------------------- push
     def push_to_hub(
         self,
         repo_id: str,
@@ -471,49 +411,25 @@ class GloTokPipeline(DiffusionPipeline):
         create_pr: bool = False,
         safe_serialization: bool = True,
         variant: str | None = None,
-        model_card=None,
-        card_kwargs: dict | None = None,
-        sample_grid: PIL.Image.Image | str | None = "generate",
-    ):
+        subfolder: str | None = None,
+    ) -> str:
         r"""
-        Upload the pipeline to the Hub repo `repo_id` in the remote-code layout (see `save_pretrained`), so that
-        `DiffusionPipeline.from_pretrained(repo_id, trust_remote_code=True)` works without glotok-hf.
-
-        The model card is `model_card` when given; otherwise the repo's existing README.md is kept, and a new repo
-        gets `glotok_hf.hub.pipeline_model_card(self, **card_kwargs)` with a sample grid (see `save_pretrained`).
-        The token is sent as a request header only, never written to a file.
+        Diffusers' `push_to_hub` (same arguments), uploading the remote-code layout with a model card so that
+        `DiffusionPipeline.from_pretrained(repo_id, trust_remote_code=True)` works where glotok-hf is not installed.
+        A thin hook: it hands off to `glotok_hf.hub.push_pipeline_to_hub`, which also takes a model card, card fields
+        and a sample grid. An existing README.md in the repo is kept; the token goes only into request headers.
 
         Returns:
             `huggingface_hub.CommitInfo`: the commit (a `str`, its URL).
         """
-        return _glotok_hub().push_pipeline_to_hub(
+        try:  # by name, not an `import` statement: remote-code loaders ask for every package this file imports
+            hub = importlib.import_module("glotok_hf.hub")
+        except ImportError as err:
+            raise ImportError("Pushing a GloTokPipeline needs the glotok-hf package (pip install glotok-hf).") from err
+        return hub.push_pipeline_to_hub(
             self, repo_id, commit_message=commit_message, private=private, token=token, create_pr=create_pr,
-            safe_serialization=safe_serialization, variant=variant, model_card=model_card, card_kwargs=card_kwargs,
-            sample_grid=sample_grid,
+            safe_serialization=safe_serialization, variant=variant, subfolder=subfolder,
         )  # fmt: skip
-
-    def decode_indices(
-        self, visual_indices: torch.LongTensor | None = None, semantic_indices: torch.LongTensor | None = None
-    ) -> torch.Tensor:
-        """Index grids `(B, h, w)` -> images `(B, 3, H, W)` in [-1, 1] (unclamped), in the vqmodel's dtype."""
-        vqmodel = self.vqmodel
-        hook = getattr(vqmodel, "_hf_hook", None)
-        if hook is not None and hasattr(hook, "pre_forward"):  # model CPU offload: load the decoder onto the device
-            hook.pre_forward(vqmodel)
-        return vqmodel.decode(
-            semantic_indices=semantic_indices, visual_indices=visual_indices, return_dict=True
-        ).sample
-
-
-def _glotok_hub():
-    """`glotok_hf.hub`, imported on use: this module also runs as Hub remote code, where glotok-hf may be absent."""
-    try:
-        return importlib.import_module("glotok_hf.hub")  # not an `import` statement: remote-code loaders scan those
-    except ImportError as err:
-        raise ImportError(
-            "Saving a GloTokPipeline in the remote-code layout or pushing it to the Hub needs the glotok-hf package "
-            "(pip install glotok-hf)."
-        ) from err
 
 
 __all__ = ["GloTokPipeline", "GloTokPipelineOutput"]

@@ -45,16 +45,6 @@ PRIOR_SIZES: dict[str, PriorSize] = {
 }
 
 
-def _codebook_sizes(tokenizer_config) -> tuple[int, int]:
-    try:
-        return int(tokenizer_config.visual_codebook_size), int(tokenizer_config.semantic_codebook_size)
-    except AttributeError as err:
-        raise TypeError(
-            "tokenizer_config must be a GloTokConfig (with visual_codebook_size and semantic_codebook_size), got "
-            f"{type(tokenizer_config).__name__}."
-        ) from err
-
-
 def prior_config(
     size: str,
     tokenizer_config,
@@ -95,8 +85,7 @@ def prior_config(
     """
     if size not in PRIOR_SIZES:
         raise ValueError(f"Unknown prior size {size!r}; choose one of {sorted(PRIOR_SIZES)}.")
-    visual, semantic = _codebook_sizes(tokenizer_config)
-    layout = TokenLayout(visual, semantic, num_classes)
+    layout = TokenLayout(tokenizer_config.visual_codebook_size, tokenizer_config.semantic_codebook_size, num_classes)
     if num_positions is None:
         num_positions = int(tokenizer_config.latent_grid_size) ** 2
     preset = PRIOR_SIZES[size]
@@ -131,7 +120,8 @@ def prior_config(
     if kwargs["vocab_size"] != layout.vocab_size:
         raise ValueError(
             f"vocab_size={kwargs['vocab_size']} cannot be overridden: the token layout needs {layout.vocab_size} ids "
-            f"({visual} visual + {semantic} semantic + {num_classes} classes + 1 null class)."
+            f"({layout.visual_codebook_size} visual + {layout.semantic_codebook_size} semantic + {num_classes} classes "
+            "+ 1 null class)."
         )
     return LlamaConfig(**kwargs)
 
@@ -141,20 +131,16 @@ def layout_from_configs(
 ) -> TokenLayout:
     """The [`TokenLayout`] of a prior over a tokenizer's codes. The number of classes follows from the prior's
     `vocab_size` and the codebook sizes; when `id2label` is given its length must agree (`ValueError` otherwise)."""
-    visual, semantic = _codebook_sizes(tokenizer_config)
-    vocab_size = getattr(prior_config, "vocab_size", None)
-    if vocab_size is None:
-        raise TypeError(
-            f"prior_config must be a transformers config with vocab_size, got {type(prior_config).__name__}."
-        )
-    num_labels = None if id2label is None else len(id2label)
-    return TokenLayout.from_vocab_size(vocab_size, visual, semantic, num_labels=num_labels)
+    return TokenLayout.from_vocab_size(
+        prior_config.vocab_size,
+        tokenizer_config.visual_codebook_size,
+        tokenizer_config.semantic_codebook_size,
+        num_labels=None if id2label is None else len(id2label),
+    )
 
 
 def build_prior(config: LlamaConfig) -> LlamaForCausalLM:
     """A freshly initialised `LlamaForCausalLM` for `config` (from [`prior_config`])."""
-    if not isinstance(config, LlamaConfig):
-        raise TypeError(f"build_prior expects a LlamaConfig (see prior_config), got {type(config).__name__}.")
     return LlamaForCausalLM(config)
 
 
@@ -164,6 +150,7 @@ def prior_training_batch(
     layout: TokenLayout,
     class_dropout_prob: float = 0.1,
     generator: torch.Generator | None = None,
+    validate: bool = False,
 ) -> dict[str, torch.Tensor]:
     r"""
     Build the causal-LM batch of the prior's training stage: the class token in front of the image tokens, with
@@ -177,29 +164,29 @@ def prior_training_batch(
         layout (`TokenLayout`): the prior's token layout.
         class_dropout_prob (`float`, *optional*, defaults to 0.1): probability of replacing a class by the null class.
         generator (`torch.Generator`, *optional*): source of the dropout draws.
+        validate (`bool`, *optional*, defaults to `False`): also check that every code lies in the range its
+            position allows and every label in `[0, num_classes)`, which synchronises with the device; the training
+            loop leaves it off (its code dataset is checked against the tokenizer when it is opened).
 
     Returns:
         `dict` with `input_ids` `(B, N + 1)` and `labels` `(B, N + 1)` (a copy of `input_ids` with -100 at the class
         position; transformers shifts labels internally, so position 0 predicts the first image token).
     """
-    if not isinstance(layout, TokenLayout):
-        raise TypeError(f"layout must be a TokenLayout, got {type(layout).__name__}.")
-    if isinstance(class_dropout_prob, bool) or not isinstance(class_dropout_prob, (int, float)):
-        raise TypeError(f"class_dropout_prob must be a float, got {class_dropout_prob!r}.")
     if not 0.0 <= class_dropout_prob <= 1.0:
         raise ValueError(f"class_dropout_prob must be in [0, 1], got {class_dropout_prob}.")
-    layout.validate_tokens(codes, name="codes")
+    if validate:
+        layout.validate_tokens(codes, name="codes")
     if not isinstance(labels, torch.Tensor) or labels.ndim != 1 or labels.shape[0] != codes.shape[0]:
         shape = tuple(labels.shape) if isinstance(labels, torch.Tensor) else type(labels).__name__
         raise ValueError(
             f"labels must be a 1-d tensor with one label per row of codes ({codes.shape[0]}), got {shape}."
         )
-    if labels.numel() and int(labels.max()) >= layout.num_classes:
+    if validate and labels.numel() and int(labels.max()) >= layout.num_classes:
         raise ValueError(
             f"labels must lie in [0, {layout.num_classes}) for training (the null class comes from class dropout), "
             f"got {int(labels.max())}."
         )
-    class_ids = layout.class_token_ids(labels).to(codes.device)
+    class_ids = labels.to(codes.device).long() + layout.codebook_size
     if class_dropout_prob > 0:
         drop = draw_uniforms(generator, 1, labels.shape[0], codes.device)[0] < class_dropout_prob
         class_ids = torch.where(drop, torch.full_like(class_ids, layout.null_class_id), class_ids)

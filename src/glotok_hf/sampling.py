@@ -21,8 +21,6 @@ before the semantic code of each position (the order FQGAN samples in). With a s
 import importlib
 import inspect
 import math
-import numbers
-import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
@@ -36,9 +34,7 @@ from transformers import (
     TopPLogitsWarper,
 )
 
-
-def _is_int(value) -> bool:
-    return isinstance(value, numbers.Integral) and not isinstance(value, bool)
+from .utils import is_int
 
 
 def _first_bad(mask: torch.Tensor) -> tuple[int, ...]:
@@ -85,7 +81,7 @@ class TokenLayout:
     def __post_init__(self):
         for name in ("visual_codebook_size", "semantic_codebook_size", "num_classes"):
             value = getattr(self, name)
-            if not _is_int(value):
+            if not is_int(value):
                 raise TypeError(f"TokenLayout.{name} must be an int, got {type(value).__name__} {value!r}.")
             if value < 0:
                 raise ValueError(f"TokenLayout.{name} must be >= 0, got {value}.")
@@ -132,7 +128,8 @@ class TokenLayout:
 
     def num_image_tokens(self, num_positions: int) -> int:
         """Image tokens of an image with `num_positions` grid positions (class token excluded)."""
-        self._check_num_positions(num_positions)
+        if not is_int(num_positions) or num_positions < 1:
+            raise ValueError(f"num_positions must be a positive int, got {num_positions!r}.")
         return num_positions * self.tokens_per_position
 
     def sequence_length(self, num_positions: int) -> int:
@@ -141,13 +138,9 @@ class TokenLayout:
 
     def allowed_range(self, step: int) -> tuple[int, int]:
         """The id range `[lo, hi)` the prior may emit at image-token step `step` (0 = first token after the class)."""
-        if not _is_int(step) or step < 0:
+        if not is_int(step) or step < 0:
             raise ValueError(f"step must be an int >= 0, got {step!r}.")
         return self.code_ranges[step % self.tokens_per_position]
-
-    def _check_num_positions(self, num_positions) -> None:
-        if not _is_int(num_positions) or num_positions < 1:
-            raise ValueError(f"num_positions must be a positive int, got {num_positions!r}.")
 
     # ------------------------------------------------------------------------------------------- classes
     def class_token_ids(self, labels: torch.Tensor | Sequence[int] | int) -> torch.LongTensor:
@@ -157,9 +150,9 @@ class TokenLayout:
         """
         if isinstance(labels, torch.Tensor):
             labels = _check_integer_tensor("class labels", labels)
-        elif _is_int(labels):
+        elif is_int(labels):
             labels = torch.tensor(int(labels), dtype=torch.long)
-        elif isinstance(labels, Sequence) and not isinstance(labels, (str, bytes)) and all(_is_int(x) for x in labels):
+        elif isinstance(labels, Sequence) and not isinstance(labels, (str, bytes)) and all(is_int(x) for x in labels):
             labels = torch.tensor([int(x) for x in labels], dtype=torch.long)
         else:
             raise TypeError(f"class labels must be ints or an integer tensor, got {labels!r}.")
@@ -249,9 +242,9 @@ class TokenLayout:
             if side * side != num_positions:
                 raise ValueError(f"{num_positions} grid positions are not a square; pass grid=(h, w).")
             grid = (side, side)
-        elif _is_int(grid):
+        elif is_int(grid):
             grid = (grid, grid)
-        if len(grid) != 2 or not all(_is_int(g) and g > 0 for g in grid) or grid[0] * grid[1] != num_positions:
+        if len(grid) != 2 or not all(is_int(g) and g > 0 for g in grid) or grid[0] * grid[1] != num_positions:
             raise ValueError(
                 f"grid {grid!r} does not match the tokens: they hold {num_positions} grid positions "
                 f"({tokens.shape[1]} tokens / {self.tokens_per_position} per position)."
@@ -274,13 +267,6 @@ class TokenLayout:
     ) -> "TokenLayout":
         """The layout of a prior with `vocab_size` ids over a tokenizer with these codebook sizes; the number of
         classes is `vocab_size - V - S - 1`, checked against `num_labels` (the number of label names) when given."""
-        for name, value in (
-            ("vocab_size", vocab_size),
-            ("visual_codebook_size", visual_codebook_size),
-            ("semantic_codebook_size", semantic_codebook_size),
-        ):
-            if not _is_int(value) or value < 0:
-                raise ValueError(f"{name} must be an int >= 0, got {value!r}.")
         codes = visual_codebook_size + semantic_codebook_size
         num_classes = vocab_size - codes - 1
         if num_classes < 1:
@@ -317,25 +303,9 @@ def guidance_scales(
     Both tokens of a grid position share a scale. `"linear"` ramps from 1 (no guidance) at the first position to
     `guidance_scale` at the last (`1 + (s - 1) * p / (num_positions - 1)` at position `p`); `"constant"` is
     `guidance_scale` everywhere. Outside `guidance_interval = (start, end)`, given as fractions of the grid positions
-    (position `p` is inside when `start <= p / num_positions < end`), the scale is 1.
+    (position `p` is inside when `start <= p / num_positions < end`), the scale is 1. The arguments are those
+    [`check_sampling_inputs`] accepts.
     """
-    if guidance_schedule not in ("constant", "linear"):
-        raise ValueError(f"guidance_schedule must be 'constant' or 'linear', got {guidance_schedule!r}.")
-    if isinstance(guidance_scale, bool) or not isinstance(guidance_scale, (int, float)):
-        raise TypeError(f"guidance_scale must be a float, got {type(guidance_scale).__name__} {guidance_scale!r}.")
-    if not math.isfinite(guidance_scale) or guidance_scale < 0:
-        raise ValueError(f"guidance_scale must be a finite float >= 0 (1 disables guidance), got {guidance_scale}.")
-    if guidance_interval is not None:
-        if (
-            not isinstance(guidance_interval, (tuple, list))
-            or len(guidance_interval) != 2
-            or not all(isinstance(x, (int, float)) and not isinstance(x, bool) for x in guidance_interval)
-            or not 0.0 <= guidance_interval[0] < guidance_interval[1] <= 1.0
-        ):
-            raise ValueError(
-                "guidance_interval must be (start, end) fractions of the grid positions with 0 <= start < end <= 1, "
-                f"got {guidance_interval!r}."
-            )
     scales = []
     for p in range(num_positions):
         scale = float(guidance_scale)
@@ -348,12 +318,6 @@ def guidance_scales(
 
 
 def _logits_processors(temperature: float, top_k: int | None, top_p: float | None) -> LogitsProcessorList:
-    if isinstance(temperature, bool) or not isinstance(temperature, (int, float)) or not temperature > 0:
-        raise ValueError(f"temperature must be a float > 0, got {temperature!r}.")
-    if top_k is not None and (not _is_int(top_k) or top_k < 0):
-        raise ValueError(f"top_k must be None or an int >= 0 (0 or None disables it), got {top_k!r}.")
-    if top_p is not None and (isinstance(top_p, bool) or not isinstance(top_p, (int, float)) or not 0 < top_p <= 1):
-        raise ValueError(f"top_p must be None or a float in (0, 1] (1 or None disables it), got {top_p!r}.")
     processors = LogitsProcessorList()
     if temperature != 1.0:
         processors.append(TemperatureLogitsWarper(float(temperature)))
@@ -371,23 +335,12 @@ def draw_uniforms(
     device: torch.device,
 ) -> torch.FloatTensor:
     """`(batch_size, num_steps)` uniforms in [0, 1): row `i` holds the first `num_steps` draws of `generator[i]`
-    when a list is given, so a sample never depends on the rest of the batch. Each generator draws on its own
-    device; the result is moved to `device`."""
+    when a list (one generator per row) is given, so a sample never depends on the rest of the batch. Each generator
+    draws on its own device; the result is moved to `device`."""
     if isinstance(generator, (list, tuple)):
-        if len(generator) != batch_size:
-            raise ValueError(
-                f"Got a list of {len(generator)} generators for a batch of {batch_size} samples; pass one per sample."
-            )
-        if not all(isinstance(g, torch.Generator) for g in generator):
-            raise TypeError("generator must be a torch.Generator, a list of them (one per sample), or None.")
-        rows = [torch.rand(num_steps, generator=g, device=g.device) for g in generator]
-        return torch.stack([r.to(device) for r in rows])
+        return torch.stack([torch.rand(num_steps, generator=g, device=g.device).to(device) for g in generator])
     if generator is None:
         return torch.rand(batch_size, num_steps, device=device)
-    if not isinstance(generator, torch.Generator):
-        raise TypeError(
-            f"generator must be a torch.Generator, a list of them, or None; got {type(generator).__name__}."
-        )
     return torch.rand(batch_size, num_steps, generator=generator, device=generator.device).to(device)
 
 
@@ -409,7 +362,6 @@ def sample_from_logits(logits: torch.Tensor, uniforms: torch.Tensor) -> torch.Lo
     return torch.where(snapped >= 0, snapped, first_positive).squeeze(-1)
 
 
-@torch.no_grad()
 def sampling_memory_bytes(
     prior: torch.nn.Module, layout: TokenLayout, batch_size: int, num_positions: int, guided: bool = True
 ) -> int:
@@ -437,25 +389,88 @@ def available_memory_bytes(device: torch.device | str) -> int | None:
         try:  # psutil comes with accelerate; imported by name so remote-code loaders do not ask for it
             return importlib.import_module("psutil").virtual_memory().available
         except ImportError:
-            try:
-                return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
-            except (AttributeError, ValueError, OSError):
-                return None
+            return None
     return None
 
 
-def check_sampling_memory(
+def _is_real(value) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def check_sampling_inputs(
     prior: torch.nn.Module,
     layout: TokenLayout,
     batch_size: int,
     num_positions: int,
-    device: torch.device | str,
-    guided: bool = True,
+    *,
+    guidance_scale: float = 2.0,
+    guidance_schedule: str = "constant",
+    guidance_interval: tuple[float, float] | None = None,
+    temperature: float = 1.0,
+    top_k: int | None = None,
+    top_p: float | None = None,
+    generator: torch.Generator | Sequence[torch.Generator] | None = None,
+    cache_implementation: str = "dynamic",
+    device: torch.device | str = "cpu",
 ) -> None:
-    """Raise a `ValueError` when `batch_size` samples certainly do not fit in `device`'s memory (see
-    [`sampling_memory_bytes`]), instead of an out-of-memory error from deep inside torch, or a machine brought to a
-    crawl by swapping."""
-    needed = sampling_memory_bytes(prior, layout, batch_size, num_positions, guided)
+    r"""
+    Raise a clear `ValueError` or `TypeError` for any input [`sample_image_tokens`] cannot take (the arguments are
+    its own, with `batch_size` for the class labels), and when `batch_size` samples certainly do not fit in `device`'s
+    memory (see [`sampling_memory_bytes`]) instead of an out-of-memory error from deep inside torch or a machine
+    brought to a crawl by swapping. `sample_image_tokens(..., validate=True)` and `GloTokPipeline.check_inputs` call
+    it once; the sampling loop trusts what it accepted.
+    """
+    if not isinstance(layout, TokenLayout):
+        raise TypeError(f"layout must be a TokenLayout, got {type(layout).__name__}.")
+    config = getattr(prior, "config", None)
+    if getattr(config, "vocab_size", None) != layout.vocab_size:
+        raise ValueError(
+            f"The prior's vocab_size {getattr(config, 'vocab_size', None)} does not match the token layout's "
+            f"{layout.vocab_size} ({layout.visual_codebook_size} visual + {layout.semantic_codebook_size} semantic "
+            f"codes + {layout.num_classes} classes + 1 null class)."
+        )
+    num_steps = layout.num_image_tokens(num_positions)
+    max_positions = getattr(config, "max_position_embeddings", None)
+    if max_positions is not None and num_steps > max_positions:
+        raise ValueError(
+            f"{num_positions} grid positions need {num_steps} input positions (class token + {num_steps - 1} image "
+            f"tokens), more than the prior's max_position_embeddings={max_positions}."
+        )
+    if cache_implementation not in ("dynamic", "static"):
+        raise ValueError(f"cache_implementation must be 'dynamic' or 'static', got {cache_implementation!r}.")
+    if guidance_schedule not in ("constant", "linear"):
+        raise ValueError(f"guidance_schedule must be 'constant' or 'linear', got {guidance_schedule!r}.")
+    if not _is_real(guidance_scale) or guidance_scale < 0:
+        raise ValueError(f"guidance_scale must be a finite float >= 0 (1 disables guidance), got {guidance_scale!r}.")
+    if guidance_interval is not None and not (
+        isinstance(guidance_interval, (tuple, list))
+        and len(guidance_interval) == 2
+        and all(_is_real(x) for x in guidance_interval)
+        and 0.0 <= guidance_interval[0] < guidance_interval[1] <= 1.0
+    ):
+        raise ValueError(
+            "guidance_interval must be (start, end) fractions of the grid positions with 0 <= start < end <= 1, "
+            f"got {guidance_interval!r}."
+        )
+    if not _is_real(temperature) or not temperature > 0:
+        raise ValueError(f"temperature must be a float > 0, got {temperature!r}.")
+    if top_k is not None and (not is_int(top_k) or top_k < 0):
+        raise ValueError(f"top_k must be None or an int >= 0 (0 or None disables it), got {top_k!r}.")
+    if top_p is not None and (not _is_real(top_p) or not 0 < top_p <= 1):
+        raise ValueError(f"top_p must be None or a float in (0, 1] (1 or None disables it), got {top_p!r}.")
+    many = isinstance(generator, (list, tuple))
+    if not all(
+        isinstance(g, torch.Generator) for g in (generator if many else [] if generator is None else [generator])
+    ):
+        raise TypeError(
+            f"generator must be a torch.Generator, a list of them (one per image), or None; got {generator!r}."
+        )
+    if many and len(generator) != batch_size:
+        raise ValueError(
+            f"Got {len(generator)} generators for {batch_size} images; pass one generator or exactly one per image."
+        )
+    scales = guidance_scales(num_positions, 1, guidance_scale, guidance_schedule, guidance_interval)
+    needed = sampling_memory_bytes(prior, layout, batch_size, num_positions, guided=any(s != 1.0 for s in scales))
     available = available_memory_bytes(device)
     if available is not None and needed > available:
         raise ValueError(
@@ -477,9 +492,10 @@ def sample_image_tokens(
     top_k: int | None = None,
     top_p: float | None = None,
     generator: torch.Generator | Sequence[torch.Generator] | None = None,
-    callback: Callable[[int, int], None] | None = None,
+    callback: Callable[[int, torch.LongTensor], torch.LongTensor | None] | None = None,
     cache_implementation: str = "dynamic",
     device: torch.device | str | None = None,
+    validate: bool = True,
 ) -> torch.LongTensor:
     r"""
     Sample image tokens from a class-conditional causal LM prior with classifier-free guidance and a KV cache.
@@ -509,11 +525,17 @@ def sample_image_tokens(
         generator (`torch.Generator` or `list[torch.Generator]`, *optional*):
             One generator per sample makes every sample independent of the batch it is generated in: sample `i` is
             identical whether generated alone with `generator[i]` or in a batch. A single generator seeds the batch.
-        callback (`Callable[[int, int], None]`, *optional*):
-            Called as `callback(step, total_steps)` after each sampled token (`step` from 1 to `total_steps`).
+        callback (`Callable[[int, torch.LongTensor], torch.LongTensor | None]`, *optional*):
+            Called after each sampled token as `callback(step, tokens)`: `step` counts from 0, `tokens` is a view of
+            the `(B, step + 1)` image tokens sampled so far. Return `None` to go on, or a tensor of that shape to
+            continue from instead (do not edit the view in place); when tokens before the last one change, the KV
+            cache is rebuilt from the edited prefix.
         cache_implementation (`str`, *optional*, defaults to `"dynamic"`): `"dynamic"` (`DynamicCache`) or
             `"static"` (`StaticCache`, pre-allocated; for `torch.compile`).
         device (`torch.device`, *optional*): where to run; defaults to the prior's device.
+        validate (`bool`, *optional*, defaults to `True`):
+            Check the labels and every argument first ([`check_sampling_inputs`]); `False` trusts a caller that
+            checked them already (as `GloTokPipeline.check_inputs` does).
 
     Returns:
         `torch.LongTensor` of shape `(B, num_positions * layout.tokens_per_position)`: image-token ids (class token
@@ -540,77 +562,77 @@ def sample_image_tokens(
 
     ```
     """
-    if not isinstance(layout, TokenLayout):
-        raise TypeError(f"layout must be a TokenLayout, got {type(layout).__name__}.")
-    config = getattr(prior, "config", None)
-    prior_vocab = getattr(config, "vocab_size", None)
-    if prior_vocab != layout.vocab_size:
-        raise ValueError(
-            f"The prior's vocab_size {prior_vocab} does not match the token layout's {layout.vocab_size} "
-            f"({layout.visual_codebook_size} visual + {layout.semantic_codebook_size} semantic codes + "
-            f"{layout.num_classes} classes + 1 null class)."
-        )
-    num_steps = layout.num_image_tokens(num_positions)
-    max_positions = getattr(config, "max_position_embeddings", None)
-    if max_positions is not None and num_steps > max_positions:
-        raise ValueError(
-            f"{num_positions} grid positions need {num_steps} input positions (class token + {num_steps - 1} image "
-            f"tokens), more than the prior's max_position_embeddings={max_positions}."
-        )
-    if cache_implementation not in ("dynamic", "static"):
-        raise ValueError(f"cache_implementation must be 'dynamic' or 'static', got {cache_implementation!r}.")
-    scales = guidance_scales(
-        num_positions, layout.tokens_per_position, guidance_scale, guidance_schedule, guidance_interval
-    )
-    processors = _logits_processors(temperature, top_k, top_p)
-
     if device is None:
         device = getattr(prior, "device", None) or next(prior.parameters()).device
     device = torch.device(device)
-    class_ids = layout.class_token_ids(class_labels).to(device)
-    if class_ids.ndim != 1 or class_ids.numel() == 0:
-        raise ValueError(
-            f"class_labels must be a non-empty 1-d sequence of labels, got shape {tuple(class_ids.shape)}."
-        )
-    batch = class_ids.shape[0]
-    guided_steps = [i for i, s in enumerate(scales) if s != 1.0]
-    check_sampling_memory(prior, layout, batch, num_positions, device, bool(guided_steps))
-    uniforms = draw_uniforms(generator, batch, num_steps, device)
-
-    last_guided = guided_steps[-1] if guided_steps else -1
-    rows = 2 * batch if guided_steps else batch
-    if cache_implementation == "static":
-        cache = StaticCache(config=config, max_cache_len=num_steps)
+    options = dict(guidance_scale=guidance_scale, guidance_schedule=guidance_schedule,
+                   guidance_interval=guidance_interval, temperature=temperature, top_k=top_k, top_p=top_p)  # fmt: skip
+    if validate:
+        if not isinstance(layout, TokenLayout):
+            raise TypeError(f"layout must be a TokenLayout, got {type(layout).__name__}.")
+        class_ids = layout.class_token_ids(class_labels)
+        if class_ids.ndim != 1 or class_ids.numel() == 0:
+            raise ValueError(
+                f"class_labels must be a non-empty 1-d sequence of labels, got shape {tuple(class_ids.shape)}."
+            )
+        check_sampling_inputs(prior, layout, class_ids.shape[0], num_positions, generator=generator,
+                              cache_implementation=cache_implementation, device=device, **options)  # fmt: skip
     else:
-        cache = DynamicCache(config=config)
-    cache_kwargs = {cache_keyword(prior): cache, "use_cache": True}
+        class_ids = torch.as_tensor(class_labels, dtype=torch.long) + layout.codebook_size
+    class_ids = class_ids.to(device)
+    batch, num_steps, per_position = (
+        class_ids.shape[0],
+        layout.num_image_tokens(num_positions),
+        layout.tokens_per_position,
+    )
+    scales = guidance_scales(num_positions, per_position, guidance_scale, guidance_schedule, guidance_interval)
+    processors = _logits_processors(temperature, top_k, top_p)
+    uniforms = draw_uniforms(generator, batch, num_steps, device)
+    guided_steps = [i for i, s in enumerate(scales) if s != 1.0]
+    last_guided, paired = (
+        (guided_steps or [-1])[-1],
+        bool(guided_steps),
+    )  # paired: the null-class rows are in the batch
+    config, keyword, ranges = prior.config, cache_keyword(prior), layout.code_ranges
 
     # sequences[:, 0] is the class token; sequences[:, 1 + i] the i-th image token. Logits processors see the prefix.
     sequences = torch.empty(batch, 1 + num_steps, dtype=torch.long, device=device)
     sequences[:, 0] = class_ids
-    inputs = class_ids
-    if rows == 2 * batch:
-        inputs = torch.cat([class_ids, torch.full_like(class_ids, layout.null_class_id)])
-    inputs = inputs[:, None]
+
+    def restart(length: int) -> tuple:
+        """A fresh cache, and the first `length` tokens of every row (and of its null-class twin) as the input."""
+        static = cache_implementation == "static"
+        cache = StaticCache(config=config, max_cache_len=num_steps) if static else DynamicCache(config=config)
+        prefix = sequences[:, :length]
+        if paired:
+            null = torch.cat([torch.full_like(prefix[:, :1], layout.null_class_id), prefix[:, 1:]], dim=1)
+            prefix = torch.cat([prefix, null])
+        return cache, prefix
+
+    cache, inputs = restart(1)
     for step in range(num_steps):
-        logits = prior(input_ids=inputs, **cache_kwargs).logits[:, -1]
-        lo, hi = layout.allowed_range(step)
+        logits = prior(input_ids=inputs, use_cache=True, **{keyword: cache}).logits[:, -1]
+        lo, hi = ranges[step % per_position]
         logits = logits[:, lo:hi].float()
-        if rows == 2 * batch:
+        if paired:
             cond, uncond = logits[:batch], logits[batch:]
-            scale = scales[step]
-            logits = cond if scale == 1.0 else uncond + scale * (cond - uncond)
+            logits = cond if scales[step] == 1.0 else uncond + scales[step] * (cond - uncond)
         logits = processors(sequences[:, : step + 1], logits)
-        token = sample_from_logits(logits, uniforms[:, step]) + lo
-        sequences[:, step + 1] = token
-        if callback is not None:
-            callback(step + 1, num_steps)
+        sequences[:, step + 1] = sample_from_logits(logits, uniforms[:, step]) + lo
+        edited = None if callback is None else callback(step, sequences[:, 1 : step + 2])
+        rebuild = edited is not None and not torch.equal(edited[:, :-1], sequences[:, 1 : step + 1])
+        if edited is not None:
+            sequences[:, 1 : step + 2] = edited
         if step == num_steps - 1:
             break
-        if rows == 2 * batch and step >= last_guided and isinstance(cache, DynamicCache):
+        if paired and step >= last_guided and isinstance(cache, DynamicCache):
             cache.batch_select_indices(torch.arange(batch, device=device))  # guidance is over: drop uncond rows
-            rows = batch
-        inputs = (token.repeat(rows // batch))[:, None]
+            paired = False
+        if rebuild:
+            cache, inputs = restart(step + 2)
+        else:
+            token = sequences[:, step + 1]
+            inputs = (torch.cat([token, token]) if paired else token)[:, None]
     return sequences[:, 1:]
 
 
@@ -618,7 +640,7 @@ __all__ = [
     "TokenLayout",
     "available_memory_bytes",
     "cache_keyword",
-    "check_sampling_memory",
+    "check_sampling_inputs",
     "draw_uniforms",
     "guidance_scales",
     "sample_from_logits",

@@ -3,6 +3,7 @@
 safetensors file (histogram, bin centres, alpha, and metadata naming its source)."""
 
 import argparse
+import inspect
 import json
 
 EPILOG = """sources:
@@ -93,6 +94,7 @@ def run(args) -> int:
     import torch
 
     from .. import teacher as teachers
+    from ..utils import resolve_source
 
     output = Path(args.output)
     if output.exists() and not args.overwrite:
@@ -105,36 +107,19 @@ def run(args) -> int:
         teacher = teachers.random_codebook_teacher(args.size, args.dim, seed=args.seed, device=args.device, **common)
     elif args.source == "codebook":
         _require(args, "codebook", "codebook")
+        resolve_source(args.codebook, "--codebook")  # a typo in a local path fails here, not after a Hub request
         teacher = teachers.teacher_from_codebook(
             args.codebook, key=args.key, branch=args.branch, device=args.device, **common
         )
     else:
         _require(args, "backbone", "model")
+        resolve_source(args.model, "--model")
         if (args.train_data_dir is None) == (args.dataset_name is None):
             raise ValueError("--source backbone needs exactly one of --train-data-dir or --dataset-name.")
-        teacher = teachers.teacher_from_backbone(
-            args.model,
-            dataset_name=args.dataset_name,
-            dataset_config_name=args.dataset_config_name,
-            train_data_dir=args.train_data_dir,
-            split=args.split,
-            image_column=args.image_column,
-            label_column=args.label_column,
-            layer=args.layer,
-            pool_size=args.pool_size,
-            num_clusters=args.num_clusters,
-            per_class=args.per_class,
-            normalize_features=args.normalize_features,
-            max_images=args.max_images,
-            batch_size=args.batch_size,
-            num_workers=args.num_workers,
-            device=args.device,
-            dtype=getattr(torch, args.dtype),
-            seed=args.seed,
-            cache_dir=args.cache_dir,
-            progress=not args.no_progress,
-            **common,
-        )
+        parameters = inspect.signature(teachers.teacher_from_backbone).parameters
+        options = {name: value for name, value in vars(args).items() if name in parameters}  # flags = its arguments
+        options.update(dtype=getattr(torch, args.dtype), progress=not args.no_progress)
+        teacher = teachers.teacher_from_backbone(args.model, **options)
     teacher.save(output, overwrite=args.overwrite, include_tokens=args.save_tokens)
     print(f"Saved the {teacher.metadata['source']} teacher histogram to {output}")
     print(teacher.summary())

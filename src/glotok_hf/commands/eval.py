@@ -8,9 +8,9 @@ Every network comes from a local path (nothing is downloaded). Run it on several
 import argparse
 import json
 import math
-import os
-import sys
 from pathlib import Path
+
+from .generate import positive_int
 
 EPILOG = """examples:
   # PSNR, SSIM, codebook usage/perplexity, LPIPS, rFID with the TorchScript Inception, uniformity of the semantic branch
@@ -34,7 +34,7 @@ def _add_common(parser: argparse.ArgumentParser) -> None:
     group = parser.add_argument_group("feature networks and output")
     group.add_argument("--inception", help="Inception-v3 file for FID/IS (see below).")
     group.add_argument("--feature-net", help="TorchScript feature network for FID (images in [0, 1] -> (B, F)).")
-    group.add_argument("--batch-size", type=int, default=32, help="Images per batch (default 32).")
+    group.add_argument("--batch-size", type=positive_int, default=32, help="Images per batch (default 32).")
     group.add_argument("--seed", type=int, default=0, help="Seed (default 0).")
     group.add_argument(
         "--mixed-precision", choices=["no", "bf16", "fp16"], default="no", help="Autocast dtype for the tokenizer."
@@ -74,8 +74,10 @@ def register(subparsers) -> None:
     data.add_argument("--dataset-config-name", help="The dataset configuration.")
     data.add_argument("--split", default="train", help="Split to evaluate (default 'train', an imagefolder's split).")
     data.add_argument("--image-column", default="image", help="Image column (default 'image').")
-    data.add_argument("--resolution", type=int, help="Resize + center crop side (default: the model's sample_size).")
-    data.add_argument("--max-samples", type=int, help="Evaluate only the first N images.")
+    data.add_argument(
+        "--resolution", type=positive_int, help="Resize + center crop side (default: the model's sample_size)."
+    )
+    data.add_argument("--max-samples", type=positive_int, help="Evaluate only the first N images.")
     data.add_argument("--num-workers", type=int, default=0, help="Dataloader workers (default 0).")
     recon.add_argument("--lpips", help="LPIPS weights (.safetensors made by `glotok convert-lpips`).")
     uni = recon.add_argument_group("uniformity (VA-VAE protocol)")
@@ -87,7 +89,7 @@ def register(subparsers) -> None:
     uni.add_argument("--uniformity-max-iter", type=int, default=1000, help="t-SNE iterations (default 1000).")
     uni.add_argument("--uniformity-perplexity", type=float, default=30.0, help="t-SNE perplexity (default 30).")
     _add_common(recon)
-    recon.set_defaults(func=_clean_import_errors(run_reconstruction))
+    recon.set_defaults(func=run_reconstruction)
 
     gen = modes.add_parser(
         "generation",
@@ -100,9 +102,9 @@ def register(subparsers) -> None:
     )
     gen.add_argument("--pipeline", required=True, help="Pipeline folder (GloTokPipeline.save_pretrained).")
     labels = gen.add_mutually_exclusive_group(required=True)
-    labels.add_argument("--num-classes", type=int, help="Sample classes 0..N-1.")
+    labels.add_argument("--num-classes", type=positive_int, help="Sample classes 0..N-1.")
     labels.add_argument("--class-labels", type=int, nargs="+", help="Sample these class ids.")
-    gen.add_argument("--images-per-class", type=int, default=50, help="Images per class (default 50).")
+    gen.add_argument("--images-per-class", type=positive_int, default=50, help="Images per class (default 50).")
     gen.add_argument("--guidance-scale", type=float, default=2.0, help="CFG scale (default 2.0).")
     gen.add_argument("--temperature", type=float, default=1.0)
     gen.add_argument("--top-k", type=int, default=None)
@@ -116,26 +118,11 @@ def register(subparsers) -> None:
     )
     gen.add_argument("--reference-image-column", default="image")
     gen.add_argument("--reference-split", default="train")
-    gen.add_argument("--is-splits", type=int, default=10, help="Inception Score splits (default 10).")
+    gen.add_argument("--is-splits", type=positive_int, default=10, help="Inception Score splits (default 10).")
     gen.add_argument("--classifier", help="Classifier: a transformers image-classification folder or TorchScript.")
     _add_common(gen)
-    gen.set_defaults(func=_clean_import_errors(run_generation))
+    gen.set_defaults(func=run_generation)
     parser.set_defaults(func=lambda args: _print_help(parser))
-
-
-def _clean_import_errors(run):
-    """Report a missing optional package (e.g. torch-fidelity) like the other user errors, without a traceback."""
-
-    def wrapped(args) -> int:
-        try:
-            return run(args)
-        except ImportError as err:
-            if os.environ.get("GLOTOK_DEBUG"):
-                raise
-            print(f"glotok eval {args.mode}: error: {err}", file=sys.stderr)
-            return 2
-
-    return wrapped
 
 
 def _print_help(parser) -> int:
@@ -203,8 +190,6 @@ def _image_loader(dataset, resolution: int, batch_size: int, num_workers: int, i
     from glotok_hf.evaluation.sampling import process_state, shard_indices
 
     if max_samples is not None:
-        if max_samples < 1:
-            raise ValueError(f"--max-samples must be positive, got {max_samples}.")
         dataset = dataset.select(range(min(max_samples, len(dataset))))
     state = process_state()
     images = ImageDataset(dataset, ImageTransform(resolution, center_crop=True), image_column, label_column=None)
@@ -228,30 +213,29 @@ def _load_dataset(data_dir=None, dataset_name=None, config_name=None, split="tra
     )
 
 
-def _positive(name: str, value) -> None:
-    if value is not None and value < 1:
-        raise ValueError(f"{name} must be a positive integer, got {value}.")
+def _local_folder(source: str, what: str, saved_by: str) -> Path:
+    """`source` as an existing local folder (evaluation downloads nothing)."""
+    path = Path(source).expanduser()
+    if not path.is_dir():
+        raise FileNotFoundError(f"{what} {path} is not a folder saved with {saved_by}.save_pretrained.")
+    return path
 
 
 # --------------------------------------------------------------------------------------------- reconstruction
 def run_reconstruction(args) -> int:
     output = _check_output(args)
-    _positive("--batch-size", args.batch_size)
-    _positive("--resolution", args.resolution)
     if args.uniformity_images < 0:
         raise ValueError(f"--uniformity-images must be >= 0, got {args.uniformity_images}.")
     import torch
 
-    from glotok_hf import GloTokModel
     from glotok_hf.evaluation.reconstruction import evaluate_reconstruction
     from glotok_hf.evaluation.sampling import process_state
+    from glotok_hf.loading import load_tokenizer
 
-    model_path = Path(args.model)
-    if not model_path.is_dir():
-        raise FileNotFoundError(f"--model {model_path} is not a folder saved with GloTokModel.save_pretrained.")
+    model_path = _local_folder(args.model, "--model", "GloTokModel")
     state = process_state()
     torch.manual_seed(args.seed)
-    model = GloTokModel.from_pretrained(model_path, subfolder=args.subfolder).to(state.device).eval()
+    model = load_tokenizer(model_path, subfolder=args.subfolder, device=state.device)
     resolution = args.resolution or model.config.sample_size
     dataset = _load_dataset(
         args.train_data_dir, args.dataset_name, args.dataset_config_name, args.split, args.image_column
@@ -301,17 +285,6 @@ def run_reconstruction(args) -> int:
 
 
 # ------------------------------------------------------------------------------------------------- generation
-def _load_pipeline(path: str, device):
-    folder = Path(path)
-    if not (folder / "model_index.json").is_file():
-        raise FileNotFoundError(f"--pipeline {folder} is not a pipeline folder (no model_index.json).")
-    from glotok_hf.pipeline_glotok import GloTokPipeline
-
-    pipeline = GloTokPipeline.from_pretrained(folder).to(device)
-    pipeline.set_progress_bar_config(disable=True)
-    return pipeline
-
-
 def _reference(args, resolution: int):
     """(reference statistics or None, reference batches or None) from --reference."""
     import numpy as np
@@ -350,16 +323,16 @@ def _reference(args, resolution: int):
 
 def run_generation(args) -> int:
     output = _check_output(args)
-    for name in ("--batch-size", "--images-per-class", "--num-classes", "--is-splits"):
-        _positive(name, getattr(args, name[2:].replace("-", "_")))
     if args.npz and Path(args.npz).exists() and not args.overwrite:
         raise FileExistsError(f"--npz {args.npz} exists; pass --overwrite to replace it.")
     from glotok_hf.evaluation.consistency import load_image_classifier
     from glotok_hf.evaluation.generation import evaluate_generation
     from glotok_hf.evaluation.sampling import balanced_class_labels, process_state
+    from glotok_hf.loading import load_pipeline
 
     state = process_state()
-    pipeline = _load_pipeline(args.pipeline, state.device)
+    pipeline = load_pipeline(_local_folder(args.pipeline, "--pipeline", "GloTokPipeline"), device=state.device)
+    pipeline.set_progress_bar_config(disable=True)
     resolution = pipeline.vqmodel.config.sample_size
     class_ids = args.num_classes if args.num_classes is not None else args.class_labels
     class_labels = balanced_class_labels(class_ids, args.images_per_class)

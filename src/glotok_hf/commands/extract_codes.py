@@ -24,7 +24,7 @@ def register(subparsers) -> None:
         epilog=EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    parser.add_argument("--tokenizer", required=True, help="folder (or Hub id) of a saved GloTokModel")
+    parser.add_argument("--tokenizer", required=True, help="folder (or Hub id) of a saved GloTokModel or pipeline")
     parser.add_argument("--subfolder", default="", help="subfolder of --tokenizer holding the model, e.g. vqmodel")
     data = parser.add_mutually_exclusive_group(required=True)
     data.add_argument("--train-data-dir", help="an imagefolder directory (one sub-folder per class)")
@@ -57,10 +57,12 @@ def run(args: argparse.Namespace) -> int:
 
     from ..codes import extract_codes, load_code_dataset
     from ..data import load_image_dataset
-    from ..modeling_glotok import GloTokModel
+    from ..loading import load_tokenizer
+    from ..utils import resolve_source
 
+    resolve_source(args.tokenizer, "--tokenizer")  # a typo in a local path fails here, not after a Hub request
     label_column = None if args.label_column.lower() == "none" else args.label_column
-    model = GloTokModel.from_pretrained(args.tokenizer, subfolder=args.subfolder)
+    model = load_tokenizer(args.tokenizer, subfolder=args.subfolder, device="cpu")  # extract_codes places it
     dataset = load_image_dataset(
         dataset_name=args.dataset_name,
         dataset_config_name=args.dataset_config_name,

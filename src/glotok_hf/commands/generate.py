@@ -6,12 +6,7 @@ import random
 import re
 from pathlib import Path
 
-import torch
-from PIL import Image
-
-from ..hub import image_grid
-from ..loading import DEFAULT_PIPELINE_ENV, DTYPES, load_pipeline
-from ..sampling import available_memory_bytes
+from ..loading import DEFAULT_PIPELINE_ENV
 
 DESCRIPTION = f"""Generate class-conditional images with a GloTok pipeline (AR prior + GloTok tokenizer).
 
@@ -39,6 +34,8 @@ def positive_int(text: str) -> int:
 
 
 def image_path(text: str) -> Path:
+    from PIL import Image
+
     path = Path(text).expanduser()
     if path.suffix.lower() not in Image.registered_extensions():
         raise argparse.ArgumentTypeError(f"{text!r} needs an image file extension such as .png")
@@ -47,7 +44,8 @@ def image_path(text: str) -> Path:
 
 def add_model_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--device", help="torch device, e.g. cpu, cuda, cuda:1 (default: cuda when available)")
-    parser.add_argument("--dtype", choices=sorted(DTYPES), default="float32", help="weights dtype (default: float32)")
+    parser.add_argument("--dtype", choices=["bfloat16", "float16", "float32"], default="float32",
+                        help="weights dtype (default: float32)")  # fmt: skip
 
 
 def register(subparsers) -> None:
@@ -84,6 +82,8 @@ def check_output_file(path: Path | None, overwrite: bool) -> None:
 
 def check_output_memory(count: int, size: int, grid: bool) -> None:
     """The images are kept until they are written: refuse a count whose pixels (twice, with a grid) cannot fit."""
+    from ..sampling import available_memory_bytes
+
     needed = count * size * size * 3 * (2 if grid else 1)
     available = available_memory_bytes("cpu")
     if available is not None and needed > available:
@@ -113,13 +113,18 @@ def per_image_paths(folder: Path, label_ids: list[int], per_label: int, id2label
 
 
 def run(args: argparse.Namespace) -> int:
+    import torch
+
+    from ..data import image_grid
+    from ..loading import load_pipeline
+
     if args.output is None and args.output_dir is None:
         raise ValueError("nothing to write: pass --output FILE (a grid) and/or --output-dir DIR (one PNG per image).")
     check_output_file(args.output, args.overwrite)
     if args.output_dir is not None and args.output_dir.exists() and not args.output_dir.is_dir():
         raise NotADirectoryError(f"--output-dir {args.output_dir} exists and is not a folder.")
 
-    pipe = load_pipeline(args.pipeline, device=args.device, dtype=DTYPES[args.dtype],
+    pipe = load_pipeline(args.pipeline, device=args.device, dtype=getattr(torch, args.dtype),
                          trust_remote_code=args.trust_remote_code)  # fmt: skip
     label_ids = pipe.get_label_ids(args.class_labels)
     seed = args.seed if args.seed is not None else random.randrange(2**31)

@@ -5,12 +5,7 @@ by side, and the PSNR of each."""
 import argparse
 from pathlib import Path
 
-import torch
-from torchmetrics.functional.image import peak_signal_noise_ratio
-
-from ..data import ImageTransform, decode_image, tensor_to_pil
-from ..hub import image_grid
-from ..loading import DEFAULT_PIPELINE_ENV, DTYPES, load_tokenizer
+from ..loading import DEFAULT_PIPELINE_ENV
 from .generate import add_model_arguments, check_output_file, image_path, positive_int
 
 DESCRIPTION = f"""Reconstruct images with a GloTok tokenizer: encode each to its codebook indices, decode them, write
@@ -47,11 +42,17 @@ def register(subparsers) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    import torch
+    from torchmetrics.functional.image import peak_signal_noise_ratio
+
+    from ..data import ImageTransform, decode_image, image_grid, tensor_to_pil
+    from ..loading import load_tokenizer
+
     check_output_file(args.output, args.overwrite)
     for path in args.images:
         if not path.is_file():
             raise FileNotFoundError(f"{path}: no such image file.")
-    model = load_tokenizer(args.model, device=args.device, dtype=DTYPES[args.dtype])
+    model = load_tokenizer(args.model, device=args.device, dtype=getattr(torch, args.dtype))
     transform = ImageTransform(model.config.sample_size, center_crop=True)
     pixels = []
     for path in args.images:
@@ -65,7 +66,7 @@ def run(args: argparse.Namespace) -> int:
     for start in range(0, len(pixels), args.batch_size):
         batch = torch.stack(pixels[start : start + args.batch_size]).to(device, dtype)
         with torch.no_grad():
-            codes = model.encode(batch)
+            codes = model.encode(batch, validate=True)  # the images come from the user: check their range
             decoded = model.decode(**codes.indices).sample
         originals.append(batch.float().cpu())
         reconstructions.append(decoded.float().clamp(-1, 1).cpu())
