@@ -8,6 +8,7 @@ import json
 import numpy as np
 import pytest
 import torch
+from conftest import tiny_glotok_model
 from diffusers import DiffusionPipeline
 from PIL import Image
 from pipeline_utils import ID2LABEL, generators, single_thread, tiny_pipeline, tiny_prior  # noqa: F401
@@ -442,7 +443,7 @@ def test_id2label_must_name_exactly_the_priors_classes(pipe):
 
 def test_prior_context_must_hold_the_token_grid(pipe):
     short = tiny_prior(pipe.vqmodel.config, 3, max_position_embeddings=16)
-    with pytest.raises(ValueError, match="needs 32 positions .* max_position_embeddings=16"):
+    with pytest.raises(ValueError, match="sequence of 33 positions .* max_position_embeddings=16"):
         GloTokPipeline(pipe.vqmodel, short)
 
 
@@ -451,3 +452,25 @@ def test_components_must_be_a_glotok_model_and_a_causal_lm(pipe):
         GloTokPipeline(vqmodel=pipe.prior, prior=pipe.prior)
     with pytest.raises(TypeError, match="prior must be a causal LM"):
         GloTokPipeline(vqmodel=pipe.vqmodel, prior=torch.nn.Linear(1, 1))
+
+
+def test_a_prior_trained_on_another_grid_is_refused_at_construction_and_load(tmp_path):
+    """A tokenizer saved at sample_size 8 (4x4 grid) with a prior of 6x6 grids: scrambled images, so refused."""
+    pipe = tiny_pipeline()
+    other = tiny_prior(tiny_glotok_model(sample_size=12).config, num_classes=3)  # a 6x6-grid prior
+    assert other.config.image_grid_size == [6, 6] and pipe.prior.config.image_grid_size == [4, 4]
+    with pytest.raises(ValueError, match=r"trained on 6x6 token grids, but the tokenizer \(sample_size 8\) makes 4x4"):
+        GloTokPipeline(vqmodel=pipe.vqmodel, prior=other, id2label=ID2LABEL)
+    pipe.prior = other  # a folder whose prior/ was replaced by hand
+    pipe.register_modules(prior=other)
+    pipe.save_pretrained(tmp_path)
+    with pytest.raises(ValueError, match="trained on 6x6 token grids"):
+        GloTokPipeline.from_pretrained(tmp_path)
+
+
+def test_a_prior_without_a_recorded_grid_is_held_to_its_position_budget():
+    pipe = tiny_pipeline()
+    other = tiny_prior(tiny_glotok_model(sample_size=12).config, num_classes=3)
+    other.config.image_grid_size = None  # e.g. a prior built by hand: only max_position_embeddings says its grid
+    with pytest.raises(ValueError, match=r"sequence of 33 positions .* max_position_embeddings=73"):
+        GloTokPipeline(vqmodel=pipe.vqmodel, prior=other, id2label=ID2LABEL)

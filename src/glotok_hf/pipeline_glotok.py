@@ -153,14 +153,21 @@ class GloTokPipeline(DiffusionPipeline):
                 f"id2label must name classes 0..{layout.num_classes - 1} (the prior's {layout.num_classes} classes), "
                 f"got ids {sorted(id2label)[:5]}..."
             )
-        num_positions = vq_config.latent_grid_size**2
-        needed_positions = layout.num_image_tokens(num_positions)
-        max_positions = getattr(prior_config, "max_position_embeddings", None)
-        if max_positions is not None and max_positions < needed_positions:
+        grid = vq_config.latent_grid_size
+        trained = getattr(prior_config, "image_grid_size", None)
+        if trained is not None and list(trained) != [grid, grid]:
             raise ValueError(
-                f"The prior does not fit the tokenizer: a {vq_config.latent_grid_size}x{vq_config.latent_grid_size} "
-                f"token grid needs {needed_positions} positions (class token + {needed_positions - 1} image tokens), "
-                f"but the prior has max_position_embeddings={max_positions}."
+                f"The prior does not fit the tokenizer: it was trained on {trained[0]}x{trained[1]} token grids, but "
+                f"the tokenizer (sample_size {vq_config.sample_size}) makes {grid}x{grid} grids, so its samples would "
+                "be scrambled. Use the tokenizer the prior was trained with, or train the prior on this tokenizer's codes."
+            )
+        needed = layout.sequence_length(grid * grid)
+        max_positions = getattr(prior_config, "max_position_embeddings", None)
+        if max_positions is not None and max_positions != needed:
+            raise ValueError(
+                f"The prior does not fit the tokenizer: a {grid}x{grid} token grid is a sequence of {needed} positions "
+                f"(class token + {needed - 1} image tokens), but the prior was built for max_position_embeddings="
+                f"{max_positions}. Use the tokenizer the prior was trained with, or train the prior on its codes."
             )
         return layout
 

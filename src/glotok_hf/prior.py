@@ -8,6 +8,7 @@ The prior needs no modeling code of its own: `prior_config` returns a `LlamaConf
 also holds the batch-building helper of the prior's training stage.
 """
 
+import math
 from collections.abc import Mapping
 from dataclasses import dataclass
 
@@ -57,7 +58,8 @@ def prior_config(
     The `LlamaConfig` of a class-conditional prior of LlamaGen size `size` over the codes of `tokenizer_config`.
 
     The vocabulary is `V + S + num_classes + 1` (see [`TokenLayout`]), `max_position_embeddings` is the full sequence
-    length `1 + num_positions * tokens_per_position`, bos/eos/pad are `None` (generation never stops early), and the
+    length `1 + num_positions * tokens_per_position`, `image_grid_size` records the (square) token grid the prior
+    models, so that a pipeline can refuse a tokenizer of another grid, bos/eos/pad are `None` (generation never stops early), and the
     rest is LlamaGen's: SwiGLU of width `find_multiple(8/3 * d, 256)`, RMSNorm eps 1e-5, RoPE theta 10,000 (1-D; LlamaGen
     uses 2-D RoPE), an untied output head, no biases.
 
@@ -98,6 +100,7 @@ def prior_config(
         num_key_value_heads=preset.num_attention_heads,
         hidden_act="silu",
         max_position_embeddings=layout.sequence_length(num_positions),
+        image_grid_size=[math.isqrt(num_positions)] * 2 if math.isqrt(num_positions) ** 2 == num_positions else None,
         initializer_range=0.02,
         rms_norm_eps=1e-5,
         rope_parameters={"rope_type": "default", "rope_theta": 10000.0},
