@@ -66,7 +66,7 @@ def test_on_the_fly_extraction_trains_on_the_same_codes(assets, tmp_path):
 
 
 def test_class_dropout_is_a_per_example_draw():
-    from loaders import SeededItems
+    from glotok_hf.training.loaders import SeededItems
 
     items = SeededItems([{"codes": None}] * 4000, seed=3, draw_uniform=True)
     draws = torch.tensor([items[i]["uniform"] for i in range(4000)])
@@ -77,7 +77,7 @@ def test_class_dropout_is_a_per_example_draw():
 
 
 def test_code_items_read_the_extracted_codes(assets):
-    from stage_prior import CodeItems
+    from glotok_hf.training.stage_prior import CodeItems
 
     dataset, metadata = load_code_dataset(assets["codes"])
     item = CodeItems(dataset)[3]

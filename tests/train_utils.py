@@ -1,5 +1,6 @@
 """Helpers for the training-script tests: tiny images and configs, in-process runs, and `accelerate launch` runs."""
 
+import importlib.util
 import json
 import os
 import subprocess
@@ -9,8 +10,18 @@ from pathlib import Path
 REPO_ROOT = Path(__file__).resolve().parents[1]
 TRAINING_DIR = REPO_ROOT / "training"
 TRAIN_SCRIPT = TRAINING_DIR / "train.py"
-if str(TRAINING_DIR) not in sys.path:
-    sys.path.insert(0, str(TRAINING_DIR))
+
+
+def load_script(path: Path):
+    """A script of training/ or benchmarks/ (not a package) as a module, loaded from its file by path."""
+    name = f"glotok_script_{Path(path).stem}"
+    if name not in sys.modules:
+        spec = importlib.util.spec_from_file_location(name, path)
+        module = importlib.util.module_from_spec(spec)
+        sys.modules[name] = module
+        spec.loader.exec_module(module)
+    return sys.modules[name]
+
 
 # The conftest tiny GloTok (8x8 tokens at 16x16), a 2-layer group-norm PatchGAN (batch-independent, so 1- and
 # 2-process runs agree) and a loss config that turns the GAN on at step 2.
@@ -24,9 +35,9 @@ TINY_DISCRIMINATOR = {"base_channels": 4, "num_layers": 2, "norm_type": "group",
 
 def make_imagefolder(root: Path, per_class: int = 6, classes=("cat", "dog"), size: int = 20, seed: int = 0) -> Path:
     """A tiny imagefolder of smooth random RGB images, one sub-folder per class (the fault-injection script's)."""
-    from fault_injection import make_images
-
-    return make_images(root, per_class=per_class, classes=classes, size=size, seed=seed)
+    return load_script(TRAINING_DIR / "fault_injection.py").make_images(
+        root, per_class=per_class, classes=classes, size=size, seed=seed
+    )
 
 
 def tiny_tokenizer_args(data_dir: Path, output_dir: Path, **overrides) -> list[str]:
@@ -60,17 +71,18 @@ def to_argv(values: dict) -> list[str]:
 
 
 def run_in_process(argv: list[str]):
-    """Run `train.main(argv)` in this process (one process, on CPU, one thread: tiny models gain nothing from more
+    """Run `glotok_hf.training.main(argv)` (what train.py runs) in this process (one process, on CPU, one thread: tiny models gain nothing from more
     and suffer badly on a loaded machine) and reset accelerate's singletons afterwards."""
     import torch
-    import train
     from accelerate.state import AcceleratorState, GradientState, PartialState
 
     threads, use_cpu = torch.get_num_threads(), os.environ.get("ACCELERATE_USE_CPU")
     torch.set_num_threads(1)
     os.environ["ACCELERATE_USE_CPU"] = "true"  # CPU also on a GPU machine: runs compare with the CPU launches
     try:
-        return train.main(argv)
+        from glotok_hf.training import main
+
+        return main(argv)
     finally:
         torch.set_num_threads(threads)
         if use_cpu is None:

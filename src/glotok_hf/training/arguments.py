@@ -1,9 +1,12 @@
 # Copyright 2026 The glotok-hf authors. Licensed under the Apache License, Version 2.0.
-"""Command-line arguments of `training/train.py` and recipe files.
+"""The options of `training/train.py`: the typed `TrainingArguments`, its command line and recipe files.
 
-Argument names follow diffusers' training examples. A recipe (`--config recipe.json|yaml`) is a flat mapping from
-argument names to values; flags given on the command line override it; unknown keys and values of the wrong type are
-errors. The loss arguments are generated from the fields of `GloTokLossConfig`, so they never drift from it.
+Every option is declared once, as a field of `TrainingArguments` (the loss weights as the fields of
+`GloTokLossConfig`); the argparse flags, their `--help` and the recipe checks are generated from those fields. Names
+follow diffusers' training examples; every flag is also accepted with dashes (`--train-data-dir` for
+`--train_data_dir`). A recipe (`--config recipe.json|yaml`) is a flat mapping from option names to values; flags given
+on the command line override it; unknown keys and values of the wrong type are errors. Everything is checked here,
+once, so the training code trusts the parsed `TrainingArguments`.
 """
 
 import argparse
@@ -11,13 +14,15 @@ import dataclasses
 import difflib
 import json
 import re
-import types
+import sys
 import typing
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from glotok_hf.losses import GloTokLossConfig
-from glotok_hf.prior import PRIOR_SIZES
+from ..losses import GloTokLossConfig
+from ..prior import PRIOR_SIZES
+from ..utils import is_int
 
 STAGES = ("tokenizer", "prior")
 # Loss-config fields that follow from the tokenizer instead of being chosen.
@@ -30,8 +35,13 @@ STAGE_DEFAULTS = {
     "prior": {"learning_rate": 1e-4, "adam_weight_decay": 0.05, "max_grad_norm": 1.0},
 }
 LR_SCHEDULERS = ("constant", "constant_with_warmup", "linear", "cosine", "cosine_with_restarts", "polynomial")
+# Alternatives: a flag on the command line replaces the recipe's value of any other member of its group.
+EXCLUSIVE_GROUPS = (("dataset_name", "train_data_dir", "codes_dir"), ("model_config", "pretrained_model_name_or_path"))
+_INLINE_JSON = {"model_config", "discriminator_config"}  # a JSON file, inline JSON, or a mapping inside a recipe
 
-EPILOG = """examples:
+EPILOG = """Every flag is also accepted with dashes instead of underscores (--train-data-dir = --train_data_dir).
+
+examples:
   accelerate launch training/train.py --config training/recipes/tiny_cpu.json
   accelerate launch training/train.py --config training/recipes/glotok_imagenet256.json --train_data_dir /data/imagenet/train
   accelerate launch training/train.py --config training/recipes/tiny_cpu.json --resume_from_checkpoint latest
@@ -39,7 +49,208 @@ EPILOG = """examples:
 """
 
 
-def build_parser() -> argparse.ArgumentParser:
+def option(default=None, help: str = "", *, choices=None, switch: bool = False, group: str | None = None):
+    """A `TrainingArguments` field: its `--help` text, allowed values, `switch=True` for a bool given as a bare `--x`
+    (instead of `--x/--no-x`), and `group` on the first field of a `--help` section."""
+    return field(default=default, metadata={"help": help, "choices": choices, "switch": switch, "group": group})
+
+
+@dataclass
+class TrainingArguments:
+    """The parsed options of `training/train.py` (see `--help` for each). Building one fills the stage-dependent
+    defaults, reads the JSON options and checks every value and combination, with errors naming the flag."""
+
+    config: str | None = option(None, "Recipe file (.json, .yaml or .yml) of argument values.")
+    stage: str | None = option(None, "What to train (required).", choices=STAGES)
+    # data
+    dataset_name: str | None = option(None, "Hub dataset name or a folder written by `Dataset.save_to_disk`.",
+                                      group="data")  # fmt: skip
+    dataset_config_name: str | None = option(None, "Configuration of --dataset_name.")
+    dataset_split: str = option("train", "Split to train on.")
+    train_data_dir: str | None = option(
+        None, "A `datasets` imagefolder: one sub-folder per class (class labels from folder names)."
+    )
+    image_column: str = option("image", "Column holding the images.")
+    label_column: str = option("label", "Column holding the class labels.")
+    cache_dir: str | None = option(None, "Where `datasets` caches.")
+    max_train_samples: int | None = option(None, "Use only the first N examples.")
+    resolution: int = option(256, "Training resolution (square).")
+    center_crop: bool = option(True, "Center crop (default) or random crop after resizing the short side.")
+    random_flip: bool = option(False, "Random horizontal flips.")
+    dataloader_num_workers: int = option(0, "DataLoader worker processes.")
+    codes_dir: str | None = option(None, "Prior stage: codes extracted by `glotok extract-codes`; without it, codes are "
+                                   "extracted on the fly from the image dataset with the frozen "
+                                   "--tokenizer_name_or_path.")  # fmt: skip
+    # models
+    model_config: str | dict | None = option(None, "Tokenizer: a GloTokConfig JSON file (or inline JSON / a recipe "
+                                             "mapping). Prior: LlamaConfig overrides on top of --prior_size.",
+                                             group="models")  # fmt: skip
+    pretrained_model_name_or_path: str | None = option(
+        None, "Start from this saved tokenizer (or prior) instead of a fresh --model_config."
+    )
+    discriminator_config: str | dict | None = option(
+        None, "A GloTokDiscriminatorConfig JSON file / inline JSON (default: the paper's PatchGAN)."
+    )
+    teacher_histogram: str | None = option(
+        None, "Teacher histogram file from `glotok build-teacher` (turns the histogram loss on)."
+    )
+    tokenizer_name_or_path: str | None = option(None, "Prior stage: the trained tokenizer (decodes validation "
+                                                "samples; extracts codes on the fly without --codes_dir).")  # fmt: skip
+    prior_size: str = option("B", "Prior stage: LlamaGen size preset (B: 12 layers x 768, L, XL, XXL, 3B).",
+                             choices=sorted(PRIOR_SIZES))  # fmt: skip
+    class_dropout_prob: float = option(
+        0.1, "Prior stage: probability of replacing the class by the null class (for CFG)."
+    )
+    gradient_checkpointing: bool = option(False, "Trade compute for memory.", switch=True)
+    # optimization
+    train_batch_size: int = option(8, "Batch size per device.", group="optimization")
+    gradient_accumulation_steps: int = option(1, "Micro-batches per update.")
+    max_train_steps: int | None = option(None, "Total updates (overrides epochs).")
+    num_train_epochs: int = option(1, "Epochs when --max_train_steps is unset.")
+    learning_rate: float | None = option(
+        None, "Peak learning rate (default: 2e-4 tokenizer, the paper's; 1e-4 prior, LlamaGen's)."
+    )
+    discriminator_learning_rate: float | None = option(None, "Discriminator learning rate (default: --learning_rate).")
+    lr_scheduler: str = option("constant", "diffusers scheduler name.", choices=LR_SCHEDULERS)
+    lr_warmup_steps: int = option(0, "Warm-up updates of the scheduler.")
+    adam_beta1: float = option(0.9, "Adam beta1.")
+    adam_beta2: float = option(0.95, "Adam beta2 (paper and LlamaGen: 0.95).")
+    adam_weight_decay: float | None = option(
+        None, "Decoupled weight decay (default: 0 tokenizer; 0.05 prior, LlamaGen's)."
+    )
+    adam_epsilon: float = option(1e-8, "Adam epsilon.")
+    max_grad_norm: float | None = option(None, "Gradient clipping norm, 0 for none (default: 1.0).")
+    use_ema: bool = option(False, "Keep an exponential moving average of the weights.", switch=True)
+    ema_decay: float = option(0.9999, "EMA decay (with diffusers' warm-up).")
+    max_nonfinite_steps: int = option(
+        10, "Stop after this many consecutive updates skipped for NaN/inf loss or gradients."
+    )
+    allow_tf32: bool = option(False, "Allow TF32 matmuls on Ampere+ GPUs.", switch=True)
+    # run
+    output_dir: str | None = option(None, "Where checkpoints, logs and the final model go (required).", group="run")
+    overwrite_output_dir: bool = option(
+        False, "Allow starting a new run in an --output_dir that holds a finished run or checkpoints.", switch=True
+    )
+    seed: int = option(0, "Seed of initialisation, data order and augmentation.")
+    mixed_precision: str | None = option(
+        None, "Mixed precision (default: the accelerate config's).", choices=("no", "fp16", "bf16")
+    )
+    checkpointing_steps: int = option(500, "Save a checkpoint every N updates.")
+    checkpoints_total_limit: int | None = option(None, "Keep at most N checkpoints.")
+    resume_from_checkpoint: str | None = option(
+        None, "A checkpoint folder, or `latest` for the newest complete one in --output_dir."
+    )
+    report_to: str = option("tensorboard", "`tensorboard`, `wandb`, `all` or `none`.")
+    logging_dir: str = option("logs", "Log folder, relative to --output_dir.")
+    tracker_project_name: str | None = option(None, "Tracker project (default: glotok-<stage>).")
+    usage_window: int = option(100, "Batches over which codebook usage and perplexity are logged.")
+    validation_steps: int = option(
+        500, "Log and save a grid of reconstructions (tokenizer) or samples (prior) every N updates."
+    )
+    num_validation_images: int = option(8, "Images in the validation grid.")
+    validation_guidance_scale: float = option(
+        2.0, "Prior stage: classifier-free guidance scale of the validation samples."
+    )
+    # hub
+    push_to_hub: bool = option(False, "Upload the final model and its card.", switch=True, group="hub")
+    hub_model_id: str | None = option(None, "Repository id (default: the --output_dir name).")
+    hub_token: str | None = option(None, "Hub token (default: HF_TOKEN / the saved login). Never written anywhere.")
+    hub_private_repo: bool = option(False, "Create the repository as private.", switch=True)
+    # the objective (flags generated from GloTokLossConfig's fields; codebook_l2_norm follows the tokenizer)
+    loss: GloTokLossConfig = field(default_factory=GloTokLossConfig)
+
+    def __post_init__(self):
+        for name, value in STAGE_DEFAULTS.get(self.stage, {}).items():
+            if getattr(self, name) is None:
+                setattr(self, name, value)
+        self._validate()
+        for name in _INLINE_JSON:
+            setattr(self, name, read_json_argument(getattr(self, name), name))
+
+    def _validate(self) -> None:
+        if self.stage not in STAGES:
+            raise ValueError(f"--stage is required ({' or '.join(STAGES)}), on the command line or in the recipe.")
+        if self.output_dir is None:
+            raise ValueError("--output_dir is required, on the command line or in the recipe.")
+        positive = ("train_batch_size", "gradient_accumulation_steps", "checkpointing_steps", "validation_steps",
+                    "resolution", "usage_window", "max_nonfinite_steps", "num_train_epochs")  # fmt: skip
+        for name in positive:
+            if getattr(self, name) is None or getattr(self, name) <= 0:
+                raise ValueError(f"--{name} must be a positive integer, got {getattr(self, name)!r}.")
+        for name in ("max_train_steps", "checkpoints_total_limit", "max_train_samples"):
+            value = getattr(self, name)
+            if value is not None and value <= 0:
+                raise ValueError(f"--{name} must be a positive integer when given, got {value!r}.")
+        if self.num_validation_images < 0 or self.dataloader_num_workers < 0 or self.lr_warmup_steps < 0:
+            raise ValueError("--num_validation_images, --dataloader_num_workers and --lr_warmup_steps must be >= 0.")
+        if not 0 <= self.class_dropout_prob < 1:
+            raise ValueError(f"--class_dropout_prob must be in [0, 1), got {self.class_dropout_prob}.")
+        if not 0 <= self.ema_decay <= 1:
+            raise ValueError(f"--ema_decay must be in [0, 1], got {self.ema_decay}.")
+        if self.learning_rate <= 0 or (self.discriminator_learning_rate or 1) <= 0:
+            raise ValueError("--learning_rate and --discriminator_learning_rate must be positive.")
+        has_images = self.dataset_name is not None or self.train_data_dir is not None
+        if self.dataset_name is not None and self.train_data_dir is not None:
+            raise ValueError("Give either --dataset_name or --train_data_dir, not both.")
+        if self.stage == "tokenizer" and not has_images:
+            raise ValueError("The tokenizer stage needs images: --dataset_name or --train_data_dir.")
+        if self.stage == "tokenizer" and (self.model_config is None) == (self.pretrained_model_name_or_path is None):
+            raise ValueError(
+                "Give exactly one of --model_config (a new tokenizer) or --pretrained_model_name_or_path."
+            )
+        if self.stage == "prior":
+            if self.codes_dir is None and not (has_images and self.tokenizer_name_or_path):
+                raise ValueError("The prior stage needs --codes_dir (extracted codes), or an image dataset "
+                                 "(--dataset_name/--train_data_dir) together with --tokenizer_name_or_path.")  # fmt: skip
+            if self.codes_dir is not None and has_images:
+                raise ValueError("Give either --codes_dir or an image dataset for the prior stage, not both.")
+        if self.report_to not in ("tensorboard", "wandb", "all", "none"):
+            raise ValueError(f"--report_to must be tensorboard, wandb, all or none, got {self.report_to!r}.")
+
+    def public_dict(self) -> dict[str, Any]:
+        """The options as one flat JSON-able dict without secrets (for trackers, saved files and model cards); the
+        keys are the flag names, so the dict is also a valid recipe."""
+        values = {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.name != "loss"}
+        values.update((k, v) for k, v in self.loss.to_dict().items() if k not in DERIVED_LOSS_FIELDS)
+        return {k: v for k, v in sorted(values.items()) if k not in SECRET_ARGUMENTS}
+
+
+# --------------------------------------------------------------------------------------------------- command line
+def _field_help(cls: type) -> dict[str, str]:
+    """Per-field descriptions from an HF-style `Args:` docstring (``name (`type`, ...): text``)."""
+    helps = {}
+    for entry in re.split(r"\n\s{8}(?=\w+ \(`)", cls.__doc__ or ""):
+        match = re.match(r"(\w+) \(`[^)]*\):\s*(.*)", entry.strip(), re.S)
+        if match:
+            helps[match.group(1)] = " ".join(match.group(2).split())
+    return helps
+
+
+def add_dataclass_arguments(parser, cls, exclude=(), title=None, suppress_defaults=False) -> None:
+    """Add one `--<field>` flag per field of the dataclass `cls`: its type (the first of an `X | None`), default,
+    choices and help from the field's `option` metadata or else from `cls`'s docstring; bool fields as `--x/--no-x`
+    (or a bare `--x` for `switch` options). Fields holding dataclasses are skipped. `suppress_defaults` leaves
+    unspecified flags out of the parsed namespace."""
+    group = parser.add_argument_group(title, f"Fields of {cls.__name__}.") if title else parser
+    docs, hints = _field_help(cls), typing.get_type_hints(cls)
+    for f in dataclasses.fields(cls):
+        kind = next(a for a in (*typing.get_args(hints[f.name]), hints[f.name]) if a is not type(None))
+        if f.name in exclude or dataclasses.is_dataclass(kind):
+            continue
+        meta = f.metadata
+        if meta.get("group"):
+            group = parser.add_argument_group(meta["group"])
+        help_text = meta.get("help") or f"{docs.get(f.name, f'{cls.__name__}.{f.name}')} (default: {f.default})"
+        kwargs = {"default": argparse.SUPPRESS if suppress_defaults else f.default, "help": help_text}
+        if kind is bool:
+            kwargs["action"] = "store_true" if meta.get("switch") else argparse.BooleanOptionalAction
+        else:
+            kwargs.update(type=kind, choices=meta.get("choices"), metavar=None if meta else kind.__name__.upper())
+        group.add_argument(f"--{f.name}", **kwargs)
+
+
+def build_parser(suppress_defaults: bool = False) -> argparse.ArgumentParser:
+    """The parser of `train.py`, generated from `TrainingArguments` and `GloTokLossConfig`."""
     parser = argparse.ArgumentParser(
         prog="train.py",
         description="Train the GloTok tokenizer (--stage tokenizer) or its class-conditional AR prior (--stage prior) "
@@ -47,226 +258,39 @@ def build_parser() -> argparse.ArgumentParser:
         epilog=EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    parser.add_argument("--config", default=None, help="Recipe file (.json, .yaml or .yml) of argument values.")
-    parser.add_argument("--stage", choices=STAGES, default=None, help="What to train (required).")
-    _add_data_arguments(parser)
-    _add_model_arguments(parser)
-    _add_optimization_arguments(parser)
-    _add_run_arguments(parser)
-    _add_hub_arguments(parser)
-    add_dataclass_arguments(parser, GloTokLossConfig, exclude=DERIVED_LOSS_FIELDS, title="tokenizer loss")
+    add_dataclass_arguments(parser, TrainingArguments, suppress_defaults=suppress_defaults)
+    add_dataclass_arguments(parser, GloTokLossConfig, DERIVED_LOSS_FIELDS, "tokenizer loss", suppress_defaults)
     return parser
 
 
-def _add_data_arguments(parser: argparse.ArgumentParser) -> None:
-    group = parser.add_argument_group("data")
-    group.add_argument(
-        "--dataset_name", default=None, help="Hub dataset name or a folder written by `Dataset.save_to_disk`."
-    )
-    group.add_argument("--dataset_config_name", default=None, help="Configuration of --dataset_name.")
-    group.add_argument("--dataset_split", default="train", help="Split to train on.")
-    group.add_argument(
-        "--train_data_dir",
-        default=None,
-        help="A `datasets` imagefolder: one sub-folder per class (class labels from folder names).",
-    )
-    group.add_argument("--image_column", default="image", help="Column holding the images.")
-    group.add_argument("--label_column", default="label", help="Column holding the class labels.")
-    group.add_argument("--cache_dir", default=None, help="Where `datasets` caches.")
-    group.add_argument("--max_train_samples", type=int, default=None, help="Use only the first N examples.")
-    group.add_argument("--resolution", type=int, default=256, help="Training resolution (square).")
-    group.add_argument(
-        "--center_crop",
-        action=argparse.BooleanOptionalAction,
-        default=True,
-        help="Center crop (default) or random crop after resizing the short side.",
-    )
-    group.add_argument(
-        "--random_flip", action=argparse.BooleanOptionalAction, default=False, help="Random horizontal flips."
-    )
-    group.add_argument("--dataloader_num_workers", type=int, default=0, help="DataLoader worker processes.")
-    group.add_argument("--codes_dir", default=None,
-                       help="Prior stage: codes extracted by `glotok extract-codes`; without it, codes are extracted "
-                       "on the fly from the image dataset with the frozen --tokenizer_name_or_path.")  # fmt: skip
+def underscored(argv: list[str]) -> list[str]:
+    """The one alias rule: `--train-data-dir` -> `--train_data_dir`, `--no-random-flip` -> `--no-random_flip`."""
+    spelled = []
+    for arg in argv:
+        if arg.startswith("--") and len(arg) > 2:
+            name, eq, value = arg.partition("=")
+            prefix = "--no-" if name.startswith("--no-") else "--"
+            arg = prefix + name[len(prefix) :].replace("-", "_") + eq + value
+        spelled.append(arg)
+    return spelled
 
 
-def _add_model_arguments(parser: argparse.ArgumentParser) -> None:
-    group = parser.add_argument_group("models")
-    group.add_argument("--model_config", default=None,
-                       help="Tokenizer: a GloTokConfig JSON file (or inline JSON / a recipe mapping). Prior: "
-                       "LlamaConfig overrides on top of --prior_size.")  # fmt: skip
-    group.add_argument(
-        "--pretrained_model_name_or_path",
-        default=None,
-        help="Start from this saved tokenizer (or prior) instead of a fresh --model_config.",
-    )
-    group.add_argument(
-        "--discriminator_config",
-        default=None,
-        help="A GloTokDiscriminatorConfig JSON file / inline JSON (default: the paper's PatchGAN).",
-    )
-    group.add_argument(
-        "--teacher_histogram",
-        default=None,
-        help="Teacher histogram file from `glotok build-teacher` (turns the histogram loss on).",
-    )
-    group.add_argument("--tokenizer_name_or_path", default=None,
-                       help="Prior stage: the trained tokenizer (decodes validation samples; extracts codes on the "
-                       "fly without --codes_dir).")  # fmt: skip
-    group.add_argument("--prior_size", default="B", choices=sorted(PRIOR_SIZES),
-                       help="Prior stage: LlamaGen size preset (B: 12 layers x 768, L, XL, XXL, 3B).")  # fmt: skip
-    group.add_argument(
-        "--class_dropout_prob",
-        type=float,
-        default=0.1,
-        help="Prior stage: probability of replacing the class by the null class (for CFG).",
-    )
-    group.add_argument("--gradient_checkpointing", action="store_true", help="Trade compute for memory.")
-
-
-def _add_optimization_arguments(parser: argparse.ArgumentParser) -> None:
-    group = parser.add_argument_group("optimization")
-    group.add_argument("--train_batch_size", type=int, default=8, help="Batch size per device.")
-    group.add_argument("--gradient_accumulation_steps", type=int, default=1, help="Micro-batches per update.")
-    group.add_argument("--max_train_steps", type=int, default=None, help="Total updates (overrides epochs).")
-    group.add_argument("--num_train_epochs", type=int, default=1, help="Epochs when --max_train_steps is unset.")
-    group.add_argument(
-        "--learning_rate",
-        type=float,
-        default=None,
-        help="Peak learning rate (default: 2e-4 tokenizer, the paper's; 1e-4 prior, LlamaGen's).",
-    )
-    group.add_argument(
-        "--discriminator_learning_rate",
-        type=float,
-        default=None,
-        help="Discriminator learning rate (default: --learning_rate).",
-    )
-    group.add_argument("--lr_scheduler", choices=LR_SCHEDULERS, default="constant", help="diffusers scheduler name.")
-    group.add_argument("--lr_warmup_steps", type=int, default=0, help="Warm-up updates of the scheduler.")
-    group.add_argument("--adam_beta1", type=float, default=0.9, help="Adam beta1.")
-    group.add_argument("--adam_beta2", type=float, default=0.95, help="Adam beta2 (paper and LlamaGen: 0.95).")
-    group.add_argument(
-        "--adam_weight_decay",
-        type=float,
-        default=None,
-        help="Decoupled weight decay (default: 0 tokenizer; 0.05 prior, LlamaGen's).",
-    )
-    group.add_argument("--adam_epsilon", type=float, default=1e-8, help="Adam epsilon.")
-    group.add_argument(
-        "--max_grad_norm", type=float, default=None, help="Gradient clipping norm, 0 for none (default: 1.0)."
-    )
-    group.add_argument("--use_ema", action="store_true", help="Keep an exponential moving average of the weights.")
-    group.add_argument("--ema_decay", type=float, default=0.9999, help="EMA decay (with diffusers' warm-up).")
-    group.add_argument(
-        "--max_nonfinite_steps",
-        type=int,
-        default=10,
-        help="Stop after this many consecutive updates skipped for NaN/inf loss or gradients.",
-    )
-    group.add_argument("--allow_tf32", action="store_true", help="Allow TF32 matmuls on Ampere+ GPUs.")
-
-
-def _add_run_arguments(parser: argparse.ArgumentParser) -> None:
-    group = parser.add_argument_group("run")
-    group.add_argument("--output_dir", default=None, help="Where checkpoints, logs and the final model go (required).")
-    group.add_argument(
-        "--overwrite_output_dir",
-        action="store_true",
-        help="Allow starting a new run in an --output_dir that holds a finished run or checkpoints.",
-    )
-    group.add_argument("--seed", type=int, default=0, help="Seed of initialisation, data order and augmentation.")
-    group.add_argument(
-        "--mixed_precision",
-        choices=("no", "fp16", "bf16"),
-        default=None,
-        help="Mixed precision (default: the accelerate config's).",
-    )
-    group.add_argument("--checkpointing_steps", type=int, default=500, help="Save a checkpoint every N updates.")
-    group.add_argument("--checkpoints_total_limit", type=int, default=None, help="Keep at most N checkpoints.")
-    group.add_argument(
-        "--resume_from_checkpoint",
-        default=None,
-        help="A checkpoint folder, or `latest` for the newest complete one in --output_dir.",
-    )
-    group.add_argument("--report_to", default="tensorboard", help="`tensorboard`, `wandb`, `all` or `none`.")
-    group.add_argument("--logging_dir", default="logs", help="Log folder, relative to --output_dir.")
-    group.add_argument("--tracker_project_name", default=None, help="Tracker project (default: glotok-<stage>).")
-    group.add_argument(
-        "--usage_window", type=int, default=100, help="Batches over which codebook usage and perplexity are logged."
-    )
-    group.add_argument(
-        "--validation_steps",
-        type=int,
-        default=500,
-        help="Log and save a grid of reconstructions (tokenizer) or samples (prior) every N updates.",
-    )
-    group.add_argument("--num_validation_images", type=int, default=8, help="Images in the validation grid.")
-    group.add_argument(
-        "--validation_guidance_scale",
-        type=float,
-        default=2.0,
-        help="Prior stage: classifier-free guidance scale of the validation samples.",
-    )
-
-
-def _add_hub_arguments(parser: argparse.ArgumentParser) -> None:
-    group = parser.add_argument_group("hub")
-    group.add_argument("--push_to_hub", action="store_true", help="Upload the final model and its card.")
-    group.add_argument("--hub_model_id", default=None, help="Repository id (default: the --output_dir name).")
-    group.add_argument(
-        "--hub_token", default=None, help="Hub token (default: HF_TOKEN / the saved login). Never written anywhere."
-    )
-    group.add_argument("--hub_private_repo", action="store_true", help="Create the repository as private.")
-
-
-# --------------------------------------------------------------------------------------------- dataclass arguments
-def _field_help(cls: type) -> dict[str, str]:
-    """Per-field descriptions from an HF-style `Args:` docstring (``name (`type`, ...): text``)."""
-    doc = cls.__doc__ or ""
-    entries = re.split(r"\n\s{8}(?=\w+ \(`)", doc)
-    helps = {}
-    for entry in entries:
-        match = re.match(r"(\w+) \(`[^)]*\):\s*(.*)", entry.strip(), re.S)
-        if match:
-            helps[match.group(1)] = " ".join(match.group(2).split())
-    return helps
-
-
-def _unwrap_optional(annotation) -> tuple[type, bool]:
-    """`float | None` -> (float, True); `int` -> (int, False)."""
-    if isinstance(annotation, types.UnionType) or typing.get_origin(annotation) is typing.Union:
-        args = [a for a in typing.get_args(annotation) if a is not type(None)]
-        if len(args) != 1:
-            raise TypeError(f"Unsupported annotation {annotation!r} for a command-line argument.")
-        return args[0], True
-    return annotation, False
-
-
-def add_dataclass_arguments(parser, cls, exclude=(), title=None) -> argparse._ArgumentGroup:
-    """Add one `--<field>` argument per field of the dataclass `cls` (bool fields as `--x/--no-x`)."""
-    group = parser.add_argument_group(title or cls.__name__, f"Fields of {cls.__name__}.")
-    helps = _field_help(cls)
-    hints = typing.get_type_hints(cls)
-    for field in dataclasses.fields(cls):
-        if field.name in exclude:
-            continue
-        kind, _ = _unwrap_optional(hints[field.name])
-        help_text = helps.get(field.name, f"{cls.__name__}.{field.name}") + f" (default: {field.default})"
-        if kind is bool:
-            group.add_argument(f"--{field.name}", action=argparse.BooleanOptionalAction, default=field.default,
-                               help=help_text)  # fmt: skip
-        else:
-            group.add_argument(f"--{field.name}", type=kind, default=field.default, help=help_text,
-                               metavar=kind.__name__.upper())  # fmt: skip
-    return group
-
-
-def dataclass_from_args(cls, args: argparse.Namespace, **derived):
-    """Build the dataclass `cls` from the matching attributes of `args` plus `derived` values."""
-    values = {f.name: getattr(args, f.name) for f in dataclasses.fields(cls) if hasattr(args, f.name)}
-    values.update(derived)
-    return cls(**values)
+def parse_args(argv: list[str] | None = None) -> TrainingArguments:
+    """Parse `argv` (default `sys.argv[1:]`) on top of the optional `--config` recipe into `TrainingArguments`."""
+    argv = underscored(sys.argv[1:] if argv is None else list(argv))
+    parser = build_parser()
+    known, _ = parser.parse_known_args(argv)
+    if known.config is not None:
+        recipe = load_recipe(known.config, parser)
+        explicit = set(vars(build_parser(suppress_defaults=True).parse_known_args(argv)[0]))
+        for group in EXCLUSIVE_GROUPS:
+            if explicit & set(group):
+                recipe = {k: v for k, v in recipe.items() if k not in group or k in explicit}
+        parser.set_defaults(**recipe)
+    values = vars(parser.parse_args(argv))
+    loss_fields = {f.name for f in dataclasses.fields(GloTokLossConfig)}
+    loss = GloTokLossConfig(**{k: values.pop(k) for k in list(values) if k in loss_fields})
+    return TrainingArguments(**values, loss=loss)
 
 
 # --------------------------------------------------------------------------------------------------------- recipes
@@ -296,6 +320,7 @@ def load_recipe(path: str | Path, parser: argparse.ArgumentParser) -> dict[str, 
     if not isinstance(recipe, dict):
         raise ValueError(f"Recipe {str(path)!r} must be a mapping of argument names to values, got "
                          f"{type(recipe).__name__}.")  # fmt: skip
+    recipe = {str(key).replace("-", "_"): value for key, value in recipe.items()}
     actions = {a.dest: a for a in parser._actions if a.dest not in ("help", "config")}
     unknown = [key for key in recipe if key not in actions]
     if unknown:
@@ -308,119 +333,29 @@ def load_recipe(path: str | Path, parser: argparse.ArgumentParser) -> dict[str, 
     return {key: _check_value(actions[key], value, path) for key, value in recipe.items()}
 
 
-_INLINE_JSON = {"model_config", "discriminator_config"}  # may be a mapping inside a recipe
-
-
 def _check_value(action: argparse.Action, value: Any, path: Path) -> Any:
     where = f"recipe {str(path)!r}: {action.dest!r}"
     if action.dest in _INLINE_JSON and isinstance(value, dict):
         return value
-    if isinstance(action, (argparse._StoreTrueAction, argparse._StoreFalseAction, argparse.BooleanOptionalAction)):
+    if isinstance(action, (argparse._StoreTrueAction, argparse.BooleanOptionalAction)):
         if not isinstance(value, bool):
             raise ValueError(f"{where} must be true or false, got {value!r}.")
         return value
     if value is None:
         return None
     kind = action.type or str
-    if kind is float and isinstance(value, int) and not isinstance(value, bool):
-        value = float(value)
     if kind is float and isinstance(value, str):  # YAML 1.1 reads `2e-4` as a string
         try:
             value = float(value)
         except ValueError:
             pass
-    if not isinstance(value, kind) or isinstance(value, bool):
+    if kind is float and is_int(value):
+        value = float(value)
+    if not (is_int(value) if kind is int else isinstance(value, kind) and not isinstance(value, bool)):
         raise ValueError(f"{where} must be of type {kind.__name__}, got {type(value).__name__} {value!r}.")
     if action.choices is not None and value not in action.choices:
         raise ValueError(f"{where} must be one of {list(action.choices)}, got {value!r}.")
     return value
-
-
-# ----------------------------------------------------------------------------------------------------- entry point
-# Alternatives: a flag on the command line replaces the recipe's value of any other member of its group.
-EXCLUSIVE_GROUPS = (
-    ("dataset_name", "train_data_dir", "codes_dir"),
-    ("model_config", "pretrained_model_name_or_path"),
-)
-
-
-def explicit_arguments(parser: argparse.ArgumentParser, argv: list[str] | None) -> set[str]:
-    """The destinations of the flags actually given in `argv`."""
-    probe = argparse.ArgumentParser(add_help=False, argument_default=argparse.SUPPRESS)
-    for action in parser._actions:
-        if action.option_strings and action.dest != "help":
-            kwargs = {"dest": action.dest, "nargs": action.nargs} if action.nargs != 0 else {"dest": action.dest}
-            if isinstance(action, argparse.BooleanOptionalAction):
-                probe.add_argument(*action.option_strings, dest=action.dest, action=argparse.BooleanOptionalAction)
-            elif action.nargs == 0:
-                probe.add_argument(*action.option_strings, action="store_const", const=True, **kwargs)
-            else:
-                probe.add_argument(*action.option_strings, **kwargs)
-    given, _ = probe.parse_known_args(argv)
-    return set(vars(given))
-
-
-def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    """Parse `argv` on top of the optional `--config` recipe, fill stage defaults and validate."""
-    parser = build_parser()
-    known, _ = parser.parse_known_args(argv)
-    if known.config is not None:
-        recipe = load_recipe(known.config, parser)
-        explicit = explicit_arguments(parser, argv)
-        for group in EXCLUSIVE_GROUPS:
-            if explicit & set(group):
-                recipe = {k: v for k, v in recipe.items() if k not in group or k in explicit}
-        parser.set_defaults(**recipe)
-    args = parser.parse_args(argv)
-    for name, value in STAGE_DEFAULTS.get(args.stage, {}).items():
-        if getattr(args, name) is None:
-            setattr(args, name, value)
-    validate_args(args)
-    return args
-
-
-def validate_args(args: argparse.Namespace) -> None:
-    if args.stage is None:
-        raise ValueError(f"--stage is required ({' or '.join(STAGES)}), on the command line or in the recipe.")
-    if args.output_dir is None:
-        raise ValueError("--output_dir is required, on the command line or in the recipe.")
-    positive = ("train_batch_size", "gradient_accumulation_steps", "checkpointing_steps", "validation_steps",
-                "resolution", "usage_window", "max_nonfinite_steps", "num_train_epochs")  # fmt: skip
-    for name in positive:
-        if getattr(args, name) is None or getattr(args, name) <= 0:
-            raise ValueError(f"--{name} must be a positive integer, got {getattr(args, name)!r}.")
-    for name in ("max_train_steps", "checkpoints_total_limit", "max_train_samples"):
-        value = getattr(args, name)
-        if value is not None and value <= 0:
-            raise ValueError(f"--{name} must be a positive integer when given, got {value!r}.")
-    if args.num_validation_images < 0 or args.dataloader_num_workers < 0 or args.lr_warmup_steps < 0:
-        raise ValueError("--num_validation_images, --dataloader_num_workers and --lr_warmup_steps must be >= 0.")
-    if not 0 <= args.class_dropout_prob < 1:
-        raise ValueError(f"--class_dropout_prob must be in [0, 1), got {args.class_dropout_prob}.")
-    if not 0 <= args.ema_decay <= 1:
-        raise ValueError(f"--ema_decay must be in [0, 1], got {args.ema_decay}.")
-    if args.learning_rate <= 0 or (args.discriminator_learning_rate or 1) <= 0:
-        raise ValueError("--learning_rate and --discriminator_learning_rate must be positive.")
-    has_images = args.dataset_name is not None or args.train_data_dir is not None
-    if args.dataset_name is not None and args.train_data_dir is not None:
-        raise ValueError("Give either --dataset_name or --train_data_dir, not both.")
-    if args.stage == "tokenizer" and not has_images:
-        raise ValueError("The tokenizer stage needs images: --dataset_name or --train_data_dir.")
-    if args.stage == "tokenizer" and (args.model_config is None) == (args.pretrained_model_name_or_path is None):
-        raise ValueError("Give exactly one of --model_config (a new tokenizer) or --pretrained_model_name_or_path.")
-    if args.stage == "prior":
-        if args.codes_dir is None and not (has_images and args.tokenizer_name_or_path):
-            raise ValueError("The prior stage needs --codes_dir (extracted codes), or an image dataset "
-                             "(--dataset_name/--train_data_dir) together with --tokenizer_name_or_path.")  # fmt: skip
-        if args.codes_dir is not None and has_images:
-            raise ValueError("Give either --codes_dir or an image dataset for the prior stage, not both.")
-    if args.report_to not in ("tensorboard", "wandb", "all", "none"):
-        raise ValueError(f"--report_to must be tensorboard, wandb, all or none, got {args.report_to!r}.")
-
-
-def public_args(args: argparse.Namespace) -> dict[str, Any]:
-    """The arguments as a JSON-able dict without secrets (for trackers, saved files and model cards)."""
-    return {k: v for k, v in sorted(vars(args).items()) if k not in SECRET_ARGUMENTS}
 
 
 def read_json_argument(value: str | dict | None, name: str) -> dict | None:

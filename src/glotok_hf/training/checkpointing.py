@@ -27,7 +27,6 @@ import os
 import pickle
 import re
 import shutil
-import time
 import zipfile
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
@@ -45,10 +44,6 @@ TMP_PREFIX = ".tmp-checkpoint-"
 TRASH_PREFIX = ".trash-checkpoint-"
 STATE_FILE = "training_state.pt"
 ARGS_FILE = "training_args.json"
-# Fault injection (training/fault_injection.py): with this set to a number of seconds, every save pauses that long
-# twice, once its first model folder is written and once everything is written but not yet renamed, so that a kill
-# can be timed inside a save. Unset (always, outside that script) it does nothing.
-SAVE_PAUSE_ENV = "GLOTOK_CHECKPOINT_SAVE_PAUSE"
 
 
 @dataclass
@@ -142,10 +137,8 @@ class CheckpointHooks:
         weights.clear()  # every model is written by save_pretrained below, not by accelerate
         if not self.accelerator.is_main_process:
             return
-        for i, (role, model) in enumerate(zip(roles, models)):
+        for role, model in zip(roles, models):
             self.unwrap(model).save_pretrained(output_dir / role)
-            if i == 0:
-                _pause_for_fault_injection()
         for role, ema in self.emas.items():
             ema.save_pretrained(output_dir / f"{role}_ema")
         if self.state is not None:
@@ -189,12 +182,6 @@ def config_differences(saved, current) -> dict[str, tuple]:
     a, b = saved.to_dict(), current.to_dict()
     keys = (a.keys() | b.keys()) - _BOOKKEEPING_CONFIG_KEYS
     return {k: (a.get(k), b.get(k)) for k in sorted(keys) if a.get(k) != b.get(k)}
-
-
-def _pause_for_fault_injection() -> None:
-    seconds = os.environ.get(SAVE_PAUSE_ENV)
-    if seconds:
-        time.sleep(float(seconds))
 
 
 # ----------------------------------------------------------------------------------------------- folder bookkeeping
@@ -412,7 +399,6 @@ def save_checkpoint(
         (tmp / ARGS_FILE).write_text(json.dumps(run_args, indent=2, default=str))
     accelerator.wait_for_everyone()  # every rank has written its RNG state
     if accelerator.is_main_process:
-        _pause_for_fault_injection()
         _fsync_tree(tmp)
         if final.exists():  # e.g. a run resumed from an earlier checkpoint reaches this step again
             _remove(final)

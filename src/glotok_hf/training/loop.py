@@ -1,24 +1,20 @@
 # Copyright 2026 The glotok-hf authors. Licensed under the Apache License, Version 2.0.
-"""The training loop shared by both stages: resume, epochs with mid-epoch skipping, gradient accumulation, the
-NaN/inf guard, logging, validation, checkpoints, and the end of training (final model, card, upload).
+"""The training loop shared by both stages (resume, epochs with mid-epoch skipping, gradient accumulation, the
+NaN/inf guard, logging, validation, checkpoints, the end of training) and `main`, what `training/train.py` runs:
+parse the options, build the accelerator and the stage, train, upload."""
 
-A stage object provides the models and data (see `stage_tokenizer.TokenizerStage` / `stage_prior.PriorStage`):
-`loader`, `sampler`, `items`, `accumulate_models`, `checkpoint_roles()`, `checkpoint_emas()`,
-`forward_backward(batch, global_step) -> dict of scalars`, `update() -> {name: (grad_norm, updated)}`,
-`step_logs() -> dict`, `export_state() / import_state(dict)`, `validate(step, folder)`, `save_final(folder, metrics)`.
-"""
-
-import argparse
 import math
+import os
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Protocol, runtime_checkable
 
 import torch
 from accelerate import Accelerator
-from accelerate.logging import get_logger
 from tqdm.auto import tqdm
 
-from arguments import public_args
-from checkpointing import (
+from .arguments import TrainingArguments, parse_args
+from .checkpointing import (
     CheckpointHooks,
     TrainingState,
     load_checkpoint,
@@ -27,31 +23,111 @@ from checkpointing import (
     save_checkpoint,
     verify_checkpoint,
 )
-from runtime import unwrap
-from tracking import MetricsLogger, Throughput, count_nonfinite, reduce_mean, stop_if_too_many_nonfinite
-
-logger = get_logger("glotok_train")
-
-
-def tracker_config(args: argparse.Namespace) -> dict:
-    """Public arguments as values every tracker accepts (TensorBoard hparams take only scalars and strings)."""
-    config = {}
-    for key, value in public_args(args).items():
-        if isinstance(value, (bool, int, float, str)):
-            config[key] = value
-        elif value is not None:
-            config[key] = str(value)
-    return config
+from .ema import EMA
+from .loaders import EpochShuffleSampler, SeededItems
+from .publishing import create_hub_repo, push_folder
+from .runtime import build_accelerator, check_output_dir, logger, training_steps, unwrap
+from .tracking import MetricsLogger, Throughput, count_nonfinite, reduce_mean, stop_if_too_many_nonfinite
 
 
-def training_steps(args: argparse.Namespace, loader) -> tuple[int, int]:
-    """(updates per epoch, total updates) from the prepared (per-process) dataloader."""
-    per_epoch = math.ceil(len(loader) / args.gradient_accumulation_steps)
-    total = args.max_train_steps or args.num_train_epochs * per_epoch
-    return per_epoch, total
+@runtime_checkable
+class Stage(Protocol):
+    r"""
+    What the loop calls on a stage: the models, data and training step of one thing to train
+    ([`~stage_tokenizer.TokenizerStage`], [`~stage_prior.PriorStage`]). A stage is built from the
+    `TrainingArguments` and the `Accelerator`, and prepares its models, optimizers and loader itself.
+
+    Attributes:
+        main_loss (`str`): the logged value shown in the progress bar (e.g. `"generator/loss"`).
+        items ([`~loaders.SeededItems`]): the training examples (`len` is the epoch size; `begin_epoch` each epoch).
+        sampler ([`~loaders.EpochShuffleSampler`]): the loader's sampler (`begin_epoch` each epoch).
+        loader (`DataLoader`): the prepared loader; its batches hold `"index"` (and `"num_skipped"` when
+            unreadable images were skipped).
+        accumulate_models (`tuple[nn.Module, ...]`): the prepared models passed to `accelerator.accumulate`.
+        tracker_extras (`dict[str, str]`): extra values for the trackers' run configuration.
+    """
+
+    main_loss: str
+    items: SeededItems
+    sampler: EpochShuffleSampler
+    loader: torch.utils.data.DataLoader
+    accumulate_models: tuple
+    tracker_extras: dict
+
+    def checkpoint_roles(self) -> dict[str, torch.nn.Module]:
+        """Checkpoint folder name -> bare model, for every model passed to `accelerator.prepare`."""
+
+    def checkpoint_emas(self) -> dict[str, EMA]:
+        """Folder name of a tracked model -> its EMA (empty without `--use_ema`)."""
+
+    def export_state(self, extra: dict) -> None:
+        """Write stage-specific state (tensors, ints) into `extra` before a checkpoint."""
+
+    def import_state(self, extra: dict) -> None:
+        """Restore what `export_state` wrote, after a resume."""
+
+    def forward_backward(self, batch: dict, global_step: int) -> dict[str, torch.Tensor]:
+        """Losses and backward passes of one micro-batch; returns the scalars to log."""
+
+    def update(self) -> dict[str, tuple[float, bool]]:
+        """Guarded optimizer steps at the end of an accumulation: `{name: (grad_norm, updated)}`."""
+
+    def step_logs(self) -> dict[str, float]:
+        """Values to log after an update (learning rate, codebook usage, ...)."""
+
+    def validate(self, step: int, folder: Path) -> dict[str, float]:
+        """Save and log a validation grid under `folder` (main process); returns values to log."""
+
+    def save_final(self, output_dir: Path, state: TrainingState, logs: dict) -> None:
+        """Write the final model, its card and the saved options to `output_dir` (main process)."""
 
 
-def resume(accelerator: Accelerator, stage, state: TrainingState, args, metrics: MetricsLogger, checkpoint) -> None:
+@dataclass
+class TrainingRun:
+    """What `main` returns to Python callers (tests, notebooks): the parsed options, the final training state, the
+    stage holding the trained models, and the Hub repo id with `--push_to_hub`."""
+
+    args: TrainingArguments
+    state: TrainingState
+    stage: Stage
+    repo_id: str | None = None
+
+
+def build_stage(args: TrainingArguments, accelerator: Accelerator) -> Stage:
+    if args.stage == "tokenizer":
+        from .stage_tokenizer import TokenizerStage
+
+        return TokenizerStage(args, accelerator)
+    from .stage_prior import PriorStage
+
+    return PriorStage(args, accelerator)
+
+
+def main(argv: list[str] | None = None) -> TrainingRun:
+    """`training/train.py`: train the stage `argv` (default `sys.argv[1:]`) asks for; upload with `--push_to_hub`."""
+    args = parse_args(argv)
+    token = args.hub_token or os.environ.get("HF_TOKEN") or None
+    check_output_dir(args)
+    accelerator = build_accelerator(args)
+    repo_id = None
+    if args.push_to_hub and accelerator.is_main_process:
+        repo_id = create_hub_repo(args, token)
+    stage = build_stage(args, accelerator)
+    state = run_training(accelerator, stage, args)
+    if args.push_to_hub and accelerator.is_main_process:
+        logger.info(f"Uploaded to {push_folder(Path(args.output_dir), repo_id, token)}")
+    accelerator.wait_for_everyone()
+    accelerator.end_training()  # closes the trackers and the process group
+    return TrainingRun(args=args, state=state, stage=stage, repo_id=repo_id)
+
+
+def tracker_config(args: TrainingArguments) -> dict:
+    """Public options as values every tracker accepts (TensorBoard hparams take only scalars and strings)."""
+    return {k: v if isinstance(v, (bool, int, float, str)) else str(v)
+            for k, v in args.public_dict().items() if v is not None}  # fmt: skip
+
+
+def resume(accelerator, stage: Stage, state: TrainingState, args: TrainingArguments, metrics, checkpoint) -> None:
     if checkpoint is None:
         if args.resume_from_checkpoint is not None:
             logger.info(f"No complete checkpoint in {args.output_dir}: starting a new run.")
@@ -64,7 +140,7 @@ def resume(accelerator: Accelerator, stage, state: TrainingState, args, metrics:
     logger.info(f"Resumed at step {state.global_step} (epoch {state.epoch}, batch {state.batch_in_epoch}).")
 
 
-def run_training(accelerator: Accelerator, stage, args: argparse.Namespace) -> TrainingState:
+def run_training(accelerator: Accelerator, stage: Stage, args: TrainingArguments) -> TrainingState:
     """Train `stage` to `max_train_steps` (or the epochs asked), resuming if asked; returns the final state."""
     output_dir = Path(args.output_dir)
     state = TrainingState()
@@ -81,7 +157,7 @@ def run_training(accelerator: Accelerator, stage, args: argparse.Namespace) -> T
     state.reconcile_batch_size(args.train_batch_size * accelerator.num_processes)
 
     per_epoch, max_steps = training_steps(args, stage.loader)
-    config = {**tracker_config(args), **getattr(stage, "tracker_extras", {})}
+    config = {**tracker_config(args), **stage.tracker_extras}
     accelerator.init_trackers(args.tracker_project_name or f"glotok-{args.stage}", config=config)
     global_batch = args.train_batch_size * accelerator.num_processes * args.gradient_accumulation_steps
     logger.info(
@@ -100,7 +176,7 @@ def run_training(accelerator: Accelerator, stage, args: argparse.Namespace) -> T
         last_logs = (metrics.read() or [{}])[-1]
     if state.global_step and not (output_dir / f"checkpoint-{state.global_step}").exists():
         stage.export_state(state.extra)
-        save_checkpoint(accelerator, output_dir, state.global_step, args.checkpoints_total_limit, public_args(args))
+        save_checkpoint(accelerator, output_dir, state.global_step, args.checkpoints_total_limit, args.public_dict())
     accelerator.wait_for_everyone()
     if accelerator.is_main_process:
         stage.save_final(output_dir, state, last_logs)
@@ -143,7 +219,7 @@ def run_epoch(accelerator, stage, state, args, metrics, progress, throughput, ma
         if state.global_step % args.checkpointing_steps == 0 or state.global_step >= max_steps:
             stage.export_state(state.extra)
             save_checkpoint(accelerator, args.output_dir, state.global_step, args.checkpoints_total_limit,
-                            public_args(args))  # fmt: skip
+                            args.public_dict())  # fmt: skip
         throughput.restart()  # validation and checkpoints are not training time
         if state.global_step >= max_steps:
             break

@@ -1,60 +1,53 @@
 # Copyright 2026 The glotok-hf authors. Licensed under the Apache License, Version 2.0.
-"""Model card and Hub upload of a finished run. The Hub token comes from `--hub_token` or the environment
-(`HF_TOKEN`, the saved login) and is never written: the card and saved arguments are built from `public_args`, and
-every text file is checked for the token before anything is uploaded."""
+"""Model card (`glotok_hf.hub.model_card`) and Hub upload of a finished run. The Hub token comes from `--hub_token`
+or the environment (`HF_TOKEN`, the saved login) and is never written: the card and saved options are built from
+`TrainingArguments.public_dict`, and every text file is checked for the token before anything is uploaded."""
 
-import json
 from pathlib import Path
-from typing import Any
 
-from huggingface_hub import ModelCard, ModelCardData, create_repo, get_token, upload_folder
+from huggingface_hub import ModelCard, create_repo, get_token, upload_folder
+
+from ..hub import model_card
+from .arguments import TrainingArguments
 
 # Never uploaded: checkpoints (resumable state, large), temporary folders of interrupted saves.
 UPLOAD_IGNORE = ["checkpoint-*/**", ".tmp-checkpoint-*/**", ".trash-checkpoint-*/**", "validation/**"]
 _BINARY_SUFFIXES = {".safetensors", ".bin", ".pt", ".pth", ".pkl", ".png", ".jpg", ".arrow"}
 
 
-def hub_repo_id(args) -> str:
+def hub_repo_id(args: TrainingArguments) -> str:
+    """`--hub_model_id`, or the name of `--output_dir`."""
     return args.hub_model_id or Path(args.output_dir).resolve().name
 
 
-def create_hub_repo(args, token: str | None) -> str:
+def create_hub_repo(args: TrainingArguments, token: str | None) -> str:
     """Create (or reuse) the model repository early, so a credentials problem stops the run before training."""
     return create_repo(hub_repo_id(args), exist_ok=True, private=args.hub_private_repo or None, token=token).repo_id
 
 
-def _fmt(value: Any) -> str:
-    if isinstance(value, float):
-        return f"{value:.4g}"
-    return str(value)
-
-
-def render_card(info: dict[str, Any]) -> ModelCard:
-    """Build the README model card from a run summary (see `summary` in the stage modules)."""
-    data = ModelCardData(
-        license=info.get("license", "apache-2.0"),
-        library_name="transformers",
-        tags=info["tags"],
-        datasets=[info["dataset"]] if info.get("dataset_on_hub") else None,
-        pipeline_tag=info.get("pipeline_tag"),
-    )
-    lines = [f"# {info['title']}", "", info["description"], "", "## Usage", "", "```python", info["usage"], "```", ""]
-    if info.get("image"):
-        lines += [f"![{info['image_caption']}]({info['image']})", "", f"*{info['image_caption']}*", ""]
-    lines += ["## Training", "", "| | |", "|---|---|"]
-    lines += [f"| {key} | {_fmt(value)} |" for key, value in info["training"].items()]
-    if info.get("metrics"):
-        lines += ["", f"## Final metrics (step {info['final_step']}, averaged over processes)", "", "| metric | value |",
-                  "|---|---|"]  # fmt: skip
-        lines += [f"| {key} | {_fmt(value)} |" for key, value in info["metrics"].items()]
-    if info.get("teacher"):
-        lines += ["", "## Teacher histogram", "", "The histogram relation loss (Eq. 7) matched this teacher:", "",
-                  "```json", json.dumps(info["teacher"], indent=2, default=str), "```"]  # fmt: skip
-    for title, payload in info.get("configs", {}).items():
-        lines += ["", f"<details><summary>{title}</summary>", "", "```json",
-                  json.dumps(payload, indent=2, default=str), "```", "", "</details>"]  # fmt: skip
-    lines += ["", "Trained with [glotok-hf](https://github.com/glotok-hf/glotok-hf) (`training/train.py`).", ""]
-    return ModelCard(f"---\n{data.to_yaml()}\n---\n\n" + "\n".join(lines))
+def training_card(kind: str, stage, state, *, details: dict, metrics: dict, **kwargs) -> ModelCard:
+    """The model card of a finished run of `stage` (`kind` `"tokenizer"` / `"prior"`): `glotok_hf.hub.model_card`
+    with the stage's `details`, the run's facts (steps, batch, optimizer, ...) and its final logged `metrics`."""
+    args, accelerator = stage.args, stage.accelerator
+    common = {
+        "steps": state.global_step,
+        "epochs": f"{state.images_seen / len(stage.items):.2f}",
+        "global batch": args.train_batch_size * accelerator.num_processes * args.gradient_accumulation_steps,
+        "processes": accelerator.num_processes,
+        "mixed precision": accelerator.mixed_precision,
+        "optimizer": f"AdamW betas ({args.adam_beta1}, {args.adam_beta2}), weight decay {args.adam_weight_decay}",
+        "learning rate": f"{args.learning_rate} ({args.lr_scheduler})",
+        "EMA": f"decay {args.ema_decay} (the published weights)" if args.use_ema else "no",
+        "skipped non-finite updates": state.nonfinite_steps,
+    }
+    on_hub = args.dataset_name is not None and not Path(args.dataset_name).exists()
+    return model_card(
+        kind, repo_id=hub_repo_id(args), details={**details, **common}, metrics=metrics,
+        datasets=[args.dataset_name] if on_hub else None, tags=["glotok-hf"],
+        metrics_description=f"Logged at the final step ({state.global_step}), averaged over processes. Trained with "
+        "glotok-hf's `training/train.py`; the full options are in `training_args.json`.",
+        **kwargs,
+    )  # fmt: skip
 
 
 def check_no_secret(folder: Path, secret: str | None) -> None:

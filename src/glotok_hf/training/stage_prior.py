@@ -4,9 +4,7 @@
 image dataset by the frozen tokenizer. Class dropout to the null class, loss on image tokens only, LlamaGen's optimiser
 defaults (AdamW lr 1e-4, betas (0.9, 0.95), weight decay 0.05 on matrices only, gradient clipping 1.0)."""
 
-import argparse
 import json
-import math
 from pathlib import Path
 
 import torch
@@ -15,17 +13,19 @@ from accelerate.logging import get_logger
 from torch.utils.data import Dataset
 from transformers import LlamaForCausalLM
 
-from glotok_hf import GloTokConfig, GloTokModel
-from glotok_hf.codes import load_code_dataset
-from glotok_hf.prior import layout_from_configs, prior_config, prior_training_batch
-from glotok_hf.sampling import sample_image_tokens
-
-from arguments import public_args, read_json_argument
-from ema import EMA
-from loaders import SeededItems, build_image_data, make_loader
-from publishing import render_card
-from runtime import build_optimizer, build_scheduler, unwrap
-from tracking import guarded_update, image_grid, log_image
+from ..codes import load_code_dataset
+from ..configuration_glotok import GloTokConfig
+from ..data import image_grid, tensor_to_pil
+from ..modeling_glotok import GloTokModel
+from ..prior import layout_from_configs, prior_config, prior_training_batch
+from ..sampling import sample_image_tokens
+from ..utils import resolve_source
+from .arguments import TrainingArguments
+from .ema import EMA
+from .loaders import SeededItems, build_image_data, make_loader
+from .publishing import training_card
+from .runtime import build_optimizer, build_scheduler, unwrap
+from .tracking import guarded_update, log_image
 
 logger = get_logger("glotok_train")
 
@@ -58,7 +58,8 @@ def collate_codes(examples: list[dict]) -> dict[str, torch.Tensor]:
 def load_tokenizer(path: str | None, device) -> GloTokModel | None:
     if path is None:
         return None
-    return GloTokModel.from_pretrained(path, dtype=torch.float32).to(device).eval().requires_grad_(False)
+    source = resolve_source(path, "--tokenizer_name_or_path")
+    return GloTokModel.from_pretrained(source, dtype=torch.float32).to(device).eval().requires_grad_(False)
 
 
 def weight_decay_groups(model: torch.nn.Module, weight_decay: float) -> list[dict]:
@@ -75,7 +76,7 @@ class PriorStage:
 
     main_loss = "prior/loss"
 
-    def __init__(self, args: argparse.Namespace, accelerator: Accelerator):
+    def __init__(self, args: TrainingArguments, accelerator: Accelerator):
         self.args, self.accelerator = args, accelerator
         self.tokenizer = load_tokenizer(args.tokenizer_name_or_path, accelerator.device)
         self.build_data()
@@ -83,12 +84,11 @@ class PriorStage:
         self.layout = layout_from_configs(self.tokenizer_config, self.prior.config, self.prior.config.id2label)
         self.ema = EMA(self.prior, args.ema_decay).to(accelerator.device) if args.use_ema else None
         self.loader = accelerator.prepare(self.loader)
-        per_epoch = math.ceil(len(self.loader) / args.gradient_accumulation_steps)
-        total = args.max_train_steps or args.num_train_epochs * per_epoch
         optimizer = build_optimizer(weight_decay_groups(self.prior, args.adam_weight_decay), args, args.learning_rate)
-        scheduler = build_scheduler(args, optimizer, total, accelerator.num_processes)
+        scheduler = build_scheduler(args, optimizer, self.loader, accelerator.num_processes)
         self.model, self.optimizer, self.lr_scheduler = accelerator.prepare(self.prior, optimizer, scheduler)
         self.accumulate_models = (self.model,)
+        self.tracker_extras = {}
 
     # ---------------------------------------------------------------------------------------------------- setup
     def build_data(self) -> None:
@@ -137,7 +137,7 @@ class PriorStage:
         if args.pretrained_model_name_or_path is not None:
             prior = LlamaForCausalLM.from_pretrained(args.pretrained_model_name_or_path, dtype=torch.float32)
         else:
-            overrides = read_json_argument(args.model_config, "model_config") or {}
+            overrides = args.model_config or {}
             config = prior_config(args.prior_size, self.tokenizer_config, self.num_classes,
                                   num_positions=self.num_positions, **overrides)  # fmt: skip
             prior = LlamaForCausalLM(config)
@@ -231,8 +231,7 @@ class PriorStage:
         if images is None:
             return {}
         self.last_grid_step = step
-        rows = [images[i : i + 8] for i in range(0, len(images), 8)]
-        self.last_grid = image_grid(rows)
+        self.last_grid = image_grid(tensor_to_pil(images), cols=8)
         path = log_image(self.accelerator, "samples", self.last_grid, step, folder)
         logger.info(f"Step {step}: validation samples saved to {path}")
         return {}
@@ -247,9 +246,21 @@ class PriorStage:
             self.validate(state.global_step, output_dir / "validation")
             self.last_grid.save(output_dir / "samples.png")
             image = "samples.png"
-        (output_dir / "training_args.json").write_text(json.dumps(public_args(self.args), indent=2, default=str))
+        (output_dir / "training_args.json").write_text(json.dumps(self.args.public_dict(), indent=2, default=str))
         metrics = {k: v for k, v in logs.items() if k in CARD_METRICS}
-        render_card(self.summary(state, metrics, image)).save(output_dir / "README.md")
+        config, layout = self.bare.config, self.layout
+        details = {
+            "prior": f"LlamaForCausalLM, {sum(p.numel() for p in self.bare.parameters()) / 1e6:.1f}M parameters, "
+            f"{config.num_hidden_layers} layers, width {config.hidden_size}",
+            "vocabulary": f"{layout.vocab_size} = {layout.visual_codebook_size} visual + "
+            f"{layout.semantic_codebook_size} semantic codes + {layout.num_classes} classes + 1 null class",
+            "image tokens": f"[class, v_0, s_0, v_1, s_1, ...] over a {self.grid[0]}x{self.grid[1]} grid",
+            "tokenizer": self.args.tokenizer_name_or_path or "not given",
+            "class dropout": self.args.class_dropout_prob,
+        }
+        card = training_card("prior", self, state, details=details, metrics=metrics, training_data=self.data_description,
+                             id2label=config.id2label if self.class_names else None, sample_grid_file=image)  # fmt: skip
+        card.save(output_dir / "README.md")
 
     def save_pipeline(self, folder: Path) -> None:
         """The ready-to-use `GloTokPipeline` (tokenizer + final prior + class names): `GloTokPipeline.from_pretrained`."""
@@ -260,66 +271,8 @@ class PriorStage:
         pipeline.save_pretrained(folder)
         logger.info(f"Pipeline saved to {folder}")
 
-    def summary(self, state, metrics: dict, image: str | None) -> dict:
-        args, config, layout = self.args, self.bare.config, self.layout
-        params = sum(p.numel() for p in self.bare.parameters())
-        return {
-            "title": f"GloTok class-conditional prior ({Path(args.output_dir).name})",
-            "description": (
-                f"A `LlamaForCausalLM` ({params / 1e6:.1f}M parameters, {config.num_hidden_layers} layers, width "
-                f"{config.hidden_size}) over GloTok codes: vocabulary {layout.vocab_size} = {layout.visual_codebook_size}"
-                f" visual + {layout.semantic_codebook_size} semantic codes + {layout.num_classes} classes + 1 null "
-                f"class; an image is [class, v_0, s_0, v_1, s_1, ...] over a {self.grid[0]}x{self.grid[1]} grid."
-                + (" Weights are the exponential moving average." if self.ema is not None else "")
-            ),
-            "usage": _USAGE.format(
-                repo=args.hub_model_id or Path(args.output_dir).name,
-                tokenizer=args.tokenizer_name_or_path or "<tokenizer>",
-                positions=self.num_positions,
-                scale=args.validation_guidance_scale,
-            ),  # fmt: skip
-            "image": image,
-            "image_caption": f"Samples at guidance scale {args.validation_guidance_scale}, one class per image in turn.",
-            "tags": ["glotok", "image-generation", "class-conditional", "autoregressive", "glotok-hf"],
-            "pipeline_tag": None,
-            "dataset": self.data_description,
-            "training": self.training_table(state),
-            "final_step": state.global_step,
-            "metrics": metrics,
-            "configs": {"Prior config": config.to_dict(), "Training arguments": public_args(args)},
-        }
-
-    def training_table(self, state) -> dict:
-        args = self.args
-        return {
-            "data": self.data_description,
-            "steps": state.global_step,
-            "epochs": f"{state.images_seen / len(self.items):.2f}",
-            "global batch": args.train_batch_size * self.accelerator.num_processes * args.gradient_accumulation_steps,
-            "processes": self.accelerator.num_processes,
-            "optimizer": f"AdamW betas ({args.adam_beta1}, {args.adam_beta2}), weight decay {args.adam_weight_decay}",
-            "learning rate": f"{args.learning_rate} ({args.lr_scheduler})",
-            "class dropout": args.class_dropout_prob,
-            "mixed precision": self.accelerator.mixed_precision,
-            "EMA": f"decay {args.ema_decay}" if args.use_ema else "no",
-            "skipped non-finite updates": state.nonfinite_steps,
-        }
-
 
 def _config_fields(config: dict) -> dict:
     """The GloTokConfig fields of a saved config dict (drops transformers' bookkeeping keys)."""
     names = set(GloTokConfig.__annotations__)
     return {k: tuple(v) if k == "block_out_channels" else v for k, v in config.items() if k in names}
-
-
-_USAGE = """import torch
-from transformers import AutoModel, AutoModelForCausalLM
-from glotok_hf.sampling import TokenLayout, sample_image_tokens
-
-prior = AutoModelForCausalLM.from_pretrained("{repo}").eval()
-tokenizer = AutoModel.from_pretrained("{tokenizer}", trust_remote_code=True).eval()
-layout = TokenLayout.from_vocab_size(prior.config.vocab_size, tokenizer.config.visual_codebook_size,
-                                     tokenizer.config.semantic_codebook_size)
-tokens = sample_image_tokens(prior, layout, torch.tensor([0, 1]), {positions}, guidance_scale={scale})
-visual, semantic = layout.to_indices(tokens)
-images = tokenizer.decode(visual_indices=visual, semantic_indices=semantic).sample  # in [-1, 1]"""
