@@ -46,3 +46,5 @@ if __name__ == "__main__":
     result = run(out_dir)
     if process_state().is_main_process:
         (out_dir / "result.json").write_text(json.dumps(result))
+    if torch.distributed.is_initialized():
+        torch.distributed.destroy_process_group()  # shut gloo down before exit (else an occasional abort at exit)

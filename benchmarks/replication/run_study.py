@@ -130,7 +130,7 @@ def run_step(module: str, argv: list) -> None:
     if module == "glotok_hf.cli":
         code = importlib.import_module(module).main(argv)
     else:  # a script, not a package: run from its file
-        code = runpy.run_path(str(ROOT / "training" / f"{module}.py"))["main"](argv)
+        code = runpy.run_path(str(ROOT / "training" / f"{module}.py"), run_name=module)["main"](argv)
     if code:
         raise RuntimeError(f"`{script} {' '.join(argv)}` failed with exit code {code}.")
 
