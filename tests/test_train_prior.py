@@ -16,6 +16,7 @@ from train_utils import (
 )
 
 from glotok_hf.codes import load_code_dataset
+from glotok_hf.training import Stage
 
 
 @pytest.fixture(scope="module")
@@ -29,7 +30,7 @@ def assets(tmp_path_factory):
 def test_prior_from_codes_checkpoints_ema_samples_and_card(assets, tmp_path):
     out = tmp_path / "prior"
     run = run_in_process(tiny_prior_args(out, assets["tokenizer"], assets["codes"], use_ema=True, ema_decay=0.5))
-    assert run.state.global_step == 4
+    assert run.state.global_step == 4 and isinstance(run.stage, Stage)
     assert sorted(p.name for p in out.glob("checkpoint-*")) == ["checkpoint-2", "checkpoint-4"]
     assert {"prior", "prior_ema", "optimizer.bin", "training_state.pt"} <= {
         p.name for p in (out / "checkpoint-2").iterdir()

@@ -1,13 +1,13 @@
 # Copyright 2026 The glotok-hf authors. Licensed under the Apache License, Version 2.0.
 """The training loop shared by both stages (resume, epochs with mid-epoch skipping, gradient accumulation, the
 NaN/inf guard, logging, validation, checkpoints, the end of training) and `main`, what `training/train.py` runs:
-parse the options, build the accelerator and the stage, train, upload."""
+parse the options, build the accelerator and the stage, train, upload. What the loop calls on a stage is the
+`stage.Stage` protocol."""
 
 import math
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Protocol, runtime_checkable
 
 import torch
 from accelerate import Accelerator
@@ -23,63 +23,10 @@ from .checkpointing import (
     save_checkpoint,
     verify_checkpoint,
 )
-from .ema import EMA
-from .loaders import EpochShuffleSampler, SeededItems
 from .publishing import create_hub_repo, push_folder
 from .runtime import build_accelerator, check_output_dir, logger, training_steps, unwrap
+from .stage import Stage
 from .tracking import MetricsLogger, Throughput, count_nonfinite, reduce_mean, stop_if_too_many_nonfinite
-
-
-@runtime_checkable
-class Stage(Protocol):
-    r"""
-    What the loop calls on a stage: the models, data and training step of one thing to train
-    ([`~stage_tokenizer.TokenizerStage`], [`~stage_prior.PriorStage`]). A stage is built from the
-    `TrainingArguments` and the `Accelerator`, and prepares its models, optimizers and loader itself.
-
-    Attributes:
-        main_loss (`str`): the logged value shown in the progress bar (e.g. `"generator/loss"`).
-        items ([`~loaders.SeededItems`]): the training examples (`len` is the epoch size; `begin_epoch` each epoch).
-        sampler ([`~loaders.EpochShuffleSampler`]): the loader's sampler (`begin_epoch` each epoch).
-        loader (`DataLoader`): the prepared loader; its batches hold `"index"` (and `"num_skipped"` when
-            unreadable images were skipped).
-        accumulate_models (`tuple[nn.Module, ...]`): the prepared models passed to `accelerator.accumulate`.
-        tracker_extras (`dict[str, str]`): extra values for the trackers' run configuration.
-    """
-
-    main_loss: str
-    items: SeededItems
-    sampler: EpochShuffleSampler
-    loader: torch.utils.data.DataLoader
-    accumulate_models: tuple
-    tracker_extras: dict
-
-    def checkpoint_roles(self) -> dict[str, torch.nn.Module]:
-        """Checkpoint folder name -> bare model, for every model passed to `accelerator.prepare`."""
-
-    def checkpoint_emas(self) -> dict[str, EMA]:
-        """Folder name of a tracked model -> its EMA (empty without `--use_ema`)."""
-
-    def export_state(self, extra: dict) -> None:
-        """Write stage-specific state (tensors, ints) into `extra` before a checkpoint."""
-
-    def import_state(self, extra: dict) -> None:
-        """Restore what `export_state` wrote, after a resume."""
-
-    def forward_backward(self, batch: dict, global_step: int) -> dict[str, torch.Tensor]:
-        """Losses and backward passes of one micro-batch; returns the scalars to log."""
-
-    def update(self) -> dict[str, tuple[float, bool]]:
-        """Guarded optimizer steps at the end of an accumulation: `{name: (grad_norm, updated)}`."""
-
-    def step_logs(self) -> dict[str, float]:
-        """Values to log after an update (learning rate, codebook usage, ...)."""
-
-    def validate(self, step: int, folder: Path) -> dict[str, float]:
-        """Save and log a validation grid under `folder` (main process); returns values to log."""
-
-    def save_final(self, output_dir: Path, state: TrainingState, logs: dict) -> None:
-        """Write the final model, its card and the saved options to `output_dir` (main process)."""
 
 
 @dataclass

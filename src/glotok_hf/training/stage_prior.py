@@ -4,7 +4,6 @@
 image dataset by the frozen tokenizer. Class dropout to the null class, loss on image tokens only, LlamaGen's optimiser
 defaults (AdamW lr 1e-4, betas (0.9, 0.95), weight decay 0.05 on matrices only, gradient clipping 1.0)."""
 
-import json
 from pathlib import Path
 
 import torch
@@ -16,16 +15,15 @@ from transformers import LlamaForCausalLM
 from ..codes import load_code_dataset
 from ..configuration_glotok import GloTokConfig
 from ..data import image_grid, tensor_to_pil
-from ..modeling_glotok import GloTokModel
+from ..loading import load_tokenizer
 from ..prior import layout_from_configs, prior_config, prior_training_batch
 from ..sampling import sample_image_tokens
-from ..utils import resolve_source
 from .arguments import TrainingArguments
-from .ema import EMA
 from .loaders import SeededItems, build_image_data, make_loader
 from .publishing import training_card
-from .runtime import build_optimizer, build_scheduler, unwrap
-from .tracking import guarded_update, log_image
+from .runtime import build_optimizer, build_scheduler
+from .stage import BaseStage
+from .tracking import log_image
 
 logger = get_logger("glotok_train")
 
@@ -55,13 +53,6 @@ def collate_codes(examples: list[dict]) -> dict[str, torch.Tensor]:
     }
 
 
-def load_tokenizer(path: str | None, device) -> GloTokModel | None:
-    if path is None:
-        return None
-    source = resolve_source(path, "--tokenizer_name_or_path")
-    return GloTokModel.from_pretrained(source, dtype=torch.float32).to(device).eval().requires_grad_(False)
-
-
 def weight_decay_groups(model: torch.nn.Module, weight_decay: float) -> list[dict]:
     """LlamaGen's split: weight decay on matrices (linear and embedding weights), none on norms and biases."""
     params = [p for p in model.parameters() if p.requires_grad]
@@ -71,24 +62,26 @@ def weight_decay_groups(model: torch.nn.Module, weight_decay: float) -> list[dic
     ]
 
 
-class PriorStage:
-    """Models, data and the step of the prior stage (see `loop.py` for the interface)."""
+class PriorStage(BaseStage):
+    """Models, data and the step of the prior stage (a `stage.Stage`)."""
 
-    main_loss = "prior/loss"
+    main_loss, role = "prior/loss", "prior"
 
     def __init__(self, args: TrainingArguments, accelerator: Accelerator):
-        self.args, self.accelerator = args, accelerator
-        self.tokenizer = load_tokenizer(args.tokenizer_name_or_path, accelerator.device)
+        super().__init__(args, accelerator)
+        self.tokenizer = None
+        if args.tokenizer_name_or_path is not None:  # a tokenizer or pipeline folder, or a Hub repo of either
+            tokenizer = load_tokenizer(args.tokenizer_name_or_path, device=accelerator.device, dtype=torch.float32)
+            self.tokenizer = tokenizer.requires_grad_(False)
         self.build_data()
         self.prior = self.build_prior()
         self.layout = layout_from_configs(self.tokenizer_config, self.prior.config, self.prior.config.id2label)
-        self.ema = EMA(self.prior, args.ema_decay).to(accelerator.device) if args.use_ema else None
+        self.track_ema(self.prior)
         self.loader = accelerator.prepare(self.loader)
         optimizer = build_optimizer(weight_decay_groups(self.prior, args.adam_weight_decay), args, args.learning_rate)
         scheduler = build_scheduler(args, optimizer, self.loader, accelerator.num_processes)
         self.model, self.optimizer, self.lr_scheduler = accelerator.prepare(self.prior, optimizer, scheduler)
         self.accumulate_models = (self.model,)
-        self.tracker_extras = {}
 
     # ---------------------------------------------------------------------------------------------------- setup
     def build_data(self) -> None:
@@ -148,22 +141,9 @@ class PriorStage:
             prior.gradient_checkpointing_enable()
         return prior.train()
 
-    @property
-    def bare(self) -> LlamaForCausalLM:
-        return unwrap(self.accelerator, self.model)
-
     # ------------------------------------------------------------------------------------------------ checkpoints
     def checkpoint_roles(self) -> dict:
         return {"prior": self.bare}
-
-    def checkpoint_emas(self) -> dict:
-        return {"prior": self.ema} if self.ema is not None else {}
-
-    def export_state(self, extra: dict) -> None:
-        pass
-
-    def import_state(self, extra: dict) -> None:
-        pass
 
     # ------------------------------------------------------------------------------------------------ training
     @torch.no_grad()
@@ -188,37 +168,19 @@ class PriorStage:
                 "prior/dropped_classes": dropped.float().mean()}  # fmt: skip
 
     def update(self) -> dict[str, tuple[float, bool]]:
-        update = guarded_update(
-            self.accelerator, self.model, self.optimizer, self.lr_scheduler, self.args.max_grad_norm
-        )
-        if update[1] and self.ema is not None:
-            self.ema.step(self.bare)
-        return {"prior": update}
-
-    def step_logs(self) -> dict[str, float]:
-        return {"lr": self.lr_scheduler.get_last_lr()[0]}
+        return {"prior": self.update_model()}
 
     # ------------------------------------------------------------------------------------------------ validation
-    @property
-    def final_model(self) -> LlamaForCausalLM:
-        return self.ema.module if self.ema is not None else self.bare
-
     @torch.no_grad()
     def sample(self, count: int) -> torch.Tensor | None:
         """`count` images (labels cycling over the classes, one seeded generator each) -> `(count, 3, R, R)`."""
         if self.tokenizer is None or count == 0:
             return None
-        prior = self.final_model
-        was_training = prior.training
-        prior.eval()
         labels = torch.arange(count) % self.layout.num_classes
         generators = [torch.Generator(self.accelerator.device).manual_seed(self.args.seed + i) for i in range(count)]
-        try:
-            with self.accelerator.autocast():
-                tokens = sample_image_tokens(prior, self.layout, labels, self.num_positions,
-                                             guidance_scale=self.args.validation_guidance_scale, generator=generators)  # fmt: skip
-        finally:
-            prior.train(was_training)
+        with self.evaluating() as prior:
+            tokens = sample_image_tokens(prior, self.layout, labels, self.num_positions,
+                                         guidance_scale=self.args.validation_guidance_scale, generator=generators)  # fmt: skip
         visual, semantic = self.layout.to_indices(tokens, grid=self.grid)
         images = self.tokenizer.decode(semantic_indices=semantic, visual_indices=visual).sample
         return images.float().clamp(-1, 1).cpu()
@@ -246,7 +208,6 @@ class PriorStage:
             self.validate(state.global_step, output_dir / "validation")
             self.last_grid.save(output_dir / "samples.png")
             image = "samples.png"
-        (output_dir / "training_args.json").write_text(json.dumps(self.args.public_dict(), indent=2, default=str))
         metrics = {k: v for k, v in logs.items() if k in CARD_METRICS}
         config, layout = self.bare.config, self.layout
         details = {
@@ -260,7 +221,7 @@ class PriorStage:
         }
         card = training_card("prior", self, state, details=details, metrics=metrics, training_data=self.data_description,
                              id2label=config.id2label if self.class_names else None, sample_grid_file=image)  # fmt: skip
-        card.save(output_dir / "README.md")
+        self.write_final_files(output_dir, card)
 
     def save_pipeline(self, folder: Path) -> None:
         """The ready-to-use `GloTokPipeline` (tokenizer + final prior + class names): `GloTokPipeline.from_pretrained`."""

@@ -19,10 +19,10 @@ from ..losses import GloTokObjective, default_histogram_alpha
 from ..modeling_glotok import GloTokModel
 from ..teacher import load_teacher
 from .arguments import TrainingArguments
-from .ema import EMA
 from .loaders import build_image_data, validation_images
 from .publishing import training_card
 from .runtime import build_optimizer, build_scheduler, unwrap
+from .stage import BaseStage
 from .tracking import guarded_update, log_image
 
 logger = get_logger("glotok_train")
@@ -82,17 +82,17 @@ def build_objective(args: TrainingArguments, model: GloTokModel) -> tuple[GloTok
     return GloTokObjective(loss_config, teacher_histogram=teacher), metadata
 
 
-class TokenizerStage:
-    """Models, data and the two-optimizer step of the tokenizer stage (see `loop.py` for the interface)."""
+class TokenizerStage(BaseStage):
+    """Models, data and the two-optimizer step of the tokenizer stage (a `stage.Stage`)."""
 
-    main_loss = "generator/loss"
+    main_loss, role = "generator/loss", "tokenizer"
 
     def __init__(self, args: TrainingArguments, accelerator: Accelerator):
-        self.args, self.accelerator = args, accelerator
+        super().__init__(args, accelerator)
         model, discriminator = build_tokenizer(args), build_discriminator(args)
         self.objective, self.teacher_metadata = build_objective(args, model)
         self.objective.to(accelerator.device)
-        self.ema = EMA(model, args.ema_decay).to(accelerator.device) if args.use_ema else None
+        self.track_ema(model)
         self.items, loader, self.sampler, self.class_names = build_image_data(
             args, accelerator.num_processes, with_labels=False
         )
@@ -118,20 +118,12 @@ class TokenizerStage:
         }
         self.validation_images = validation_images(args, args.num_validation_images)
         self.accumulate_models = (self.model, self.discriminator)
-        self.tracker_extras = (
-            {"teacher": json.dumps(self.teacher_metadata, default=str)} if self.teacher_metadata else {}
-        )
-
-    @property
-    def bare(self) -> GloTokModel:
-        return unwrap(self.accelerator, self.model)
+        if self.teacher_metadata:
+            self.tracker_extras["teacher"] = json.dumps(self.teacher_metadata, default=str)
 
     # ------------------------------------------------------------------------------------------------ checkpoints
     def checkpoint_roles(self) -> dict:
         return {"tokenizer": self.bare, "discriminator": unwrap(self.accelerator, self.discriminator)}
-
-    def checkpoint_emas(self) -> dict:
-        return {"tokenizer": self.ema} if self.ema is not None else {}
 
     def export_state(self, extra: dict) -> None:
         extra["usage"] = {name: window.state_dict() for name, window in self.usage.items()}
@@ -176,42 +168,25 @@ class TokenizerStage:
     def update(self) -> dict[str, tuple[float, bool]]:
         """At the end of an accumulation: guarded updates of the tokenizer (+EMA) and, once active, the
         discriminator."""
-        max_norm = self.args.max_grad_norm
-        updates = {
-            "generator": guarded_update(self.accelerator, self.model, self.optimizer, self.lr_scheduler, max_norm)
-        }
-        if updates["generator"][1] and self.ema is not None:
-            self.ema.step(self.bare)
+        updates = {"generator": self.update_model()}
         if self._discriminator_active:
             updates["discriminator"] = guarded_update(
-                self.accelerator, self.discriminator, self.d_optimizer, self.d_scheduler, max_norm
+                self.accelerator, self.discriminator, self.d_optimizer, self.d_scheduler, self.args.max_grad_norm
             )
         return updates
 
     def step_logs(self) -> dict[str, float]:
-        logs = {"lr": self.lr_scheduler.get_last_lr()[0]}
+        logs = super().step_logs()
         for name, window in self.usage.items():
             logs[f"codebook/{name}_usage"] = window.usage()
             logs[f"codebook/{name}_perplexity"] = window.perplexity()
         return logs
 
     # ------------------------------------------------------------------------------------------------ validation
-    @property
-    def final_model(self) -> GloTokModel:
-        """The model that is validated and published: the EMA when there is one."""
-        return self.ema.module if self.ema is not None else self.bare
-
-    @torch.no_grad()
     def reconstruct(self, images: torch.Tensor) -> torch.Tensor:
         """Reconstructions by the (EMA) tokenizer in eval mode."""
-        model = self.final_model
-        was_training = model.training
-        model.eval()
-        try:
-            with self.accelerator.autocast():
-                return model(images.to(self.accelerator.device)).sample.float().clamp(-1, 1).cpu()
-        finally:
-            model.train(was_training)
+        with self.evaluating() as model:
+            return model(images.to(self.accelerator.device)).sample.float().clamp(-1, 1).cpu()
 
     def validate(self, step: int, folder: Path) -> dict[str, float]:
         """Save and log a grid of validation images over their reconstructions; returns their PSNR to log."""
@@ -239,7 +214,6 @@ class TokenizerStage:
             metrics.update(self.validate(state.global_step, output_dir / "validation"))
             self.last_validation["grid"].save(output_dir / "reconstructions.png")
             image = "reconstructions.png"
-        (output_dir / "training_args.json").write_text(json.dumps(self.args.public_dict(), indent=2, default=str))
         args, config = self.args, self.bare.config
         side = args.resolution // config.downsample_factor
         dataset = args.dataset_name or Path(args.train_data_dir).name
@@ -256,4 +230,4 @@ class TokenizerStage:
         }
         card = training_card("tokenizer", self, state, details=details, metrics=metrics, training_data=data,
                              sample_grid_file=image)  # fmt: skip
-        card.save(output_dir / "README.md")
+        self.write_final_files(output_dir, card)
