@@ -4,6 +4,8 @@ both flag spellings, and every shipped recipe parses."""
 
 import dataclasses
 import json
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -154,3 +156,12 @@ def test_a_command_line_data_or_model_source_replaces_the_recipes(tmp_path):
     assert (args.pretrained_model_name_or_path, args.model_config) == ("m", None)
     args = parse_args(["--config", str(recipe), "--no-random_flip", "--use_ema"])
     assert args.dataset_name == "data/x" and args.model_config == {"sample_size": 32}
+
+
+def test_train_script_is_a_thin_entry_point_with_clear_errors(tmp_path, subprocess_env):
+    # The script runs as a file (no sys.path edits): a user error exits 2 with the message, either flag spelling.
+    argv = [sys.executable, str(TRAINING_DIR / "train.py"), "--stage", "tokenizer", "--output-dir", str(tmp_path)]
+    done = subprocess.run(argv, env=subprocess_env, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 2, done.stderr
+    assert "train.py: error: The tokenizer stage needs images: --dataset_name or --train_data_dir." in done.stderr
+    assert "sys.path" not in (TRAINING_DIR / "train.py").read_text()

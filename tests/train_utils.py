@@ -23,21 +23,17 @@ def load_script(path: Path):
     return sys.modules[name]
 
 
-# The conftest tiny GloTok (8x8 tokens at 16x16), a 2-layer group-norm PatchGAN (batch-independent, so 1- and
-# 2-process runs agree) and a loss config that turns the GAN on at step 2.
-TINY_MODEL = {
-    "block_out_channels": [8, 16], "layers_per_block": 1, "norm_num_groups": 4, "latent_channels": 8,
-    "adapter_depth": 1, "adapter_num_heads": 2, "semantic_codebook_size": 12, "visual_codebook_size": 16,
-    "codebook_dim": 4, "residual_hidden_size": 8, "residual_num_heads": 2, "sample_size": 16,
-}  # fmt: skip
-TINY_DISCRIMINATOR = {"base_channels": 4, "num_layers": 2, "norm_type": "group", "norm_num_groups": 2}
+# The training scripts' tiny configs and helpers have one home, training/fault_injection.py: the conftest tiny GloTok
+# (8x8 tokens at 16x16), a 2-layer group-norm PatchGAN (batch-independent, so 1- and 2-process runs agree), a 2-layer
+# Llama prior, tiny imagefolders and accelerate configs (the torchrun path on CPU: this machine has no `mpirun`).
+_SCRIPT = load_script(TRAINING_DIR / "fault_injection.py")
+TINY_MODEL, TINY_DISCRIMINATOR, TINY_PRIOR = _SCRIPT.TINY_TOKENIZER, _SCRIPT.TINY_DISCRIMINATOR, _SCRIPT.TINY_PRIOR
+accelerate_config = _SCRIPT.accelerate_config
 
 
 def make_imagefolder(root: Path, per_class: int = 6, classes=("cat", "dog"), size: int = 20, seed: int = 0) -> Path:
     """A tiny imagefolder of smooth random RGB images, one sub-folder per class (the fault-injection script's)."""
-    return load_script(TRAINING_DIR / "fault_injection.py").make_images(
-        root, per_class=per_class, classes=classes, size=size, seed=seed
-    )
+    return _SCRIPT.make_images(root, per_class=per_class, classes=classes, size=size, seed=seed)
 
 
 def tiny_tokenizer_args(data_dir: Path, output_dir: Path, **overrides) -> list[str]:
@@ -94,23 +90,6 @@ def run_in_process(argv: list[str]):
         PartialState._reset_state()
 
 
-def accelerate_config(path: Path, num_processes: int) -> Path:
-    """An accelerate config from `write_basic_config` for `num_processes` local processes.
-
-    accelerate's MULTI_CPU launch goes through MPI (`mpirun`), which this machine lacks; the torchrun launch path
-    (`distributed_type: MULTI_GPU`) with `ACCELERATE_USE_CPU=true` in the environment (see `launch`) starts the same
-    gloo MULTI_CPU processes.
-    """
-    from accelerate.utils import write_basic_config
-
-    write_basic_config(mixed_precision="no", save_location=str(path))
-    config = json.loads(path.read_text())
-    config.update({"num_processes": num_processes, "num_machines": 1, "machine_rank": 0, "gpu_ids": "all",
-                   "distributed_type": "MULTI_GPU" if num_processes > 1 else "NO", "use_cpu": num_processes == 1})  # fmt: skip
-    path.write_text(json.dumps(config))
-    return path
-
-
 def launch(script: Path, argv: list[str], config: Path, env: dict, timeout: int = 300) -> subprocess.CompletedProcess:
     """`accelerate launch --config_file config script argv` in a subprocess; raises with its output on failure."""
     env = dict(env)
@@ -134,10 +113,6 @@ def env_without_token() -> dict:
     env = dict(os.environ)
     env.pop("HF_TOKEN", None)
     return env
-
-
-TINY_PRIOR = {"num_hidden_layers": 2, "hidden_size": 32, "intermediate_size": 64, "num_attention_heads": 2,
-              "num_key_value_heads": 2}  # fmt: skip
 
 
 def save_tiny_tokenizer(folder: Path, seed: int = 0) -> Path:
