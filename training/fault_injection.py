@@ -48,6 +48,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from glotok_hf.training.checkpointing import STATE_FILE, list_checkpoints
+from glotok_hf.training.tracking import METRICS_FILE, read_metrics
 
 TRAINING_DIR = Path(__file__).resolve().parent
 REPO_ROOT = TRAINING_DIR.parent
@@ -232,16 +233,7 @@ def run_to_end(setup: Setup, argv: list[str], num_processes: int, log: Path) -> 
 
 
 def last_logged_step(output_dir: Path) -> int:
-    path = output_dir / "logs" / "metrics.jsonl"
-    if not path.is_file():
-        return 0
-    step = 0
-    for line in path.read_text().splitlines():
-        try:
-            step = max(step, json.loads(line)["step"])
-        except (json.JSONDecodeError, KeyError, TypeError):
-            continue  # a line torn by the kill
-    return step
+    return max((row["step"] for row in read_metrics(output_dir / "logs" / METRICS_FILE)), default=0)
 
 
 def sha256(path: Path) -> str:

@@ -119,16 +119,18 @@ class MetricsLogger:
         self.path.write_text("".join(line + "\n" for line in kept))
 
     def read(self) -> list[dict]:
-        """The logged rows; a last line torn by a killed run is ignored."""
-        if not self.path.is_file():
-            return []
-        rows = []
-        for line in self.path.read_text().splitlines():
-            try:
-                rows.append(json.loads(line))
-            except json.JSONDecodeError:
-                continue
-        return rows
+        return read_metrics(self.path)
+
+
+def read_metrics(path: Path) -> list[dict]:
+    """The rows of a `metrics.jsonl` file (none when it is missing); a last line torn by a killed run is ignored."""
+    rows = []
+    for line in path.read_text().splitlines() if path.is_file() else []:
+        try:
+            rows.append(json.loads(line))
+        except json.JSONDecodeError:
+            continue
+    return rows
 
 
 def log_image(accelerator: Accelerator, name: str, image: Image.Image, step: int, folder: Path) -> Path:
