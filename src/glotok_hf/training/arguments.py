@@ -20,6 +20,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import yaml
+
 from ..losses import GloTokLossConfig
 from ..prior import PRIOR_SIZES
 from ..utils import is_int
@@ -300,21 +302,12 @@ def load_recipe(path: str | Path, parser: argparse.ArgumentParser) -> dict[str, 
     if not path.is_file():
         raise FileNotFoundError(f"Recipe file {str(path)!r} does not exist.")
     text = path.read_text()
+    if path.suffix.lower() not in (".json", ".yaml", ".yml"):
+        raise ValueError(f"Recipe {str(path)!r} must be a .json, .yaml or .yml file.")
     try:
-        if path.suffix.lower() in (".yaml", ".yml"):
-            import yaml
-
-            recipe = yaml.safe_load(text)
-        elif path.suffix.lower() == ".json":
-            recipe = json.loads(text)
-        else:
-            raise ValueError(f"Recipe {str(path)!r} must be a .json, .yaml or .yml file.")
-    except (json.JSONDecodeError, ImportError) as err:
+        recipe = json.loads(text) if path.suffix.lower() == ".json" else yaml.safe_load(text)
+    except (json.JSONDecodeError, yaml.YAMLError) as err:
         raise ValueError(f"Could not parse recipe {str(path)!r}: {err}") from err
-    except Exception as err:  # yaml.YAMLError without importing yaml at module level
-        if type(err).__module__.startswith("yaml"):
-            raise ValueError(f"Could not parse recipe {str(path)!r}: {err}") from err
-        raise
     if recipe is None:
         recipe = {}
     if not isinstance(recipe, dict):
