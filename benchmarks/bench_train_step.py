@@ -14,7 +14,6 @@ import json
 import os
 import platform
 import statistics
-import sys
 import tempfile
 import time
 from pathlib import Path
@@ -24,7 +23,6 @@ import torch
 from PIL import Image
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "training"))
 os.environ.setdefault("TQDM_DISABLE", "1")
 
 
@@ -58,9 +56,9 @@ def reset_accelerate() -> None:
 
 
 def bench_tokenizer(tmp: Path, args) -> dict:
-    from arguments import parse_args
-    from runtime import build_accelerator
-    from stage_tokenizer import TokenizerStage
+    from glotok_hf.training import parse_args
+    from glotok_hf.training.runtime import build_accelerator
+    from glotok_hf.training.stage_tokenizer import TokenizerStage
 
     images = make_images(tmp / "images", 2 * args.batch_size, 24)
     train_args = parse_args(["--config", str(ROOT / "training/recipes/tiny_cpu.json"), "--train_data_dir", str(images),
@@ -70,7 +68,7 @@ def bench_tokenizer(tmp: Path, args) -> dict:
     stage = TokenizerStage(train_args, accelerator)
     batch = next(iter(stage.loader))
     before = time_updates(stage, accelerator, batch, 0, args.steps)
-    after = time_updates(stage, accelerator, batch, train_args.disc_start, args.steps)
+    after = time_updates(stage, accelerator, batch, train_args.loss.disc_start, args.steps)
     reset_accelerate()
     return {
         "recipe": "tiny_cpu.json",
@@ -85,13 +83,12 @@ def bench_tokenizer(tmp: Path, args) -> dict:
 
 
 def bench_prior(tmp: Path, args) -> dict:
-    from arguments import parse_args
-    from runtime import build_accelerator
-    from stage_prior import PriorStage
-
     from glotok_hf import GloTokConfig, GloTokModel
     from glotok_hf.codes import extract_codes
     from glotok_hf.data import load_image_dataset
+    from glotok_hf.training import parse_args
+    from glotok_hf.training.runtime import build_accelerator
+    from glotok_hf.training.stage_prior import PriorStage
 
     recipe = json.loads((ROOT / "training/recipes/tiny_cpu.json").read_text())
     GloTokModel(GloTokConfig(**recipe["model_config"])).save_pretrained(tmp / "tokenizer")

@@ -8,15 +8,13 @@ import json
 import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
+import torch
+from conftest import tiny_glotok_model  # tests/ is on the path: it is this script's folder
+from eval_utils import ColourClassifier, ConstantLogits, coloured_images, tiny_feature_net, tiny_pipeline
 
-import torch  # noqa: E402
-from conftest import tiny_glotok_model  # noqa: E402
-from eval_utils import ColourClassifier, ConstantLogits, coloured_images, tiny_feature_net, tiny_pipeline  # noqa: E402
-
-from glotok_hf.evaluation.generation import evaluate_generation  # noqa: E402
-from glotok_hf.evaluation.reconstruction import evaluate_reconstruction  # noqa: E402
-from glotok_hf.evaluation.sampling import balanced_class_labels, process_state, shard_indices  # noqa: E402
+from glotok_hf.evaluation.generation import evaluate_generation
+from glotok_hf.evaluation.reconstruction import evaluate_reconstruction
+from glotok_hf.evaluation.sampling import balanced_class_labels, process_state, shard_indices
 
 
 def run(out_dir: Path) -> dict:
@@ -48,3 +46,5 @@ if __name__ == "__main__":
     result = run(out_dir)
     if process_state().is_main_process:
         (out_dir / "result.json").write_text(json.dumps(result))
+    if torch.distributed.is_initialized():
+        torch.distributed.destroy_process_group()  # shut gloo down before exit (else an occasional abort at exit)

@@ -3,13 +3,14 @@ checkpoint save, the prior between updates), each followed by `--resume_from_che
 trials, both stages, 1 and 2 processes, compared with uninterrupted runs) is the script itself."""
 
 import json
+import time
 
 import pytest
-from train_utils import TRAINING_DIR  # noqa: F401  (puts training/ on sys.path)
+from train_utils import TRAINING_DIR, load_script
 
-# isort: split
-import fault_injection
-from checkpointing import SAVE_PAUSE_ENV
+from glotok_hf.training import checkpointing
+
+fault_injection = load_script(TRAINING_DIR / "fault_injection.py")
 
 
 @pytest.mark.slow
@@ -31,16 +32,24 @@ def test_killed_runs_resume_from_the_newest_complete_checkpoint_and_lose_nothing
     assert step_kill["killed"]["last_logged_step"] >= step_kill["killed"]["after_logged_step"]
 
 
-def test_the_save_pause_is_inert_by_default(monkeypatch):
-    import checkpointing
-
+def test_the_save_pause_is_installed_by_the_script_only(monkeypatch, tmp_path):
+    # Production code has no pause: no sleep, no environment switch in the checkpointing module.
+    source = open(checkpointing.__file__).read()
+    assert "sleep" not in source and "environ" not in source
+    monkeypatch.setattr(checkpointing.CheckpointHooks, "save_hook", checkpointing.CheckpointHooks.save_hook)
+    monkeypatch.setattr(checkpointing, "_fsync_tree", checkpointing._fsync_tree)
     slept = []
-    monkeypatch.setattr(checkpointing.time, "sleep", slept.append)
-    monkeypatch.delenv(SAVE_PAUSE_ENV, raising=False)
-    checkpointing._pause_for_fault_injection()
-    monkeypatch.setenv(SAVE_PAUSE_ENV, "0.25")
-    checkpointing._pause_for_fault_injection()
-    assert slept == [0.25]
+    monkeypatch.setattr(time, "sleep", slept.append)
+    fault_injection.install_save_pause(0.25)
+
+    class Main:
+        is_main_process = True
+
+    hooks = checkpointing.CheckpointHooks.__new__(checkpointing.CheckpointHooks)
+    hooks.accelerator, hooks.roles, hooks.emas, hooks.state, hooks.unwrap = Main(), {}, {}, None, lambda m: m
+    hooks.save_hook([], [], str(tmp_path))  # the model folders are written: pause
+    checkpointing._fsync_tree(tmp_path)  # everything is written, not yet renamed: pause
+    assert slept == [0.25, 0.25]
 
 
 def test_trial_plan_covers_both_stages_and_phases():

@@ -1,14 +1,11 @@
 """The offline real-data builder used by the tiny recipes and the embedded default pipeline."""
 
-import sys
-
 import numpy as np
 import pytest
-from conftest import REPO_ROOT
 from PIL import Image
+from train_utils import TRAINING_DIR, load_script
 
-sys.path.insert(0, str(REPO_ROOT / "training"))
-import prepare_offline_data as prep  # noqa: E402
+prep = load_script(TRAINING_DIR / "prepare_offline_data.py")
 
 
 def test_opencv_sheet_is_cut_into_labelled_cells(tmp_path):

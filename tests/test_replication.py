@@ -3,16 +3,15 @@ a hand-edited document, and the whole `--quick` study end to end, including skip
 
 import json
 import subprocess
-import sys
 
 import numpy as np
 import pytest
 from conftest import PYTHON, REPO_ROOT
 from PIL import Image
+from train_utils import load_script
 
-sys.path.insert(0, str(REPO_ROOT / "benchmarks" / "replication"))
-import report  # noqa: E402
-import run_study  # noqa: E402
+report = load_script(REPO_ROOT / "benchmarks" / "replication" / "report.py")
+run_study = load_script(REPO_ROOT / "benchmarks" / "replication" / "run_study.py")
 
 
 def fake_result(row: str, seed: int, psnr: float, gfid: float) -> dict:

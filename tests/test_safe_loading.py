@@ -6,7 +6,7 @@ What loads pickles, and why that is safe: accelerate 1.15 writes `optimizer*.bin
 `accelerate.utils.load`, which passes `weights_only=True` (plus numpy's array reconstructors for the RNG states).
 It reads a registered object's `custom_checkpoint_<i>.pkl` with `weights_only=False`, which is why the training state
 is not registered with accelerate but saved as `training_state.pt` and read with `weights_only=True`
-(`training/checkpointing.py`). The tests below put a pickle that would run code into each of these files.
+(`glotok_hf.training.checkpointing`). The tests below put a pickle that would run code into each of these files.
 """
 
 import ast

@@ -4,10 +4,8 @@ a change of global batch, and the EMA's warm-up and save/load round trip."""
 
 import pytest
 import torch
-from train_utils import TRAINING_DIR  # noqa: F401  (puts training/ on sys.path)
 
-# isort: split
-from checkpointing import (
+from glotok_hf.training.checkpointing import (
     STATE_FILE,
     TrainingState,
     list_checkpoints,
@@ -15,7 +13,7 @@ from checkpointing import (
     remove_partial_checkpoints,
     resolve_resume_checkpoint,
 )
-from ema import EMA
+from glotok_hf.training.ema import EMA
 
 
 def make_checkpoint(root, name, complete=True):

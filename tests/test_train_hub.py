@@ -34,7 +34,7 @@ def test_push_to_hub_uploads_the_final_model_and_card_without_the_token(fake_hub
 
 
 def test_a_token_inside_the_folder_blocks_the_upload(fake_hub, tmp_path):
-    from publishing import push_folder
+    from glotok_hf.training.publishing import push_folder
 
     (tmp_path / "notes.txt").write_text(f"oops {fake_hub.token}")
     with pytest.raises(RuntimeError, match="contains the Hub token"):

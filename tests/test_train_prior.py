@@ -16,6 +16,7 @@ from train_utils import (
 )
 
 from glotok_hf.codes import load_code_dataset
+from glotok_hf.training import Stage
 
 
 @pytest.fixture(scope="module")
@@ -29,7 +30,7 @@ def assets(tmp_path_factory):
 def test_prior_from_codes_checkpoints_ema_samples_and_card(assets, tmp_path):
     out = tmp_path / "prior"
     run = run_in_process(tiny_prior_args(out, assets["tokenizer"], assets["codes"], use_ema=True, ema_decay=0.5))
-    assert run.state.global_step == 4
+    assert run.state.global_step == 4 and isinstance(run.stage, Stage)
     assert sorted(p.name for p in out.glob("checkpoint-*")) == ["checkpoint-2", "checkpoint-4"]
     assert {"prior", "prior_ema", "optimizer.bin", "training_state.pt"} <= {
         p.name for p in (out / "checkpoint-2").iterdir()
@@ -66,7 +67,7 @@ def test_on_the_fly_extraction_trains_on_the_same_codes(assets, tmp_path):
 
 
 def test_class_dropout_is_a_per_example_draw():
-    from loaders import SeededItems
+    from glotok_hf.training.loaders import SeededItems
 
     items = SeededItems([{"codes": None}] * 4000, seed=3, draw_uniform=True)
     draws = torch.tensor([items[i]["uniform"] for i in range(4000)])
@@ -77,7 +78,7 @@ def test_class_dropout_is_a_per_example_draw():
 
 
 def test_code_items_read_the_extracted_codes(assets):
-    from stage_prior import CodeItems
+    from glotok_hf.training.stage_prior import CodeItems
 
     dataset, metadata = load_code_dataset(assets["codes"])
     item = CodeItems(dataset)[3]

@@ -14,6 +14,7 @@ from train_utils import make_imagefolder, read_metrics, run_in_process, tiny_tok
 from glotok_hf import GloTokModel
 from glotok_hf.losses import GloTokObjective
 from glotok_hf.teacher import random_codebook_teacher
+from glotok_hf.training import Stage, TrainingArguments
 
 
 @pytest.fixture(scope="module")
@@ -31,6 +32,7 @@ def test_checkpoints_validation_and_final_model(images, tmp_path):
     run = run_in_process(tiny_tokenizer_args(images, out, max_train_steps=4, checkpointing_steps=2, use_ema=True,
                                              report_to="tensorboard"))  # fmt: skip
     assert run.state.global_step == 4
+    assert isinstance(run.stage, Stage) and isinstance(run.args, TrainingArguments)  # the loop's typed interfaces
     assert checkpoint_names(out) == ["checkpoint-2", "checkpoint-4"]
     checkpoint = out / "checkpoint-2"
     assert {"tokenizer", "tokenizer_ema", "discriminator", "training_state.pt", "training_args.json"} <= {
@@ -48,7 +50,7 @@ def test_checkpoints_validation_and_final_model(images, tmp_path):
         "reconstructions-00000004.png",
     ]
     grid = Image.open(out / "reconstructions.png")
-    assert grid.size == (2 + 2 * 18, 2 + 2 * 18)  # 2 validation images, originals above reconstructions
+    assert grid.size == (2 * 16, 2 * 16)  # 2 validation images, originals above reconstructions
     card = (out / "README.md").read_text()
     assert "| steps | 4 |" in card and "codebook/semantic_perplexity" in card and "library_name: transformers" in card
 
@@ -183,7 +185,11 @@ def test_teacher_histogram_turns_the_histogram_loss_on_and_is_recorded(images, t
                                        teacher_histogram=str(teacher)))  # fmt: skip
     assert all(m["generator/histogram_loss"] > 0 for m in read_metrics(out))
     card = (out / "README.md").read_text()
-    assert "## Teacher histogram" in card and '"source": "random"' in card and str(teacher) in card
+    assert (
+        "Teacher histogram of the histogram relation loss" in card
+        and '"source": "random"' in card
+        and str(teacher) in card
+    )
     with pytest.raises(ValueError, match="has 40 bins but the training configuration uses num_bins=20"):
         run_in_process(tiny_tokenizer_args(images, tmp_path / "other", histogram_weight=0.01, histogram_num_bins=20,
                                            teacher_histogram=str(teacher)))  # fmt: skip
@@ -212,7 +218,8 @@ def test_dataloader_workers_do_not_change_the_data(images, tmp_path):
 @pytest.mark.parametrize("engine", ["FSDP", "DEEPSPEED", "MEGATRON_LM"])
 def test_sharded_engines_are_refused_with_what_to_use_instead(engine):
     from accelerate.utils import DistributedType
-    from runtime import check_distributed_type
+
+    from glotok_hf.training.runtime import check_distributed_type
 
     with pytest.raises(ValueError, match=r"does not support .*multi-GPU' \(DDP"):
         check_distributed_type(DistributedType[engine])

@@ -1,5 +1,5 @@
-"""Entry script for `accelerate launch` in the training tests: runs `training/train.py`'s `main`, then writes what
-each rank holds (model weights, and the codebook counts it saw locally, before any all-reduce) to
+"""Entry script for `accelerate launch` in the training tests: runs `glotok_hf.training.main` (what train.py runs),
+then writes what each rank holds (model weights, and the codebook counts it saw locally, before any all-reduce) to
 `<output_dir>/rank<r>.pt`, so a test can compare ranks and check that the logged codebook figures are global."""
 
 import sys
@@ -7,9 +7,7 @@ from pathlib import Path
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "training"))
-
-import glotok_hf.evaluation.codebook as codebook  # noqa: E402
+import glotok_hf.evaluation.codebook as codebook
 
 LOCAL_COUNTS: dict[int, list[torch.Tensor]] = {}
 _code_counts = codebook.code_counts
@@ -23,10 +21,10 @@ def _recording_code_counts(indices, num_codes):
 
 codebook.code_counts = _recording_code_counts
 
-import train  # noqa: E402
+from glotok_hf.training import main  # noqa: E402  (after the patch above)
 
 if __name__ == "__main__":
-    run = train.main(sys.argv[1:])
+    run = main(sys.argv[1:])
     accelerator = run.stage.accelerator
     models = run.stage.checkpoint_roles()
     dump = {

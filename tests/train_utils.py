@@ -1,5 +1,6 @@
 """Helpers for the training-script tests: tiny images and configs, in-process runs, and `accelerate launch` runs."""
 
+import importlib.util
 import json
 import os
 import subprocess
@@ -9,24 +10,30 @@ from pathlib import Path
 REPO_ROOT = Path(__file__).resolve().parents[1]
 TRAINING_DIR = REPO_ROOT / "training"
 TRAIN_SCRIPT = TRAINING_DIR / "train.py"
-if str(TRAINING_DIR) not in sys.path:
-    sys.path.insert(0, str(TRAINING_DIR))
 
-# The conftest tiny GloTok (8x8 tokens at 16x16), a 2-layer group-norm PatchGAN (batch-independent, so 1- and
-# 2-process runs agree) and a loss config that turns the GAN on at step 2.
-TINY_MODEL = {
-    "block_out_channels": [8, 16], "layers_per_block": 1, "norm_num_groups": 4, "latent_channels": 8,
-    "adapter_depth": 1, "adapter_num_heads": 2, "semantic_codebook_size": 12, "visual_codebook_size": 16,
-    "codebook_dim": 4, "residual_hidden_size": 8, "residual_num_heads": 2, "sample_size": 16,
-}  # fmt: skip
-TINY_DISCRIMINATOR = {"base_channels": 4, "num_layers": 2, "norm_type": "group", "norm_num_groups": 2}
+
+def load_script(path: Path):
+    """A script of training/ or benchmarks/ (not a package) as a module, loaded from its file by path."""
+    name = f"glotok_script_{Path(path).stem}"
+    if name not in sys.modules:
+        spec = importlib.util.spec_from_file_location(name, path)
+        module = importlib.util.module_from_spec(spec)
+        sys.modules[name] = module
+        spec.loader.exec_module(module)
+    return sys.modules[name]
+
+
+# The training scripts' tiny configs and helpers have one home, training/fault_injection.py: the conftest tiny GloTok
+# (8x8 tokens at 16x16), a 2-layer group-norm PatchGAN (batch-independent, so 1- and 2-process runs agree), a 2-layer
+# Llama prior, tiny imagefolders and accelerate configs (the torchrun path on CPU: this machine has no `mpirun`).
+_SCRIPT = load_script(TRAINING_DIR / "fault_injection.py")
+TINY_MODEL, TINY_DISCRIMINATOR, TINY_PRIOR = _SCRIPT.TINY_TOKENIZER, _SCRIPT.TINY_DISCRIMINATOR, _SCRIPT.TINY_PRIOR
+accelerate_config = _SCRIPT.accelerate_config
 
 
 def make_imagefolder(root: Path, per_class: int = 6, classes=("cat", "dog"), size: int = 20, seed: int = 0) -> Path:
     """A tiny imagefolder of smooth random RGB images, one sub-folder per class (the fault-injection script's)."""
-    from fault_injection import make_images
-
-    return make_images(root, per_class=per_class, classes=classes, size=size, seed=seed)
+    return _SCRIPT.make_images(root, per_class=per_class, classes=classes, size=size, seed=seed)
 
 
 def tiny_tokenizer_args(data_dir: Path, output_dir: Path, **overrides) -> list[str]:
@@ -60,17 +67,18 @@ def to_argv(values: dict) -> list[str]:
 
 
 def run_in_process(argv: list[str]):
-    """Run `train.main(argv)` in this process (one process, on CPU, one thread: tiny models gain nothing from more
+    """Run `glotok_hf.training.main(argv)` (what train.py runs) in this process (one process, on CPU, one thread: tiny models gain nothing from more
     and suffer badly on a loaded machine) and reset accelerate's singletons afterwards."""
     import torch
-    import train
     from accelerate.state import AcceleratorState, GradientState, PartialState
 
     threads, use_cpu = torch.get_num_threads(), os.environ.get("ACCELERATE_USE_CPU")
     torch.set_num_threads(1)
     os.environ["ACCELERATE_USE_CPU"] = "true"  # CPU also on a GPU machine: runs compare with the CPU launches
     try:
-        return train.main(argv)
+        from glotok_hf.training import main
+
+        return main(argv)
     finally:
         torch.set_num_threads(threads)
         if use_cpu is None:
@@ -80,23 +88,6 @@ def run_in_process(argv: list[str]):
         AcceleratorState._reset_state(True)
         GradientState._reset_state()
         PartialState._reset_state()
-
-
-def accelerate_config(path: Path, num_processes: int) -> Path:
-    """An accelerate config from `write_basic_config` for `num_processes` local processes.
-
-    accelerate's MULTI_CPU launch goes through MPI (`mpirun`), which this machine lacks; the torchrun launch path
-    (`distributed_type: MULTI_GPU`) with `ACCELERATE_USE_CPU=true` in the environment (see `launch`) starts the same
-    gloo MULTI_CPU processes.
-    """
-    from accelerate.utils import write_basic_config
-
-    write_basic_config(mixed_precision="no", save_location=str(path))
-    config = json.loads(path.read_text())
-    config.update({"num_processes": num_processes, "num_machines": 1, "machine_rank": 0, "gpu_ids": "all",
-                   "distributed_type": "MULTI_GPU" if num_processes > 1 else "NO", "use_cpu": num_processes == 1})  # fmt: skip
-    path.write_text(json.dumps(config))
-    return path
 
 
 def launch(script: Path, argv: list[str], config: Path, env: dict, timeout: int = 300) -> subprocess.CompletedProcess:
@@ -122,10 +113,6 @@ def env_without_token() -> dict:
     env = dict(os.environ)
     env.pop("HF_TOKEN", None)
     return env
-
-
-TINY_PRIOR = {"num_hidden_layers": 2, "hidden_size": 32, "intermediate_size": 64, "num_attention_heads": 2,
-              "num_key_value_heads": 2}  # fmt: skip
 
 
 def save_tiny_tokenizer(folder: Path, seed: int = 0) -> Path:

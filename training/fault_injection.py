@@ -12,9 +12,11 @@ with SIGKILL at a random moment:
 
 - `step`: at a random time during the updates (within about one update after a randomly chosen odd update, which
   saves no checkpoint, has been logged);
-- `save`: inside a checkpoint save. With `GLOTOK_CHECKPOINT_SAVE_PAUSE` set, `checkpointing.py` pauses each save once
-  its first model folder is written and again once everything is written but not yet renamed, and the kill falls at
-  a random time in that window: with `.tmp-checkpoint-<n>` half written, complete but not renamed, or just after.
+- `save`: inside a checkpoint save. Such a trial runs training through this script (`fault_injection.py
+  --train-with-save-pause SECONDS <train.py arguments>`), which wraps the checkpoint save of `glotok_hf.training`
+  (`install_save_pause`) so that it pauses once the model folders are written and again once everything is written
+  but not yet renamed; the kill falls at a random time in that window: with `.tmp-checkpoint-<n>` half written,
+  complete but not renamed, or just after. The production code has no pause.
 
 It then records the complete checkpoints and a SHA-256 of every file in them, resumes with
 `--resume_from_checkpoint latest` (no pause) and checks that
@@ -45,13 +47,13 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from glotok_hf.training.checkpointing import STATE_FILE, list_checkpoints
+from glotok_hf.training.tracking import METRICS_FILE, read_metrics
+
 TRAINING_DIR = Path(__file__).resolve().parent
 REPO_ROOT = TRAINING_DIR.parent
 TRAIN_SCRIPT = TRAINING_DIR / "train.py"
-if str(TRAINING_DIR) not in sys.path:
-    sys.path.insert(0, str(TRAINING_DIR))
-
-from checkpointing import SAVE_PAUSE_ENV, STATE_FILE, list_checkpoints  # noqa: E402
+SAVE_PAUSE_FLAG = "--train-with-save-pause"  # run training with paused saves (see `install_save_pause`)
 
 STAGES = ("tokenizer", "prior")
 PHASES = ("step", "save")
@@ -134,7 +136,6 @@ def prepare(root: Path, max_train_steps: int = 12, save_pause: float = 0.6, proc
     env.update(OMP_NUM_THREADS="1", ACCELERATE_USE_CPU="true", PYTHONUNBUFFERED="1", HF_HUB_OFFLINE="1",
                HF_DATASETS_OFFLINE="1", TQDM_DISABLE="1")  # fmt: skip
     env["PYTHONPATH"] = os.pathsep.join([str(REPO_ROOT / "src"), env.get("PYTHONPATH", "")]).rstrip(os.pathsep)
-    env.pop(SAVE_PAUSE_ENV, None)
     env.pop("HF_TOKEN", None)
     return Setup(root, images, tokenizer, codes, configs, env, max_train_steps=max_train_steps, save_pause=save_pause)
 
@@ -161,15 +162,35 @@ def train_argv(setup: Setup, stage: str, output_dir: Path, num_processes: int) -
 
 
 def launch(setup: Setup, argv: list[str], num_processes: int, log: Path, pause: float | None = None):
-    """Start `accelerate launch train.py argv` in a new session, output to `log`."""
-    env = dict(setup.env)
-    if pause:
-        env[SAVE_PAUSE_ENV] = str(pause)
+    """Start `accelerate launch train.py argv` in a new session, output to `log`; with `pause`, this script's
+    training with paused checkpoint saves instead of `train.py`."""
+    script = [str(Path(__file__).resolve()), SAVE_PAUSE_FLAG, str(pause)] if pause else [str(TRAIN_SCRIPT)]
     cmd = [sys.executable, "-m", "accelerate.commands.launch", "--config_file", str(setup.configs[num_processes]),
-           str(TRAIN_SCRIPT), *argv]  # fmt: skip
+           *script, *argv]  # fmt: skip
     with log.open("w") as out:
-        return subprocess.Popen(cmd, env=env, stdout=out, stderr=subprocess.STDOUT, cwd=str(REPO_ROOT),
+        return subprocess.Popen(cmd, env=setup.env, stdout=out, stderr=subprocess.STDOUT, cwd=str(REPO_ROOT),
                                 start_new_session=True)  # fmt: skip
+
+
+def install_save_pause(seconds: float) -> None:
+    """Make every checkpoint save of `glotok_hf.training` pause `seconds` twice on the main process: once the models
+    are written (after the save-state hook, before accelerate writes the optimizer, scheduler and RNG files) and once
+    everything is written but not yet flushed and renamed (before `_fsync_tree`)."""
+    from glotok_hf.training import checkpointing
+
+    save_hook, fsync_tree = checkpointing.CheckpointHooks.save_hook, checkpointing._fsync_tree
+
+    def paused_save_hook(self, *args) -> None:
+        save_hook(self, *args)
+        if self.accelerator.is_main_process:
+            time.sleep(seconds)
+
+    def paused_fsync_tree(root: Path) -> None:
+        time.sleep(seconds)
+        fsync_tree(root)
+
+    checkpointing.CheckpointHooks.save_hook = paused_save_hook
+    checkpointing._fsync_tree = paused_fsync_tree
 
 
 def kill_tree(proc: subprocess.Popen) -> None:
@@ -212,16 +233,7 @@ def run_to_end(setup: Setup, argv: list[str], num_processes: int, log: Path) -> 
 
 
 def last_logged_step(output_dir: Path) -> int:
-    path = output_dir / "logs" / "metrics.jsonl"
-    if not path.is_file():
-        return 0
-    step = 0
-    for line in path.read_text().splitlines():
-        try:
-            step = max(step, json.loads(line)["step"])
-        except (json.JSONDecodeError, KeyError, TypeError):
-            continue  # a line torn by the kill
-    return step
+    return max((row["step"] for row in read_metrics(output_dir / "logs" / METRICS_FILE)), default=0)
 
 
 def sha256(path: Path) -> str:
@@ -402,4 +414,10 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
+    if sys.argv[1:2] == [SAVE_PAUSE_FLAG]:  # launched by `launch` for a `save` trial
+        install_save_pause(float(sys.argv[2]))
+        from glotok_hf.training import main as train
+
+        train(sys.argv[3:])
+        sys.exit(0)
     sys.exit(main())

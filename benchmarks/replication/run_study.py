@@ -29,10 +29,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[2]
-sys.path.insert(0, str(ROOT / "src"))  # this checkout's glotok_hf, also for the child processes (PYTHONPATH below)
-sys.path.insert(0, str(ROOT / "training"))
-sys.path.insert(0, str(Path(__file__).resolve().parent))
+ROOT = Path(__file__).resolve().parents[2]  # glotok_hf must be importable (`pip install -e .`); children get src/
 
 
 @dataclasses.dataclass(frozen=True)
@@ -123,13 +120,17 @@ def child_env(threads: int) -> dict:
 
 def run_step(module: str, argv: list) -> None:
     """Run a step through its command's `main(argv)` in this process (what a user would type, without paying the
-    imports of a new process each time), failing loudly."""
+    imports of a new process each time), failing loudly. `module` is `glotok_hf.cli` or a script of training/."""
     import importlib
+    import runpy
 
     argv = [str(a) for a in argv]
     script = {"glotok_hf.cli": "glotok"}.get(module, f"python training/{module}.py")
     print("$", script, " ".join(argv), flush=True)
-    code = importlib.import_module(module).main(argv)
+    if module == "glotok_hf.cli":
+        code = importlib.import_module(module).main(argv)
+    else:  # a script, not a package: run from its file
+        code = runpy.run_path(str(ROOT / "training" / f"{module}.py"), run_name=module)["main"](argv)
     if code:
         raise RuntimeError(f"`{script} {' '.join(argv)}` failed with exit code {code}.")
 
@@ -153,11 +154,12 @@ def cached(path: Path, compute) -> dict:
 def train_in_process(argv: list) -> None:
     """`training/train.py` in this process (a fresh process per stage would cost ~6 s of imports), then reset
     accelerate's singletons so the next stage starts clean."""
-    import train
     from accelerate.state import AcceleratorState, GradientState, PartialState
 
+    from glotok_hf.training import main
+
     try:
-        train.main([str(a) for a in argv])
+        main([str(a) for a in argv])
     finally:
         AcceleratorState._reset_state(True)
         GradientState._reset_state()

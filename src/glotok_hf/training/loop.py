@@ -1,24 +1,20 @@
 # Copyright 2026 The glotok-hf authors. Licensed under the Apache License, Version 2.0.
-"""The training loop shared by both stages: resume, epochs with mid-epoch skipping, gradient accumulation, the
-NaN/inf guard, logging, validation, checkpoints, and the end of training (final model, card, upload).
+"""The training loop shared by both stages (resume, epochs with mid-epoch skipping, gradient accumulation, the
+NaN/inf guard, logging, validation, checkpoints, the end of training) and `main`, what `training/train.py` runs:
+parse the options, build the accelerator and the stage, train, upload. What the loop calls on a stage is the
+`stage.Stage` protocol."""
 
-A stage object provides the models and data (see `stage_tokenizer.TokenizerStage` / `stage_prior.PriorStage`):
-`loader`, `sampler`, `items`, `accumulate_models`, `checkpoint_roles()`, `checkpoint_emas()`,
-`forward_backward(batch, global_step) -> dict of scalars`, `update() -> {name: (grad_norm, updated)}`,
-`step_logs() -> dict`, `export_state() / import_state(dict)`, `validate(step, folder)`, `save_final(folder, metrics)`.
-"""
-
-import argparse
 import math
+import os
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 from accelerate import Accelerator
-from accelerate.logging import get_logger
 from tqdm.auto import tqdm
 
-from arguments import public_args
-from checkpointing import (
+from .arguments import TrainingArguments, parse_args
+from .checkpointing import (
     CheckpointHooks,
     TrainingState,
     load_checkpoint,
@@ -27,44 +23,71 @@ from checkpointing import (
     save_checkpoint,
     verify_checkpoint,
 )
-from runtime import unwrap
-from tracking import MetricsLogger, Throughput, count_nonfinite, reduce_mean, stop_if_too_many_nonfinite
-
-logger = get_logger("glotok_train")
-
-
-def tracker_config(args: argparse.Namespace) -> dict:
-    """Public arguments as values every tracker accepts (TensorBoard hparams take only scalars and strings)."""
-    config = {}
-    for key, value in public_args(args).items():
-        if isinstance(value, (bool, int, float, str)):
-            config[key] = value
-        elif value is not None:
-            config[key] = str(value)
-    return config
+from .publishing import create_hub_repo, push_folder
+from .runtime import build_accelerator, check_output_dir, logger, training_steps, unwrap
+from .stage import Stage
+from .tracking import MetricsLogger, Throughput, count_nonfinite, reduce_mean, stop_if_too_many_nonfinite
 
 
-def training_steps(args: argparse.Namespace, loader) -> tuple[int, int]:
-    """(updates per epoch, total updates) from the prepared (per-process) dataloader."""
-    per_epoch = math.ceil(len(loader) / args.gradient_accumulation_steps)
-    total = args.max_train_steps or args.num_train_epochs * per_epoch
-    return per_epoch, total
+@dataclass
+class TrainingRun:
+    """What `main` returns to Python callers (tests, notebooks): the parsed options, the final training state, the
+    stage holding the trained models, and the Hub repo id with `--push_to_hub`."""
+
+    args: TrainingArguments
+    state: TrainingState
+    stage: Stage
+    repo_id: str | None = None
 
 
-def resume(accelerator: Accelerator, stage, state: TrainingState, args, metrics: MetricsLogger, checkpoint) -> None:
+def build_stage(args: TrainingArguments, accelerator: Accelerator) -> Stage:
+    if args.stage == "tokenizer":
+        from .stage_tokenizer import TokenizerStage
+
+        return TokenizerStage(args, accelerator)
+    from .stage_prior import PriorStage
+
+    return PriorStage(args, accelerator)
+
+
+def main(argv: list[str] | None = None) -> TrainingRun:
+    """`training/train.py`: train the stage `argv` (default `sys.argv[1:]`) asks for; upload with `--push_to_hub`."""
+    args = parse_args(argv)
+    token = args.hub_token or os.environ.get("HF_TOKEN") or None
+    check_output_dir(args)
+    accelerator = build_accelerator(args)
+    repo_id = None
+    if args.push_to_hub and accelerator.is_main_process:
+        repo_id = create_hub_repo(args, token)
+    stage = build_stage(args, accelerator)
+    state = run_training(accelerator, stage, args)
+    if args.push_to_hub and accelerator.is_main_process:
+        logger.info(f"Uploaded to {push_folder(Path(args.output_dir), repo_id, token)}")
+    accelerator.wait_for_everyone()
+    accelerator.end_training()  # closes the trackers and the process group
+    return TrainingRun(args=args, state=state, stage=stage, repo_id=repo_id)
+
+
+def tracker_config(args: TrainingArguments) -> dict:
+    """Public options as values every tracker accepts (TensorBoard hparams take only scalars and strings)."""
+    return {k: v if isinstance(v, (bool, int, float, str)) else str(v)
+            for k, v in args.public_dict().items() if v is not None}  # fmt: skip
+
+
+def resume(accelerator, stage: Stage, state: TrainingState, args: TrainingArguments, metrics, checkpoint) -> None:
     if checkpoint is None:
         if args.resume_from_checkpoint is not None:
             logger.info(f"No complete checkpoint in {args.output_dir}: starting a new run.")
         return
     logger.info(f"Resuming from {checkpoint}")
-    verify_checkpoint(checkpoint, args.stage, list(stage.checkpoint_roles()), accelerator.process_index)
+    verify_checkpoint(checkpoint, args.stage, list(stage.checkpoint_roles()))
     load_checkpoint(accelerator, checkpoint)
     stage.import_state(state.extra)
     metrics.truncate_after(state.global_step)
     logger.info(f"Resumed at step {state.global_step} (epoch {state.epoch}, batch {state.batch_in_epoch}).")
 
 
-def run_training(accelerator: Accelerator, stage, args: argparse.Namespace) -> TrainingState:
+def run_training(accelerator: Accelerator, stage: Stage, args: TrainingArguments) -> TrainingState:
     """Train `stage` to `max_train_steps` (or the epochs asked), resuming if asked; returns the final state."""
     output_dir = Path(args.output_dir)
     state = TrainingState()
@@ -81,7 +104,7 @@ def run_training(accelerator: Accelerator, stage, args: argparse.Namespace) -> T
     state.reconcile_batch_size(args.train_batch_size * accelerator.num_processes)
 
     per_epoch, max_steps = training_steps(args, stage.loader)
-    config = {**tracker_config(args), **getattr(stage, "tracker_extras", {})}
+    config = {**tracker_config(args), **stage.tracker_extras}
     accelerator.init_trackers(args.tracker_project_name or f"glotok-{args.stage}", config=config)
     global_batch = args.train_batch_size * accelerator.num_processes * args.gradient_accumulation_steps
     logger.info(
@@ -100,7 +123,7 @@ def run_training(accelerator: Accelerator, stage, args: argparse.Namespace) -> T
         last_logs = (metrics.read() or [{}])[-1]
     if state.global_step and not (output_dir / f"checkpoint-{state.global_step}").exists():
         stage.export_state(state.extra)
-        save_checkpoint(accelerator, output_dir, state.global_step, args.checkpoints_total_limit, public_args(args))
+        save_checkpoint(accelerator, output_dir, state.global_step, args.checkpoints_total_limit, args.public_dict())
     accelerator.wait_for_everyone()
     if accelerator.is_main_process:
         stage.save_final(output_dir, state, last_logs)
@@ -143,7 +166,7 @@ def run_epoch(accelerator, stage, state, args, metrics, progress, throughput, ma
         if state.global_step % args.checkpointing_steps == 0 or state.global_step >= max_steps:
             stage.export_state(state.extra)
             save_checkpoint(accelerator, args.output_dir, state.global_step, args.checkpoints_total_limit,
-                            public_args(args))  # fmt: skip
+                            args.public_dict())  # fmt: skip
         throughput.restart()  # validation and checkpoints are not training time
         if state.global_step >= max_steps:
             break

@@ -27,7 +27,6 @@ import os
 import pickle
 import re
 import shutil
-import time
 import zipfile
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
@@ -45,10 +44,6 @@ TMP_PREFIX = ".tmp-checkpoint-"
 TRASH_PREFIX = ".trash-checkpoint-"
 STATE_FILE = "training_state.pt"
 ARGS_FILE = "training_args.json"
-# Fault injection (training/fault_injection.py): with this set to a number of seconds, every save pauses that long
-# twice, once its first model folder is written and once everything is written but not yet renamed, so that a kill
-# can be timed inside a save. Unset (always, outside that script) it does nothing.
-SAVE_PAUSE_ENV = "GLOTOK_CHECKPOINT_SAVE_PAUSE"
 
 
 @dataclass
@@ -142,10 +137,8 @@ class CheckpointHooks:
         weights.clear()  # every model is written by save_pretrained below, not by accelerate
         if not self.accelerator.is_main_process:
             return
-        for i, (role, model) in enumerate(zip(roles, models)):
+        for role, model in zip(roles, models):
             self.unwrap(model).save_pretrained(output_dir / role)
-            if i == 0:
-                _pause_for_fault_injection()
         for role, ema in self.emas.items():
             ema.save_pretrained(output_dir / f"{role}_ema")
         if self.state is not None:
@@ -189,12 +182,6 @@ def config_differences(saved, current) -> dict[str, tuple]:
     a, b = saved.to_dict(), current.to_dict()
     keys = (a.keys() | b.keys()) - _BOOKKEEPING_CONFIG_KEYS
     return {k: (a.get(k), b.get(k)) for k in sorted(keys) if a.get(k) != b.get(k)}
-
-
-def _pause_for_fault_injection() -> None:
-    seconds = os.environ.get(SAVE_PAUSE_ENV)
-    if seconds:
-        time.sleep(float(seconds))
 
 
 # ----------------------------------------------------------------------------------------------- folder bookkeeping
@@ -252,13 +239,11 @@ def resolve_resume_checkpoint(output_dir: str | os.PathLike, value: str | None) 
     return path
 
 
-def verify_checkpoint(path: Path, stage: str, roles: list[str], process_index: int = 0) -> None:
+def verify_checkpoint(path: Path, stage: str, roles: list[str]) -> None:
     """Check, before anything is loaded, that `path` is a checkpoint of `stage` with a model folder per role, and
     that no file in it is truncated or unreadable (a torn copy, a full disk), so a resume fails with a message naming
-    the file instead of a deep error, and never continues with half the state: accelerate would silently skip an
-    unreadable RNG file, so this process's one is loaded here (safely, as accelerate loads it)."""
-    from accelerate.utils import load as accelerate_load
-
+    the file instead of a deep error, and never continues with half the state (accelerate would silently skip an
+    unreadable RNG file): every torch.save file is opened here, safely, as accelerate loads it."""
     args_file = path / ARGS_FILE
     if args_file.is_file():
         try:
@@ -288,13 +273,9 @@ def verify_checkpoint(path: Path, stage: str, roles: list[str], process_index: i
             raise ValueError(
                 f"Checkpoint file {str(file)!r} is truncated or corrupted (not a complete torch.save archive)."
             )
-    rng_file = path / f"random_states_{process_index}.pkl"
-    if rng_file.is_file():
-        try:
-            accelerate_load(rng_file)
-        except Exception:  # accelerate would swallow this and continue with other random states
-            file, problem = _unreadable_pickle(path, [rng_file])
-            raise ValueError(f"Checkpoint file {str(file)!r} cannot be loaded safely: {problem}") from None
+    culprit = _unreadable_pickle(path)
+    if culprit is not None:
+        raise ValueError(f"Checkpoint file {str(culprit[0])!r} cannot be loaded safely: {culprit[1]}")
 
 
 def load_checkpoint(accelerator: Accelerator, path: Path) -> None:
@@ -307,23 +288,19 @@ def load_checkpoint(accelerator: Accelerator, path: Path) -> None:
         raise FileNotFoundError(
             f"Checkpoint {str(path)!r} is incomplete: {err.filename} is missing. Resume from another checkpoint."
         ) from err
-    except (RuntimeError, pickle.UnpicklingError, EOFError, KeyError) as err:
-        culprit = _unreadable_pickle(path)
-        if culprit is not None:
-            file, problem = culprit
-            raise ValueError(f"Checkpoint file {str(file)!r} cannot be loaded safely: {problem}") from err
+    except (RuntimeError, pickle.UnpicklingError, EOFError, KeyError) as err:  # files passed `verify_checkpoint`
         raise ValueError(
             f"Cannot resume from checkpoint {str(path)!r}: a file in it is corrupted or was not written by this "
             f"script ({type(err).__name__}: {_first_line(err)}). Resume from another checkpoint."
         ) from err
 
 
-def _unreadable_pickle(path: Path, files: list[Path] | None = None) -> tuple[Path, str] | None:
-    """The first torch.save file of a checkpoint (or of `files`) that does not load with `weights_only=True`, and why
-    (after a failed load only: the files are memory-mapped, not read)."""
+def _unreadable_pickle(path: Path) -> tuple[Path, str] | None:
+    """The first torch.save file of a checkpoint that does not load with `weights_only=True`, and why (the files are
+    memory-mapped, not read)."""
     from accelerate.utils import load as accelerate_load
 
-    for file in files or sorted(p for p in path.rglob("*") if p.suffix in (".bin", ".pkl", ".pt")):
+    for file in sorted(p for p in path.rglob("*") if p.suffix in (".bin", ".pkl", ".pt")):
         try:
             accelerate_load(file, map_location="cpu", mmap=True)
         except pickle.UnpicklingError:
@@ -412,7 +389,6 @@ def save_checkpoint(
         (tmp / ARGS_FILE).write_text(json.dumps(run_args, indent=2, default=str))
     accelerator.wait_for_everyone()  # every rank has written its RNG state
     if accelerator.is_main_process:
-        _pause_for_fault_injection()
         _fsync_tree(tmp)
         if final.exists():  # e.g. a run resumed from an earlier checkpoint reaches this step again
             _remove(final)

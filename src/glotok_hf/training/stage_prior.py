@@ -4,9 +4,6 @@
 image dataset by the frozen tokenizer. Class dropout to the null class, loss on image tokens only, LlamaGen's optimiser
 defaults (AdamW lr 1e-4, betas (0.9, 0.95), weight decay 0.05 on matrices only, gradient clipping 1.0)."""
 
-import argparse
-import json
-import math
 from pathlib import Path
 
 import torch
@@ -15,17 +12,18 @@ from accelerate.logging import get_logger
 from torch.utils.data import Dataset
 from transformers import LlamaForCausalLM
 
-from glotok_hf import GloTokConfig, GloTokModel
-from glotok_hf.codes import load_code_dataset
-from glotok_hf.prior import layout_from_configs, prior_config, prior_training_batch
-from glotok_hf.sampling import sample_image_tokens
-
-from arguments import public_args, read_json_argument
-from ema import EMA
-from loaders import SeededItems, build_image_data, make_loader
-from publishing import render_card
-from runtime import build_optimizer, build_scheduler, unwrap
-from tracking import guarded_update, image_grid, log_image
+from ..codes import load_code_dataset
+from ..configuration_glotok import GloTokConfig
+from ..data import image_grid, tensor_to_pil
+from ..loading import load_tokenizer
+from ..prior import layout_from_configs, prior_config, prior_training_batch
+from ..sampling import sample_image_tokens
+from .arguments import TrainingArguments
+from .loaders import SeededItems, build_image_data, make_loader
+from .publishing import training_card
+from .runtime import build_optimizer, build_scheduler
+from .stage import BaseStage
+from .tracking import log_image
 
 logger = get_logger("glotok_train")
 
@@ -55,12 +53,6 @@ def collate_codes(examples: list[dict]) -> dict[str, torch.Tensor]:
     }
 
 
-def load_tokenizer(path: str | None, device) -> GloTokModel | None:
-    if path is None:
-        return None
-    return GloTokModel.from_pretrained(path, dtype=torch.float32).to(device).eval().requires_grad_(False)
-
-
 def weight_decay_groups(model: torch.nn.Module, weight_decay: float) -> list[dict]:
     """LlamaGen's split: weight decay on matrices (linear and embedding weights), none on norms and biases."""
     params = [p for p in model.parameters() if p.requires_grad]
@@ -70,23 +62,24 @@ def weight_decay_groups(model: torch.nn.Module, weight_decay: float) -> list[dic
     ]
 
 
-class PriorStage:
-    """Models, data and the step of the prior stage (see `loop.py` for the interface)."""
+class PriorStage(BaseStage):
+    """Models, data and the step of the prior stage (a `stage.Stage`)."""
 
-    main_loss = "prior/loss"
+    main_loss, role = "prior/loss", "prior"
 
-    def __init__(self, args: argparse.Namespace, accelerator: Accelerator):
-        self.args, self.accelerator = args, accelerator
-        self.tokenizer = load_tokenizer(args.tokenizer_name_or_path, accelerator.device)
+    def __init__(self, args: TrainingArguments, accelerator: Accelerator):
+        super().__init__(args, accelerator)
+        self.tokenizer = None
+        if args.tokenizer_name_or_path is not None:  # a tokenizer or pipeline folder, or a Hub repo of either
+            tokenizer = load_tokenizer(args.tokenizer_name_or_path, device=accelerator.device, dtype=torch.float32)
+            self.tokenizer = tokenizer.requires_grad_(False)
         self.build_data()
         self.prior = self.build_prior()
         self.layout = layout_from_configs(self.tokenizer_config, self.prior.config, self.prior.config.id2label)
-        self.ema = EMA(self.prior, args.ema_decay).to(accelerator.device) if args.use_ema else None
+        self.track_ema(self.prior)
         self.loader = accelerator.prepare(self.loader)
-        per_epoch = math.ceil(len(self.loader) / args.gradient_accumulation_steps)
-        total = args.max_train_steps or args.num_train_epochs * per_epoch
         optimizer = build_optimizer(weight_decay_groups(self.prior, args.adam_weight_decay), args, args.learning_rate)
-        scheduler = build_scheduler(args, optimizer, total, accelerator.num_processes)
+        scheduler = build_scheduler(args, optimizer, self.loader, accelerator.num_processes)
         self.model, self.optimizer, self.lr_scheduler = accelerator.prepare(self.prior, optimizer, scheduler)
         self.accumulate_models = (self.model,)
 
@@ -137,7 +130,7 @@ class PriorStage:
         if args.pretrained_model_name_or_path is not None:
             prior = LlamaForCausalLM.from_pretrained(args.pretrained_model_name_or_path, dtype=torch.float32)
         else:
-            overrides = read_json_argument(args.model_config, "model_config") or {}
+            overrides = args.model_config or {}
             config = prior_config(args.prior_size, self.tokenizer_config, self.num_classes,
                                   num_positions=self.num_positions, **overrides)  # fmt: skip
             prior = LlamaForCausalLM(config)
@@ -148,22 +141,9 @@ class PriorStage:
             prior.gradient_checkpointing_enable()
         return prior.train()
 
-    @property
-    def bare(self) -> LlamaForCausalLM:
-        return unwrap(self.accelerator, self.model)
-
     # ------------------------------------------------------------------------------------------------ checkpoints
     def checkpoint_roles(self) -> dict:
         return {"prior": self.bare}
-
-    def checkpoint_emas(self) -> dict:
-        return {"prior": self.ema} if self.ema is not None else {}
-
-    def export_state(self, extra: dict) -> None:
-        pass
-
-    def import_state(self, extra: dict) -> None:
-        pass
 
     # ------------------------------------------------------------------------------------------------ training
     @torch.no_grad()
@@ -188,37 +168,19 @@ class PriorStage:
                 "prior/dropped_classes": dropped.float().mean()}  # fmt: skip
 
     def update(self) -> dict[str, tuple[float, bool]]:
-        update = guarded_update(
-            self.accelerator, self.model, self.optimizer, self.lr_scheduler, self.args.max_grad_norm
-        )
-        if update[1] and self.ema is not None:
-            self.ema.step(self.bare)
-        return {"prior": update}
-
-    def step_logs(self) -> dict[str, float]:
-        return {"lr": self.lr_scheduler.get_last_lr()[0]}
+        return {"prior": self.update_model()}
 
     # ------------------------------------------------------------------------------------------------ validation
-    @property
-    def final_model(self) -> LlamaForCausalLM:
-        return self.ema.module if self.ema is not None else self.bare
-
     @torch.no_grad()
     def sample(self, count: int) -> torch.Tensor | None:
         """`count` images (labels cycling over the classes, one seeded generator each) -> `(count, 3, R, R)`."""
         if self.tokenizer is None or count == 0:
             return None
-        prior = self.final_model
-        was_training = prior.training
-        prior.eval()
         labels = torch.arange(count) % self.layout.num_classes
         generators = [torch.Generator(self.accelerator.device).manual_seed(self.args.seed + i) for i in range(count)]
-        try:
-            with self.accelerator.autocast():
-                tokens = sample_image_tokens(prior, self.layout, labels, self.num_positions,
-                                             guidance_scale=self.args.validation_guidance_scale, generator=generators)  # fmt: skip
-        finally:
-            prior.train(was_training)
+        with self.evaluating() as prior:
+            tokens = sample_image_tokens(prior, self.layout, labels, self.num_positions,
+                                         guidance_scale=self.args.validation_guidance_scale, generator=generators)  # fmt: skip
         visual, semantic = self.layout.to_indices(tokens, grid=self.grid)
         images = self.tokenizer.decode(semantic_indices=semantic, visual_indices=visual).sample
         return images.float().clamp(-1, 1).cpu()
@@ -231,8 +193,7 @@ class PriorStage:
         if images is None:
             return {}
         self.last_grid_step = step
-        rows = [images[i : i + 8] for i in range(0, len(images), 8)]
-        self.last_grid = image_grid(rows)
+        self.last_grid = image_grid(tensor_to_pil(images), cols=8)
         path = log_image(self.accelerator, "samples", self.last_grid, step, folder)
         logger.info(f"Step {step}: validation samples saved to {path}")
         return {}
@@ -247,9 +208,20 @@ class PriorStage:
             self.validate(state.global_step, output_dir / "validation")
             self.last_grid.save(output_dir / "samples.png")
             image = "samples.png"
-        (output_dir / "training_args.json").write_text(json.dumps(public_args(self.args), indent=2, default=str))
         metrics = {k: v for k, v in logs.items() if k in CARD_METRICS}
-        render_card(self.summary(state, metrics, image)).save(output_dir / "README.md")
+        config, layout = self.bare.config, self.layout
+        details = {
+            "prior": f"LlamaForCausalLM, {sum(p.numel() for p in self.bare.parameters()) / 1e6:.1f}M parameters, "
+            f"{config.num_hidden_layers} layers, width {config.hidden_size}",
+            "vocabulary": f"{layout.vocab_size} = {layout.visual_codebook_size} visual + "
+            f"{layout.semantic_codebook_size} semantic codes + {layout.num_classes} classes + 1 null class",
+            "image tokens": f"[class, v_0, s_0, v_1, s_1, ...] over a {self.grid[0]}x{self.grid[1]} grid",
+            "tokenizer": self.args.tokenizer_name_or_path or "not given",
+            "class dropout": self.args.class_dropout_prob,
+        }
+        card = training_card("prior", self, state, details=details, metrics=metrics, training_data=self.data_description,
+                             id2label=config.id2label if self.class_names else None, sample_grid_file=image)  # fmt: skip
+        self.write_final_files(output_dir, card)
 
     def save_pipeline(self, folder: Path) -> None:
         """The ready-to-use `GloTokPipeline` (tokenizer + final prior + class names): `GloTokPipeline.from_pretrained`."""
@@ -260,66 +232,8 @@ class PriorStage:
         pipeline.save_pretrained(folder)
         logger.info(f"Pipeline saved to {folder}")
 
-    def summary(self, state, metrics: dict, image: str | None) -> dict:
-        args, config, layout = self.args, self.bare.config, self.layout
-        params = sum(p.numel() for p in self.bare.parameters())
-        return {
-            "title": f"GloTok class-conditional prior ({Path(args.output_dir).name})",
-            "description": (
-                f"A `LlamaForCausalLM` ({params / 1e6:.1f}M parameters, {config.num_hidden_layers} layers, width "
-                f"{config.hidden_size}) over GloTok codes: vocabulary {layout.vocab_size} = {layout.visual_codebook_size}"
-                f" visual + {layout.semantic_codebook_size} semantic codes + {layout.num_classes} classes + 1 null "
-                f"class; an image is [class, v_0, s_0, v_1, s_1, ...] over a {self.grid[0]}x{self.grid[1]} grid."
-                + (" Weights are the exponential moving average." if self.ema is not None else "")
-            ),
-            "usage": _USAGE.format(
-                repo=args.hub_model_id or Path(args.output_dir).name,
-                tokenizer=args.tokenizer_name_or_path or "<tokenizer>",
-                positions=self.num_positions,
-                scale=args.validation_guidance_scale,
-            ),  # fmt: skip
-            "image": image,
-            "image_caption": f"Samples at guidance scale {args.validation_guidance_scale}, one class per image in turn.",
-            "tags": ["glotok", "image-generation", "class-conditional", "autoregressive", "glotok-hf"],
-            "pipeline_tag": None,
-            "dataset": self.data_description,
-            "training": self.training_table(state),
-            "final_step": state.global_step,
-            "metrics": metrics,
-            "configs": {"Prior config": config.to_dict(), "Training arguments": public_args(args)},
-        }
-
-    def training_table(self, state) -> dict:
-        args = self.args
-        return {
-            "data": self.data_description,
-            "steps": state.global_step,
-            "epochs": f"{state.images_seen / len(self.items):.2f}",
-            "global batch": args.train_batch_size * self.accelerator.num_processes * args.gradient_accumulation_steps,
-            "processes": self.accelerator.num_processes,
-            "optimizer": f"AdamW betas ({args.adam_beta1}, {args.adam_beta2}), weight decay {args.adam_weight_decay}",
-            "learning rate": f"{args.learning_rate} ({args.lr_scheduler})",
-            "class dropout": args.class_dropout_prob,
-            "mixed precision": self.accelerator.mixed_precision,
-            "EMA": f"decay {args.ema_decay}" if args.use_ema else "no",
-            "skipped non-finite updates": state.nonfinite_steps,
-        }
-
 
 def _config_fields(config: dict) -> dict:
     """The GloTokConfig fields of a saved config dict (drops transformers' bookkeeping keys)."""
     names = set(GloTokConfig.__annotations__)
     return {k: tuple(v) if k == "block_out_channels" else v for k, v in config.items() if k in names}
-
-
-_USAGE = """import torch
-from transformers import AutoModel, AutoModelForCausalLM
-from glotok_hf.sampling import TokenLayout, sample_image_tokens
-
-prior = AutoModelForCausalLM.from_pretrained("{repo}").eval()
-tokenizer = AutoModel.from_pretrained("{tokenizer}", trust_remote_code=True).eval()
-layout = TokenLayout.from_vocab_size(prior.config.vocab_size, tokenizer.config.visual_codebook_size,
-                                     tokenizer.config.semantic_codebook_size)
-tokens = sample_image_tokens(prior, layout, torch.tensor([0, 1]), {positions}, guidance_scale={scale})
-visual, semantic = layout.to_indices(tokens)
-images = tokenizer.decode(visual_indices=visual, semantic_indices=semantic).sample  # in [-1, 1]"""

@@ -18,12 +18,11 @@ class EMA:
 
     Args:
         model (`nn.Module`): the (unwrapped) model to track; it is deep-copied.
-        decay (`float`, *optional*, defaults to 0.9999): the decay the warm-up approaches.
+        decay (`float`, *optional*, defaults to 0.9999): the decay the warm-up approaches, in [0, 1] (`--ema_decay`
+            is checked when the options are parsed).
     """
 
     def __init__(self, model: nn.Module, decay: float = 0.9999):
-        if not 0.0 <= decay <= 1.0:
-            raise ValueError(f"EMA decay must be in [0, 1], got {decay}.")
         self.decay = decay
         self.averaged = AveragedModel(model, multi_avg_fn=self._update, use_buffers=True)
         self.averaged.requires_grad_(False)

@@ -8,14 +8,14 @@ uninterrupted run would have seen, and `P` processes with batch `b` see the same
 batch `P * b` (accelerate hands process `p` every `P`-th batch of the shared order).
 """
 
-import argparse
 from collections.abc import Iterator
 from typing import Any
 
 import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
-from glotok_hf.data import ImageDataset, ImageTransform, class_names, collate_images, load_image_dataset
+from ..data import ImageDataset, ImageTransform, class_names, collate_images, load_image_dataset
+from .arguments import TrainingArguments
 
 _MIX = 0x9E3779B97F4A7C15  # 64-bit golden-ratio constant for seed mixing
 
@@ -96,7 +96,7 @@ def collate_with_index(examples: list[dict[str, Any]]) -> dict[str, torch.Tensor
     return batch
 
 
-def load_images(args: argparse.Namespace, with_labels: bool = True):
+def load_images(args: TrainingArguments, with_labels: bool = True):
     """The `datasets.Dataset` of undecoded images the arguments name, cut to `--max_train_samples`."""
     dataset = load_image_dataset(
         dataset_name=args.dataset_name,
@@ -112,7 +112,7 @@ def load_images(args: argparse.Namespace, with_labels: bool = True):
     return dataset
 
 
-def build_image_data(args: argparse.Namespace, num_processes: int, with_labels: bool = True, draw_uniform=False):
+def build_image_data(args: TrainingArguments, num_processes: int, with_labels: bool = True, draw_uniform=False):
     """Training images -> (`SeededItems`, `DataLoader`, `EpochShuffleSampler`, class names or None)."""
     raw = load_images(args, with_labels=with_labels)
     label_column = args.label_column if with_labels else None
@@ -123,7 +123,7 @@ def build_image_data(args: argparse.Namespace, num_processes: int, with_labels: 
     return items, loader, sampler, class_names(raw, label_column)
 
 
-def make_loader(items: Dataset, args: argparse.Namespace, num_processes: int, collate_fn) -> tuple:
+def make_loader(items: Dataset, args: TrainingArguments, num_processes: int, collate_fn) -> tuple:
     global_batch = args.train_batch_size * num_processes
     if len(items) < global_batch:
         raise ValueError(
@@ -144,7 +144,7 @@ def make_loader(items: Dataset, args: argparse.Namespace, num_processes: int, co
     return sampler, loader
 
 
-def validation_images(args: argparse.Namespace, count: int) -> torch.Tensor | None:
+def validation_images(args: TrainingArguments, count: int) -> torch.Tensor | None:
     """The first `count` readable training images, center-cropped and unflipped: `(count, 3, R, R)` in [-1, 1]."""
     if count == 0 or (args.dataset_name is None and args.train_data_dir is None):
         return None

@@ -1,9 +1,8 @@
 # Copyright 2026 The glotok-hf authors. Licensed under the Apache License, Version 2.0.
 """Accelerator, logging and output-folder setup shared by both stages."""
 
-import argparse
 import logging
-import os
+import math
 from pathlib import Path
 
 import datasets
@@ -14,7 +13,8 @@ from accelerate.logging import get_logger
 from accelerate.utils import DistributedType, ProjectConfiguration, set_seed
 from transformers import get_scheduler
 
-from checkpointing import list_checkpoints
+from .arguments import TrainingArguments
+from .checkpointing import list_checkpoints
 
 logger = get_logger("glotok_train")
 
@@ -26,7 +26,7 @@ SHARDED_ENGINES = (DistributedType.FSDP, DistributedType.DEEPSPEED, DistributedT
 FINAL_MODEL_FILES = ("config.json", "model.safetensors")
 
 
-def build_accelerator(args: argparse.Namespace) -> Accelerator:
+def build_accelerator(args: TrainingArguments) -> Accelerator:
     """An `Accelerator` with gradient accumulation, mixed precision and trackers as the arguments ask."""
     output_dir = Path(args.output_dir)
     project_config = ProjectConfiguration(project_dir=str(output_dir), logging_dir=str(output_dir / args.logging_dir))
@@ -69,7 +69,7 @@ def setup_logging(accelerator: Accelerator) -> None:
         transformers.utils.logging.set_verbosity_error()
 
 
-def check_output_dir(args: argparse.Namespace) -> None:
+def check_output_dir(args: TrainingArguments) -> None:
     """Refuse to start a new run where it would overwrite a finished run or mix with an earlier run's checkpoints."""
     if args.resume_from_checkpoint is not None or args.overwrite_output_dir:
         return
@@ -92,27 +92,28 @@ def check_output_dir(args: argparse.Namespace) -> None:
         )
 
 
-def build_optimizer(params, args: argparse.Namespace, lr: float) -> torch.optim.Optimizer:
+def build_optimizer(params, args: TrainingArguments, lr: float) -> torch.optim.Optimizer:
     """Adam with decoupled weight decay (plain Adam at weight decay 0, the paper's tokenizer setting). `params` may be
     parameter groups with their own `weight_decay`."""
     return torch.optim.AdamW(params, lr=lr, betas=(args.adam_beta1, args.adam_beta2),
                              weight_decay=args.adam_weight_decay, eps=args.adam_epsilon)  # fmt: skip
 
 
-def build_scheduler(args: argparse.Namespace, optimizer, total_steps: int, num_processes: int):
-    """A transformers learning-rate schedule (`--lr_scheduler`, default constant)."""
+def training_steps(args: TrainingArguments, loader) -> tuple[int, int]:
+    """(updates per epoch, total updates) from the prepared (per-process) dataloader."""
+    per_epoch = math.ceil(len(loader) / args.gradient_accumulation_steps)
+    return per_epoch, args.max_train_steps or args.num_train_epochs * per_epoch
+
+
+def build_scheduler(args: TrainingArguments, optimizer, loader, num_processes: int):
+    """A transformers learning-rate schedule (`--lr_scheduler`, default constant) over the run's updates."""
+    total = training_steps(args, loader)[1]
     # accelerate steps a prepared scheduler once per process, hence the scaling (as in diffusers' examples).
     return get_scheduler(args.lr_scheduler, optimizer, num_warmup_steps=args.lr_warmup_steps * num_processes,
-                         num_training_steps=total_steps * num_processes)  # fmt: skip
+                         num_training_steps=total * num_processes)  # fmt: skip
 
 
 def unwrap(accelerator: Accelerator, model: torch.nn.Module) -> torch.nn.Module:
     """The bare model behind DDP / torch.compile wrappers."""
     model = accelerator.unwrap_model(model)
     return getattr(model, "_orig_mod", model)
-
-
-def ensure_dir(path: str | os.PathLike) -> Path:
-    path = Path(path)
-    path.mkdir(parents=True, exist_ok=True)
-    return path

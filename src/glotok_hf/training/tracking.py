@@ -1,6 +1,6 @@
 # Copyright 2026 The glotok-hf authors. Licensed under the Apache License, Version 2.0.
 """Logging shared by both stages: scalars averaged over processes in one all-reduce, trackers plus a JSON-lines
-file, the guarded optimizer update (NaN/inf skip), throughput, and validation grids."""
+file, the guarded optimizer update (NaN/inf skip), throughput, and validation images."""
 
 import json
 import math
@@ -12,8 +12,6 @@ import torch
 from accelerate import Accelerator
 from accelerate.logging import get_logger
 from PIL import Image
-
-from glotok_hf.data import tensor_to_pil
 
 logger = get_logger("glotok_train")
 
@@ -33,11 +31,6 @@ def reduce_mean(accelerator: Accelerator, values: dict[str, torch.Tensor | float
     )
     stacked = accelerator.reduce(stacked, reduction="mean") if accelerator.num_processes > 1 else stacked
     return dict(zip(names, stacked.tolist()))
-
-
-def reduce_sum(accelerator: Accelerator, value: torch.Tensor | int) -> int:
-    tensor = torch.as_tensor(value, dtype=torch.long, device=accelerator.device).reshape(1)
-    return int(accelerator.reduce(tensor, reduction="sum").item()) if accelerator.num_processes > 1 else int(tensor)
 
 
 def guarded_update(accelerator: Accelerator, model, optimizer, scheduler, max_grad_norm: float) -> tuple[float, bool]:
@@ -126,30 +119,18 @@ class MetricsLogger:
         self.path.write_text("".join(line + "\n" for line in kept))
 
     def read(self) -> list[dict]:
-        """The logged rows; a last line torn by a killed run is ignored."""
-        if not self.path.is_file():
-            return []
-        rows = []
-        for line in self.path.read_text().splitlines():
-            try:
-                rows.append(json.loads(line))
-            except json.JSONDecodeError:
-                continue
-        return rows
+        return read_metrics(self.path)
 
 
-def image_grid(rows: list[torch.Tensor], padding: int = 2) -> Image.Image:
-    """Rows of `(n, 3, H, W)` images in [-1, 1] -> one RGB grid (rows stacked vertically)."""
-    pils = [tensor_to_pil(row) for row in rows]
-    height, width = pils[0][0].height, pils[0][0].width
-    columns = max(len(row) for row in pils)
-    canvas = Image.new(
-        "RGB", (columns * (width + padding) + padding, len(pils) * (height + padding) + padding), (255, 255, 255)
-    )
-    for r, row in enumerate(pils):
-        for c, image in enumerate(row):
-            canvas.paste(image, (padding + c * (width + padding), padding + r * (height + padding)))
-    return canvas
+def read_metrics(path: Path) -> list[dict]:
+    """The rows of a `metrics.jsonl` file (none when it is missing); a last line torn by a killed run is ignored."""
+    rows = []
+    for line in path.read_text().splitlines() if path.is_file() else []:
+        try:
+            rows.append(json.loads(line))
+        except json.JSONDecodeError:
+            continue
+    return rows
 
 
 def log_image(accelerator: Accelerator, name: str, image: Image.Image, step: int, folder: Path) -> Path:

@@ -1,0 +1,139 @@
+# Copyright 2026 The glotok-hf authors. Licensed under the Apache License, Version 2.0.
+"""The stage interface: `Stage`, what the training loop calls on a stage, and `BaseStage`, the part both stages
+([`~stage_tokenizer.TokenizerStage`], [`~stage_prior.PriorStage`]) share."""
+
+import json
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Protocol, runtime_checkable
+
+import torch
+from accelerate import Accelerator
+from huggingface_hub import ModelCard
+
+from .arguments import TrainingArguments
+from .checkpointing import TrainingState
+from .ema import EMA
+from .loaders import EpochShuffleSampler, SeededItems
+from .runtime import unwrap
+from .tracking import guarded_update
+
+
+@runtime_checkable
+class Stage(Protocol):
+    r"""
+    What the loop calls on a stage: the models, data and training step of one thing to train
+    ([`~stage_tokenizer.TokenizerStage`], [`~stage_prior.PriorStage`]). A stage is built from the
+    `TrainingArguments` and the `Accelerator`, and prepares its models, optimizers and loader itself.
+
+    Attributes:
+        main_loss (`str`): the logged value shown in the progress bar (e.g. `"generator/loss"`).
+        items ([`~loaders.SeededItems`]): the training examples (`len` is the epoch size; `begin_epoch` each epoch).
+        sampler ([`~loaders.EpochShuffleSampler`]): the loader's sampler (`begin_epoch` each epoch).
+        loader (`DataLoader`): the prepared loader; its batches hold `"index"` (and `"num_skipped"` when
+            unreadable images were skipped).
+        accumulate_models (`tuple[nn.Module, ...]`): the prepared models passed to `accelerator.accumulate`.
+        tracker_extras (`dict[str, str]`): extra values for the trackers' run configuration.
+    """
+
+    main_loss: str
+    items: SeededItems
+    sampler: EpochShuffleSampler
+    loader: torch.utils.data.DataLoader
+    accumulate_models: tuple
+    tracker_extras: dict
+
+    def checkpoint_roles(self) -> dict[str, torch.nn.Module]:
+        """Checkpoint folder name -> bare model, for every model passed to `accelerator.prepare`."""
+
+    def checkpoint_emas(self) -> dict[str, EMA]:
+        """Folder name of a tracked model -> its EMA (empty without `--use_ema`)."""
+
+    def export_state(self, extra: dict) -> None:
+        """Write stage-specific state (tensors, ints) into `extra` before a checkpoint."""
+
+    def import_state(self, extra: dict) -> None:
+        """Restore what `export_state` wrote, after a resume."""
+
+    def forward_backward(self, batch: dict, global_step: int) -> dict[str, torch.Tensor]:
+        """Losses and backward passes of one micro-batch; returns the scalars to log."""
+
+    def update(self) -> dict[str, tuple[float, bool]]:
+        """Guarded optimizer steps at the end of an accumulation: `{name: (grad_norm, updated)}`."""
+
+    def step_logs(self) -> dict[str, float]:
+        """Values to log after an update (learning rate, codebook usage, ...)."""
+
+    def validate(self, step: int, folder: Path) -> dict[str, float]:
+        """Save and log a validation grid under `folder` (main process); returns values to log."""
+
+    def save_final(self, output_dir: Path, state: TrainingState, logs: dict) -> None:
+        """Write the final model, its card and the saved options to `output_dir` (main process)."""
+
+
+class BaseStage:
+    """What both stages share: the options and accelerator, the prepared trained `model` (checkpoint folder `role`)
+    with its `optimizer`, `lr_scheduler` and optional EMA, the guarded update of that model, and the final files.
+    A subclass sets those attributes in its `__init__` and adds its data, step, validation and `save_final`."""
+
+    role: str
+    model: torch.nn.Module
+    optimizer: torch.optim.Optimizer
+    lr_scheduler: object
+    ema: EMA | None = None
+
+    def __init__(self, args: TrainingArguments, accelerator: Accelerator):
+        self.args, self.accelerator = args, accelerator
+        self.tracker_extras = {}
+
+    def track_ema(self, model: torch.nn.Module) -> None:
+        """Keep an EMA of `model` (the bare model, before `prepare`) when `--use_ema` asks for one."""
+        self.ema = EMA(model, self.args.ema_decay).to(self.accelerator.device) if self.args.use_ema else None
+
+    @property
+    def bare(self) -> torch.nn.Module:
+        """The trained model without DDP / compile wrappers."""
+        return unwrap(self.accelerator, self.model)
+
+    @property
+    def final_model(self) -> torch.nn.Module:
+        """The model that is validated and published: the EMA when there is one."""
+        return self.ema.module if self.ema is not None else self.bare
+
+    @contextmanager
+    def evaluating(self):
+        """The final model in eval mode, without gradients, under the run's autocast; its mode is restored after."""
+        model = self.final_model
+        was_training = model.training
+        model.eval()
+        try:
+            with torch.no_grad(), self.accelerator.autocast():
+                yield model
+        finally:
+            model.train(was_training)
+
+    def checkpoint_emas(self) -> dict[str, EMA]:
+        return {self.role: self.ema} if self.ema is not None else {}
+
+    def export_state(self, extra: dict) -> None:
+        pass
+
+    def import_state(self, extra: dict) -> None:
+        pass
+
+    def update_model(self) -> tuple[float, bool]:
+        """The guarded update of the trained model; the EMA follows each update that was made."""
+        update = guarded_update(
+            self.accelerator, self.model, self.optimizer, self.lr_scheduler, self.args.max_grad_norm
+        )
+        if update[1] and self.ema is not None:
+            self.ema.step(self.bare)
+        return update
+
+    def step_logs(self) -> dict[str, float]:
+        return {"lr": self.lr_scheduler.get_last_lr()[0]}
+
+    def write_final_files(self, output_dir: Path, card: ModelCard) -> None:
+        """The options (no secrets) as `training_args.json` and the model card as `README.md`."""
+        (output_dir / "training_args.json").write_text(json.dumps(self.args.public_dict(), indent=2, default=str))
+        card.save(output_dir / "README.md")
