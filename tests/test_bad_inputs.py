@@ -249,7 +249,7 @@ CASES = [
                          cli_output(t, g, "codes/notes.txt").parent, "--num-workers", 0]),
     cli("glotok/build-teacher-existing-output", FileExistsError, "already exists; pass --overwrite",
         lambda a, t, g: ["build-teacher", "--source", "uniform", "--output", cli_output(t, g, "t.safetensors")]),
-    cli("glotok/build-teacher-missing-codebook", FileNotFoundError, "does not exist",
+    cli("glotok/build-teacher-missing-codebook", FileNotFoundError, "No such file or folder for the codebook",
         lambda a, t, g: ["build-teacher", "--source", "codebook", "--codebook", t / "nope", "--output",
                          t / "t.safetensors"]),
     cli("glotok/eval-missing-model", FileNotFoundError, "is not a folder saved with GloTokModel.save_pretrained",
