@@ -371,6 +371,18 @@ def test_value_checks_are_opt_in(tiny_model):
         tiny_model.decode(semantic_indices=enc.semantic_indices, visual_indices=enc.visual_indices + 16, validate=True)
 
 
+def test_hot_paths_read_no_values_back(tiny_model, images, monkeypatch):
+    """forward / encode / decode never turn a tensor into a Python value (a device sync on accelerators)."""
+    for name in ("item", "tolist", "__bool__", "__int__", "__float__", "__index__"):
+        monkeypatch.setattr(
+            torch.Tensor, name, lambda self, *a, _name=name, **k: pytest.fail(f"Tensor.{_name} called")
+        )
+    for mode in (tiny_model.train, tiny_model.eval):
+        mode()
+        tiny_model(images)
+        tiny_model.decode(**tiny_model.encode(images).indices)
+
+
 def _idx(*shape, high=12, dtype=torch.long):
     return torch.randint(0, high, shape).to(dtype)
 

@@ -216,15 +216,12 @@ def teacher_from_tokens(
         histogram = soft_cosine_histogram(
             tokens.detach().to(device or tokens.device), num_bins=num_bins, alpha=alpha, block_size=block_size
         )
-    info = {"source": "tokens", "num_tokens": tokens.shape[0], "token_dim": tokens.shape[1]}
-    info.update(metadata or {})
-    info.setdefault("created", datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"))
-    info.setdefault("glotok_hf_version", _version())
+    info = {"source": "tokens", "num_tokens": tokens.shape[0], "token_dim": tokens.shape[1], **(metadata or {})}
     return TeacherHistogram(
         histogram=histogram.double(),
         bin_centers=histogram_bin_centers(num_bins, dtype=torch.float64),
         alpha=alpha,
-        metadata=info,
+        metadata={**_provenance(), **info},
         tokens=tokens.detach().cpu(),
     )
 
@@ -237,11 +234,7 @@ def uniform_teacher(num_bins: int = 40, alpha: float | None = None) -> TeacherHi
         histogram=torch.full((num_bins,), 1.0 / num_bins, dtype=torch.float64),
         bin_centers=histogram_bin_centers(num_bins, dtype=torch.float64),
         alpha=alpha,
-        metadata={
-            "source": "uniform",
-            "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-            "glotok_hf_version": _version(),
-        },
+        metadata={"source": "uniform", **_provenance()},
     )
 
 
@@ -570,10 +563,12 @@ def _preprocess(processor, image) -> torch.Tensor:
     return processor(images=image, return_tensors="pt")["pixel_values"][0]
 
 
-def _version() -> str:
+def _provenance() -> dict[str, str]:
+    """When and with which glotok-hf version a teacher was built (recorded in its metadata)."""
     from . import __version__
 
-    return __version__
+    return {"created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+            "glotok_hf_version": __version__}  # fmt: skip
 
 
 __all__ = [
