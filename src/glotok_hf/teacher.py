@@ -503,10 +503,7 @@ def extract_patch_features(
 ) -> torch.Tensor:
     r"""Patch tokens of hidden state `layer`: `(batch, h * w, hidden)`, or `(batch, pool_size**2, hidden)` after
     average pooling. CLS and register tokens, which ViT-style models put before the patches, are dropped."""
-    hidden_states = vision_model(pixel_values=pixel_values, output_hidden_states=True).hidden_states
-    if not -len(hidden_states) <= layer < len(hidden_states):
-        raise ValueError(f"Unknown layer {layer}: the model returned {len(hidden_states)} hidden states.")
-    tokens = hidden_states[layer]
+    tokens = vision_model(pixel_values=pixel_values, output_hidden_states=True).hidden_states[layer]
     grid_h, grid_w = pixel_values.shape[-2] // patch_size, pixel_values.shape[-1] // patch_size
     num_prefix = tokens.shape[1] - grid_h * grid_w
     if num_prefix < 0:
