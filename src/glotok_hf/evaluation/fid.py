@@ -271,10 +271,7 @@ class FrechetDistance(nn.Module):
         # torchmetrics keeps sum(x), sum(x x^T) and n; any n >= 2 reproduces (mu, sigma) exactly, 2 loses least.
         n = 2
         device = self.metric.real_features_sum.device
-        main = not (torch.distributed.is_available() and torch.distributed.is_initialized()) or (
-            torch.distributed.get_rank() == 0
-        )
-        scale = 1.0 if main else 0.0
+        scale = 0.0 if _distributed() and torch.distributed.get_rank() != 0 else 1.0
         self.metric.real_features_sum = (scale * n * mu).to(device)
         self.metric.real_features_cov_sum = (scale * ((n - 1) * sigma + n * torch.outer(mu, mu))).to(device)
         self.metric.real_features_num_samples = torch.tensor(int(scale) * n, device=device)

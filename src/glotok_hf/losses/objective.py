@@ -421,7 +421,7 @@ class GloTokObjective(nn.Module):
         ).float()
 
     def _entropy_loss(self, output, semantic_codebook, visual_codebook) -> torch.Tensor:
-        total = None
+        terms = []
         for name, codebook in (("semantic", semantic_codebook), ("visual", visual_codebook)):
             latents = getattr(output, f"{name}_latents", None)
             if latents is None:
@@ -431,10 +431,8 @@ class GloTokObjective(nn.Module):
                     f"entropy_weight > 0 needs {name}_codebook=model.{name}.quantizer.embedding.weight in "
                     "generator_loss."
                 )
-            term = entropy_loss(
-                latents, codebook, self.config.entropy_temperature, l2_normalize=self.config.codebook_l2_norm
-            )["loss"]
-            total = term if total is None else total + term
-        if total is None:
-            raise ValueError("entropy_weight > 0 but the model output holds no semantic_latents or visual_latents.")
-        return total
+            config = self.config
+            terms.append(
+                entropy_loss(latents, codebook, config.entropy_temperature, l2_normalize=config.codebook_l2_norm)
+            )
+        return sum(term["loss"] for term in terms)  # a GloTok model has at least one codebook
