@@ -18,7 +18,6 @@ from collections.abc import Iterable
 import torch
 from torch import nn
 from torchmetrics.aggregation import MeanMetric, SumMetric
-from torchmetrics.functional.image import peak_signal_noise_ratio, structural_similarity_index_measure
 from torchmetrics.image import PeakSignalNoiseRatio, StructuralSimilarityIndexMeasure
 from tqdm.auto import tqdm
 
@@ -47,33 +46,6 @@ def _check_pair(reconstructions: torch.Tensor, originals: torch.Tensor) -> None:
             f"reconstructions and originals must have the same shape, got {tuple(reconstructions.shape)} and "
             f"{tuple(originals.shape)}."
         )
-
-
-def psnr(reconstructions: torch.Tensor, originals: torch.Tensor) -> torch.Tensor:
-    r"""Per-image PSNR in dB of images in [-1, 1]: `10 log10(4 / MSE)` (`data_range = 2`); `inf` where identical.
-
-    Args:
-        reconstructions, originals (`torch.FloatTensor` of shape `(batch, C, H, W)`): images in [-1, 1].
-
-    Returns:
-        `torch.FloatTensor` of shape `(batch,)`.
-    """
-    _check_pair(reconstructions, originals)
-    return peak_signal_noise_ratio(
-        reconstructions.float(), originals.float(), data_range=DATA_RANGE, reduction="none", dim=(1, 2, 3)
-    )
-
-
-def ssim(reconstructions: torch.Tensor, originals: torch.Tensor) -> torch.Tensor:
-    r"""Per-image SSIM of images in [-1, 1] (Gaussian 11x11 window, sigma 1.5, `data_range = 2`); 1 where identical.
-
-    Returns:
-        `torch.FloatTensor` of shape `(batch,)`.
-    """
-    _check_pair(reconstructions, originals)
-    return structural_similarity_index_measure(
-        reconstructions.float(), originals.float(), data_range=DATA_RANGE, reduction="none"
-    )
 
 
 class ReconstructionMetrics(nn.Module):
@@ -246,6 +218,4 @@ __all__ = [
     "ReconstructionMetrics",
     "evaluate_reconstruction",
     "prepare_images",
-    "psnr",
-    "ssim",
 ]
