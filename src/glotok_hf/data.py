@@ -226,56 +226,10 @@ def class_names(dataset: datasets.Dataset, label_column: str | None = "label") -
     return list(feature.names) if isinstance(feature, datasets.ClassLabel) else None
 
 
-class ImageDataset(torch.utils.data.Dataset):
-    """Map-style torch dataset over a `datasets.Dataset` of undecoded images.
-
-    Item `i` is `{"pixel_values": (3, R, R) tensor, "labels": int, "num_skipped": int}`. An unreadable image at `i` is
-    replaced by the next readable one (wrapping around) and `num_skipped` counts how many were passed over, so a corrupt
-    file never crashes training and batches keep their size.
-    """
-
-    def __init__(
-        self,
-        dataset: datasets.Dataset,
-        transform: Callable[[Image.Image], torch.Tensor],
-        image_column: str = "image",
-        label_column: str | None = "label",
-    ):
-        if len(dataset) == 0:
-            raise ValueError("ImageDataset got an empty dataset.")
-        self.dataset = dataset
-        self.transform = transform
-        self.image_column = image_column
-        self.label_column = label_column
-
-    def __len__(self) -> int:
-        return len(self.dataset)
-
-    def __getitem__(self, index: int) -> dict[str, Any]:
-        for skipped in range(len(self.dataset)):
-            row = self.dataset[(index + skipped) % len(self.dataset)]
-            image = decode_image(row[self.image_column])
-            if image is not None:
-                label = row[self.label_column] if self.label_column is not None else -1
-                return {"pixel_values": self.transform(image), "labels": int(label), "num_skipped": skipped}
-            if skipped == 0:
-                warn_unreadable([index], row[self.image_column])
-        raise ValueError("No image in the dataset could be decoded; every file is unreadable or not an image.")
-
-
-def warn_unreadable(indices: list[int], value: Any = None) -> None:
-    """The one warning for skipped unreadable images: `Skipping unreadable image(s) at index ...` (with the file path
-    of `value`, a `datasets` image dict, when given)."""
-    where = f" ({value['path']})" if isinstance(value, dict) and value.get("path") else ""
-    plural = "s" if len(indices) > 1 else ""
-    warnings.warn(f"Skipping unreadable image{plural} at index{'es' if plural else ''} {', '.join(map(str, indices))}"
-                  f"{where}.", stacklevel=3)  # fmt: skip
-
-
 class DecodedImages(torch.utils.data.Dataset):
     """Rows `indices` (default: all) of an undecoded image dataset -> `{"index", "label", "pixel_values"}`, with
-    `pixel_values = transform(image)`, or `None` for an unreadable image (for [`collate_readable`] to drop and count).
-    `label` is `-1` without `label_column`."""
+    `pixel_values = transform(image)`, or `None` (and `label` `None`) for an unreadable image, for
+    [`collate_readable`] to drop and count. `label` is `-1` without `label_column`."""
 
     def __init__(self, dataset, transform: Callable, image_column: str = "image", label_column: str | None = None,
                  indices: range | None = None):  # fmt: skip
@@ -294,8 +248,48 @@ class DecodedImages(torch.utils.data.Dataset):
         index = self.indices[i]
         row = self.dataset[index]
         image = decode_image(row[self.image_column])
+        if image is None:
+            return {"index": index, "label": None, "pixel_values": None}
         label = row[self.label_column] if self.label_column is not None else -1
-        return {"index": index, "label": label, "pixel_values": None if image is None else self.transform(image)}
+        return {"index": index, "label": label, "pixel_values": self.transform(image)}
+
+
+class ImageDataset(DecodedImages):
+    """Map-style torch dataset over a `datasets.Dataset` of undecoded images, for training.
+
+    Item `i` is `{"pixel_values": (3, R, R) tensor, "labels": int, "num_skipped": int}`. An unreadable image at `i` is
+    replaced by the next readable one (wrapping around) and `num_skipped` counts how many were passed over, so a corrupt
+    file never crashes training and batches keep their size.
+    """
+
+    def __init__(
+        self,
+        dataset: datasets.Dataset,
+        transform: Callable[[Image.Image], torch.Tensor],
+        image_column: str = "image",
+        label_column: str | None = "label",
+    ):
+        if len(dataset) == 0:
+            raise ValueError("ImageDataset got an empty dataset.")
+        super().__init__(dataset, transform, image_column, label_column)
+
+    def __getitem__(self, index: int) -> dict[str, Any]:
+        for skipped in range(len(self)):
+            item = super().__getitem__((index + skipped) % len(self))
+            if item["pixel_values"] is not None:
+                return {"pixel_values": item["pixel_values"], "labels": int(item["label"]), "num_skipped": skipped}
+            if skipped == 0:
+                warn_unreadable([index], self.dataset[index][self.image_column])
+        raise ValueError("No image in the dataset could be decoded; every file is unreadable or not an image.")
+
+
+def warn_unreadable(indices: list[int], value: Any = None) -> None:
+    """The one warning for skipped unreadable images: `Skipping unreadable image(s) at index ...` (with the file path
+    of `value`, a `datasets` image dict, when given)."""
+    where = f" ({value['path']})" if isinstance(value, dict) and value.get("path") else ""
+    plural = "s" if len(indices) > 1 else ""
+    warnings.warn(f"Skipping unreadable image{plural} at index{'es' if plural else ''} {', '.join(map(str, indices))}"
+                  f"{where}.", stacklevel=3)  # fmt: skip
 
 
 def collate_readable(items: list[dict[str, Any]]) -> dict[str, Any]:
