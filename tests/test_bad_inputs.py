@@ -174,16 +174,16 @@ def cli(id, error, match, argv):
 X = dummy_images(1)
 CASES = [
     # ---- the model
-    call("model/nan-pixels", ValueError, "NaN or inf", lambda a, t, g: tiny_glotok_model().encode(X * float("nan"))),
+    call("model/nan-pixels", ValueError, "NaN or inf", lambda a, t, g: tiny_glotok_model().encode(X * float("nan"), validate=True)),
     call("model/0-255-pixels", ValueError, r"must be images in \[-1, 1\], got values in \[",
-         lambda a, t, g: tiny_glotok_model().encode((X + 1) * 127.5)),
+         lambda a, t, g: tiny_glotok_model().encode((X + 1) * 127.5, validate=True)),
     call("model/uint8-pixels", ValueError, "floating-point tensor",
          lambda a, t, g: tiny_glotok_model().encode((X > 0).to(torch.uint8))),
     call("model/wrong-channels", ValueError, "must have 3 channels",
          lambda a, t, g: tiny_glotok_model().encode(X[:, :1])),
     call("model/indices-out-of-range", ValueError, r"visual_indices must lie in \[0, 16\)",
          lambda a, t, g: tiny_glotok_model().decode(semantic_indices=torch.zeros(1, 8, 8, dtype=torch.long),
-                                                    visual_indices=torch.full((1, 8, 8), 16))),
+                                                    visual_indices=torch.full((1, 8, 8), 16), validate=True)),
     model_case("model/config-missing-field", ValueError, r"config.json lacks \['codebook_dim'\]",
                lambda f: edit_config(f, codebook_dim=DROP)),
     model_case("model/config-mistyped-field", TypeError, "codebook_dim must be an int, got str",

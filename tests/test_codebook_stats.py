@@ -30,6 +30,8 @@ def test_matches_naive_reference():
     assert counts.tolist() == [indices.flatten().tolist().count(k) for k in range(10)]
     assert codebook_perplexity(counts) == pytest.approx(naive_perplexity(indices.flatten().tolist(), 10), rel=1e-12)
     assert codebook_usage(counts) == len(set(indices.flatten().tolist())) / 10
+    with pytest.raises(RuntimeError, match="out of bounds"):  # no silent growth, as bincount would
+        code_counts(torch.tensor([10]), 10)
 
 
 def test_window_slides_over_the_last_steps():
@@ -52,14 +54,8 @@ def test_window_slides_over_the_last_steps():
 @pytest.mark.parametrize(
     "call, match",
     [
-        (lambda: code_counts(torch.tensor([0.5]), 4), "integer tensor"),
-        (lambda: code_counts(torch.tensor([4]), 4), r"\[0, 4\)"),
-        (lambda: code_counts(torch.tensor([-1]), 4), r"\[0, 4\)"),
-        (lambda: code_counts(torch.tensor([0]), 0), "num_codes"),
-        (lambda: codebook_usage(torch.zeros(2, 2)), "1-d"),
-        (lambda: codebook_perplexity(torch.tensor([1.0, float("nan")])), "finite"),
-        (lambda: codebook_usage(torch.tensor([-1, 2])), "non-negative"),
         (lambda: CodebookUsageWindow(4, window=0), "window"),
+        (lambda: CodebookUsageWindow(0, window=2), "num_codes"),
         (lambda: CodebookUsageWindow(4, 2).load_state_dict(CodebookUsageWindow(5, 2).state_dict()), "shape"),
     ],
 )

@@ -55,7 +55,7 @@ def model():
 def reference(tmp_path_factory, model, dataset):
     """One full single-process extraction with flips, 3 images per shard."""
     out = tmp_path_factory.mktemp("reference") / "codes"
-    with pytest.warns(UserWarning, match="Skipped 1 unreadable"):
+    with pytest.warns(UserWarning, match="Skipping unreadable image"):
         extract_codes(model, dataset, out, flip=True, batch_size=2, shard_size=3, progress=False)
     return load_code_dataset(out)
 
@@ -133,7 +133,7 @@ def test_resume_after_interruption(tmp_path, model, dataset, reference, monkeypa
     monkeypatch.setattr(codes_module, "_encode_shard", lambda *a, **k: calls.append(1) or encode_shard(*a, **k))
     with pytest.raises(ValueError, match="different settings \\(flip differ\\)"):
         extract_codes(model, dataset, out, **{**kwargs, "flip": False})
-    with pytest.warns(UserWarning, match="Skipped 1"):
+    with pytest.warns(UserWarning, match="Skipping unreadable image"):
         extract_codes(model, dataset, out, **kwargs)
     assert len(calls) == 2  # shards 1 and 2 only: shard 0 was complete
     codes, metadata = load_code_dataset(out)
@@ -196,7 +196,7 @@ def assert_same_codes(got, expected):
 def test_cli(tmp_path, image_dir, model, reference, capsys):
     tokenizer = tmp_path / "tokenizer"
     model.save_pretrained(tokenizer)
-    with pytest.warns(UserWarning, match="Skipped 1"):
+    with pytest.warns(UserWarning, match="Skipping unreadable image"):
         assert main(cli_arguments(tokenizer, image_dir, tmp_path / "codes")) == 0
     out = capsys.readouterr().out
     assert "wrote 14 rows (7 images, 1 skipped, 128 tokens each)" in out and "with 1 process\n" in out

@@ -43,7 +43,7 @@ def test_transformers_push_to_hub_then_from_pretrained(fake_hub, tiny_model):
     assert fake_hub.commits("tester/tiny") == ["initial commit", "Add the tiny tokenizer"]
     files = fake_hub.files("tester/tiny")
     assert set(files) == {".gitattributes", "README.md", "config.json", "model.safetensors",
-                          "configuration_glotok.py", "modeling_glotok.py"}  # fmt: skip
+                          "configuration_glotok.py", "modeling_glotok.py", "utils.py"}  # fmt: skip
     assert json.loads(files["config.json"])["auto_map"]["AutoModel"] == "modeling_glotok.GloTokModel"
     assert all(r.authorized for r in fake_hub.requests if r.method == "POST" and "validate-yaml" not in r.path)
 

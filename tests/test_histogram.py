@@ -11,6 +11,7 @@ import torch.nn.functional as F
 from glotok_hf.losses.histogram import (
     _scatter_window_sums,
     check_histogram,
+    check_vectors,
     default_histogram_alpha,
     histogram_bin_centers,
     histogram_relation_loss,
@@ -18,6 +19,7 @@ from glotok_hf.losses.histogram import (
     naive_soft_cosine_histogram,
     soft_cosine_histogram,
 )
+from glotok_hf.teacher import teacher_from_tokens
 
 
 def naive_value_and_grad(vectors, weights, num_bins=40, alpha=None, rows=None):
@@ -260,10 +262,11 @@ def test_relation_loss_accepts_teacher_on_other_dtype():
     ],
 )
 def test_bad_vectors(vectors, error, match):
+    """Token sets are checked where they enter (the teacher builders), not in every training step."""
     with pytest.raises(error, match=match):
-        soft_cosine_histogram(vectors)
+        check_vectors(vectors)
     with pytest.raises(error, match=match):
-        histogram_relation_loss(vectors, torch.full((40,), 1 / 40))
+        teacher_from_tokens(vectors)
 
 
 @pytest.mark.parametrize(
@@ -297,6 +300,6 @@ def test_bad_options(kwargs, error, match):
 )
 def test_bad_teacher_histogram(teacher, match):
     with pytest.raises(ValueError, match=match):
-        histogram_relation_loss(torch.randn(10, 8), teacher)
+        check_histogram(teacher, num_bins=40)
     with pytest.raises(TypeError, match="torch.Tensor"):
         check_histogram([0.5, 0.5])

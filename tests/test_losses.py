@@ -94,8 +94,6 @@ def test_reconstruction_l2_and_l1_known_values():
         ((torch.zeros(1, 3, 4, 4), torch.zeros(1, 3, 4, 4)), {"kind": "l3"}, ValueError, "l2"),
         ((torch.zeros(1, 3, 4, 4), torch.zeros(3, 4, 4)), {}, ValueError, "same shape"),
         ((torch.zeros(2, 3, 4, 4), torch.zeros(1, 3, 4, 4)), {}, ValueError, "no broadcasting"),
-        ((torch.zeros(1, 3, 4, 4, dtype=torch.long), torch.zeros(1, 3, 4, 4)), {}, ValueError, "floating-point"),
-        (([0.0], torch.zeros(1)), {}, TypeError, "torch.Tensor"),
     ],
 )
 def test_reconstruction_bad_input(args, kwargs, error, match):
@@ -167,8 +165,6 @@ def test_gan_logits_are_keyword_only():
         hinge_generator_loss(FAKE)
     with pytest.raises(ValueError, match="hinge"):
         discriminator_loss("wasserstein", logits_real=REAL, logits_fake=FAKE)
-    with pytest.raises(ValueError, match="floating-point"):
-        hinge_generator_loss(logits_fake=torch.tensor([1, 2]))
 
 
 @pytest.mark.parametrize("kind", ["hinge", "non_saturating"])
@@ -215,10 +211,6 @@ def test_adaptive_weight_rejects_an_unrelated_last_layer():
     w, other = torch.ones(2, requires_grad=True), torch.ones(2, requires_grad=True)
     with pytest.raises(ValueError, match="does not depend on last_layer"):
         adaptive_generator_weight((w * 2).sum(), -w.sum(), other)
-    with pytest.raises(ValueError, match="scalars"):
-        adaptive_generator_weight(w * 2, -w.sum(), w)
-    with pytest.raises(ValueError, match="> 0"):
-        adaptive_generator_weight((w * 2).sum(), -w.sum(), w, max_weight=0)
 
 
 # ----------------------------------------------------------------------------------------------------- regularisers
@@ -248,10 +240,6 @@ def test_entropy_loss_matches_the_distance_formula_and_accepts_feature_maps():
     normalised = entropy_loss(latents, codebook, 0.5, l2_normalize=True)["loss"]
     reference = entropy_loss(F.normalize(latents, dim=1), F.normalize(codebook, dim=1), 0.5)["loss"]
     torch.testing.assert_close(normalised, reference)
-    with pytest.raises(ValueError, match="dimension"):
-        entropy_loss(latents, torch.randn(6, 4))
-    with pytest.raises(ValueError, match="> 0"):
-        entropy_loss(latents, codebook, temperature=0.0)
 
 
 def test_entropy_loss_gradient_is_finite_when_probabilities_underflow():
@@ -271,8 +259,6 @@ def test_disentanglement_loss_known_answers():
     assert disentanglement_loss(v, torch.tensor([1.0, 1.0]).view(1, 2, 1, 1)).item() == pytest.approx(0.5)  # 45 deg
     two_positions = torch.tensor([[1.0, 0.0], [0.0, 1.0]]).T.reshape(1, 2, 1, 2)  # (1,0) and (0,1)
     assert disentanglement_loss(two_positions, torch.ones(1, 2, 1, 2)).item() == pytest.approx(0.5)
-    with pytest.raises(ValueError, match="same shape"):
-        disentanglement_loss(v, torch.ones(1, 2, 1, 2))
 
 
 # ------------------------------------------------------------------------------------------------------ the config
@@ -488,11 +474,8 @@ def test_l1_reconstruction_and_a_single_codebook_model(images):
         ({}, {"teacher": uniform_teacher()}, {"semantic_codebook": None}, ValueError, "semantic_codebook="),
         ({"semantic_codebook_size": 0}, {"disentanglement_weight": 0.1}, {}, ValueError, "dual-codebook"),
         ({}, {"entropy_weight": 0.1}, {"visual_codebook": None}, ValueError, "visual_codebook="),
-        ({"codebook_l2_norm": False}, {"entropy_weight": 0.1}, {}, ValueError, "codebook_l2_norm"),
         ({}, {"disc_start": 0}, {"discriminator": None}, ValueError, "needs the discriminator"),
         ({}, {"disc_start": 0, "disc_adaptive_weight": True}, {"last_layer": None}, ValueError, "last_layer"),
-        ({}, {}, {"global_step": -1}, ValueError, "global_step"),
-        ({}, {}, {"global_step": 1.0}, TypeError, "global_step"),
         ({}, {}, {"pixel_values": torch.zeros(2, 3, 8, 8)}, ValueError, "same shape"),
     ],
 )
@@ -507,14 +490,6 @@ def test_generator_loss_bad_input(images, overrides, objective_kwargs, call_kwar
     kwargs.update(call_kwargs)
     with pytest.raises(error, match=match):
         objective.generator_loss(output, kwargs.pop("pixel_values"), **kwargs)
-
-
-def test_discriminator_loss_bad_input(images):
-    objective = quiet_objective(disc_start=0)
-    with pytest.raises(TypeError, match="nn.Module"):
-        objective.discriminator_loss(lambda x: x, images, images, global_step=0)
-    with pytest.raises(ValueError, match="same shape"):
-        objective.discriminator_loss(tiny_discriminator(), images, images[:1], global_step=0)
 
 
 def test_soft_histogram_is_exported():

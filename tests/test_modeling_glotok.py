@@ -52,6 +52,9 @@ def test_forward_outputs(tiny_model, images):
         assert getattr(out, name).shape == () and torch.isfinite(getattr(out, name))
     assert out.semantic_codebook_usage.shape == (12,) and out.visual_codebook_usage.shape == (16,)
     assert out.semantic_codebook_usage.sum() == out.visual_codebook_usage.sum() == 2 * 8 * 8
+    for name, size in (("semantic", 12), ("visual", 16)):
+        expected = torch.bincount(getattr(out, f"{name}_indices").flatten(), minlength=size)
+        assert torch.equal(getattr(out, f"{name}_codebook_usage"), expected)
     assert out.semantic_indices.dtype == torch.long and out.semantic_indices.shape == (2, 8, 8)
 
 
@@ -222,7 +225,8 @@ def _assert_same_model(a, b, images):
 def test_save_load_round_trip(tiny_model, images, tmp_path):
     tiny_model.save_pretrained(tmp_path / "a")
     files = sorted(p.name for p in (tmp_path / "a").iterdir())
-    assert files == ["config.json", "configuration_glotok.py", "model.safetensors", "modeling_glotok.py"]
+    # transformers copies the remote-code modules and what they import relatively (utils.py)
+    assert files == ["config.json", "configuration_glotok.py", "model.safetensors", "modeling_glotok.py", "utils.py"]
     config = json.loads((tmp_path / "a" / "config.json").read_text())
     assert config["model_type"] == "glotok"
     assert config["auto_map"] == {
@@ -352,6 +356,33 @@ def test_bad_pixel_values(tiny_model, pixel_values, error, match):
         tiny_model(pixel_values)
 
 
+def test_value_checks_are_opt_in(tiny_model):
+    """Checks that read values back from the device (a sync) run only with validate=True; shapes always."""
+    x = torch.rand(1, 3, 16, 16) * 255
+    with torch.no_grad():
+        enc = tiny_model.eval().encode(x)  # no sync, no check: 8-bit images go through
+        assert enc.semantic_indices.shape == (1, 8, 8)
+        tiny_model(x)
+    with pytest.raises(ValueError, match=r"must be images in \[-1, 1\]"):
+        tiny_model.encode(x, validate=True)
+    with pytest.raises(ValueError, match="NaN or inf"):
+        tiny_model.encode(x * float("nan"), validate=True)
+    with pytest.raises(ValueError, match=r"\[0, 16\)"):
+        tiny_model.decode(semantic_indices=enc.semantic_indices, visual_indices=enc.visual_indices + 16, validate=True)
+
+
+def test_hot_paths_read_no_values_back(tiny_model, images, monkeypatch):
+    """forward / encode / decode never turn a tensor into a Python value (a device sync on accelerators)."""
+    for name in ("item", "tolist", "__bool__", "__int__", "__float__", "__index__"):
+        monkeypatch.setattr(
+            torch.Tensor, name, lambda self, *a, _name=name, **k: pytest.fail(f"Tensor.{_name} called")
+        )
+    for mode in (tiny_model.train, tiny_model.eval):
+        mode()
+        tiny_model(images)
+        tiny_model.decode(**tiny_model.encode(images).indices)
+
+
 def _idx(*shape, high=12, dtype=torch.long):
     return torch.randint(0, high, shape).to(dtype)
 
@@ -372,7 +403,7 @@ def _idx(*shape, high=12, dtype=torch.long):
 )  # fmt: skip
 def test_bad_indices(tiny_model, kwargs, error, match):
     with pytest.raises(error, match=match):
-        tiny_model.decode(**kwargs)
+        tiny_model.decode(**kwargs, validate=True)
 
 
 def test_indices_for_a_disabled_codebook_are_rejected():

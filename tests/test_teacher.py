@@ -210,7 +210,7 @@ def test_teacher_from_glotok_checkpoint(tmp_path):
     tiny_glotok_model(semantic_codebook_size=0).save_pretrained(tmp_path / "visual_only")
     with pytest.raises(ValueError, match="has no semantic codebook"):
         teacher_from_codebook(tmp_path / "visual_only")
-    with pytest.raises(FileNotFoundError, match="does not exist"):
+    with pytest.raises(FileNotFoundError, match="No such file or folder for the codebook"):
         teacher_from_codebook(tmp_path / "missing" / "tokenizer")
     with pytest.raises(OSError, match="huggingface.co") as error:  # "org/name" is looked up on the (offline) Hub
         teacher_from_codebook("some-org/some-tokenizer")

@@ -22,7 +22,6 @@ import json
 import math
 import os
 import shutil
-import warnings
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -33,42 +32,14 @@ import torch
 from accelerate import PartialState
 from tqdm.auto import tqdm
 
-from .data import ImageTransform, class_names, decode_image
+from .data import DecodedImages, ImageTransform, class_names, collate_readable, warn_unreadable
 from .modeling_glotok import GloTokModel
 from .sampling import TokenLayout
+from .utils import is_int
 
 METADATA_NAME = "glotok_codes.json"
 WORK_DIR_NAME = ".glotok_shards"
 FORMAT_VERSION = 1
-
-
-# ------------------------------------------------------------------------------------------- input pipeline
-class _ShardImages(torch.utils.data.Dataset):
-    """Rows `[start, stop)` of an undecoded image dataset -> `(index, label, pixels (3, R, R) | None)`."""
-
-    def __init__(self, dataset, start: int, stop: int, transform, image_column: str, label_column: str | None):
-        self.dataset, self.start, self.stop = dataset, start, stop
-        self.transform, self.image_column, self.label_column = transform, image_column, label_column
-
-    def __len__(self) -> int:
-        return self.stop - self.start
-
-    def __getitem__(self, i: int) -> tuple[int, int, torch.Tensor | None]:
-        index = self.start + i
-        row = self.dataset[index]
-        label = 0 if self.label_column is None else row[self.label_column]
-        image = decode_image(row[self.image_column])
-        return index, label, None if image is None else self.transform(image)
-
-
-def _collate(items: list[tuple[int, Any, torch.Tensor | None]]) -> dict[str, Any]:
-    readable = [item for item in items if item[2] is not None]
-    return {
-        "index": [item[0] for item in readable],
-        "label": [item[1] for item in readable],
-        "pixel_values": torch.stack([item[2] for item in readable]) if readable else None,
-        "skipped": [item[0] for item in items if item[2] is None],
-    }
 
 
 # ---------------------------------------------------------------------------------------------------- helpers
@@ -106,7 +77,7 @@ def _features(num_tokens: int, label_names: Sequence[str] | None) -> datasets.Fe
 
 def _check_labels(labels: list, indices: list[int], num_classes: int | None, label_column: str) -> None:
     for index, label in zip(indices, labels):
-        if isinstance(label, bool) or not isinstance(label, (int, np.integer)) or label < 0:
+        if not is_int(label) or label < 0:
             raise ValueError(f"Row {index}: {label_column!r} must be a class index >= 0, got {label!r}.")
         if num_classes is not None and label >= num_classes:
             raise ValueError(f"Row {index}: label {label} is out of range for {num_classes} label names.")
@@ -125,15 +96,17 @@ def _encode_shard(
     num_classes: int | None,
     label_column: str | None,
     progress: tqdm,
-) -> tuple[dict[str, np.ndarray], list[int]]:
+) -> dict[str, np.ndarray]:
     columns = {"index": [], "label": [], "flipped": [], "codes": []}
-    skipped = []
     for batch in loader:
-        skipped += batch["skipped"]
+        if batch["skipped"]:
+            warn_unreadable(batch["skipped"])
         progress.update(len(batch["index"]) + len(batch["skipped"]))
         if batch["pixel_values"] is None:
             continue
-        if label_column is not None:
+        if label_column is None:
+            batch["label"] = [0] * len(batch["index"])  # a single class
+        else:
             _check_labels(batch["label"], batch["index"], num_classes, label_column)
         pixels = batch["pixel_values"].to(device)
         if flip:
@@ -150,8 +123,8 @@ def _encode_shard(
         columns["label"].append(np.repeat(batch["label"], copies))
         columns["flipped"].append(np.tile([False, True][:copies], n))
     if not columns["codes"]:
-        return {}, skipped
-    return {name: np.concatenate(parts) for name, parts in columns.items()}, skipped
+        return {}
+    return {name: np.concatenate(parts) for name, parts in columns.items()}
 
 
 def extract_codes(
@@ -204,9 +177,9 @@ def extract_codes(
     if not isinstance(dataset, datasets.Dataset):
         raise TypeError(f"dataset must be a datasets.Dataset, got {type(dataset).__name__}.")
     for name, value in (("batch_size", batch_size), ("shard_size", shard_size)):
-        if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+        if not is_int(value) or value < 1:
             raise ValueError(f"{name} must be a positive int, got {value!r}.")
-    if not isinstance(num_workers, int) or num_workers < 0:
+    if not is_int(num_workers) or num_workers < 0:
         raise ValueError(f"num_workers must be an int >= 0, got {num_workers!r}.")
     dtypes = {"no": None, "bf16": torch.bfloat16, "fp16": torch.float16}
     if mixed_precision not in dtypes:
@@ -218,7 +191,7 @@ def extract_codes(
         raise ValueError("The dataset is empty: there is nothing to extract.")
     config = model.config
     resolution = config.sample_size if resolution is None else resolution
-    if not isinstance(resolution, int) or resolution <= 0 or resolution % config.downsample_factor:
+    if not is_int(resolution) or resolution <= 0 or resolution % config.downsample_factor:
         raise ValueError(
             f"resolution must be a positive multiple of the tokenizer's downsampling factor {config.downsample_factor}, "
             f"got {resolution!r}."
@@ -286,12 +259,12 @@ def extract_codes(
     for k in todo:
         start, stop = k * shard_size, min(len(dataset), (k + 1) * shard_size)
         loader = torch.utils.data.DataLoader(
-            _ShardImages(dataset, start, stop, transform, image_column, label_column),
+            DecodedImages(dataset, transform, image_column, label_column, indices=range(start, stop)),
             batch_size=batch_size,
             num_workers=num_workers,
-            collate_fn=_collate,
+            collate_fn=collate_readable,
         )
-        columns, skipped = _encode_shard(
+        columns = _encode_shard(
             model,
             layout,
             loader,
@@ -302,8 +275,6 @@ def extract_codes(
             label_column=label_column,
             progress=bar,
         )
-        if skipped:
-            warnings.warn(f"Skipped {len(skipped)} unreadable images (rows {skipped[:5]}...).", stacklevel=2)
         if not columns:
             columns = {name: [] for name in features}
         else:

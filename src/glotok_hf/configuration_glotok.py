@@ -1,14 +1,13 @@
 # Copyright 2026 The glotok-hf authors. Licensed under the Apache License, Version 2.0.
 """Configuration of the GloTok image tokenizer.
 
-This file is shipped next to `modeling_glotok.py` as Hub remote code, so it imports only `transformers`.
+This file is shipped next to `modeling_glotok.py` as Hub remote code, so it imports only `transformers` and
+`utils` (which the remote-code bundle inlines).
 """
 
 from transformers import PreTrainedConfig
 
-
-def _is_int(value) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool)
+from .utils import is_int
 
 
 class GloTokConfig(PreTrainedConfig):
@@ -137,69 +136,52 @@ class GloTokConfig(PreTrainedConfig):
 
     # ------------------------------------------------------------------ validation
     def _validate(self) -> None:
-        int_fields = (
-            "in_channels", "out_channels", "layers_per_block", "norm_num_groups", "latent_channels", "adapter_depth",
-            "adapter_num_heads", "semantic_codebook_size", "visual_codebook_size", "codebook_dim",
-            "residual_hidden_size", "residual_num_heads", "residual_num_layers", "sample_size",
-        )  # fmt: skip
-        for name in int_fields:
-            value = getattr(self, name)
-            if not _is_int(value):
-                raise TypeError(f"GloTokConfig.{name} must be an int, got {type(value).__name__} {value!r}.")
-        for name in ("mid_block_add_attention", "lowest_resolution_attention", "codebook_l2_norm", "use_residual"):
-            value = getattr(self, name)
-            if not isinstance(value, bool):
-                raise TypeError(f"GloTokConfig.{name} must be a bool, got {type(value).__name__} {value!r}.")
-        for name in ("commitment_beta", "dropout"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, (int, float)):
-                raise TypeError(f"GloTokConfig.{name} must be a float, got {type(value).__name__} {value!r}.")
-        channels = self.block_out_channels
-        if not isinstance(channels, tuple) or len(channels) == 0 or not all(_is_int(c) and c > 0 for c in channels):
-            raise TypeError(
-                f"GloTokConfig.block_out_channels must be a non-empty list of positive ints, got {channels!r}."
-            )
+        """The one validation of a GloTokConfig, run once by `__post_init__` (the model and its forward trust it).
 
-        positive = ("in_channels", "out_channels", "layers_per_block", "norm_num_groups", "latent_channels",
-                    "codebook_dim", "sample_size")  # fmt: skip
-        for name in positive:
-            if getattr(self, name) <= 0:
-                raise ValueError(f"GloTokConfig.{name} must be positive, got {getattr(self, name)}.")
-        for name in ("semantic_codebook_size", "visual_codebook_size", "adapter_depth"):
-            if getattr(self, name) < 0:
-                raise ValueError(f"GloTokConfig.{name} must be >= 0, got {getattr(self, name)}.")
-        if self.semantic_codebook_size == 0 and self.visual_codebook_size == 0:
-            raise ValueError(
-                "GloTokConfig needs at least one codebook: semantic_codebook_size and visual_codebook_size are both 0."
-            )
-        for c in (*channels, self.latent_channels):
-            if c % self.norm_num_groups != 0:
-                raise ValueError(
-                    f"GloTokConfig.norm_num_groups={self.norm_num_groups} must divide every channel count "
-                    f"(block_out_channels={list(channels)}, latent_channels={self.latent_channels}); {c} is not "
-                    "divisible."
-                )
-        if self.sample_size % self.downsample_factor != 0:
-            raise ValueError(
-                f"GloTokConfig.sample_size={self.sample_size} must be divisible by the downsampling factor "
-                f"2**(len(block_out_channels)-1) = {self.downsample_factor}."
-            )
-        if self.num_codebooks == 2 and self.adapter_depth > 0 and channels[-1] % self.adapter_num_heads != 0:
-            raise ValueError(
-                f"GloTokConfig.adapter_num_heads={self.adapter_num_heads} must divide the adapter width "
-                f"block_out_channels[-1]={channels[-1]}."
-            )
-        if self.use_residual:
-            if self.residual_num_layers < 1 or self.residual_hidden_size % self.residual_num_heads != 0:
-                raise ValueError(
-                    "GloTokConfig: the residual module needs residual_num_layers >= 1 and residual_num_heads "
-                    f"dividing residual_hidden_size, got {self.residual_num_layers} layers, hidden size "
-                    f"{self.residual_hidden_size}, {self.residual_num_heads} heads."
-                )
-        if not 0.0 <= self.dropout < 1.0:
-            raise ValueError(f"GloTokConfig.dropout must be in [0, 1), got {self.dropout}.")
-        if self.commitment_beta < 0:
-            raise ValueError(f"GloTokConfig.commitment_beta must be >= 0, got {self.commitment_beta}.")
+        Not transformers' `@strict` / `validate_architecture`: that would raise `StrictDataclass*Error`s (neither
+        `TypeError` nor `ValueError`) and reject `dropout=0` (an int for a float field)."""
+        name = type(self).__name__
+        ints = ("in_channels", "out_channels", "layers_per_block", "norm_num_groups", "latent_channels", "adapter_depth",
+                "adapter_num_heads", "semantic_codebook_size", "visual_codebook_size", "codebook_dim",
+                "residual_hidden_size", "residual_num_heads", "residual_num_layers", "sample_size")  # fmt: skip
+        bools = ("mid_block_add_attention", "lowest_resolution_attention", "codebook_l2_norm", "use_residual")
+        for fields, check, kind in ((ints, is_int, "an int"), (bools, lambda v: isinstance(v, bool), "a bool"),
+                                    (("commitment_beta", "dropout"), lambda v: is_int(v) or isinstance(v, float),
+                                     "a float")):  # fmt: skip
+            for field in fields:
+                value = getattr(self, field)
+                if not check(value):
+                    raise TypeError(f"{name}.{field} must be {kind}, got {type(value).__name__} {value!r}.")
+        channels = self.block_out_channels
+        if not isinstance(channels, tuple) or len(channels) == 0 or not all(is_int(c) and c > 0 for c in channels):
+            raise TypeError(f"{name}.block_out_channels must be a non-empty list of positive ints, got {channels!r}.")
+        minimums = {field: 1 for field in ("in_channels", "out_channels", "layers_per_block", "norm_num_groups",
+                                           "latent_channels", "codebook_dim", "sample_size")}  # fmt: skip
+        minimums.update(semantic_codebook_size=0, visual_codebook_size=0, adapter_depth=0, commitment_beta=0)
+        for field, minimum in minimums.items():
+            if getattr(self, field) < minimum:
+                raise ValueError(f"{name}.{field} must be >= {minimum}, got {getattr(self, field)}.")
+        problems = [
+            (self.num_codebooks == 0,
+             "needs at least one codebook: semantic_codebook_size and visual_codebook_size are both 0"),
+            (any(c % self.norm_num_groups for c in (*channels, self.latent_channels)),
+             f"norm_num_groups={self.norm_num_groups} must divide every channel count (block_out_channels="
+             f"{list(channels)}, latent_channels={self.latent_channels})"),
+            (self.sample_size % self.downsample_factor != 0,
+             f"sample_size={self.sample_size} must be divisible by the downsampling factor "
+             f"2**(len(block_out_channels)-1) = {self.downsample_factor}"),
+            (self.num_codebooks == 2 and self.adapter_depth > 0 and channels[-1] % self.adapter_num_heads != 0,
+             f"adapter_num_heads={self.adapter_num_heads} must divide the adapter width block_out_channels[-1]="
+             f"{channels[-1]}"),
+            (self.use_residual and (self.residual_num_layers < 1 or self.residual_hidden_size % self.residual_num_heads),
+             "the residual module needs residual_num_layers >= 1 and residual_num_heads dividing residual_hidden_size, "
+             f"got {self.residual_num_layers} layers, hidden size {self.residual_hidden_size}, "
+             f"{self.residual_num_heads} heads"),
+            (not 0.0 <= self.dropout < 1.0, f"dropout must be in [0, 1), got {self.dropout}"),
+        ]  # fmt: skip
+        for failed, message in problems:
+            if failed:
+                raise ValueError(f"{name}: {message}.")
 
 
 __all__ = ["GloTokConfig"]

@@ -2,9 +2,11 @@
 """Image data: `datasets` loading (imagefolder, saved datasets, Hub names), decoding of any image mode to RGB, and
 PIL/numpy transforms to pixels in [-1, 1] (torchvision is not a dependency).
 
-Images are kept undecoded in the `datasets.Dataset` (`Image(decode=False)`) and decoded per item, so an unreadable or
-corrupt file is skipped (replaced by the next readable item and counted) instead of crashing a training run. Replacing
-rather than dropping keeps every batch the same size, which keeps distributed ranks in lock-step.
+Images are kept undecoded in the `datasets.Dataset` (`Image(decode=False)`) and decoded per item by [`decode_image`],
+which returns `None` for an unreadable or corrupt file. The one rule for such files everywhere in glotok-hf: skip it,
+count it and warn with [`warn_unreadable`], never crash. Training ([`ImageDataset`]) replaces it by the next readable
+item, which keeps every batch the same size and distributed ranks in lock-step; one-pass jobs (code extraction,
+teacher features) drop it from the batch ([`DecodedImages`] + [`collate_readable`]).
 """
 
 import io
@@ -18,6 +20,8 @@ import datasets
 import numpy as np
 import torch
 from PIL import Image, ImageOps
+
+from .utils import is_int
 
 # Errors PIL raises for unreadable, truncated or hostile files.
 _DECODE_ERRORS = (OSError, SyntaxError, ValueError, Image.DecompressionBombError, EOFError)
@@ -92,7 +96,7 @@ class ImageTransform:
     """
 
     def __init__(self, resolution: int, center_crop: bool = True, random_flip: bool = False):
-        if not isinstance(resolution, int) or isinstance(resolution, bool) or resolution <= 0:
+        if not is_int(resolution) or resolution <= 0:
             raise ValueError(f"resolution must be a positive int, got {resolution!r}.")
         self.resolution = resolution
         self.center_crop = center_crop
@@ -222,8 +226,36 @@ def class_names(dataset: datasets.Dataset, label_column: str | None = "label") -
     return list(feature.names) if isinstance(feature, datasets.ClassLabel) else None
 
 
-class ImageDataset(torch.utils.data.Dataset):
-    """Map-style torch dataset over a `datasets.Dataset` of undecoded images.
+class DecodedImages(torch.utils.data.Dataset):
+    """Rows `indices` (default: all) of an undecoded image dataset -> `{"index", "label", "pixel_values"}`, with
+    `pixel_values = transform(image)`, or `None` (and `label` `None`) for an unreadable image, for
+    [`collate_readable`] to drop and count. `label` is `-1` without `label_column`."""
+
+    def __init__(self, dataset, transform: Callable, image_column: str = "image", label_column: str | None = None,
+                 indices: range | None = None):  # fmt: skip
+        self.dataset, self.transform, self.image_column, self.label_column = (
+            dataset,
+            transform,
+            image_column,
+            label_column,
+        )
+        self.indices = range(len(dataset)) if indices is None else indices
+
+    def __len__(self) -> int:
+        return len(self.indices)
+
+    def __getitem__(self, i: int) -> dict[str, Any]:
+        index = self.indices[i]
+        row = self.dataset[index]
+        image = decode_image(row[self.image_column])
+        if image is None:
+            return {"index": index, "label": None, "pixel_values": None}
+        label = row[self.label_column] if self.label_column is not None else -1
+        return {"index": index, "label": label, "pixel_values": self.transform(image)}
+
+
+class ImageDataset(DecodedImages):
+    """Map-style torch dataset over a `datasets.Dataset` of undecoded images, for training.
 
     Item `i` is `{"pixel_values": (3, R, R) tensor, "labels": int, "num_skipped": int}`. An unreadable image at `i` is
     replaced by the next readable one (wrapping around) and `num_skipped` counts how many were passed over, so a corrupt
@@ -239,32 +271,38 @@ class ImageDataset(torch.utils.data.Dataset):
     ):
         if len(dataset) == 0:
             raise ValueError("ImageDataset got an empty dataset.")
-        self.dataset = dataset
-        self.transform = transform
-        self.image_column = image_column
-        self.label_column = label_column
-
-    def __len__(self) -> int:
-        return len(self.dataset)
+        super().__init__(dataset, transform, image_column, label_column)
 
     def __getitem__(self, index: int) -> dict[str, Any]:
-        for skipped in range(len(self.dataset)):
-            row = self.dataset[(index + skipped) % len(self.dataset)]
-            image = decode_image(row[self.image_column])
-            if image is not None:
-                label = row[self.label_column] if self.label_column is not None else -1
-                return {"pixel_values": self.transform(image), "labels": int(label), "num_skipped": skipped}
+        for skipped in range(len(self)):
+            item = super().__getitem__((index + skipped) % len(self))
+            if item["pixel_values"] is not None:
+                return {"pixel_values": item["pixel_values"], "labels": int(item["label"]), "num_skipped": skipped}
             if skipped == 0:
-                warnings.warn(
-                    f"Skipping unreadable image at index {index} ({_describe(row[self.image_column])}).", stacklevel=2
-                )
+                warn_unreadable([index], self.dataset[index][self.image_column])
         raise ValueError("No image in the dataset could be decoded; every file is unreadable or not an image.")
 
 
-def _describe(value: Any) -> str:
-    if isinstance(value, dict) and value.get("path"):
-        return str(value["path"])
-    return type(value).__name__
+def warn_unreadable(indices: list[int], value: Any = None) -> None:
+    """The one warning for skipped unreadable images: `Skipping unreadable image(s) at index ...` (with the file path
+    of `value`, a `datasets` image dict, when given)."""
+    where = f" ({value['path']})" if isinstance(value, dict) and value.get("path") else ""
+    plural = "s" if len(indices) > 1 else ""
+    warnings.warn(f"Skipping unreadable image{plural} at index{'es' if plural else ''} {', '.join(map(str, indices))}"
+                  f"{where}.", stacklevel=3)  # fmt: skip
+
+
+def collate_readable(items: list[dict[str, Any]]) -> dict[str, Any]:
+    """Batch [`DecodedImages`] items, dropping unreadable ones: `index` and `label` lists, `pixel_values`
+    `(B, ...)` (`None` when no image in the batch was readable), and `skipped`, the indices of the dropped rows (pass
+    them to [`warn_unreadable`] and count them)."""
+    readable = [item for item in items if item["pixel_values"] is not None]
+    return {
+        "index": [item["index"] for item in readable],
+        "label": [item["label"] for item in readable],
+        "pixel_values": torch.stack([item["pixel_values"] for item in readable]) if readable else None,
+        "skipped": [item["index"] for item in items if item["pixel_values"] is None],
+    }
 
 
 def collate_images(examples: list[dict[str, Any]]) -> dict[str, torch.Tensor]:
@@ -277,10 +315,12 @@ def collate_images(examples: list[dict[str, Any]]) -> dict[str, torch.Tensor]:
 
 
 __all__ = [
+    "DecodedImages",
     "ImageDataset",
     "ImageTransform",
     "class_names",
     "collate_images",
+    "collate_readable",
     "decode_image",
     "image_grid",
     "load_image_dataset",
@@ -289,4 +329,5 @@ __all__ = [
     "tensor_to_pil",
     "to_rgb",
     "uint8_to_pixels",
+    "warn_unreadable",
 ]

@@ -10,11 +10,9 @@ from torch import nn
 from transformers import PreTrainedConfig, PreTrainedModel
 from transformers import initialization as init
 
+from .utils import is_int
+
 NORM_TYPES = ("batch", "group", "none")
-
-
-def _is_int(value) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool)
 
 
 class GloTokDiscriminatorConfig(PreTrainedConfig):
@@ -67,7 +65,7 @@ class GloTokDiscriminatorConfig(PreTrainedConfig):
     def _validate(self) -> None:
         for name in ("in_channels", "base_channels", "num_layers", "norm_num_groups"):
             value = getattr(self, name)
-            if not _is_int(value):
+            if not is_int(value):
                 raise TypeError(f"GloTokDiscriminatorConfig.{name} must be an int, got {type(value).__name__}.")
             if value < 1:
                 raise ValueError(f"GloTokDiscriminatorConfig.{name} must be >= 1, got {value}.")
@@ -153,25 +151,12 @@ class GloTokDiscriminator(PreTrainedModel):
         r"""
         Args:
             pixel_values (`torch.FloatTensor` of shape `(batch, in_channels, H, W)`):
-                real images or reconstructions in [-1, 1]; `H, W >= config.min_image_size`.
+                real images or reconstructions in [-1, 1]; `H, W >= config.min_image_size`. Unchecked: the training
+                loop hands it what the tokenizer and the data pipeline already checked.
 
         Returns:
             `torch.FloatTensor` of shape `(batch, 1, H // 2**num_layers - 2, W // 2**num_layers - 2)`: logits.
         """
-        if not isinstance(pixel_values, torch.Tensor):
-            raise TypeError(f"pixel_values must be a torch.Tensor, got {type(pixel_values).__name__}.")
-        if pixel_values.ndim != 4 or pixel_values.shape[1] != self.config.in_channels:
-            raise ValueError(
-                f"pixel_values must have shape (batch, {self.config.in_channels}, height, width), got "
-                f"{tuple(pixel_values.shape)}."
-            )
-        if not pixel_values.is_floating_point():
-            raise ValueError(f"pixel_values must be a floating-point tensor, got dtype {pixel_values.dtype}.")
-        if min(pixel_values.shape[-2:]) < self.config.min_image_size:
-            raise ValueError(
-                f"pixel_values must be at least {self.config.min_image_size}x{self.config.min_image_size} for a "
-                f"discriminator with num_layers={self.config.num_layers}, got {tuple(pixel_values.shape[-2:])}."
-            )
         return self.layers(pixel_values.to(self.layers[0].weight.dtype))
 
 

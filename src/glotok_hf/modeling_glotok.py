@@ -21,8 +21,8 @@ from transformers.utils import ModelOutput
 
 from .configuration_glotok import GloTokConfig
 
-# In eval mode, pixel values beyond +-PIXEL_RANGE_LIMIT are rejected: they are not [-1, 1] images (e.g. [0, 255]),
-# while resampling overshoot of real [-1, 1] images stays well inside it.
+# `encode(..., validate=True)` rejects pixel values beyond +-PIXEL_RANGE_LIMIT: they are not [-1, 1] images (e.g.
+# [0, 255]), while resampling overshoot of real [-1, 1] images stays well inside it.
 PIXEL_RANGE_LIMIT = 1.5
 
 
@@ -482,8 +482,9 @@ class GloTokPreTrainedModel(PreTrainedModel):
 class GloTokModel(GloTokPreTrainedModel):
     r"""
     The GloTok tokenizer. Images `(B, C, H, W)` in [-1, 1] with `H` and `W` divisible by `config.downsample_factor`
-    map to one `(B, H/f, W/f)` index grid per enabled codebook and back. In eval mode, `encode` and `forward` reject
-    pixel values that are NaN/inf or beyond +-1.5 (e.g. 8-bit images in [0, 255]) with a `ValueError`.
+    map to one `(B, H/f, W/f)` index grid per enabled codebook and back. Shapes and dtypes are always checked; value
+    checks that need a device synchronisation (NaN/inf or out-of-range pixels, out-of-range indices) run only with
+    `encode(..., validate=True)` / `decode(..., validate=True)`.
 
     Example:
 
@@ -519,31 +520,25 @@ class GloTokModel(GloTokPreTrainedModel):
         """Enabled branches in decoder-input order: visual first, then semantic (FQGAN's `[vis, sem]`)."""
         return {name: b for name, b in (("visual", self.visual), ("semantic", self.semantic)) if b is not None}
 
-    def _check_pixel_values(self, pixel_values) -> None:
+    def _check_pixel_values(self, pixel_values, validate: bool = False) -> None:
         if not isinstance(pixel_values, torch.Tensor):
             raise TypeError(f"pixel_values must be a torch.Tensor, got {type(pixel_values).__name__}.")
+        in_channels, f = self.config.in_channels, self.config.downsample_factor
+        shape = tuple(pixel_values.shape)
         if pixel_values.ndim != 4:
-            raise ValueError(
-                f"pixel_values must have shape (batch, {self.config.in_channels}, height, width), got a "
-                f"{pixel_values.ndim}-d tensor of shape {tuple(pixel_values.shape)}."
-            )
+            raise ValueError(f"pixel_values must have shape (batch, {in_channels}, height, width), got shape {shape}.")
         if not pixel_values.is_floating_point():
             raise ValueError(
-                f"pixel_values must be a floating-point tensor with values in [-1, 1], got dtype {pixel_values.dtype}."
+                f"pixel_values must be a floating-point tensor in [-1, 1], got dtype {pixel_values.dtype}."
             )
-        _, channels, height, width = pixel_values.shape
-        if channels != self.config.in_channels:
-            raise ValueError(
-                f"pixel_values must have {self.config.in_channels} channels, got {channels} "
-                f"(shape {tuple(pixel_values.shape)})."
-            )
-        f = self.config.downsample_factor
-        if height % f or width % f or height == 0 or width == 0:
+        if shape[1] != in_channels:
+            raise ValueError(f"pixel_values must have {in_channels} channels, got {shape[1]} (shape {shape}).")
+        if shape[2] % f or shape[3] % f or 0 in shape[2:]:
             raise ValueError(
                 f"pixel_values height and width must be positive multiples of the downsampling factor {f}, got "
-                f"{height}x{width}."
+                f"{shape[2]}x{shape[3]}."
             )
-        if not self.training and not torch.compiler.is_compiling():  # a device sync: inference only
+        if validate:  # a device sync: only on request
             low, high = (float(v) for v in torch.aminmax(pixel_values.detach().float()))
             if not (math.isfinite(low) and math.isfinite(high)):
                 raise ValueError("pixel_values contain NaN or inf values.")
@@ -553,11 +548,10 @@ class GloTokModel(GloTokPreTrainedModel):
                     "with pixels / 127.5 - 1."
                 )
 
-    def _check_indices(self, semantic_indices, visual_indices) -> None:
+    def _check_indices(self, semantic_indices, visual_indices, validate: bool = False) -> None:
         shapes = {}
         for name, indices in (("semantic", semantic_indices), ("visual", visual_indices)):
-            branch = getattr(self, name)
-            key = f"{name}_indices"
+            branch, key = getattr(self, name), f"{name}_indices"
             if branch is None:
                 if indices is not None:
                     raise ValueError(
@@ -572,10 +566,10 @@ class GloTokModel(GloTokPreTrainedModel):
                 raise ValueError(f"{key} must be an integer tensor, got dtype {indices.dtype}.")
             if indices.ndim != 3:
                 raise ValueError(f"{key} must have shape (batch, height, width), got shape {tuple(indices.shape)}.")
-            if indices.numel() and (int(indices.min()) < 0 or int(indices.max()) >= branch.quantizer.num_codes):
+            num_codes = branch.quantizer.num_codes
+            if validate and indices.numel() and (int(indices.min()) < 0 or int(indices.max()) >= num_codes):
                 raise ValueError(
-                    f"{key} must lie in [0, {branch.quantizer.num_codes}), got values in "
-                    f"[{int(indices.min())}, {int(indices.max())}]."
+                    f"{key} must lie in [0, {num_codes}), got values in [{int(indices.min())}, {int(indices.max())}]."
                 )
             shapes[key] = tuple(indices.shape)
         if len(set(shapes.values())) > 1:
@@ -597,16 +591,21 @@ class GloTokModel(GloTokPreTrainedModel):
         latent = torch.cat(refined, dim=1).to(self.post_quant_conv.weight.dtype)
         return self.decoder(self.post_quant_conv(latent))
 
-    def encode(self, pixel_values: torch.Tensor, return_dict: bool | None = None) -> GloTokEncoderOutput | tuple:
+    def encode(
+        self, pixel_values: torch.Tensor, return_dict: bool | None = None, validate: bool = False
+    ) -> GloTokEncoderOutput | tuple:
         r"""
         Args:
             pixel_values (`torch.FloatTensor` of shape `(batch, in_channels, H, W)`): images in [-1, 1], `H` and `W`
                 multiples of `config.downsample_factor`.
+            validate (`bool`, *optional*, defaults to `False`): also reject NaN/inf pixels and values beyond +-1.5
+                (e.g. 8-bit images in [0, 255]) with a `ValueError`. This reads the values back from the device (a
+                synchronisation), so it is off by default; entry points (pipeline, CLI, `glotok eval`) turn it on.
 
         Returns:
             [`GloTokEncoderOutput`] with one `(batch, H/f, W/f)` index map per enabled codebook.
         """
-        self._check_pixel_values(pixel_values)
+        self._check_pixel_values(pixel_values, validate)
         out = {}
         for name, (latents, codes, indices) in self._quantize(pixel_values).items():
             out[f"{name}_indices"] = indices
@@ -620,16 +619,19 @@ class GloTokModel(GloTokPreTrainedModel):
         semantic_indices: torch.LongTensor | None = None,
         visual_indices: torch.LongTensor | None = None,
         return_dict: bool | None = None,
+        validate: bool = False,
     ) -> GloTokDecoderOutput | tuple:
         r"""
         Args:
             semantic_indices (`torch.LongTensor` of shape `(batch, h, w)`): required when the semantic codebook is on.
             visual_indices (`torch.LongTensor` of shape `(batch, h, w)`): required when the visual codebook is on.
+            validate (`bool`, *optional*, defaults to `False`): also check that every index lies in its codebook
+                (a device synchronisation, so off by default; without it an out-of-range index fails in the lookup).
 
         Returns:
             [`GloTokDecoderOutput`] whose `sample` is `(batch, out_channels, h*f, w*f)` in [-1, 1] (unclamped).
         """
-        self._check_indices(semantic_indices, visual_indices)
+        self._check_indices(semantic_indices, visual_indices, validate)
         given = {"semantic": semantic_indices, "visual": visual_indices}
         codes = {f"{name}_quantized": b.quantizer.lookup(given[name]) for name, b in self._branches().items()}
         output = GloTokDecoderOutput(sample=self.decode_quantized(**codes))
@@ -657,8 +659,10 @@ class GloTokModel(GloTokPreTrainedModel):
             if residual is not None:
                 out["residual_loss"] = out["residual_loss"] + residual_loss(residual, latents, codes)
             refined.append(refined_codes)
-            with torch.no_grad():
-                out[f"{name}_codebook_usage"] = torch.bincount(indices.flatten(), minlength=branch.quantizer.num_codes)
+            with torch.no_grad():  # scatter_add, not bincount: no device sync
+                flat = indices.flatten()
+                usage = flat.new_zeros(branch.quantizer.num_codes).scatter_add_(0, flat, torch.ones_like(flat))
+                out[f"{name}_codebook_usage"] = usage
             out.update({f"{name}_indices": indices, f"{name}_quantized": quantized, f"{name}_latents": latents})
             out[f"{name}_residual"] = residual
         output = GloTokModelOutput(sample=self._decode_refined(refined), **out)

@@ -34,6 +34,7 @@ ValueError: Teacher histogram ... has 40 bins but the training configuration use
 """
 
 import datetime
+import functools
 import json
 import math
 import os
@@ -49,12 +50,13 @@ from safetensors.torch import save_file
 from tqdm.auto import tqdm
 
 from .losses.histogram import (
-    _check_vectors,
     _resolve_alpha,
     check_histogram,
+    check_vectors,
     histogram_bin_centers,
     soft_cosine_histogram,
 )
+from .utils import is_int, resolve_source
 
 FILE_FORMAT = "glotok-teacher-histogram"
 FILE_FORMAT_VERSION = "1"
@@ -208,21 +210,18 @@ def teacher_from_tokens(
     The histogram is computed on `device` (default: the tokens' device) by the blocked
     [`~glotok_hf.losses.histogram.soft_cosine_histogram`], so 100k tokens fit in memory.
     """
-    _check_vectors(tokens, name=name)
+    check_vectors(tokens, name=name)
     alpha = _resolve_alpha(alpha, num_bins)
     with torch.no_grad():
         histogram = soft_cosine_histogram(
             tokens.detach().to(device or tokens.device), num_bins=num_bins, alpha=alpha, block_size=block_size
         )
-    info = {"source": "tokens", "num_tokens": tokens.shape[0], "token_dim": tokens.shape[1]}
-    info.update(metadata or {})
-    info.setdefault("created", datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"))
-    info.setdefault("glotok_hf_version", _version())
+    info = {"source": "tokens", "num_tokens": tokens.shape[0], "token_dim": tokens.shape[1], **(metadata or {})}
     return TeacherHistogram(
         histogram=histogram.double(),
         bin_centers=histogram_bin_centers(num_bins, dtype=torch.float64),
         alpha=alpha,
-        metadata=info,
+        metadata={**_provenance(), **info},
         tokens=tokens.detach().cpu(),
     )
 
@@ -235,11 +234,7 @@ def uniform_teacher(num_bins: int = 40, alpha: float | None = None) -> TeacherHi
         histogram=torch.full((num_bins,), 1.0 / num_bins, dtype=torch.float64),
         bin_centers=histogram_bin_centers(num_bins, dtype=torch.float64),
         alpha=alpha,
-        metadata={
-            "source": "uniform",
-            "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-            "glotok_hf_version": _version(),
-        },
+        metadata={"source": "uniform", **_provenance()},
     )
 
 
@@ -255,7 +250,7 @@ def random_codebook_teacher(
     (directions uniform on the sphere), drawn from `torch.Generator().manual_seed(seed)` on CPU. With `dim=8` and the
     size of the semantic codebook it is what an untrained codebook already looks like."""
     for name, value in (("size", size), ("dim", dim)):
-        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        if not is_int(value) or value < 1:
             raise ValueError(f"random codebook {name} must be a positive int, got {value!r}.")
     tokens = torch.randn(size, dim, generator=torch.Generator().manual_seed(seed))
     return teacher_from_tokens(
@@ -294,18 +289,16 @@ def teacher_from_codebook(
     if isinstance(codebook, torch.Tensor):
         tokens, info = codebook, {"model": "<tensor>"}
     else:
-        path = Path(codebook)
-        if path.suffix == ".safetensors" or path.is_file():
-            tokens, info = _tensor_from_safetensors(path, key, branch)
+        source = resolve_source(codebook, "the codebook (a GloTok checkpoint or a .safetensors file)")
+        if isinstance(source, Path) and source.is_file():
+            tokens, info = _tensor_from_safetensors(source, key, branch)
         else:
-            tokens, info = _codebook_from_checkpoint(str(codebook), branch)
+            tokens, info = _codebook_from_checkpoint(str(source), branch)
     info = {"source": "codebook", **info}
     return teacher_from_tokens(tokens, num_bins=num_bins, alpha=alpha, device=device, metadata=info, name="codebook")
 
 
 def _tensor_from_safetensors(path: Path, key: str | None, branch: str) -> tuple[torch.Tensor, dict]:
-    if not path.is_file():
-        raise FileNotFoundError(f"Codebook file {str(path)!r} does not exist.")
     try:
         with safe_open(str(path), framework="pt") as handle:
             keys = list(handle.keys())
@@ -338,11 +331,6 @@ def _tensor_from_safetensors(path: Path, key: str | None, branch: str) -> tuple[
 def _codebook_from_checkpoint(name_or_path: str, branch: str) -> tuple[torch.Tensor, dict]:
     from .modeling_glotok import GloTokModel
 
-    looks_local = (
-        Path(name_or_path).is_absolute() or name_or_path.startswith((".", "~")) or name_or_path.count("/") > 1
-    )
-    if looks_local and not Path(name_or_path).expanduser().exists():  # "org/name" may still be a Hub id
-        raise FileNotFoundError(f"GloTok checkpoint {name_or_path!r} does not exist.")
     model = GloTokModel.from_pretrained(name_or_path)
     module = getattr(model, branch)
     if module is None:
@@ -413,25 +401,24 @@ def teacher_from_backbone(
     """
     from transformers import AutoImageProcessor, AutoModel
 
-    from .data import class_names, decode_image, load_image_dataset
+    from .data import DecodedImages, class_names, collate_readable, load_image_dataset
 
     for name, value, minimum in (("num_clusters", num_clusters, 1), ("batch_size", batch_size, 1),
                                  ("num_workers", num_workers, 0)):  # fmt: skip
-        if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        if not is_int(value) or value < minimum:
             raise ValueError(f"{name} must be an int >= {minimum}, got {value!r}.")
-    if pool_size is not None and (isinstance(pool_size, bool) or not isinstance(pool_size, int) or pool_size < 1):
-        raise ValueError(f"pool_size must be a positive int or None, got {pool_size!r}.")
-    if max_images is not None and (isinstance(max_images, bool) or not isinstance(max_images, int) or max_images < 1):
-        raise ValueError(f"max_images must be a positive int or None, got {max_images!r}.")
+    for name, value in (("pool_size", pool_size), ("max_images", max_images)):
+        if value is not None and (not is_int(value) or value < 1):
+            raise ValueError(f"{name} must be a positive int or None, got {value!r}.")
     alpha = _resolve_alpha(alpha, num_bins)
-    device = torch.device(device) if device is not None else _default_device()
+    device = torch.device(device or torch.accelerator.current_accelerator() or "cpu")
 
     processor = AutoImageProcessor.from_pretrained(model_name_or_path, cache_dir=cache_dir)
     model = AutoModel.from_pretrained(model_name_or_path, cache_dir=cache_dir, dtype=dtype)
     vision = getattr(model, "vision_model", model).to(device).eval()
     vision_config = getattr(model.config, "vision_config", model.config)
     num_hidden_states = vision_config.num_hidden_layers + 1
-    if isinstance(layer, bool) or not isinstance(layer, int) or not -num_hidden_states <= layer < num_hidden_states:
+    if not is_int(layer) or not -num_hidden_states <= layer < num_hidden_states:
         raise ValueError(
             f"Unknown layer {layer!r} for {model_name_or_path!r}: it has {num_hidden_states} hidden states (the "
             f"embeddings and {num_hidden_states - 1} transformer layers); use 0..{num_hidden_states - 1} or a negative "
@@ -451,10 +438,15 @@ def teacher_from_backbone(
         dataset = dataset.shuffle(seed=seed).select(range(max_images))
 
     loader = torch.utils.data.DataLoader(
-        _ProcessedImages(dataset, processor, image_column, label_column if per_class else None, decode_image),
+        DecodedImages(
+            dataset,
+            functools.partial(_preprocess, processor),
+            image_column,
+            label_column if per_class else None,
+        ),
         batch_size=batch_size,
         num_workers=num_workers,
-        collate_fn=_collate_readable,
+        collate_fn=collate_readable,
     )
     features, labels, image_count, skipped = _extract_dataset_features(
         vision, loader, layer, vision_config.patch_size, pool_size, device, dtype, progress
@@ -511,10 +503,7 @@ def extract_patch_features(
 ) -> torch.Tensor:
     r"""Patch tokens of hidden state `layer`: `(batch, h * w, hidden)`, or `(batch, pool_size**2, hidden)` after
     average pooling. CLS and register tokens, which ViT-style models put before the patches, are dropped."""
-    hidden_states = vision_model(pixel_values=pixel_values, output_hidden_states=True).hidden_states
-    if not -len(hidden_states) <= layer < len(hidden_states):
-        raise ValueError(f"Unknown layer {layer}: the model returned {len(hidden_states)} hidden states.")
-    tokens = hidden_states[layer]
+    tokens = vision_model(pixel_values=pixel_values, output_hidden_states=True).hidden_states[layer]
     grid_h, grid_w = pixel_values.shape[-2] // patch_size, pixel_values.shape[-1] // patch_size
     num_prefix = tokens.shape[1] - grid_h * grid_w
     if num_prefix < 0:
@@ -533,17 +522,21 @@ def extract_patch_features(
 
 def _extract_dataset_features(vision, loader, layer, patch_size, pool_size, device, dtype, progress):
     """Run the backbone over `loader`: `(features (N, C) float32, labels (N,), image count, skipped count)`."""
+    from .data import warn_unreadable
+
     features, labels, image_count, skipped = [], [], 0, 0
     with torch.no_grad():
         for batch in tqdm(loader, desc="Extracting patch features", disable=not progress, unit="batch"):
-            skipped += batch["num_skipped"]
+            if batch["skipped"]:
+                warn_unreadable(batch["skipped"])
+            skipped += len(batch["skipped"])
             if batch["pixel_values"] is None:
                 continue
             pixel_values = batch["pixel_values"].to(device=device, dtype=dtype)
             tokens = extract_patch_features(vision, pixel_values, layer, patch_size, pool_size)
             image_count += tokens.shape[0]
             features.append(tokens.reshape(-1, tokens.shape[-1]).float().cpu().numpy())
-            labels.append(np.repeat(batch["labels"].numpy(), tokens.shape[1]))
+            labels.append(np.repeat(np.asarray(batch["label"], dtype=np.int64), tokens.shape[1]))
     if not features:
         return np.zeros((0, 0), np.float32), np.zeros(0, np.int64), 0, skipped
     return np.concatenate(features), np.concatenate(labels), image_count, skipped
@@ -563,43 +556,16 @@ def kmeans_centers(features: np.ndarray, num_clusters: int, seed: int = 0) -> np
     return kmeans.fit(features).cluster_centers_.astype(np.float32)
 
 
-class _ProcessedImages(torch.utils.data.Dataset):
-    """Decoded and preprocessed images (`None` for unreadable files), decoded in DataLoader workers."""
-
-    def __init__(self, dataset, processor, image_column: str, label_column: str | None, decode):
-        self.dataset, self.processor, self.decode = dataset, processor, decode
-        self.image_column, self.label_column = image_column, label_column
-
-    def __len__(self) -> int:
-        return len(self.dataset)
-
-    def __getitem__(self, index: int) -> dict[str, Any]:
-        row = self.dataset[index]
-        image = self.decode(row[self.image_column])
-        label = int(row[self.label_column]) if self.label_column is not None else -1
-        if image is None:
-            return {"pixel_values": None, "label": label}
-        return {"pixel_values": self.processor(images=image, return_tensors="pt")["pixel_values"][0], "label": label}
+def _preprocess(processor, image) -> torch.Tensor:
+    return processor(images=image, return_tensors="pt")["pixel_values"][0]
 
 
-def _collate_readable(examples: list[dict[str, Any]]) -> dict[str, Any]:
-    readable = [e for e in examples if e["pixel_values"] is not None]
-    return {
-        "pixel_values": torch.stack([e["pixel_values"] for e in readable]) if readable else None,
-        "labels": torch.tensor([e["label"] for e in readable], dtype=torch.long),
-        "num_skipped": len(examples) - len(readable),
-    }
-
-
-def _default_device() -> torch.device:
-    accelerator = torch.accelerator.current_accelerator() if hasattr(torch, "accelerator") else None
-    return accelerator if accelerator is not None else torch.device("cpu")
-
-
-def _version() -> str:
+def _provenance() -> dict[str, str]:
+    """When and with which glotok-hf version a teacher was built (recorded in its metadata)."""
     from . import __version__
 
-    return __version__
+    return {"created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+            "glotok_hf_version": __version__}  # fmt: skip
 
 
 __all__ = [

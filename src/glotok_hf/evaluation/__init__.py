@@ -15,7 +15,7 @@ from .fid import (
     save_statistics,
 )
 from .generation import evaluate_generation
-from .reconstruction import ReconstructionMetrics, evaluate_reconstruction, psnr, ssim
+from .reconstruction import ReconstructionMetrics, evaluate_reconstruction
 from .sampling import balanced_class_labels, iter_samples, load_samples_npz, sample_for_evaluation, save_samples_npz
 from .uniformity import UniformityResult, density_statistics, latent_uniformity
 
@@ -43,9 +43,7 @@ __all__ = [
     "load_reference_statistics",
     "load_samples_npz",
     "metric_path",
-    "psnr",
     "sample_for_evaluation",
     "save_samples_npz",
     "save_statistics",
-    "ssim",
 ]

@@ -17,6 +17,8 @@ import torch
 from torch import nn
 from torchmetrics.classification import MulticlassStatScores
 
+from ..data import pixels_to_uint8
+from ..utils import is_int
 from .sampling import uint8_to_pixel_values
 
 
@@ -44,7 +46,7 @@ class ClassConsistency(nn.Module):
 
     def __init__(self, num_classes: int, classifier: Callable[[torch.Tensor], torch.Tensor] | None = None):
         super().__init__()
-        if not isinstance(num_classes, int) or isinstance(num_classes, bool) or num_classes < 2:
+        if not is_int(num_classes) or num_classes < 2:
             raise ValueError(f"num_classes must be an int >= 2, got {num_classes!r}.")
         self.num_classes = num_classes
         self.classifier = classifier
@@ -97,8 +99,7 @@ class TransformersImageClassifier(nn.Module):
 
     @torch.no_grad()
     def forward(self, images: torch.Tensor) -> torch.Tensor:
-        arrays = ((images.detach().float().clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8)
-        arrays = [a for a in arrays.permute(0, 2, 3, 1).cpu().numpy()]
+        arrays = list(pixels_to_uint8(images).permute(0, 2, 3, 1).cpu().numpy())
         inputs = self.processor(images=arrays, return_tensors="pt")
         device = next(self.model.parameters()).device
         pixel_values = inputs["pixel_values"].to(device, next(self.model.parameters()).dtype)
@@ -134,8 +135,6 @@ def load_image_classifier(path: str | os.PathLike, device: torch.device | str = 
 
     The result has a `num_classes` attribute (`None` for TorchScript until the first call).
     """
-    if not isinstance(path, (str, os.PathLike)):
-        raise TypeError(f"classifier path must be a str or os.PathLike, got {type(path).__name__}.")
     path = Path(path).expanduser()
     if path.is_dir():
         if not (path / "config.json").is_file():

@@ -34,6 +34,9 @@ from torch import nn
 from torchmetrics.image.fid import FrechetInceptionDistance
 from torchmetrics.image.inception import InceptionScore as _TorchmetricsInceptionScore
 
+from ..data import pixels_to_uint8
+from ..utils import is_int
+
 INCEPTION_FEATURES = {"pool": "2048", "logits": "logits_unbiased"}
 TORCH_FIDELITY_WEIGHTS = "weights-inception-2015-12-05-6726825d.pth"
 TORCHSCRIPT_INCEPTION = "inception-2015-12-05.pt"
@@ -41,16 +44,17 @@ TORCHSCRIPT_INCEPTION = "inception-2015-12-05.pt"
 
 def to_unit_range(images: torch.Tensor, quantize: bool = True) -> torch.Tensor:
     """Images in [-1, 1] -> float32 in [0, 1] (clamped; rounded to multiples of 1/255 when `quantize`)."""
-    if not isinstance(images, torch.Tensor) or not images.is_floating_point() or images.ndim != 4:
-        raise ValueError(
-            "images must be a floating-point tensor of shape (batch, channels, height, width) with values in [-1, 1], "
-            f"got {type(images).__name__} {getattr(images, 'shape', '')} {getattr(images, 'dtype', '')}."
-        )
-    images = (images.detach().float().clamp(-1, 1) + 1) / 2
-    return (images * 255).round() / 255 if quantize else images
+    return pixels_to_uint8(images).float() / 255 if quantize else (images.detach().float().clamp(-1, 1) + 1) / 2
 
 
-class ImageFeatures(nn.Module):
+class _FrozenFeatures(nn.Module):
+    """A feature network that stays in eval mode (like torchmetrics' `NoTrainInceptionV3`)."""
+
+    def train(self, mode: bool = True) -> "_FrozenFeatures":
+        return super().train(False)
+
+
+class ImageFeatures(_FrozenFeatures):
     r"""Wraps a feature network so that it takes float32 images in [0, 1] `(batch, 3, H, W)` and returns float32
     features `(batch, num_features)` (flattened). `num_features` is the network's `num_features` attribute when it has
     one, else the size found by one probe pass on random `probe_size x probe_size` images.
@@ -63,8 +67,6 @@ class ImageFeatures(nn.Module):
 
     def __init__(self, network: nn.Module, probe_size: int = 64, name: str | None = None):
         super().__init__()
-        if not isinstance(network, nn.Module):
-            raise TypeError(f"network must be a torch.nn.Module, got {type(network).__name__}.")
         self.network = network.eval()
         for parameter in network.parameters():
             parameter.requires_grad_(False)
@@ -76,9 +78,6 @@ class ImageFeatures(nn.Module):
                 num_features = self(torch.rand(2, 3, probe_size, probe_size, device=device)).shape[1]
         self.num_features = num_features
 
-    def train(self, mode: bool = True) -> "ImageFeatures":
-        return super().train(False)  # feature networks stay in eval mode (like torchmetrics' NoTrainInceptionV3)
-
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         features = self.network(images)
         if not isinstance(features, torch.Tensor) or features.ndim < 2 or features.shape[0] != images.shape[0]:
@@ -89,7 +88,7 @@ class ImageFeatures(nn.Module):
         return features.flatten(1).float()
 
 
-class InceptionV3Features(nn.Module):
+class InceptionV3Features(_FrozenFeatures):
     r"""torch-fidelity's Inception-v3 (through torchmetrics' `NoTrainInceptionV3`) built from a local weights file.
 
     Args:
@@ -100,9 +99,7 @@ class InceptionV3Features(nn.Module):
 
     def __init__(self, weights_path: str | os.PathLike, output: str = "pool"):
         super().__init__()
-        if output not in INCEPTION_FEATURES:
-            raise ValueError(f"output must be one of {list(INCEPTION_FEATURES)}, got {output!r}.")
-        path = _existing_file(weights_path, "Inception weights")
+        path = Path(weights_path)
         try:
             import torch_fidelity  # noqa: F401
         except ImportError as err:
@@ -122,14 +119,11 @@ class InceptionV3Features(nn.Module):
         self.name = f"torch-fidelity inception-v3-compat ({INCEPTION_FEATURES[output]})"
         self.num_features = 2048 if output == "pool" else 1008
 
-    def train(self, mode: bool = True) -> "InceptionV3Features":
-        return super().train(False)
-
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         return self.network((images * 255).round().clamp(0, 255).to(torch.uint8)).float()
 
 
-class TorchScriptInceptionFeatures(nn.Module):
+class TorchScriptInceptionFeatures(_FrozenFeatures):
     r"""The TorchScript Inception-v3 of StyleGAN2-ADA / clean-fid (`inception-2015-12-05.pt`), a port of the
     TensorFlow network of the ADM evaluator. It takes images with values in [0, 255] at any size and resizes them
     itself.
@@ -142,15 +136,10 @@ class TorchScriptInceptionFeatures(nn.Module):
 
     def __init__(self, network: nn.Module, output: str = "pool"):
         super().__init__()
-        if output not in INCEPTION_FEATURES:
-            raise ValueError(f"output must be one of {list(INCEPTION_FEATURES)}, got {output!r}.")
         self.network = network.eval()
         self.output = output
         self.name = f"torchscript inception-2015-12-05 ({output})"
         self.num_features = 2048 if output == "pool" else 1008
-
-    def train(self, mode: bool = True) -> "TorchScriptInceptionFeatures":
-        return super().train(False)
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         images = (images * 255).round()
@@ -162,8 +151,6 @@ class TorchScriptInceptionFeatures(nn.Module):
 
 
 def _existing_file(path: str | os.PathLike, what: str) -> Path:
-    if not isinstance(path, (str, os.PathLike)):
-        raise TypeError(f"{what} path must be a str or os.PathLike, got {type(path).__name__}.")
     path = Path(path).expanduser()
     if not path.is_file():
         raise FileNotFoundError(f"{what} file not found: {path}. Nothing is downloaded; give a local file.")
@@ -284,10 +271,7 @@ class FrechetDistance(nn.Module):
         # torchmetrics keeps sum(x), sum(x x^T) and n; any n >= 2 reproduces (mu, sigma) exactly, 2 loses least.
         n = 2
         device = self.metric.real_features_sum.device
-        main = not (torch.distributed.is_available() and torch.distributed.is_initialized()) or (
-            torch.distributed.get_rank() == 0
-        )
-        scale = 1.0 if main else 0.0
+        scale = 0.0 if _distributed() and torch.distributed.get_rank() != 0 else 1.0
         self.metric.real_features_sum = (scale * n * mu).to(device)
         self.metric.real_features_cov_sum = (scale * ((n - 1) * sigma + n * torch.outer(mu, mu))).to(device)
         self.metric.real_features_num_samples = torch.tensor(int(scale) * n, device=device)
@@ -338,7 +322,7 @@ class InceptionScore(nn.Module):
 
     def __init__(self, logits_network: nn.Module, splits: int = 10, quantize: bool = True, seed: int = 0):
         super().__init__()
-        if not isinstance(splits, int) or splits < 1:
+        if not is_int(splits) or splits < 1:
             raise ValueError(f"splits must be a positive int, got {splits!r}.")
         self.logits_network = _feature_network(logits_network, probe_size=64)
         self.quantize = quantize

@@ -18,10 +18,10 @@ from collections.abc import Iterable
 import torch
 from torch import nn
 from torchmetrics.aggregation import MeanMetric, SumMetric
-from torchmetrics.functional.image import peak_signal_noise_ratio, structural_similarity_index_measure
 from torchmetrics.image import PeakSignalNoiseRatio, StructuralSimilarityIndexMeasure
 from tqdm.auto import tqdm
 
+from ..data import pixels_to_uint8, uint8_to_pixels
 from .codebook import code_counts, codebook_perplexity, codebook_usage
 from .fid import FrechetDistance
 from .uniformity import latent_uniformity
@@ -31,13 +31,7 @@ DATA_RANGE = 2.0  # images live in [-1, 1]
 
 def prepare_images(images: torch.Tensor, quantize: bool = True) -> torch.Tensor:
     """Clamp images to [-1, 1] (float32) and, when `quantize`, round them to the 256 levels of an 8-bit PNG."""
-    if not isinstance(images, torch.Tensor) or not images.is_floating_point() or images.ndim != 4:
-        raise ValueError(
-            "images must be a floating-point tensor of shape (batch, channels, height, width) in [-1, 1], got "
-            f"{type(images).__name__} {tuple(getattr(images, 'shape', ()))}."
-        )
-    images = images.detach().float().clamp(-1, 1)
-    return ((images + 1) * 127.5).round() / 127.5 - 1 if quantize else images
+    return uint8_to_pixels(pixels_to_uint8(images)) if quantize else images.detach().float().clamp(-1, 1)
 
 
 def _check_pair(reconstructions: torch.Tensor, originals: torch.Tensor) -> None:
@@ -52,33 +46,6 @@ def _check_pair(reconstructions: torch.Tensor, originals: torch.Tensor) -> None:
             f"reconstructions and originals must have the same shape, got {tuple(reconstructions.shape)} and "
             f"{tuple(originals.shape)}."
         )
-
-
-def psnr(reconstructions: torch.Tensor, originals: torch.Tensor) -> torch.Tensor:
-    r"""Per-image PSNR in dB of images in [-1, 1]: `10 log10(4 / MSE)` (`data_range = 2`); `inf` where identical.
-
-    Args:
-        reconstructions, originals (`torch.FloatTensor` of shape `(batch, C, H, W)`): images in [-1, 1].
-
-    Returns:
-        `torch.FloatTensor` of shape `(batch,)`.
-    """
-    _check_pair(reconstructions, originals)
-    return peak_signal_noise_ratio(
-        reconstructions.float(), originals.float(), data_range=DATA_RANGE, reduction="none", dim=(1, 2, 3)
-    )
-
-
-def ssim(reconstructions: torch.Tensor, originals: torch.Tensor) -> torch.Tensor:
-    r"""Per-image SSIM of images in [-1, 1] (Gaussian 11x11 window, sigma 1.5, `data_range = 2`); 1 where identical.
-
-    Returns:
-        `torch.FloatTensor` of shape `(batch,)`.
-    """
-    _check_pair(reconstructions, originals)
-    return structural_similarity_index_measure(
-        reconstructions.float(), originals.float(), data_range=DATA_RANGE, reduction="none"
-    )
 
 
 class ReconstructionMetrics(nn.Module):
@@ -204,7 +171,7 @@ def evaluate_reconstruction(
     for batch in tqdm(batches, desc="reconstruction", disable=not progress):
         images = _pixel_values(batch).to(device)
         with autocast:
-            encoded = model.encode(images)
+            encoded = model.encode(images, validate=True)  # an entry point: reject e.g. [0, 255] images clearly
             reconstructions = model.decode(**encoded.indices).sample
         metrics.update(reconstructions.float(), images)
         for name in branches:
@@ -251,6 +218,4 @@ __all__ = [
     "ReconstructionMetrics",
     "evaluate_reconstruction",
     "prepare_images",
-    "psnr",
-    "ssim",
 ]

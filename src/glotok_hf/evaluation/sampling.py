@@ -27,6 +27,9 @@ from accelerate.utils import parse_flag_from_env
 from PIL import Image
 from tqdm.auto import tqdm
 
+from ..data import uint8_to_pixels
+from ..utils import is_int
+
 
 def process_state() -> PartialState:
     """accelerate's process state (process count, index, device), honouring `accelerate launch --cpu`
@@ -41,14 +44,10 @@ def balanced_class_labels(class_ids: int | Sequence[int], images_per_class: int)
         class_ids (`int` or sequence of `int`): the classes, or their number `C` for classes `0..C-1`.
         images_per_class (`int`): images per class.
     """
-    if isinstance(class_ids, int) and not isinstance(class_ids, bool):
-        if class_ids < 1:
-            raise ValueError(f"The number of classes must be positive, got {class_ids}.")
-        class_ids = range(class_ids)
-    class_ids = list(class_ids)
-    if not class_ids or not all(isinstance(c, int) and not isinstance(c, bool) and c >= 0 for c in class_ids):
+    class_ids = list(range(class_ids) if is_int(class_ids) else class_ids)
+    if not class_ids or not all(is_int(c) and c >= 0 for c in class_ids):
         raise ValueError(f"class_ids must be a positive int or a non-empty list of class ids >= 0, got {class_ids!r}.")
-    if not isinstance(images_per_class, int) or images_per_class < 1:
+    if not is_int(images_per_class) or images_per_class < 1:
         raise ValueError(f"images_per_class must be a positive int, got {images_per_class!r}.")
     return [c for c in class_ids for _ in range(images_per_class)]
 
@@ -56,8 +55,6 @@ def balanced_class_labels(class_ids: int | Sequence[int], images_per_class: int)
 def shard_indices(num_images: int, num_processes: int = 1, process_index: int = 0) -> range:
     """The contiguous block of image indices of one process: the first `num_images % num_processes` processes take
     one more image than the others (the split of `accelerate`'s `split_between_processes`)."""
-    if not 0 <= process_index < num_processes:
-        raise ValueError(f"process_index must be in [0, {num_processes}), got {process_index}.")
     base, extra = divmod(num_images, num_processes)
     start = process_index * base + min(process_index, extra)
     return range(start, start + base + (process_index < extra))
@@ -78,7 +75,7 @@ class SampleBatch:
 
 def uint8_to_pixel_values(images: np.ndarray) -> torch.Tensor:
     """uint8 `(B, H, W, 3)` images (an ADM `.npz`, [`images_to_uint8`]) -> float32 `(B, 3, H, W)` in [-1, 1]."""
-    return torch.from_numpy(images).permute(0, 3, 1, 2).float() / 127.5 - 1
+    return uint8_to_pixels(torch.from_numpy(images).permute(0, 3, 1, 2))
 
 
 def images_to_uint8(images) -> np.ndarray:
@@ -125,7 +122,7 @@ def iter_samples(
         progress (`bool`, *optional*, defaults to `False`): show a progress bar.
         **sampling_kwargs: passed to the pipeline (`guidance_scale`, `temperature`, `top_k`, `top_p`, ...).
     """
-    if not isinstance(batch_size, int) or batch_size < 1:
+    if not is_int(batch_size) or batch_size < 1:
         raise ValueError(f"batch_size must be a positive int, got {batch_size!r}.")
     if num_processes is None or process_index is None:
         state = process_state()

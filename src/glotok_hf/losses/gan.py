@@ -12,14 +12,7 @@ All terms are computed in fp32. The discriminator's convention is "large logit =
 import torch
 import torch.nn.functional as F
 
-from ._validation import check_float_tensor, check_positive_number
-
 DISCRIMINATOR_LOSSES = ("hinge", "non_saturating")
-
-
-def _check_logits(**logits: torch.Tensor) -> None:
-    for name, value in logits.items():
-        check_float_tensor(value, name)
 
 
 def hinge_discriminator_loss(*, logits_real: torch.Tensor, logits_fake: torch.Tensor) -> dict[str, torch.Tensor]:
@@ -35,7 +28,6 @@ def hinge_discriminator_loss(*, logits_real: torch.Tensor, logits_fake: torch.Te
         `dict` with `loss`, `real_loss = mean(relu(1 - logits_real))` and `fake_loss = mean(relu(1 + logits_fake))`,
         each of shape `()`.
     """
-    _check_logits(logits_real=logits_real, logits_fake=logits_fake)
     real_loss = F.relu(1.0 - logits_real.float()).mean()
     fake_loss = F.relu(1.0 + logits_fake.float()).mean()
     return {"loss": 0.5 * (real_loss + fake_loss), "real_loss": real_loss, "fake_loss": fake_loss}
@@ -55,7 +47,6 @@ def non_saturating_discriminator_loss(
     Returns:
         `dict` with `loss`, `real_loss` and `fake_loss`, each of shape `()`.
     """
-    _check_logits(logits_real=logits_real, logits_fake=logits_fake)
     real_loss = F.softplus(-logits_real.float()).mean()  # BCE with target 1
     fake_loss = F.softplus(logits_fake.float()).mean()  # BCE with target 0
     return {"loss": 0.5 * (real_loss + fake_loss), "real_loss": real_loss, "fake_loss": fake_loss}
@@ -70,7 +61,6 @@ def hinge_generator_loss(*, logits_fake: torch.Tensor) -> torch.Tensor:
     Returns:
         `torch.FloatTensor` of shape `()`.
     """
-    _check_logits(logits_fake=logits_fake)
     return -logits_fake.float().mean()
 
 
@@ -83,7 +73,6 @@ def non_saturating_generator_loss(*, logits_fake: torch.Tensor) -> torch.Tensor:
     Returns:
         `torch.FloatTensor` of shape `()`.
     """
-    _check_logits(logits_fake=logits_fake)
     return F.softplus(-logits_fake.float()).mean()  # BCE with target 1
 
 
@@ -125,15 +114,6 @@ def adaptive_generator_weight(
         `torch.no_grad()`, e.g. evaluation, or when `last_layer` does not require gradients) the weight is 0, as in
         taming's evaluation branch, so the adversarial term contributes nothing.
     """
-    check_float_tensor(nll_loss, "nll_loss")
-    check_float_tensor(generator_loss, "generator_loss")
-    check_float_tensor(last_layer, "last_layer")
-    check_positive_number(max_weight, "max_weight")
-    if nll_loss.numel() != 1 or generator_loss.numel() != 1:
-        raise ValueError(
-            f"nll_loss and generator_loss must be scalars, got shapes {tuple(nll_loss.shape)} and "
-            f"{tuple(generator_loss.shape)}."
-        )
     no_gradient = not (torch.is_grad_enabled() and last_layer.requires_grad)
     if no_gradient or not (nll_loss.requires_grad and generator_loss.requires_grad):
         return torch.zeros((), device=nll_loss.device, dtype=torch.float32)

@@ -50,7 +50,6 @@ def naive_soft_cosine_histogram(vectors: torch.Tensor, num_bins: int = 40, alpha
     It materialises `n (n + 1) / 2 x num_bins` kernel values (and autograd keeps them), so it only suits small `n`;
     [`soft_cosine_histogram`] is the blocked implementation that is tested against it.
     """
-    _check_vectors(vectors)
     alpha = _resolve_alpha(alpha, num_bins)
     dtype = torch.float64 if vectors.dtype == torch.float64 else torch.float32
     unit = F.normalize(vectors.to(dtype), dim=-1)
@@ -90,8 +89,9 @@ def soft_cosine_histogram(
 
     Args:
         vectors (`torch.Tensor` of shape `(n, d)`):
-            The token set (e.g. a codebook), any float dtype, `n >= 1`, finite. Rows are l2-normalised internally
-            (an all-zero row has similarity 0 to everything).
+            The token set (e.g. a codebook), any float dtype, `n >= 1`, finite (not checked here: it runs in every
+            training step; the teacher builders check their tokens with `check_vectors`). Rows are l2-normalised
+            internally (an all-zero row has similarity 0 to everything).
         num_bins (`int`, *optional*, defaults to 40):
             Number of bin centres on [-1, 1] (Eq. 5).
         alpha (`float`, *optional*):
@@ -120,7 +120,6 @@ def soft_cosine_histogram(
 
     ```
     """
-    _check_vectors(vectors)
     alpha = _resolve_alpha(alpha, num_bins)
     if block_size is None:
         block_size = 2**19 if vectors.device.type == "cpu" else 2**21
@@ -145,7 +144,8 @@ def histogram_relation_loss(
 
     Args:
         codebook (`torch.Tensor` of shape `(n, d)`): the trainable codebook (the semantic one in GloTok).
-        teacher_histogram (`torch.Tensor` of shape `(num_bins,)`): fixed teacher distribution, non-negative, sums to 1.
+        teacher_histogram (`torch.Tensor` of shape `(num_bins,)`): fixed teacher distribution, non-negative, sums to 1
+            (checked once where it enters: [`check_histogram`] in `GloTokObjective` and `TeacherHistogram`).
         alpha (`float`, *optional*): kernel sharpness, defaults to [`default_histogram_alpha`].
         num_bins (`int`, *optional*, defaults to 40): number of bins.
         eps (`float`, *optional*, defaults to 1e-8): added to `P_student` before the log.
@@ -168,9 +168,8 @@ def histogram_relation_loss(
 
     ```
     """
-    teacher = check_histogram(teacher_histogram, num_bins, name="teacher_histogram")
     student = soft_cosine_histogram(codebook, num_bins=num_bins, alpha=alpha)
-    teacher = teacher.detach().to(device=student.device, dtype=student.dtype)
+    teacher = teacher_histogram.detach().to(device=student.device, dtype=student.dtype)
     return F.kl_div(torch.log(student + eps), teacher, reduction="sum")
 
 
@@ -421,7 +420,9 @@ def _resolve_alpha(alpha: float | None, num_bins: int) -> float:
     return float(alpha)
 
 
-def _check_vectors(vectors: torch.Tensor, name: str = "vectors") -> None:
+def check_vectors(vectors: torch.Tensor, name: str = "vectors") -> None:
+    """Validate a token set for a histogram: a finite `(n, d)` float tensor with `n, d >= 1` (reads the values back:
+    for entry points, not for training steps)."""
     if not isinstance(vectors, torch.Tensor):
         raise TypeError(f"{name} must be a torch.Tensor of shape (n, d), got {type(vectors).__name__}.")
     if vectors.ndim != 2 or vectors.shape[0] < 1 or vectors.shape[1] < 1:
@@ -434,6 +435,7 @@ def _check_vectors(vectors: torch.Tensor, name: str = "vectors") -> None:
 
 __all__ = [
     "check_histogram",
+    "check_vectors",
     "default_histogram_alpha",
     "histogram_bin_centers",
     "histogram_relation_loss",

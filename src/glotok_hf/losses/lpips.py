@@ -25,8 +25,6 @@ import torch.nn.functional as F
 from safetensors.torch import load_file, save_file
 from torch import nn
 
-from ._validation import check_float_tensor, check_same_shape
-
 WEIGHTS_NAME = "lpips_vgg16.safetensors"
 FORMAT_KEY, FORMAT_VALUE = "glotok_lpips", "vgg16-lin-v0.1"
 
@@ -109,13 +107,11 @@ class LPIPS(nn.Module):
         Returns:
             `torch.FloatTensor` of shape `(batch,)`: the distances (fp32).
         """
-        check_float_tensor(input, "input", ndim=4)
-        check_float_tensor(target, "target", ndim=4)
-        check_same_shape(input, target, "input", "target")
-        if input.shape[1] != 3:
-            raise ValueError(f"LPIPS expects RGB images of shape (batch, 3, H, W), got {tuple(input.shape)}.")
-        if min(input.shape[-2:]) < 16:
-            raise ValueError(f"LPIPS needs images of at least 16x16 pixels (4 poolings), got {tuple(input.shape)}.")
+        if input.shape != target.shape or input.ndim != 4 or input.shape[1] != 3 or min(input.shape[-2:]) < 16:
+            raise ValueError(
+                "LPIPS needs input and target of the same shape (batch, 3, H, W): RGB images of at least 16x16 pixels "
+                f"(4 poolings), got {tuple(input.shape)} and {tuple(target.shape)}."
+            )
         features = self._normalized_features(input)
         # the target's activations are only kept for backward when it needs a gradient (it usually does not)
         with torch.set_grad_enabled(torch.is_grad_enabled() and target.requires_grad):
@@ -142,8 +138,6 @@ class LPIPS(nn.Module):
 def resolve_lpips_weights(path: str | os.PathLike) -> Path:
     """The LPIPS `.safetensors` file at `path`: the file itself, or inside a folder `lpips_vgg16.safetensors` or the
     folder's only `.safetensors` file. Raises `FileNotFoundError` / `ValueError` naming what was expected."""
-    if not isinstance(path, (str, os.PathLike)):
-        raise TypeError(f"LPIPS weights path must be a str or os.PathLike, got {type(path).__name__}.")
     path = Path(path).expanduser()
     if path.is_dir():
         if (path / WEIGHTS_NAME).is_file():

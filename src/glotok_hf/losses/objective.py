@@ -16,7 +16,6 @@ emits is one warning at construction when a configured term cannot run (no LPIPS
 """
 
 import math
-import numbers
 import os
 import warnings
 from dataclasses import asdict, dataclass, fields
@@ -25,7 +24,7 @@ import torch
 from torch import nn
 
 from ..modeling_glotok import GloTokModelOutput
-from ._validation import check_float_tensor, check_same_shape
+from ..utils import is_int
 from .gan import DISCRIMINATOR_LOSSES, adaptive_generator_weight, discriminator_loss, generator_adversarial_loss
 from .histogram import check_histogram, histogram_relation_loss
 from .lpips import LPIPS
@@ -55,10 +54,6 @@ _WEIGHTS = (
     "entropy_weight",
     "disentanglement_weight",
 )
-
-
-def _is_number(value) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool)
 
 
 @dataclass
@@ -122,49 +117,32 @@ class GloTokLossConfig:
         self._validate()
 
     def _validate(self) -> None:
-        if self.reconstruction_loss not in RECONSTRUCTION_LOSSES:
-            raise ValueError(
-                f"GloTokLossConfig.reconstruction_loss must be one of {RECONSTRUCTION_LOSSES}, got "
-                f"{self.reconstruction_loss!r}."
-            )
-        if self.disc_loss not in DISCRIMINATOR_LOSSES:
-            raise ValueError(
-                f"GloTokLossConfig.disc_loss must be one of {DISCRIMINATOR_LOSSES}, got {self.disc_loss!r}."
-            )
+        """The one validation of the loss configuration, run once by `__post_init__`; the objective trusts it."""
+
+        def check(name, ok_type, kind, ok_value, bound):
+            value = getattr(self, name)
+            if not ok_type(value):
+                raise TypeError(f"GloTokLossConfig.{name} must be {kind}, got {type(value).__name__} {value!r}.")
+            if not ok_value(value):
+                raise ValueError(f"GloTokLossConfig.{name} must be {bound}, got {value!r}.")
+
+        def is_number(value):
+            return is_int(value) or isinstance(value, float)
+
+        for name, choices in (("reconstruction_loss", RECONSTRUCTION_LOSSES), ("disc_loss", DISCRIMINATOR_LOSSES)):
+            check(name, lambda v: True, "", lambda v, c=choices: v in c, f"one of {choices}")
         for name in _WEIGHTS:
-            value = getattr(self, name)
-            if not _is_number(value):
-                raise TypeError(f"GloTokLossConfig.{name} must be a float, got {type(value).__name__} {value!r}.")
-            if not (math.isfinite(value) and value >= 0):
-                raise ValueError(f"GloTokLossConfig.{name} must be a finite number >= 0, got {value}.")
+            check(name, is_number, "a float", lambda v: math.isfinite(v) and v >= 0, "a finite number >= 0")
         for name in ("disc_adaptive_weight_max", "entropy_temperature"):
-            value = getattr(self, name)
-            if not _is_number(value):
-                raise TypeError(f"GloTokLossConfig.{name} must be a float, got {type(value).__name__} {value!r}.")
-            if not (math.isfinite(value) and value > 0):
-                raise ValueError(f"GloTokLossConfig.{name} must be a finite number > 0, got {value}.")
-        if self.histogram_alpha is not None:
-            if not _is_number(self.histogram_alpha):
-                raise TypeError(
-                    "GloTokLossConfig.histogram_alpha must be a float or None, got "
-                    f"{type(self.histogram_alpha).__name__} {self.histogram_alpha!r}."
-                )
-            if not (math.isfinite(self.histogram_alpha) and self.histogram_alpha > 0):
-                raise ValueError(f"GloTokLossConfig.histogram_alpha must be > 0, got {self.histogram_alpha}.")
-        for name, minimum in (("histogram_num_bins", 2), ("disc_start", 0)):
-            value = getattr(self, name)
-            if not isinstance(value, int) or isinstance(value, bool):
-                raise TypeError(f"GloTokLossConfig.{name} must be an int, got {type(value).__name__} {value!r}.")
-            if value < minimum:
-                raise ValueError(f"GloTokLossConfig.{name} must be >= {minimum}, got {value}.")
+            check(name, is_number, "a float", lambda v: math.isfinite(v) and v > 0, "a finite number > 0")
+        check("histogram_alpha", lambda v: v is None or is_number(v), "a float or None",
+              lambda v: v is None or (math.isfinite(v) and v > 0), "> 0")  # fmt: skip
+        check("histogram_num_bins", is_int, "an int", lambda v: v >= 2, ">= 2")
+        check("disc_start", is_int, "an int", lambda v: v >= 0, ">= 0")
         for name in ("disc_adaptive_weight", "codebook_l2_norm"):
-            if not isinstance(getattr(self, name), bool):
-                raise TypeError(f"GloTokLossConfig.{name} must be a bool, got {getattr(self, name)!r}.")
-        if self.perceptual_model_path is not None and not isinstance(self.perceptual_model_path, str):
-            raise TypeError(
-                "GloTokLossConfig.perceptual_model_path must be a path string or None, got "
-                f"{type(self.perceptual_model_path).__name__}."
-            )
+            check(name, lambda v: isinstance(v, bool), "a bool", lambda v: True, "")
+        check("perceptual_model_path", lambda v: v is None or isinstance(v, str), "a path string or None",
+              lambda v: True, "")  # fmt: skip
 
     def to_dict(self) -> dict:
         """The config as a JSON-serialisable dict."""
@@ -275,7 +253,7 @@ class GloTokObjective(nn.Module):
 
     def discriminator_active(self, global_step: int) -> bool:
         """Whether the adversarial terms are on at `global_step`: `global_step >= disc_start` and `disc_weight > 0`."""
-        return _check_step(global_step) >= self.config.disc_start and self.config.disc_weight > 0
+        return global_step >= self.config.disc_start and self.config.disc_weight > 0
 
     # ------------------------------------------------------------------------------------------------ losses
     def generator_loss(
@@ -319,10 +297,7 @@ class GloTokObjective(nn.Module):
             entropy_weight * entropy_loss + disentanglement_weight * disentanglement_loss`.
         """
         config = self.config
-        reconstructions = getattr(output, "sample", None)
-        check_float_tensor(reconstructions, "output.sample")
-        check_float_tensor(pixel_values, "pixel_values")
-        check_same_shape(reconstructions, pixel_values, "output.sample", "pixel_values")
+        reconstructions = output.sample
         adversarial_on = self.discriminator_active(global_step)
         zero = torch.zeros((), device=pixel_values.device, dtype=torch.float32)
         terms = dict.fromkeys(GENERATOR_TERMS, zero)
@@ -407,11 +382,6 @@ class GloTokObjective(nn.Module):
             (detached). Before `disc_start` the discriminator is not run and every entry is 0; `loss` is then a
             zero leaf that still supports `backward()`, so a training loop may call it unconditionally.
         """
-        if not isinstance(discriminator, nn.Module):
-            raise TypeError(f"discriminator must be an nn.Module, got {type(discriminator).__name__}.")
-        check_float_tensor(pixel_values, "pixel_values")
-        check_float_tensor(reconstructions, "reconstructions")
-        check_same_shape(reconstructions, pixel_values, "reconstructions", "pixel_values")
         if not self.discriminator_active(global_step):
             zero = torch.zeros((), device=pixel_values.device, dtype=torch.float32)
             return {
@@ -443,7 +413,6 @@ class GloTokObjective(nn.Module):
                 "The histogram relation loss needs semantic_codebook=model.semantic.quantizer.embedding.weight in "
                 "generator_loss."
             )
-        check_float_tensor(semantic_codebook, "semantic_codebook", ndim=2)
         return histogram_relation_loss(
             semantic_codebook,
             self.teacher_histogram.to(semantic_codebook.device),
@@ -452,7 +421,7 @@ class GloTokObjective(nn.Module):
         ).float()
 
     def _entropy_loss(self, output, semantic_codebook, visual_codebook) -> torch.Tensor:
-        total = None
+        terms = []
         for name, codebook in (("semantic", semantic_codebook), ("visual", visual_codebook)):
             latents = getattr(output, f"{name}_latents", None)
             if latents is None:
@@ -462,25 +431,8 @@ class GloTokObjective(nn.Module):
                     f"entropy_weight > 0 needs {name}_codebook=model.{name}.quantizer.embedding.weight in "
                     "generator_loss."
                 )
-            if self.config.codebook_l2_norm:
-                norms = latents.detach().float().norm(dim=1)
-                if not torch.allclose(norms, torch.ones_like(norms), atol=1e-3):
-                    raise ValueError(
-                        f"GloTokLossConfig.codebook_l2_norm=True but the {name} latents are not unit vectors; set it "
-                        "to the tokenizer's GloTokConfig.codebook_l2_norm."
-                    )
-            term = entropy_loss(
-                latents, codebook, self.config.entropy_temperature, l2_normalize=self.config.codebook_l2_norm
-            )["loss"]
-            total = term if total is None else total + term
-        if total is None:
-            raise ValueError("entropy_weight > 0 but the model output holds no semantic_latents or visual_latents.")
-        return total
-
-
-def _check_step(global_step) -> int:
-    if not isinstance(global_step, numbers.Integral) or isinstance(global_step, bool):
-        raise TypeError(f"global_step must be an int, got {type(global_step).__name__} {global_step!r}.")
-    if global_step < 0:
-        raise ValueError(f"global_step must be >= 0, got {global_step}.")
-    return int(global_step)
+            config = self.config
+            terms.append(
+                entropy_loss(latents, codebook, config.entropy_temperature, l2_normalize=config.codebook_l2_norm)
+            )
+        return sum(term["loss"] for term in terms)  # a GloTok model has at least one codebook

@@ -4,8 +4,6 @@
 import torch
 import torch.nn.functional as F
 
-from ._validation import check_float_tensor, check_same_shape
-
 RECONSTRUCTION_LOSSES = ("l2", "l1")
 
 
@@ -24,8 +22,10 @@ def reconstruction_loss(reconstruction: torch.Tensor, target: torch.Tensor, kind
     """
     if kind not in RECONSTRUCTION_LOSSES:
         raise ValueError(f"reconstruction loss kind must be one of {RECONSTRUCTION_LOSSES}, got {kind!r}.")
-    check_float_tensor(reconstruction, "reconstruction")
-    check_float_tensor(target, "target")
-    check_same_shape(reconstruction, target, "reconstruction", "target")
+    if reconstruction.shape != target.shape:  # F.mse_loss would broadcast
+        raise ValueError(
+            f"reconstruction and target must have the same shape (no broadcasting), got {tuple(reconstruction.shape)} "
+            f"and {tuple(target.shape)}."
+        )
     loss_fn = F.mse_loss if kind == "l2" else F.l1_loss
     return loss_fn(reconstruction.float(), target.float())

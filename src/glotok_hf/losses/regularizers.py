@@ -9,8 +9,6 @@
 import torch
 import torch.nn.functional as F
 
-from ._validation import check_float_tensor, check_positive_number, check_same_shape
-
 
 def _flatten_channels_first(latents: torch.Tensor) -> torch.Tensor:
     """`(B, D, h, w)` -> `(B*h*w, D)`; `(N, D)` is returned as is."""
@@ -46,16 +44,8 @@ def entropy_loss(
         `dict` with `loss`, `sample_entropy` and `average_entropy`, each of shape `()`; `loss` lies in
         `[-log(num_codes), log(num_codes)]`.
     """
-    check_float_tensor(latents, "latents")
-    check_float_tensor(codebook, "codebook", ndim=2)
-    check_positive_number(temperature, "temperature")
     z = _flatten_channels_first(latents).float()
     codes = codebook.float()
-    if z.shape[1] != codes.shape[1]:
-        raise ValueError(
-            f"latents have dimension {z.shape[1]} but the codebook has dimension {codes.shape[1]} "
-            f"(codebook shape {tuple(codebook.shape)})."
-        )
     if l2_normalize:
         z, codes = F.normalize(z, dim=-1), F.normalize(codes, dim=-1)
     # -||z - e||^2 = 2 z.e - ||e||^2 - ||z||^2; the last term is constant per row and cancels in the softmax.
@@ -85,9 +75,6 @@ def disentanglement_loss(visual_quantized: torch.Tensor, semantic_quantized: tor
     Returns:
         `torch.FloatTensor` of shape `()` in [0, 1], fp32.
     """
-    check_float_tensor(visual_quantized, "visual_quantized")
-    check_float_tensor(semantic_quantized, "semantic_quantized")
-    check_same_shape(visual_quantized, semantic_quantized, "visual_quantized", "semantic_quantized")
     v = _flatten_channels_first(visual_quantized).float()
     s = _flatten_channels_first(semantic_quantized).float()
     cosine = (F.normalize(v, dim=-1) * F.normalize(s, dim=-1)).sum(-1)

@@ -4,6 +4,10 @@
 import datasets
 import evaluate
 import numpy as np
+import torch
+
+from glotok_hf.evaluation.codebook import code_counts, codebook_perplexity, codebook_usage
+from glotok_hf.utils import is_int
 
 _DESCRIPTION = """
 How much of a codebook a tokenizer uses. From all code indices given: usage is the fraction of the num_codes codes that
@@ -40,24 +44,21 @@ class CodebookUsage(evaluate.Metric):
         )
 
     def _compute(self, predictions, num_codes=None):
-        if not isinstance(num_codes, int) or isinstance(num_codes, bool) or num_codes <= 0:
+        if not is_int(num_codes) or num_codes <= 0:
             raise ValueError(
                 f"codebook_usage needs num_codes, the codebook size, as a positive int; got {num_codes!r}."
             )
-        indices = (
-            np.concatenate([np.asarray(p, dtype=np.int64).reshape(-1) for p in predictions]) if predictions else []
-        )
-        indices = np.asarray(indices, dtype=np.int64)
+        indices = np.concatenate([np.asarray(p, dtype=np.int64).reshape(-1) for p in predictions] or [np.zeros(0)])
         if indices.size == 0:
             raise ValueError("codebook_usage needs at least one code index.")
         if indices.min() < 0 or indices.max() >= num_codes:
             raise ValueError(f"Code indices must lie in [0, {num_codes}), got [{indices.min()}, {indices.max()}].")
-        counts = np.bincount(indices, minlength=num_codes).astype(np.float64)
-        p = counts[counts > 0] / counts.sum()
-        perplexity = float(np.exp(-(p * np.log(p)).sum()))
+        indices = torch.from_numpy(indices.astype(np.int64))
+        counts = code_counts(indices, num_codes)
+        perplexity = codebook_perplexity(counts)
         return {
-            "usage": float((counts > 0).mean()),
+            "usage": codebook_usage(counts),
             "perplexity": perplexity,
             "normalized_perplexity": perplexity / num_codes,
-            "num_indices": int(indices.size),
+            "num_indices": int(indices.numel()),
         }
