@@ -1,0 +1,217 @@
+# Copyright 2026 The glotok-hf authors. Licensed under the Apache License, Version 2.0.
+"""`glotok check-pipeline`: check, offline, that a pipeline folder will work once pushed to the Hub.
+
+The folder is loaded the way the Hub serves it, `DiffusionPipeline.from_pretrained(folder, trust_remote_code=True)`,
+in a fresh process where glotok-hf cannot be imported; that process generates one image, which must equal the image
+the installed glotok-hf generates from the same weights and seed. The model card is linted (license, training data,
+metrics, sample image), and no JSON file may carry a local absolute path.
+"""
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import textwrap
+from dataclasses import dataclass
+from pathlib import Path
+
+# Prepended to the child script: glotok_hf cannot be imported there, as on a machine without glotok-hf.
+BLOCK_GLOTOK_HF = """
+import importlib.abc, sys
+
+class BlockGloTok(importlib.abc.MetaPathFinder):
+    def find_spec(self, name, path, target=None):
+        if name == "glotok_hf" or name.startswith("glotok_hf."):
+            raise ImportError("glotok_hf is blocked: this process stands for a machine without glotok-hf")
+        return None
+
+sys.meta_path.insert(0, BlockGloTok())
+"""
+
+_CHILD = BLOCK_GLOTOK_HF + textwrap.dedent(
+    """
+    import numpy as np
+    import torch
+    from diffusers import DiffusionPipeline
+
+    folder, label, seed, output = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), sys.argv[4]
+    torch.set_num_threads(1)
+    pipe = DiffusionPipeline.from_pretrained(folder, trust_remote_code=True)
+    pipe.set_progress_bar_config(disable=True)
+    generator = [torch.Generator().manual_seed(seed)]
+    np.save(output, pipe([label], generator=generator, output_type="np").images)
+    print(type(pipe).__module__)
+    """
+)
+
+DESCRIPTION = __doc__.split("\n", 1)[1].strip()
+EPILOG = """examples:
+  glotok check-pipeline runs/prior/pipeline
+  glotok check-pipeline exported/ --seed 3 --tolerance 1e-5
+
+Exit status 0 when every check passes, 1 when one fails, 2 for bad arguments."""
+
+
+@dataclass
+class Check:
+    name: str
+    ok: bool
+    detail: str
+
+
+def register(subparsers) -> None:
+    parser = subparsers.add_parser(
+        "check-pipeline",
+        help="check offline that a pipeline folder loads from the Hub without glotok-hf, and lint its card",
+        description=DESCRIPTION,
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument(
+        "folder", type=Path, metavar="DIR", help="a pipeline folder (model_index.json, vqmodel/, prior/)"
+    )
+    parser.add_argument("--seed", type=int, default=0, help="seed of the generated image (default: 0)")
+    parser.add_argument("--tolerance", type=float, default=1e-5,
+                        help="largest pixel difference (in [0, 1]) allowed between the two images (default: 1e-5)")  # fmt: skip
+    parser.add_argument("--timeout", type=float, default=600, help="seconds the child process may take (default: 600)")
+    parser.set_defaults(func=run)
+
+
+def lint_card(folder: Path) -> list[Check]:
+    """The model card names its license, training data and metrics, and the image it shows exists."""
+    readme = folder / "README.md"
+    if not readme.is_file():
+        return [Check("model card", False, "no README.md: push_to_hub writes one; see glotok_hf.hub.model_card")]
+    from huggingface_hub import ModelCard
+
+    card = ModelCard.load(readme)
+    sections = _sections(card.text)
+    data = sections.get("training data", "")
+    checks = [
+        Check("card: license", bool(card.data.license), f"license: {card.data.license or 'missing in the metadata'}"),
+        Check(
+            "card: training data",
+            bool(data) and not data.startswith("Not documented"),
+            "documented" if data and not data.startswith("Not documented") else "missing or 'Not documented'",
+        ),
+        Check(
+            "card: metrics",
+            "|" in sections.get("metrics", ""),
+            "a metrics table" if "metrics" in sections else "no Metrics section",
+        ),
+    ]
+    images = [line.split("](", 1)[1].split(")", 1)[0] for line in card.text.splitlines() if line.startswith("![")]
+    missing = [name for name in images if "://" not in name and not (folder / name).is_file()]
+    checks.append(
+        Check("card: images", not missing, f"missing {missing}" if missing else f"{len(images)} shown, all present")
+    )
+    return checks
+
+
+def _sections(text: str) -> dict[str, str]:
+    """`## Heading` -> its text (lower-case headings)."""
+    out, name = {}, None
+    for line in text.splitlines():
+        if line.startswith("## "):
+            name = line[3:].strip().lower()
+            out[name] = ""
+        elif name is not None:
+            out[name] = (out[name] + "\n" + line).strip()
+    return out
+
+
+def local_paths_in_json(folder: Path) -> list[str]:
+    """`file: key` of every JSON string value that is an absolute path on this machine (e.g. `_name_or_path`)."""
+    found = []
+    for path in sorted(folder.rglob("*.json")):
+        try:
+            data = json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            continue
+        for key, value in data.items() if isinstance(data, dict) else ():
+            if isinstance(value, str) and os.path.isabs(value) and Path(value).exists():
+                found.append(f"{path.relative_to(folder)}: {key}")
+    return found
+
+
+def installed_image(folder: Path, seed: int):
+    """The image the installed glotok-hf generates from the folder's weights (label 0, one generator)."""
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    from ..modeling_glotok import GloTokModel
+    from ..pipeline_glotok import GloTokPipeline
+
+    index = json.loads((folder / "model_index.json").read_text(encoding="utf-8"))
+    pipe = GloTokPipeline(
+        GloTokModel.from_pretrained(folder / "vqmodel"),
+        AutoModelForCausalLM.from_pretrained(folder / "prior"),
+        id2label=index.get("id2label"),
+    )
+    pipe.set_progress_bar_config(disable=True)
+    return pipe([0], generator=[torch.Generator().manual_seed(seed)], output_type="np").images
+
+
+def remote_code_checks(folder: Path, seed: int, tolerance: float, timeout: float) -> list[Check]:
+    import numpy as np
+
+    index = json.loads((folder / "model_index.json").read_text(encoding="utf-8"))
+    modules = [index.get("_class_name"), index.get("vqmodel")]
+    if any(isinstance(entry, list) and str(entry[0]).startswith("glotok_hf") for entry in modules) or isinstance(
+        index.get("_class_name"), str
+    ):
+        return [
+            Check(
+                "remote-code layout",
+                False,
+                "model_index.json names glotok_hf modules, so the folder loads only where glotok-hf is installed; "
+                "write the Hub layout with glotok_hf.hub (push_to_hub does it)",
+            )
+        ]
+    with tempfile.TemporaryDirectory() as tmp:
+        env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_HOME": os.path.join(tmp, "hf_home"), "PYTHONUNBUFFERED": "1"}
+        env["OMP_NUM_THREADS"] = "1"
+        output = os.path.join(tmp, "image.npy")
+        try:
+            proc = subprocess.run(
+                [sys.executable, "-c", _CHILD, str(folder), "0", str(seed), output],
+                env=env, capture_output=True, text=True, timeout=timeout,
+            )  # fmt: skip
+        except subprocess.TimeoutExpired:
+            return [Check("loads without glotok-hf", False, f"the child process took more than {timeout:.0f} s")]
+        if proc.returncode != 0:
+            last = (proc.stderr.strip().splitlines() or ["(no output)"])[-1]
+            return [Check("loads without glotok-hf", False, last)]
+        remote = np.load(output)
+    import torch
+
+    torch.set_num_threads(1)  # the same thread count as the child: the same float results
+    difference = float(np.abs(remote - installed_image(folder, seed)).max())
+    return [
+        Check("loads without glotok-hf", True, f"DiffusionPipeline -> {proc.stdout.strip().splitlines()[-1]}"),
+        Check("same image as glotok-hf", difference <= tolerance, f"max pixel difference {difference:.2e}"),
+    ]
+
+
+def check_pipeline(
+    folder: str | os.PathLike, seed: int = 0, tolerance: float = 1e-5, timeout: float = 600
+) -> list[Check]:
+    """Every check of `glotok check-pipeline` on `folder`, in order."""
+    folder = Path(folder)
+    if not (folder / "model_index.json").is_file():
+        raise FileNotFoundError(f"{folder} is not a pipeline folder: it has no model_index.json.")
+    paths = local_paths_in_json(folder)
+    checks = [Check("no local paths", not paths, f"absolute paths in {paths}" if paths else "none in the JSON files")]
+    return checks + lint_card(folder) + remote_code_checks(folder, seed, tolerance, timeout)
+
+
+def run(args: argparse.Namespace) -> int:
+    checks = check_pipeline(args.folder, seed=args.seed, tolerance=args.tolerance, timeout=args.timeout)
+    width = max(len(check.name) for check in checks)
+    for check in checks:
+        print(f"{'PASS' if check.ok else 'FAIL'}  {check.name:<{width}}  {check.detail}")
+    failed = sum(not check.ok for check in checks)
+    print(f"{len(checks) - failed} passed, {failed} failed")
+    return 1 if failed else 0
