@@ -109,12 +109,8 @@ class TokenLayout:
     @property
     def code_ranges(self) -> tuple[tuple[int, int], ...]:
         """The id range `[lo, hi)` of each token of a position, in sampling order (visual first)."""
-        ranges = []
-        if self.visual_codebook_size:
-            ranges.append((0, self.visual_codebook_size))
-        if self.semantic_codebook_size:
-            ranges.append((self.visual_codebook_size, self.codebook_size))
-        return tuple(ranges)
+        v, s = self.visual_codebook_size, self.semantic_codebook_size
+        return tuple(id_range for id_range, size in (((0, v), v), ((v, v + s), s)) if size)
 
     def num_image_tokens(self, num_positions: int) -> int:
         """Image tokens of an image with `num_positions` grid positions (class token excluded)."""
