@@ -23,18 +23,19 @@ def test_default_is_the_taming_patchgan():
         (3, 64, 2), (64, 128, 2), (128, 256, 2), (256, 512, 1), (512, 1, 1)
     ]  # fmt: skip
     assert all(c.kernel_size == (4, 4) and c.padding == (1, 1) for c in convs)
-    assert config.logits_size(256) == 30  # 30x30 patches for 256x256 images
+    assert config.channels == [64, 128, 256, 512] and config.min_image_size == 24
     with torch.no_grad():
-        assert discriminator.eval()(torch.zeros(1, 3, 48, 48)).shape == (1, 1, 4, 4)
+        assert discriminator.eval()(torch.zeros(1, 3, 256, 256)).shape == (1, 1, 30, 30)  # 30x30 patches at 256
 
 
 @pytest.mark.parametrize("norm_type", ["batch", "group", "none"])
 @pytest.mark.parametrize("num_layers, size", [(1, 6), (2, 16), (2, 21), (3, 24)])
-def test_output_shape_matches_logits_size(norm_type, num_layers, size):
+def test_output_shape_matches_the_documented_logit_size(norm_type, num_layers, size):
     discriminator = tiny_discriminator(num_layers=num_layers, norm_type=norm_type).eval()
     out = discriminator(torch.zeros(2, 3, size, size + 8))
     config = discriminator.config
-    assert out.shape == (2, 1, config.logits_size(size), config.logits_size(size + 8))
+    side = size // 2**config.num_layers - 2  # the documented logit side
+    assert out.shape == (2, 1, side, (size + 8) // 2**config.num_layers - 2)
     norms = [
         type(m).__name__ for m in discriminator.modules() if isinstance(m, (torch.nn.BatchNorm2d, torch.nn.GroupNorm))
     ]

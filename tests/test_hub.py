@@ -69,9 +69,10 @@ def test_bundle_inlines_each_module_once_and_keeps_aliases(tmp_path):
 @pytest.mark.parametrize(
     "source, match",
     [
-        ("from . import a\n", "only `from .module import name`"),
-        ("def f():\n    from .a import X\n", "not at top level"),
-        ("from .missing import X\n", "does not exist"),
+        ("from . import a\n", r"read as a relative import: 'from \. import a'"),
+        ("from ..a import X\n", r"read as a relative import: 'from \.\.a import X'"),
+        ("def f():\n    from .a import X\n", r"read as a relative import: 'from \.a import X'"),
+        ("from .missing import X\n", "missing.py"),
         ('"""Docs.\nfrom .a import X is how you import it\n"""\n', "read as a relative import"),
     ],
 )

@@ -65,7 +65,7 @@ def test_prior_config_bad_inputs():
         prior_config("M", tiny_glotok_config(), 5)
     with pytest.raises(ValueError, match="vocab_size=100 cannot be overridden: the token layout needs 34 ids"):
         tiny_prior_config(vocab_size=100)
-    with pytest.raises(ValueError, match="num_classes must be >= 1"):
+    with pytest.raises(ValueError, match="num_classes must be an int >= 1"):
         prior_config("B", tiny_glotok_config(), 0)
 
 
@@ -146,13 +146,13 @@ def test_training_batch_bad_inputs():
     swapped[0, 0], swapped[0, 1] = codes[0, 1], codes[0, 0]
     with pytest.raises(ValueError, match=r"codes break the token layout: row 0, image token 0 .* \[0, 16\)"):
         prior_training_batch(swapped, labels, layout, validate=True)
-    with pytest.raises(ValueError, match=r"labels must lie in \[0, 5\)"):
+    with pytest.raises(ValueError, match=r"labels must be .* in \[0, 5\)"):
         prior_training_batch(codes, torch.tensor([0, 5]), layout, validate=True)
     prior_training_batch(swapped, labels, layout)  # the training loop's call trusts its checked code dataset
     with pytest.raises(ValueError, match="one label per row of codes"):
-        prior_training_batch(codes, labels[:1], layout)
+        prior_training_batch(codes, labels[:1], layout, validate=True)
     with pytest.raises(ValueError, match="class_dropout_prob must be in"):
-        prior_training_batch(codes, labels, layout, class_dropout_prob=1.5)
+        prior_training_batch(codes, labels, layout, class_dropout_prob=1.5, validate=True)
 
 
 def test_docstring_examples():

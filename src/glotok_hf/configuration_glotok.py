@@ -136,10 +136,8 @@ class GloTokConfig(PreTrainedConfig):
 
     # ------------------------------------------------------------------ validation
     def _validate(self) -> None:
-        """The one validation of a GloTokConfig, run once by `__post_init__` (the model and its forward trust it).
-
-        Not transformers' `@strict` / `validate_architecture`: that would raise `StrictDataclass*Error`s (neither
-        `TypeError` nor `ValueError`) and reject `dropout=0` (an int for a float field)."""
+        """The one validation of a GloTokConfig, run once by `__post_init__` (the model and its forward trust it)."""
+        # Not transformers' `@strict`/`validate_architecture`: they raise `StrictDataclass*Error`s, reject `dropout=0`.
         name = type(self).__name__
         ints = ("in_channels", "out_channels", "layers_per_block", "norm_num_groups", "latent_channels", "adapter_depth",
                 "adapter_num_heads", "semantic_codebook_size", "visual_codebook_size", "codebook_dim",

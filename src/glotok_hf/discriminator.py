@@ -58,31 +58,24 @@ class GloTokDiscriminatorConfig(PreTrainedConfig):
         """Smallest image side that gives at least one logit: `3 * 2**num_layers`."""
         return 3 * 2**self.num_layers
 
-    def logits_size(self, image_size: int) -> int:
-        """Side of the logit map for images of side `image_size`: `image_size // 2**num_layers - 2`."""
-        return image_size // 2**self.num_layers - 2
-
     def _validate(self) -> None:
-        for name in ("in_channels", "base_channels", "num_layers", "norm_num_groups"):
-            value = getattr(self, name)
+        """The one validation of the config, run by `__post_init__`."""
+        name, slope = type(self).__name__, self.leaky_relu_slope
+        ints = {f: getattr(self, f) for f in ("in_channels", "base_channels", "num_layers", "norm_num_groups")}
+        for field, value in ints.items():
             if not is_int(value):
-                raise TypeError(f"GloTokDiscriminatorConfig.{name} must be an int, got {type(value).__name__}.")
-            if value < 1:
-                raise ValueError(f"GloTokDiscriminatorConfig.{name} must be >= 1, got {value}.")
-        if self.norm_type not in NORM_TYPES:
-            raise ValueError(
-                f"GloTokDiscriminatorConfig.norm_type must be one of {NORM_TYPES}, got {self.norm_type!r}."
-            )
-        slope = self.leaky_relu_slope
-        if isinstance(slope, bool) or not isinstance(slope, (int, float)) or not 0 <= slope < 1:
-            raise ValueError(f"GloTokDiscriminatorConfig.leaky_relu_slope must be a float in [0, 1), got {slope!r}.")
-        if self.norm_type == "group":
-            bad = [c for c in self.channels[1:] if c % self.norm_num_groups]
-            if bad:
-                raise ValueError(
-                    f"GloTokDiscriminatorConfig.norm_num_groups={self.norm_num_groups} must divide every inner width "
-                    f"{self.channels[1:]}; {bad} are not divisible."
-                )
+                raise TypeError(f"{name}.{field} must be an int, got {type(value).__name__} {value!r}.")
+        problems = [
+            *((value < 1, f"{field} must be >= 1, got {value}") for field, value in ints.items()),
+            (self.norm_type not in NORM_TYPES, f"norm_type must be one of {NORM_TYPES}, got {self.norm_type!r}"),
+            (isinstance(slope, bool) or not isinstance(slope, (int, float)) or not 0 <= slope < 1,
+             f"leaky_relu_slope must be a float in [0, 1), got {slope!r}"),
+            (self.norm_type == "group" and any(c % self.norm_num_groups for c in self.channels[1:]),
+             f"norm_num_groups={self.norm_num_groups} must divide every inner width {self.channels[1:]}"),
+        ]  # fmt: skip
+        for failed, message in problems:
+            if failed:
+                raise ValueError(f"{name}.{message}.")
 
 
 class GloTokDiscriminator(PreTrainedModel):
@@ -112,15 +105,11 @@ class GloTokDiscriminator(PreTrainedModel):
     def __init__(self, config: GloTokDiscriminatorConfig):
         super().__init__(config)
         channels, slope = config.channels, config.leaky_relu_slope
-        layers: list[nn.Module] = [nn.Conv2d(config.in_channels, channels[0], 4, stride=2, padding=1)]
-        layers.append(nn.LeakyReLU(slope))
+        layers = [nn.Conv2d(config.in_channels, channels[0], 4, stride=2, padding=1), nn.LeakyReLU(slope)]
         for n in range(1, config.num_layers + 1):
             stride = 2 if n < config.num_layers else 1  # the last inner convolution keeps the resolution (-1 px)
-            layers.append(
-                nn.Conv2d(channels[n - 1], channels[n], 4, stride, padding=1, bias=config.norm_type == "none")
-            )
-            layers.append(self._norm(channels[n]))
-            layers.append(nn.LeakyReLU(slope))
+            conv = nn.Conv2d(channels[n - 1], channels[n], 4, stride, padding=1, bias=config.norm_type == "none")
+            layers += [conv, self._norm(channels[n]), nn.LeakyReLU(slope)]
         layers.append(nn.Conv2d(channels[-1], 1, 4, stride=1, padding=1))
         self.layers = nn.Sequential(*layers)
         self.post_init()

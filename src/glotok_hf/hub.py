@@ -40,7 +40,6 @@ GENERATED_HEADER = (
 # What diffusers' and transformers' remote-code loaders take for a relative import (they scan lines, not the AST).
 _RELATIVE_IMPORT_LINE = re.compile(r"^\s*(?:from\s+\.|import\s+\.)", flags=re.MULTILINE)
 SAMPLE_GRID_FILE = "sample_grid.png"
-CARD_KINDS = ("pipeline", "tokenizer", "prior")
 
 
 # ------------------------------------------------------------------------------------------- remote-code export
@@ -48,14 +47,13 @@ def bundle_module(path: str | Path) -> str:
     """The source of the module file `path` with every top-level `from .module import name` replaced by that
     module's source (recursively, each module once), so the result loads as a single file.
 
-    Raises a `ValueError` for relative imports it cannot inline: `from . import x`, parent-package imports, imports
-    inside functions, and `from __future__` imports in an inlined module.
+    Raises a `ValueError` for any relative import line it cannot inline (`from . import x`, parent-package imports,
+    imports inside functions, such lines in docstrings): remote-code loaders would try to fetch them.
     """
     path = Path(path).resolve()
     sources: list[str] = [path.name]
-    text = "".join(_inline(path, {path}, sources, top=True))
-    header = GENERATED_HEADER.format(sources=" + ".join(sources))
-    bundled = header + text
+    text = "".join(_inline(path, {path}, sources))
+    bundled = GENERATED_HEADER.format(sources=" + ".join(sources)) + text
     leftover = _RELATIVE_IMPORT_LINE.search(bundled)
     if leftover:
         line = bundled[leftover.start() : bundled.find("\n", leftover.start())]
@@ -66,33 +64,21 @@ def bundle_module(path: str | Path) -> str:
     return bundled
 
 
-def _inline(path: Path, seen: set[Path], sources: list[str], top: bool) -> list[str]:
+def _inline(path: Path, seen: set[Path], sources: list[str]) -> list[str]:
+    """The lines of `path` with its top-level `from .module import name` statements replaced by those modules."""
     source = path.read_text(encoding="utf-8")
-    tree = ast.parse(source, filename=str(path))
     lines = source.splitlines(keepends=True)
-    top_level = set(map(id, tree.body))
-    for node in ast.walk(tree):
-        if isinstance(node, ast.ImportFrom) and node.level > 0 and id(node) not in top_level:
-            raise ValueError(f"{path.name}:{node.lineno}: cannot bundle a relative import that is not at top level.")
-        if not top and isinstance(node, ast.ImportFrom) and node.module == "__future__":
-            raise ValueError(f"{path.name}:{node.lineno}: cannot inline a module with `from __future__` imports.")
     out, position = [], 0
-    for node in tree.body:
-        if not (isinstance(node, ast.ImportFrom) and node.level > 0):
-            continue
-        if node.level != 1 or not node.module:
-            raise ValueError(
-                f"{path.name}:{node.lineno}: only `from .module import name` relative imports can be bundled."
-            )
+    for node in ast.parse(source, filename=str(path)).body:
+        if not (isinstance(node, ast.ImportFrom) and node.level == 1 and node.module):
+            continue  # any other relative import stays, and `bundle_module` names it
         out.extend(lines[position : node.lineno - 1])
         dependency = (path.parent / (node.module.replace(".", "/") + ".py")).resolve()
-        if not dependency.is_file():
-            raise FileNotFoundError(f"{path.name}:{node.lineno}: the relatively imported {dependency} does not exist.")
         if dependency not in seen:
             seen.add(dependency)
             sources.append(dependency.name)
             out.append(f"\n# {'-' * 40} inlined from {dependency.name}\n")
-            out.extend(_inline(dependency, seen, sources, top=False))
+            out.extend(_inline(dependency, seen, sources))
             out.append(f"# {'-' * 40} end of {dependency.name}\n\n")
         out.extend(f"{alias.asname} = {alias.name}\n" for alias in node.names if alias.asname)
         position = node.end_lineno
@@ -224,8 +210,12 @@ def sample_grid_for_card(pipeline, max_classes: int = 10, seed: int = 0) -> PIL.
 
 
 # ------------------------------------------------------------------------------------------------ model cards
-_USAGE = {
-    "pipeline": """```python
+_CARDS = {  # kind -> (title, description, usage)
+    "pipeline": (
+        "GloTok class-conditional image generation pipeline",
+        "A class-conditional image generator: an autoregressive prior (a `LlamaForCausalLM` over codebook tokens) "
+        "samples the codes of an image with classifier-free guidance, and a GloTok tokenizer decodes them.",
+        """```python
 import torch
 from diffusers import DiffusionPipeline
 
@@ -239,7 +229,12 @@ out.images[0].save("sample.png")
 output also holds the sampled `visual_indices` and `semantic_indices`. With glotok-hf installed,
 `glotok generate --pipeline {repo_id} --trust-remote-code --class-labels {cli_labels} --output grid.png` does the
 same from the command line.""",
-    "tokenizer": """```python
+    ),
+    "tokenizer": (
+        "GloTok image tokenizer",
+        "A GloTok image tokenizer: a VQGAN encoder/decoder whose latent grid is quantized by a semantic and a visual "
+        "codebook, with a residual learning module in front of the decoder.",
+        """```python
 import torch
 from transformers import AutoModel
 
@@ -250,7 +245,11 @@ with torch.no_grad():
     codes = model.encode(pixel_values)  # semantic_indices / visual_indices: (1, h, w)
     reconstruction = model.decode(**codes.indices).sample  # (1, 3, size, size) in [-1, 1]
 ```""",
-    "prior": """```python
+    ),
+    "prior": (
+        "GloTok autoregressive prior",
+        "A class-conditional autoregressive prior over the codes of a GloTok tokenizer.",
+        """```python
 from transformers import AutoModelForCausalLM
 
 prior = AutoModelForCausalLM.from_pretrained("{repo_id}")
@@ -258,18 +257,7 @@ prior = AutoModelForCausalLM.from_pretrained("{repo_id}")
 
 The prior is a stock `LlamaForCausalLM` over GloTok codes; sample images with the GloTok pipeline, or with
 `glotok_hf.sampling.sample_image_tokens(prior, layout, class_labels, num_positions)`.""",
-}
-_TITLES = {
-    "pipeline": "GloTok class-conditional image generation pipeline",
-    "tokenizer": "GloTok image tokenizer",
-    "prior": "GloTok autoregressive prior",
-}
-_DESCRIPTIONS = {
-    "pipeline": "A class-conditional image generator: an autoregressive prior (a `LlamaForCausalLM` over codebook "
-    "tokens) samples the codes of an image with classifier-free guidance, and a GloTok tokenizer decodes them.",
-    "tokenizer": "A GloTok image tokenizer: a VQGAN encoder/decoder whose latent grid is quantized by a semantic and "
-    "a visual codebook, with a residual learning module in front of the decoder.",
-    "prior": "A class-conditional autoregressive prior over the codes of a GloTok tokenizer.",
+    ),
 }
 
 
@@ -309,8 +297,9 @@ def model_card(
         sample_grid_file (`str`, *optional*): a sample image saved next to `README.md`, shown in the card.
         tags (`Sequence[str]`, *optional*): extra tags.
     """
-    if kind not in CARD_KINDS:
-        raise ValueError(f"kind must be one of {CARD_KINDS}, got {kind!r}.")
+    if kind not in _CARDS:
+        raise ValueError(f"kind must be one of {tuple(_CARDS)}, got {kind!r}.")
+    title, default_description, usage = _CARDS[kind]
     repo = repo_id or "<user>/<repo>"
     all_tags = {"glotok", "image-tokenizer", "vector-quantization", *tags}
     if kind != "tokenizer":
@@ -328,10 +317,10 @@ def model_card(
         example_labels, cli_labels = f"{json.dumps(name)}, 0", f"{json.dumps(name)} 0"
     else:
         example_labels, cli_labels = "0", "0"
-    sections = [f"# {_TITLES[kind]}", description or _DESCRIPTIONS[kind]]
+    sections = [f"# {title}", description or default_description]
     if sample_grid_file:
         sections.append(f"![Samples]({sample_grid_file})")
-    usage = _USAGE[kind].format(repo_id=repo, example_labels=example_labels, cli_labels=cli_labels)
+    usage = usage.format(repo_id=repo, example_labels=example_labels, cli_labels=cli_labels)
     sections.append("## Usage\n\n" + usage)
     if details:
         sections.append("## Model\n\n" + _table(("", ""), list(details.items())))
@@ -345,7 +334,9 @@ def model_card(
         data_text += f"\n\nLicense of the training data: {training_data_license}."
     sections.append("## Training data\n\n" + data_text)
     if metrics:
-        text = _table(("metric", "value"), [(k, _format_metric(v)) for k, v in metrics.items()])
+        text = _table(
+            ("metric", "value"), [(k, f"{v:.4g}" if isinstance(v, float) else v) for k, v in metrics.items()]
+        )
         if metrics_description:
             text += "\n\n" + metrics_description
         sections.append("## Metrics\n\n" + text)
@@ -395,12 +386,6 @@ def save_model_card(
 def _count(module: torch.nn.Module) -> str:
     n = sum(p.numel() for p in module.parameters())
     return f"{n / 1e6:.1f}M" if n >= 1e6 else f"{n / 1e3:.1f}k"
-
-
-def _format_metric(value) -> str:
-    if isinstance(value, float):
-        return f"{value:.4g}"
-    return str(value)
 
 
 def _table(header: tuple[str, str], rows: list[tuple[object, object]]) -> str:

@@ -407,27 +407,18 @@ class GloTokBranch(nn.Module):
 
     def __init__(self, config: GloTokConfig, num_codes: int, with_adapter: bool):
         super().__init__()
-        width, grid = config.block_out_channels[-1], config.latent_grid_size
-        self.adapter = (
-            GloTokAdapter(width, config.adapter_depth, config.adapter_num_heads, grid)
-            if with_adapter and config.adapter_depth > 0
-            else None
-        )
+        width, grid, dim = config.block_out_channels[-1], config.latent_grid_size, config.codebook_dim
+        self.adapter = None
+        if with_adapter and config.adapter_depth > 0:
+            self.adapter = GloTokAdapter(width, config.adapter_depth, config.adapter_num_heads, grid)
         self.norm_out = _group_norm(width, config.norm_num_groups)
         self.conv_out = nn.Conv2d(width, config.latent_channels, 3, padding=1)
-        self.quant_conv = nn.Conv2d(config.latent_channels, config.codebook_dim, 1)
-        self.quantizer = GloTokVectorQuantizer(num_codes, config.codebook_dim, config.codebook_l2_norm)
-        self.residual = (
-            GloTokResidualModule(
-                config.codebook_dim,
-                config.residual_hidden_size,
-                config.residual_num_layers,
-                config.residual_num_heads,
-                grid,
-            )  # fmt: skip
-            if config.use_residual
-            else None
-        )
+        self.quant_conv = nn.Conv2d(config.latent_channels, dim, 1)
+        self.quantizer = GloTokVectorQuantizer(num_codes, dim, config.codebook_l2_norm)
+        self.residual = None
+        if config.use_residual:
+            hidden, layers, heads = config.residual_hidden_size, config.residual_num_layers, config.residual_num_heads
+            self.residual = GloTokResidualModule(dim, hidden, layers, heads, grid)
 
     def project(self, features: torch.Tensor) -> torch.Tensor:
         """Encoder trunk features -> pre-quantization latents `(B, codebook_dim, h, w)`."""
@@ -507,10 +498,9 @@ class GloTokModel(GloTokPreTrainedModel):
         super().__init__(config)
         dual = config.num_codebooks == 2
         self.encoder = GloTokEncoder(config)
-        self.semantic = (
-            GloTokBranch(config, config.semantic_codebook_size, dual) if config.has_semantic_codebook else None
-        )
-        self.visual = GloTokBranch(config, config.visual_codebook_size, dual) if config.has_visual_codebook else None
+        for name in ("semantic", "visual"):
+            size = getattr(config, f"{name}_codebook_size")
+            setattr(self, name, GloTokBranch(config, size, dual) if size else None)
         self.post_quant_conv = nn.Conv2d(config.num_codebooks * config.codebook_dim, config.latent_channels, 1)
         self.decoder = GloTokDecoder(config)
         self.post_init()
@@ -521,49 +511,43 @@ class GloTokModel(GloTokPreTrainedModel):
         return {name: b for name, b in (("visual", self.visual), ("semantic", self.semantic)) if b is not None}
 
     def _check_pixel_values(self, pixel_values, validate: bool = False) -> None:
+        """Shape and dtype checks of `encode` / `forward`; the value checks (a device sync) only with `validate`."""
         if not isinstance(pixel_values, torch.Tensor):
             raise TypeError(f"pixel_values must be a torch.Tensor, got {type(pixel_values).__name__}.")
-        in_channels, f = self.config.in_channels, self.config.downsample_factor
-        shape = tuple(pixel_values.shape)
-        if pixel_values.ndim != 4:
-            raise ValueError(f"pixel_values must have shape (batch, {in_channels}, height, width), got shape {shape}.")
-        if not pixel_values.is_floating_point():
-            raise ValueError(
-                f"pixel_values must be a floating-point tensor in [-1, 1], got dtype {pixel_values.dtype}."
-            )
-        if shape[1] != in_channels:
-            raise ValueError(f"pixel_values must have {in_channels} channels, got {shape[1]} (shape {shape}).")
-        if shape[2] % f or shape[3] % f or 0 in shape[2:]:
-            raise ValueError(
-                f"pixel_values height and width must be positive multiples of the downsampling factor {f}, got "
-                f"{shape[2]}x{shape[3]}."
-            )
-        if validate:  # a device sync: only on request
+        c, f, shape = self.config.in_channels, self.config.downsample_factor, tuple(pixel_values.shape)
+        channels, height, width = (*shape, 0, 0, 0)[1:4]  # only read once the shape is known to be 4-d
+        problems = [
+            (len(shape) != 4, f"must have shape (batch, {c}, height, width), got shape {shape}"),
+            (not pixel_values.is_floating_point(), f"must be a floating-point tensor in [-1, 1], got {pixel_values.dtype}"),
+            (channels != c, f"must have {c} channels, got {channels} (shape {shape})"),
+            (height % f or width % f or not height * width,
+             f"height and width must be positive multiples of the downsampling factor {f}, got {height}x{width}"),
+        ]  # fmt: skip
+        if validate and not any(failed for failed, _ in problems):  # a device sync: only on request
             low, high = (float(v) for v in torch.aminmax(pixel_values.detach().float()))
-            if not (math.isfinite(low) and math.isfinite(high)):
-                raise ValueError("pixel_values contain NaN or inf values.")
-            if low < -PIXEL_RANGE_LIMIT or high > PIXEL_RANGE_LIMIT:
-                raise ValueError(
-                    f"pixel_values must be images in [-1, 1], got values in [{low:g}, {high:g}]. Map 8-bit images "
-                    "with pixels / 127.5 - 1."
-                )
+            problems += [
+                (not (math.isfinite(low) and math.isfinite(high)), "contain NaN or inf values"),
+                (low < -PIXEL_RANGE_LIMIT or high > PIXEL_RANGE_LIMIT, f"must be images in [-1, 1], got values in "
+                 f"[{low:g}, {high:g}]. Map 8-bit images with pixels / 127.5 - 1"),
+            ]  # fmt: skip
+        for failed, message in problems:
+            if failed:
+                raise ValueError(f"pixel_values {message}.")
 
     def _check_indices(self, semantic_indices, visual_indices, validate: bool = False) -> None:
-        shapes = {}
-        for name, indices in (("semantic", semantic_indices), ("visual", visual_indices)):
+        """Presence, dtype and shape checks of `decode`; the range check (a device sync) only with `validate`."""
+        given = {"semantic": semantic_indices, "visual": visual_indices}
+        for name, indices in given.items():
             branch, key = getattr(self, name), f"{name}_indices"
-            if branch is None:
-                if indices is not None:
-                    raise ValueError(
-                        f"{key} was given but this tokenizer has no {name} codebook ({name}_codebook_size=0)."
-                    )
-                continue
+            if (branch is None) != (indices is None):
+                raise ValueError(f"decode() needs {key} exactly when the {name} codebook is enabled "
+                                 f"({name}_codebook_size={getattr(self.config, f'{name}_codebook_size')}).")  # fmt: skip
             if indices is None:
-                raise ValueError(f"decode() needs {key} because the {name} codebook is enabled.")
-            if not isinstance(indices, torch.Tensor):
-                raise TypeError(f"{key} must be a torch.Tensor of integer indices, got {type(indices).__name__}.")
-            if indices.is_floating_point() or indices.is_complex() or indices.dtype == torch.bool:
-                raise ValueError(f"{key} must be an integer tensor, got dtype {indices.dtype}.")
+                continue
+            if not isinstance(indices, torch.Tensor) or indices.is_floating_point() or indices.dtype == torch.bool:
+                raise TypeError(
+                    f"{key} must be a torch.Tensor of integer indices, got {getattr(indices, 'dtype', indices)!r}."
+                )
             if indices.ndim != 3:
                 raise ValueError(f"{key} must have shape (batch, height, width), got shape {tuple(indices.shape)}.")
             num_codes = branch.quantizer.num_codes
@@ -571,7 +555,7 @@ class GloTokModel(GloTokPreTrainedModel):
                 raise ValueError(
                     f"{key} must lie in [0, {num_codes}), got values in [{int(indices.min())}, {int(indices.max())}]."
                 )
-            shapes[key] = tuple(indices.shape)
+        shapes = {f"{n}_indices": tuple(x.shape) for n, x in given.items() if x is not None}
         if len(set(shapes.values())) > 1:
             raise ValueError(f"semantic_indices and visual_indices must have the same shape, got {shapes}.")
 

@@ -65,23 +65,14 @@ class GloTokPipelineOutput(BaseOutput):
 
 
 def _normalize_id2label(id2label) -> dict[int, str] | None:
-    """`{id: name}` with int keys (JSON turns them into strings) and str values, or `None`."""
-    if id2label is None:
-        return None
-    if not isinstance(id2label, Mapping):
+    """`{id: name}` with int keys (JSON turns them into strings) and non-empty str values, or `None`."""
+    if id2label is not None and not isinstance(id2label, Mapping):
         raise TypeError(f"id2label must be a mapping {{class id: label name}} or None, got {type(id2label).__name__}.")
-    out = {}
-    for key, name in id2label.items():
-        try:
-            index = int(key)
-        except (TypeError, ValueError):
-            raise ValueError(f"id2label keys must be class ids (ints or digit strings), got {key!r}.") from None
-        if not isinstance(name, str) or not name.strip():
-            raise ValueError(f"id2label[{key!r}] must be a non-empty label name, got {name!r}.")
-        if index in out:
-            raise ValueError(f"id2label names class {index} twice ({out[index]!r} and {name!r}).")
-        out[index] = name
-    return dict(sorted(out.items()))
+    for key, name in (id2label or {}).items():
+        if not (is_int(key) or str(key).isdigit()) or not isinstance(name, str) or not name.strip():
+            raise ValueError(f"id2label keys must be class ids (ints or digit strings) and values non-empty label "
+                             f"names, got {key!r}: {name!r}.")  # fmt: skip
+    return None if id2label is None else dict(sorted((int(key), name) for key, name in id2label.items()))
 
 
 class GloTokPipeline(DiffusionPipeline):
@@ -132,51 +123,41 @@ class GloTokPipeline(DiffusionPipeline):
     @staticmethod
     def _build_layout(vqmodel, prior, id2label: dict[int, str] | None) -> TokenLayout:
         vq_config, prior_config = getattr(vqmodel, "config", None), getattr(prior, "config", None)
-        needed = ("visual_codebook_size", "semantic_codebook_size", "latent_grid_size")
-        if vq_config is None or not all(hasattr(vq_config, name) for name in needed):
-            raise TypeError(
-                f"vqmodel must be a GloTokModel (a config with {', '.join(needed)}), got {type(vqmodel).__name__}."
-            )
+        if not all(
+            hasattr(vq_config, n) for n in ("visual_codebook_size", "semantic_codebook_size", "latent_grid_size")
+        ):
+            raise TypeError(f"vqmodel must be a GloTokModel, got {type(vqmodel).__name__}.")
         if getattr(prior_config, "vocab_size", None) is None:
             raise TypeError(f"prior must be a causal LM with config.vocab_size, got {type(prior).__name__}.")
-        try:
-            layout = TokenLayout.from_vocab_size(
-                prior_config.vocab_size,
-                vq_config.visual_codebook_size,
-                vq_config.semantic_codebook_size,
-                num_labels=None if id2label is None else len(id2label),
-            )
-        except ValueError as err:
-            raise ValueError(f"The prior does not fit the tokenizer: {err}") from None
-        if id2label is not None and sorted(id2label) != list(range(layout.num_classes)):
+        num_labels = None if id2label is None else len(id2label)
+        layout = TokenLayout.from_vocab_size(prior_config.vocab_size, vq_config.visual_codebook_size,
+                                             vq_config.semantic_codebook_size, num_labels=num_labels)  # fmt: skip
+        if id2label is not None and list(id2label) != list(range(layout.num_classes)):
             raise ValueError(
                 f"id2label must name classes 0..{layout.num_classes - 1} (the prior's {layout.num_classes} classes), "
-                f"got ids {sorted(id2label)[:5]}..."
+                f"got ids {list(id2label)[:5]}..."
             )
-        grid = vq_config.latent_grid_size
-        trained = getattr(prior_config, "image_grid_size", None)
-        if trained is not None and list(trained) != [grid, grid]:
-            raise ValueError(
-                f"The prior does not fit the tokenizer: it was trained on {trained[0]}x{trained[1]} token grids, but "
-                f"the tokenizer (sample_size {vq_config.sample_size}) makes {grid}x{grid} grids, so its samples would "
-                "be scrambled. Use the tokenizer the prior was trained with, or train the prior on this tokenizer's codes."
-            )
+        grid, trained = vq_config.latent_grid_size, getattr(prior_config, "image_grid_size", None)
         needed = layout.sequence_length(grid * grid)
-        max_positions = getattr(prior_config, "max_position_embeddings", None)
-        if max_positions is not None and max_positions != needed:
-            raise ValueError(
-                f"The prior does not fit the tokenizer: a {grid}x{grid} token grid is a sequence of {needed} positions "
-                f"(class token + {needed - 1} image tokens), but the prior was built for max_position_embeddings="
-                f"{max_positions}. Use the tokenizer the prior was trained with, or train the prior on its codes."
-            )
+        max_positions = getattr(prior_config, "max_position_embeddings", None) or needed
+        problems = [
+            (trained is not None and list(trained) != [grid, grid],
+             f"it was trained on {'x'.join(map(str, trained or ()))} token grids, but the tokenizer (sample_size "
+             f"{vq_config.sample_size}) makes {grid}x{grid} grids, so its samples would be scrambled"),
+            (max_positions != needed,
+             f"a {grid}x{grid} token grid is a sequence of {needed} positions (class token + {needed - 1} image "
+             f"tokens), but the prior was built for max_position_embeddings={max_positions}"),
+        ]  # fmt: skip
+        for failed, message in problems:
+            if failed:
+                raise ValueError(f"The prior does not fit the tokenizer: {message}. Use the tokenizer the prior was "
+                                 "trained with, or train the prior on this tokenizer's codes.")  # fmt: skip
         return layout
 
     # --------------------------------------------------------------------------------------------- labels
     @property
     def num_classes(self) -> int:
         """Number of class labels the prior knows (its null class excluded)."""
-        if self.layout is None:
-            raise ValueError("This pipeline has no vqmodel or prior, so it has no token layout.")
         return self.layout.num_classes
 
     def _index_labels(self, id2label: dict[int, str] | None) -> None:
@@ -207,12 +188,10 @@ class GloTokPipeline(DiffusionPipeline):
         Returns:
             `list[int]`: one class id per label.
         """
-        if isinstance(label, (torch.Tensor, np.ndarray)):
-            if isinstance(label, np.ndarray):
-                integer = label.dtype.kind in "iu"
-            else:
-                integer = not (label.is_floating_point() or label.is_complex() or label.dtype == torch.bool)
-            if label.ndim > 1 or not integer:
+        if isinstance(label, torch.Tensor):
+            label = label.cpu().numpy()
+        if isinstance(label, np.ndarray):
+            if label.ndim > 1 or label.dtype.kind not in "iu":
                 raise ValueError(
                     f"class_labels given as an array must be a 1-d array of integer ids, got dtype {label.dtype} and "
                     f"shape {tuple(label.shape)}."
@@ -233,41 +212,38 @@ class GloTokPipeline(DiffusionPipeline):
         return [self._label_id(item) for item in flat]
 
     def _label_id(self, label) -> int:
-        if isinstance(label, bytes):
-            label = label.decode()
-        if is_int(label):
-            return self._check_id(int(label))
-        if not isinstance(label, str):
+        """The class id of one label, by the rules of `get_label_ids`."""
+        label = label.decode() if isinstance(label, bytes) else label
+        if not is_int(label) and not isinstance(label, str):
             raise TypeError(
                 f"A class label must be an int or a label name (str), got {type(label).__name__} {label!r}."
             )
-        name = label.strip()
-        ids = self._name_to_ids.get(name) or self._folded_to_ids.get(name.casefold())
+        name = label.strip() if isinstance(label, str) else None
+        ids = name is not None and (self._name_to_ids.get(name) or self._folded_to_ids.get(name.casefold()))
         if ids and len(ids) > 1:
             raise ValueError(f"The label {label!r} names several classes {sorted(ids)}; pass the class id instead.")
         if ids:
             return min(ids)
-        if re.fullmatch(r"[+-]?[0-9]+", name):
-            return self._check_id(int(name))
-        if not self._name_to_ids:
-            raise ValueError(f"Unknown class label {label!r}: this pipeline has no label names (id2label); pass ids.")
-        folded = {n.casefold(): n for n in self._name_to_ids}
-        matches = difflib.get_close_matches(name.casefold(), list(folded), n=5, cutoff=0.6)
-        if matches:
-            hint = "did you mean " + ", ".join(repr(folded[m]) for m in matches) + "?"
-        else:
-            shown = ", ".join(repr(n) for n in list(self._name_to_ids)[:10])
-            more = ", ..." if len(self._name_to_ids) > 10 else ""
-            hint = f"no close match among the {len(self._name_to_ids)} names ({shown}{more}; see pipe.labels)"
-        raise ValueError(f"Unknown class label {label!r}: {hint}")
-
-    def _check_id(self, index: int) -> int:
-        if not 0 <= index < self.num_classes:
+        if name is not None and not re.fullmatch(r"[+-]?[0-9]+", name):
+            if not self._name_to_ids:
+                raise ValueError(
+                    f"Unknown class label {label!r}: this pipeline has no label names (id2label); pass ids."
+                )
+            folded = {n.casefold(): n for n in self._name_to_ids}
+            matches = difflib.get_close_matches(name.casefold(), list(folded), n=5, cutoff=0.6)
+            if matches:
+                hint = "did you mean " + ", ".join(repr(folded[m]) for m in matches) + "?"
+            else:
+                shown = ", ".join(repr(n) for n in list(self._name_to_ids)[:10])
+                more = ", ..." if len(self._name_to_ids) > 10 else ""
+                hint = f"no close match among the {len(self._name_to_ids)} names ({shown}{more}; see pipe.labels)"
+            raise ValueError(f"Unknown class label {label!r}: {hint}")
+        if not 0 <= int(label) < self.num_classes:
             raise ValueError(
-                f"Class id {index} is out of range: this pipeline has {self.num_classes} classes, ids 0 to "
+                f"Class id {int(label)} is out of range: this pipeline has {self.num_classes} classes, ids 0 to "
                 f"{self.num_classes - 1}."
             )
-        return index
+        return int(label)
 
     # ------------------------------------------------------------------------------------------- properties
     @property

@@ -167,28 +167,24 @@ def prior_training_batch(
         layout (`TokenLayout`): the prior's token layout.
         class_dropout_prob (`float`, *optional*, defaults to 0.1): probability of replacing a class by the null class.
         generator (`torch.Generator`, *optional*): source of the dropout draws.
-        validate (`bool`, *optional*, defaults to `False`): also check that every code lies in the range its
-            position allows and every label in `[0, num_classes)`, which synchronises with the device; the training
-            loop leaves it off (its code dataset is checked against the tokenizer when it is opened).
+        validate (`bool`, *optional*, defaults to `False`): check the arguments first: every code in the range its
+            position allows, one label per row in `[0, num_classes)`, `class_dropout_prob` in [0, 1]. This
+            synchronises with the device; the training loop leaves it off (its arguments and code dataset are checked
+            when it starts).
 
     Returns:
         `dict` with `input_ids` `(B, N + 1)` and `labels` `(B, N + 1)` (a copy of `input_ids` with -100 at the class
         position; transformers shifts labels internally, so position 0 predicts the first image token).
     """
-    if not 0.0 <= class_dropout_prob <= 1.0:
-        raise ValueError(f"class_dropout_prob must be in [0, 1], got {class_dropout_prob}.")
     if validate:
         layout.validate_tokens(codes, name="codes")
-    if not isinstance(labels, torch.Tensor) or labels.ndim != 1 or labels.shape[0] != codes.shape[0]:
-        shape = tuple(labels.shape) if isinstance(labels, torch.Tensor) else type(labels).__name__
-        raise ValueError(
-            f"labels must be a 1-d tensor with one label per row of codes ({codes.shape[0]}), got {shape}."
-        )
-    if validate and labels.numel() and int(labels.max()) >= layout.num_classes:
-        raise ValueError(
-            f"labels must lie in [0, {layout.num_classes}) for training (the null class comes from class dropout), "
-            f"got {int(labels.max())}."
-        )
+        if labels.shape != codes.shape[:1] or bool(((labels < 0) | (labels >= layout.num_classes)).any()):
+            raise ValueError(
+                f"labels must be a 1-d tensor of one label per row of codes ({codes.shape[0]}) in "
+                f"[0, {layout.num_classes}) (the null class comes from class dropout), got shape {tuple(labels.shape)}."
+            )
+        if not 0.0 <= class_dropout_prob <= 1.0:
+            raise ValueError(f"class_dropout_prob must be in [0, 1], got {class_dropout_prob}.")
     class_ids = labels.to(codes.device).long() + layout.codebook_size
     if class_dropout_prob > 0:
         drop = draw_uniforms(generator, 1, labels.shape[0], codes.device)[0] < class_dropout_prob

@@ -36,18 +36,13 @@ from transformers import (
 
 from .utils import is_int
 
-
-def _first_bad(mask: torch.Tensor) -> tuple[int, ...]:
-    """Index of the first True entry of a boolean tensor (row-major)."""
-    flat = int(mask.flatten().nonzero()[0, 0])
-    return tuple(int(i) for i in torch.unravel_index(torch.tensor(flat), mask.shape))
+_INTEGER_DTYPES = (torch.uint8, torch.int8, torch.int16, torch.int32, torch.int64)
 
 
 def _check_integer_tensor(name: str, value) -> torch.Tensor:
-    if not isinstance(value, torch.Tensor):
-        raise TypeError(f"{name} must be a torch.Tensor of integer ids, got {type(value).__name__}.")
-    if value.is_floating_point() or value.is_complex() or value.dtype == torch.bool:
-        raise ValueError(f"{name} must be an integer tensor, got dtype {value.dtype}.")
+    """`value` if it is an integer tensor, else a `TypeError` naming `name`."""
+    if not isinstance(value, torch.Tensor) or value.dtype not in _INTEGER_DTYPES:
+        raise TypeError(f"{name} must be an integer torch.Tensor, got {getattr(value, 'dtype', value)!r}.")
     return value
 
 
@@ -79,16 +74,11 @@ class TokenLayout:
     num_classes: int
 
     def __post_init__(self):
-        for name in ("visual_codebook_size", "semantic_codebook_size", "num_classes"):
-            value = getattr(self, name)
-            if not is_int(value):
-                raise TypeError(f"TokenLayout.{name} must be an int, got {type(value).__name__} {value!r}.")
-            if value < 0:
-                raise ValueError(f"TokenLayout.{name} must be >= 0, got {value}.")
-        if self.visual_codebook_size == 0 and self.semantic_codebook_size == 0:
+        for name, minimum in (("visual_codebook_size", 0), ("semantic_codebook_size", 0), ("num_classes", 1)):
+            if not is_int(getattr(self, name)) or getattr(self, name) < minimum:
+                raise ValueError(f"TokenLayout.{name} must be an int >= {minimum}, got {getattr(self, name)!r}.")
+        if self.codebook_size == 0:
             raise ValueError("TokenLayout needs at least one codebook: both codebook sizes are 0.")
-        if self.num_classes < 1:
-            raise ValueError(f"TokenLayout.num_classes must be >= 1, got {self.num_classes}.")
 
     # ---------------------------------------------------------------------------------------- sizes and ids
     @property
@@ -119,17 +109,11 @@ class TokenLayout:
     @property
     def code_ranges(self) -> tuple[tuple[int, int], ...]:
         """The id range `[lo, hi)` of each token of a position, in sampling order (visual first)."""
-        ranges = []
-        if self.visual_codebook_size:
-            ranges.append((0, self.visual_codebook_size))
-        if self.semantic_codebook_size:
-            ranges.append((self.visual_codebook_size, self.codebook_size))
-        return tuple(ranges)
+        v, s = self.visual_codebook_size, self.semantic_codebook_size
+        return tuple(id_range for id_range, size in (((0, v), v), ((v, v + s), s)) if size)
 
     def num_image_tokens(self, num_positions: int) -> int:
         """Image tokens of an image with `num_positions` grid positions (class token excluded)."""
-        if not is_int(num_positions) or num_positions < 1:
-            raise ValueError(f"num_positions must be a positive int, got {num_positions!r}.")
         return num_positions * self.tokens_per_position
 
     def sequence_length(self, num_positions: int) -> int:
@@ -138,8 +122,6 @@ class TokenLayout:
 
     def allowed_range(self, step: int) -> tuple[int, int]:
         """The id range `[lo, hi)` the prior may emit at image-token step `step` (0 = first token after the class)."""
-        if not is_int(step) or step < 0:
-            raise ValueError(f"step must be an int >= 0, got {step!r}.")
         return self.code_ranges[step % self.tokens_per_position]
 
     # ------------------------------------------------------------------------------------------- classes
@@ -148,16 +130,13 @@ class TokenLayout:
 
         Returns a `torch.LongTensor` of the labels' shape (1-d for a list, 0-d for an int), on the labels' device.
         """
-        if isinstance(labels, torch.Tensor):
-            labels = _check_integer_tensor("class labels", labels)
-        elif is_int(labels):
-            labels = torch.tensor(int(labels), dtype=torch.long)
-        elif isinstance(labels, Sequence) and not isinstance(labels, (str, bytes)) and all(is_int(x) for x in labels):
-            labels = torch.tensor([int(x) for x in labels], dtype=torch.long)
-        else:
-            raise TypeError(f"class labels must be ints or an integer tensor, got {labels!r}.")
-        bad = (labels < 0) | (labels > self.num_classes)
-        if labels.numel() and bool(bad.any()):
+        if not isinstance(labels, torch.Tensor):
+            ints = labels if isinstance(labels, Sequence) and not isinstance(labels, (str, bytes)) else [labels]
+            if not all(is_int(x) for x in ints):
+                raise TypeError(f"class labels must be ints or an integer tensor, got {labels!r}.")
+            labels = torch.tensor(labels if ints is labels else int(labels), dtype=torch.long)
+        bad = (_check_integer_tensor("class labels", labels) < 0) | (labels > self.num_classes)
+        if bool(bad.any()):
             value = int(labels[bad].flatten()[0])
             raise ValueError(
                 f"class label {value} is out of range: labels must lie in [0, {self.num_classes}) "
@@ -170,22 +149,17 @@ class TokenLayout:
     def validate_tokens(self, tokens: torch.Tensor, name: str = "tokens") -> None:
         """Raise a `ValueError` naming the first image token of `tokens` (`(B, L)`, class token excluded) whose id
         lies outside the range its position allows."""
-        tokens = _check_integer_tensor(name, tokens)
-        if tokens.ndim != 2:
-            raise ValueError(f"{name} must have shape (batch, num_image_tokens), got shape {tuple(tokens.shape)}.")
         t = self.tokens_per_position
-        if tokens.shape[1] % t:
+        if _check_integer_tensor(name, tokens).ndim != 2 or tokens.shape[1] % t:
             raise ValueError(
-                f"{name} has {tokens.shape[1]} image tokens per row; the layout has {t} tokens per grid position, "
-                f"so the length must be a multiple of {t}."
+                f"{name} must have shape (batch, num_image_tokens) with a multiple of {t} (the tokens per grid "
+                f"position) image tokens per row, got shape {tuple(tokens.shape)}."
             )
-        if tokens.numel() == 0:
-            return
         for slot, (lo, hi) in enumerate(self.code_ranges):
             column = tokens[:, slot::t]
             bad = (column < lo) | (column >= hi)
             if bool(bad.any()):
-                row, pos = _first_bad(bad)
+                row, pos = bad.nonzero()[0].tolist()
                 kind = "visual" if (lo, hi) == (0, self.visual_codebook_size) else "semantic"
                 raise ValueError(
                     f"{name} break the token layout: row {row}, image token {pos * t + slot} (grid position {pos}) "
@@ -196,37 +170,21 @@ class TokenLayout:
         self, visual_indices: torch.Tensor | None = None, semantic_indices: torch.Tensor | None = None
     ) -> torch.LongTensor:
         """Codebook indices `(B, h, w)` or `(B, h*w)` -> image-token ids `(B, h*w*tokens_per_position)` in layout
-        order (visual before semantic at each position, raster order, no class token)."""
+        order (visual before semantic at each position, raster order, no class token). Pass the indices of exactly
+        the codebooks the layout has; they are trusted to lie in them (e.g. a tokenizer's `encode` output)."""
         parts = []
-        shape = None
-        for name, indices, size, offset in (
-            ("visual", visual_indices, self.visual_codebook_size, 0),
-            ("semantic", semantic_indices, self.semantic_codebook_size, self.visual_codebook_size),
+        for name, indices, offset in (
+            ("visual", visual_indices, 0),
+            ("semantic", semantic_indices, self.visual_codebook_size),
         ):
-            key = f"{name}_indices"
-            if size == 0:
-                if indices is not None:
-                    raise ValueError(f"{key} was given but the layout has no {name} codebook ({name} size 0).")
-                continue
-            if indices is None:
-                raise ValueError(f"{key} is required: the layout has a {name} codebook of {size} codes.")
-            indices = _check_integer_tensor(key, indices)
-            if indices.ndim not in (2, 3):
-                raise ValueError(f"{key} must have shape (batch, h, w) or (batch, h*w), got {tuple(indices.shape)}.")
-            if shape is not None and tuple(indices.shape) != shape:
+            size = getattr(self, f"{name}_codebook_size")
+            if (indices is None) != (size == 0):
                 raise ValueError(
-                    f"visual_indices and semantic_indices must have the same shape, got {shape} and "
-                    f"{tuple(indices.shape)}."
+                    f"{name}_indices must be given exactly when the layout has a {name} codebook "
+                    f"(it has {size} {name} codes)."
                 )
-            shape = tuple(indices.shape)
-            flat = indices.flatten(1)
-            bad = (flat < 0) | (flat >= size)
-            if flat.numel() and bool(bad.any()):
-                row, pos = _first_bad(bad)
-                raise ValueError(
-                    f"{key} must lie in [0, {size}): row {row}, grid position {pos} is {int(flat[row, pos])}."
-                )
-            parts.append(flat.long() + offset)
+            if indices is not None:
+                parts.append(indices.flatten(1).long() + offset)
         return torch.stack(parts, dim=-1).flatten(1)
 
     def to_indices(
@@ -237,17 +195,12 @@ class TokenLayout:
         grid."""
         self.validate_tokens(tokens)
         num_positions = tokens.shape[1] // self.tokens_per_position
-        if grid is None:
-            side = math.isqrt(num_positions)
-            if side * side != num_positions:
-                raise ValueError(f"{num_positions} grid positions are not a square; pass grid=(h, w).")
-            grid = (side, side)
-        elif is_int(grid):
-            grid = (grid, grid)
-        if len(grid) != 2 or not all(is_int(g) and g > 0 for g in grid) or grid[0] * grid[1] != num_positions:
+        grid = math.isqrt(num_positions) if grid is None else grid
+        grid = (grid, grid) if is_int(grid) else tuple(grid)
+        if len(grid) != 2 or grid[0] * grid[1] != num_positions:
             raise ValueError(
                 f"grid {grid!r} does not match the tokens: they hold {num_positions} grid positions "
-                f"({tokens.shape[1]} tokens / {self.tokens_per_position} per position)."
+                f"({tokens.shape[1]} tokens / {self.tokens_per_position} per position); pass grid=(h, w)."
             )
         per_slot = tokens.long().view(tokens.shape[0], num_positions, self.tokens_per_position)
         out = {"visual": None, "semantic": None}
@@ -259,28 +212,23 @@ class TokenLayout:
     # -------------------------------------------------------------------------------------- construction
     @classmethod
     def from_vocab_size(
-        cls,
-        vocab_size: int,
-        visual_codebook_size: int,
-        semantic_codebook_size: int,
-        num_labels: int | None = None,
+        cls, vocab_size: int, visual_codebook_size: int, semantic_codebook_size: int, num_labels: int | None = None
     ) -> "TokenLayout":
         """The layout of a prior with `vocab_size` ids over a tokenizer with these codebook sizes; the number of
         classes is `vocab_size - V - S - 1`, checked against `num_labels` (the number of label names) when given."""
         codes = visual_codebook_size + semantic_codebook_size
         num_classes = vocab_size - codes - 1
-        if num_classes < 1:
-            raise ValueError(
-                f"The prior's vocab_size {vocab_size} does not fit the tokenizer's codebooks: it needs at least "
-                f"{codes} visual+semantic codes ({visual_codebook_size} + {semantic_codebook_size}) + 1 class + 1 null "
-                f"class = {codes + 2} ids."
-            )
-        if num_labels is not None and num_labels != num_classes:
-            raise ValueError(
-                f"The prior's vocab_size {vocab_size} implies {num_classes} classes ({vocab_size} - "
-                f"{visual_codebook_size} visual - {semantic_codebook_size} semantic - 1 null), but {num_labels} label "
-                "names were given."
-            )
+        problems = [
+            (num_classes < 1, f"the prior's vocab_size {vocab_size} does not fit the tokenizer's codebooks: it needs "
+             f"at least {codes} visual+semantic codes ({visual_codebook_size} + {semantic_codebook_size}) + 1 class + "
+             f"1 null class = {codes + 2} ids"),
+            (num_labels not in (None, num_classes), f"the prior's vocab_size {vocab_size} implies {num_classes} "
+             f"classes ({vocab_size} - {visual_codebook_size} visual - {semantic_codebook_size} semantic - 1 null), "
+             f"but {num_labels} label names were given"),
+        ]  # fmt: skip
+        for failed, message in problems:
+            if failed:
+                raise ValueError(f"The prior does not fit the tokenizer: {message}.")
         return cls(visual_codebook_size, semantic_codebook_size, num_classes)
 
 
@@ -420,44 +368,38 @@ def check_sampling_inputs(
     brought to a crawl by swapping. `sample_image_tokens(..., validate=True)` and `GloTokPipeline.check_inputs` call
     it once; the sampling loop trusts what it accepted.
     """
-    if not isinstance(layout, TokenLayout):
-        raise TypeError(f"layout must be a TokenLayout, got {type(layout).__name__}.")
-    config = getattr(prior, "config", None)
-    if getattr(config, "vocab_size", None) != layout.vocab_size:
-        raise ValueError(
-            f"The prior's vocab_size {getattr(config, 'vocab_size', None)} does not match the token layout's "
-            f"{layout.vocab_size} ({layout.visual_codebook_size} visual + {layout.semantic_codebook_size} semantic "
-            f"codes + {layout.num_classes} classes + 1 null class)."
-        )
-    num_steps = layout.num_image_tokens(num_positions)
-    max_positions = getattr(config, "max_position_embeddings", None)
-    if max_positions is not None and num_steps > max_positions:
-        raise ValueError(
-            f"{num_positions} grid positions need {num_steps} input positions (class token + {num_steps - 1} image "
-            f"tokens), more than the prior's max_position_embeddings={max_positions}."
-        )
-    if cache_implementation not in ("dynamic", "static"):
-        raise ValueError(f"cache_implementation must be 'dynamic' or 'static', got {cache_implementation!r}.")
-    if guidance_schedule not in ("constant", "linear"):
-        raise ValueError(f"guidance_schedule must be 'constant' or 'linear', got {guidance_schedule!r}.")
-    if not _is_real(guidance_scale) or guidance_scale < 0:
-        raise ValueError(f"guidance_scale must be a finite float >= 0 (1 disables guidance), got {guidance_scale!r}.")
-    if guidance_interval is not None and not (
-        isinstance(guidance_interval, (tuple, list))
-        and len(guidance_interval) == 2
-        and all(_is_real(x) for x in guidance_interval)
-        and 0.0 <= guidance_interval[0] < guidance_interval[1] <= 1.0
-    ):
-        raise ValueError(
-            "guidance_interval must be (start, end) fractions of the grid positions with 0 <= start < end <= 1, "
-            f"got {guidance_interval!r}."
-        )
-    if not _is_real(temperature) or not temperature > 0:
-        raise ValueError(f"temperature must be a float > 0, got {temperature!r}.")
-    if top_k is not None and (not is_int(top_k) or top_k < 0):
-        raise ValueError(f"top_k must be None or an int >= 0 (0 or None disables it), got {top_k!r}.")
-    if top_p is not None and (not _is_real(top_p) or not 0 < top_p <= 1):
-        raise ValueError(f"top_p must be None or a float in (0, 1] (1 or None disables it), got {top_p!r}.")
+    config, interval = prior.config, guidance_interval
+    positive = is_int(num_positions) and num_positions > 0
+    num_steps = layout.num_image_tokens(num_positions) if positive else 0
+    max_positions = getattr(config, "max_position_embeddings", None) or num_steps
+    problems = [
+        (getattr(config, "vocab_size", None) != layout.vocab_size,
+         f"The prior's vocab_size {getattr(config, 'vocab_size', None)} does not match the token layout's "
+         f"{layout.vocab_size} ({layout.visual_codebook_size} visual + {layout.semantic_codebook_size} semantic "
+         f"codes + {layout.num_classes} classes + 1 null class)"),
+        (not positive, f"num_positions must be a positive int, got {num_positions!r}"),
+        (num_steps > max_positions,
+         f"{num_positions} grid positions need {num_steps} input positions (class token + {num_steps - 1} image "
+         f"tokens), more than the prior's max_position_embeddings={max_positions}"),
+        (cache_implementation not in ("dynamic", "static"),
+         f"cache_implementation must be 'dynamic' or 'static', got {cache_implementation!r}"),
+        (guidance_schedule not in ("constant", "linear"),
+         f"guidance_schedule must be 'constant' or 'linear', got {guidance_schedule!r}"),
+        (not _is_real(guidance_scale) or guidance_scale < 0,
+         f"guidance_scale must be a finite float >= 0 (1 disables guidance), got {guidance_scale!r}"),
+        (interval is not None and not (isinstance(interval, (tuple, list)) and len(interval) == 2
+                                       and all(_is_real(x) for x in interval) and 0 <= interval[0] < interval[1] <= 1),
+         "guidance_interval must be (start, end) fractions of the grid positions with 0 <= start < end <= 1, "
+         f"got {interval!r}"),
+        (not _is_real(temperature) or not temperature > 0, f"temperature must be a float > 0, got {temperature!r}"),
+        (top_k is not None and (not is_int(top_k) or top_k < 0),
+         f"top_k must be None or an int >= 0 (0 or None disables it), got {top_k!r}"),
+        (top_p is not None and (not _is_real(top_p) or not 0 < top_p <= 1),
+         f"top_p must be None or a float in (0, 1] (1 or None disables it), got {top_p!r}"),
+    ]  # fmt: skip
+    for failed, message in problems:
+        if failed:
+            raise ValueError(message + ".")
     many = isinstance(generator, (list, tuple))
     if not all(
         isinstance(g, torch.Generator) for g in (generator if many else [] if generator is None else [generator])
@@ -568,8 +510,6 @@ def sample_image_tokens(
     options = dict(guidance_scale=guidance_scale, guidance_schedule=guidance_schedule,
                    guidance_interval=guidance_interval, temperature=temperature, top_k=top_k, top_p=top_p)  # fmt: skip
     if validate:
-        if not isinstance(layout, TokenLayout):
-            raise TypeError(f"layout must be a TokenLayout, got {type(layout).__name__}.")
         class_ids = layout.class_token_ids(class_labels)
         if class_ids.ndim != 1 or class_ids.numel() == 0:
             raise ValueError(
@@ -580,19 +520,14 @@ def sample_image_tokens(
     else:
         class_ids = torch.as_tensor(class_labels, dtype=torch.long) + layout.codebook_size
     class_ids = class_ids.to(device)
-    batch, num_steps, per_position = (
-        class_ids.shape[0],
-        layout.num_image_tokens(num_positions),
-        layout.tokens_per_position,
-    )
+    batch, per_position = class_ids.shape[0], layout.tokens_per_position
+    num_steps = layout.num_image_tokens(num_positions)
     scales = guidance_scales(num_positions, per_position, guidance_scale, guidance_schedule, guidance_interval)
     processors = _logits_processors(temperature, top_k, top_p)
     uniforms = draw_uniforms(generator, batch, num_steps, device)
     guided_steps = [i for i, s in enumerate(scales) if s != 1.0]
-    last_guided, paired = (
-        (guided_steps or [-1])[-1],
-        bool(guided_steps),
-    )  # paired: the null-class rows are in the batch
+    # paired: the null-class rows are in the batch
+    last_guided, paired = (guided_steps or [-1])[-1], bool(guided_steps)
     config, keyword, ranges = prior.config, cache_keyword(prior), layout.code_ranges
 
     # sequences[:, 0] is the class token; sequences[:, 1 + i] the i-th image token. Logits processors see the prefix.
