@@ -12,7 +12,7 @@ from accelerate import Accelerator
 from accelerate.logging import get_logger
 
 from ..configuration_glotok import GloTokConfig
-from ..data import image_grid, tensor_to_pil
+from ..data import class_names, image_grid, tensor_to_pil
 from ..discriminator import GloTokDiscriminator, GloTokDiscriminatorConfig
 from ..evaluation import CodebookUsageWindow
 from ..losses import GloTokObjective, default_histogram_alpha
@@ -226,7 +226,7 @@ class TokenizerStage(BaseStage):
             image = "reconstructions.png"
         args, config = self.args, self.bare.config
         side = args.resolution // config.downsample_factor
-        data = data_summary(args, len(self.items), self.class_names)
+        data = data_summary(args, len(self.items), class_names(self.items.dataset.dataset, args.label_column))
         if self.teacher_metadata:
             data += "\n\nTeacher histogram of the histogram relation loss (Eq. 7):\n\n```json\n"
             data += json.dumps(self.teacher_metadata, indent=2, default=str) + "\n```"
