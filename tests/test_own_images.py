@@ -105,3 +105,14 @@ def test_a_mismatch_on_the_way_stops_with_what_to_change(walk, tmp_path):
     run = run_in_process([*stale, "--allow_tokenizer_mismatch", "--output_dir", str(tmp_path / "anyway"),
                           "--max_train_steps", "1", "--num_validation_images", "0"])  # fmt: skip
     assert run.state.global_step == 1
+
+
+def test_the_training_readme_lists_every_recipe_and_walks_through_an_image_folder():
+    readme = (TRAINING_DIR / "README.md").read_text()
+    table = readme.split("## Recipes")[1].split("###")[0]
+    assert [p.name for p in sorted(RECIPES.iterdir()) if f"| `{p.name}` |" not in table] == []
+    walk_through = readme.split("## Your own image folder")[1].split("\n## ")[0]
+    for command in ("train_image_classifier.py --arch vit --train_data_dir", "build-teacher --source backbone",
+                    "tiny_cpu.json --train_data_dir data/shapes --resolution 32", "glotok extract-codes",
+                    "tiny_prior_cpu.json --codes_dir", "glotok generate --pipeline", "save_remote_code_pipeline", "glotok check-pipeline"):  # fmt: skip
+        assert command in walk_through

@@ -190,17 +190,13 @@ def checkpoint_step(path: Path) -> int | None:
     return int(match.group(1)) if match else None
 
 
-def is_complete_checkpoint(path: Path) -> bool:
-    """A folder named `checkpoint-<n>` holding the training state (written last, before the atomic rename)."""
-    return path.is_dir() and checkpoint_step(path) is not None and (path / STATE_FILE).is_file()
-
-
 def list_checkpoints(output_dir: str | os.PathLike) -> list[Path]:
-    """Complete checkpoints in `output_dir`, oldest first (partial `.tmp-*` folders are never listed)."""
+    """Complete checkpoints in `output_dir` (`checkpoint-<n>` folders holding the training state, written last before
+    the atomic rename), oldest first; partial `.tmp-*` folders are never listed."""
     output_dir = Path(output_dir)
     if not output_dir.is_dir():
         return []
-    found = [p for p in output_dir.iterdir() if is_complete_checkpoint(p)]
+    found = [p for p in output_dir.iterdir() if checkpoint_step(p) is not None and (p / STATE_FILE).is_file()]
     return sorted(found, key=checkpoint_step)
 
 
