@@ -48,11 +48,29 @@ def walk(tmp_path_factory):
     runs = {name: root / name for name in ("shapes", "vit", "tokenizer", "codes", "prior")}
     make_shapes(runs["shapes"])
     classifier = load_script(TRAINING_DIR / "train_image_classifier.py")
-    assert classifier.main(["--arch", "vit", "--train_data_dir", str(runs["shapes"]), "--resolution", "32",
-                            "--width", "32", "--depth", "1", "--epochs", "1", "--output_dir", str(runs["vit"])]) == 0  # fmt: skip
+    vit = ["--arch", "vit", "--train_data_dir", str(runs["shapes"]), "--resolution", "32", "--width", "32", "--depth",
+           "1", "--epochs", "1", "--output_dir", str(runs["vit"])]  # fmt: skip
+    assert classifier.main(vit) == 0
     teacher = root / "teacher.safetensors"
-    assert glotok(["build-teacher", "--source", "backbone", "--model", str(runs["vit"]), "--train-data-dir",
-                   str(runs["shapes"]), "--num-clusters", "8", "--output", str(teacher), "--no-progress"]) == 0  # fmt: skip
+    assert (
+        glotok(
+            [
+                "build-teacher",
+                "--source",
+                "backbone",
+                "--model",
+                str(runs["vit"]),
+                "--train-data-dir",
+                str(runs["shapes"]),
+                "--num-clusters",
+                "8",
+                "--output",
+                str(teacher),
+                "--no-progress",
+            ]
+        )
+        == 0
+    )
     run_in_process(["--config", str(RECIPES / "tiny_cpu.json"), "--train_data_dir", str(runs["shapes"]),
                     "--output_dir", str(runs["tokenizer"]), "--resolution", "32", "--teacher_histogram", str(teacher),
                     "--histogram_weight", "0.01", *SHORT])  # fmt: skip
@@ -86,8 +104,25 @@ def test_the_walk_through_gives_a_pipeline_on_the_grid_it_was_trained_at(walk):
 def test_a_mismatch_on_the_way_stops_with_what_to_change(walk, tmp_path):
     prior = ["--config", str(RECIPES / "tiny_prior_cpu.json"), "--output_dir", str(tmp_path / "p"), *SHORT]
     codes24 = tmp_path / "codes24"  # codes extracted at another resolution than the tokenizer's
-    assert glotok(["extract-codes", "--tokenizer", str(walk["tokenizer"]), "--train-data-dir", str(walk["shapes"]),
-                   "--output-dir", str(codes24), "--resolution", "24", "--num-workers", "0", "--no-progress"]) == 0  # fmt: skip
+    assert (
+        glotok(
+            [
+                "extract-codes",
+                "--tokenizer",
+                str(walk["tokenizer"]),
+                "--train-data-dir",
+                str(walk["shapes"]),
+                "--output-dir",
+                str(codes24),
+                "--resolution",
+                "24",
+                "--num-workers",
+                "0",
+                "--no-progress",
+            ]
+        )
+        == 0
+    )
     with pytest.raises(ValueError, match=r"6x6 token grid \(extracted at 24 px\), but the tokenizer's sample_size 32 "
                        r"gives 8x8: extract them again without --resolution"):  # fmt: skip
         run_in_process([*prior, "--codes_dir", str(codes24), "--tokenizer_name_or_path", str(walk["tokenizer"])])
@@ -114,5 +149,6 @@ def test_the_training_readme_lists_every_recipe_and_walks_through_an_image_folde
     walk_through = readme.split("## Your own image folder")[1].split("\n## ")[0]
     for command in ("train_image_classifier.py --arch vit --train_data_dir", "build-teacher --source backbone",
                     "tiny_cpu.json --train_data_dir data/shapes --resolution 32", "glotok extract-codes",
-                    "tiny_prior_cpu.json --codes_dir", "glotok generate --pipeline", "save_remote_code_pipeline", "glotok check-pipeline"):  # fmt: skip
+                    "tiny_prior_cpu.json --codes_dir", "glotok generate --pipeline", "save_remote_code_pipeline",
+                    "glotok check-pipeline"):  # fmt: skip
         assert command in walk_through

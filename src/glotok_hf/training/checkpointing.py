@@ -218,7 +218,7 @@ def resolve_resume_checkpoint(output_dir: str | os.PathLike, value: str | None) 
                 return path
             skipped.append(f"{path.name} ({damage})")
         if skipped:
-            raise ValueError(f"Every checkpoint is damaged: {'; '.join(skipped)}. No intact checkpoint in {str(output_dir)!r} to resume from: pass "
+            raise ValueError(f"Every checkpoint in {str(output_dir)!r} is damaged: {'; '.join(skipped)}. Pass "
                              "--overwrite_output_dir to start over, or restore a checkpoint.")  # fmt: skip
         stateless = sorted(p.name for p in Path(output_dir).glob("checkpoint-*") if checkpoint_step(p) is not None)
         if stateless:  # never silently restart from scratch next to checkpoints a user may want

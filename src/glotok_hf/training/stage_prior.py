@@ -255,7 +255,8 @@ class PriorStage(BaseStage):
         pipeline.save_pretrained(folder)
         grid = getattr(self, "last_grid", None)
         card = training_card("pipeline", self, state, details={}, metrics=metrics, pipeline=pipeline,
-                             training_data=self.data_description, sample_grid_file=SAMPLE_GRID_FILE if grid is not None else None)  # fmt: skip
+                             training_data=self.data_description,
+                             sample_grid_file=SAMPLE_GRID_FILE if grid is not None else None)  # fmt: skip
         save_model_card(card, folder, sample_grid=grid, overwrite=True)
         logger.info(f"Pipeline saved to {folder}")
 
