@@ -52,34 +52,18 @@ def walk(tmp_path_factory):
            "1", "--epochs", "1", "--output_dir", str(runs["vit"])]  # fmt: skip
     assert classifier.main(vit) == 0
     teacher = root / "teacher.safetensors"
-    assert (
-        glotok(
-            [
-                "build-teacher",
-                "--source",
-                "backbone",
-                "--model",
-                str(runs["vit"]),
-                "--train-data-dir",
-                str(runs["shapes"]),
-                "--num-clusters",
-                "8",
-                "--output",
-                str(teacher),
-                "--no-progress",
-            ]
-        )
-        == 0
-    )
+    teacher_args = ["build-teacher", "--source", "backbone", "--model", str(runs["vit"]), "--train-data-dir",
+                    str(runs["shapes"]), "--num-clusters", "8", "--output", str(teacher), "--no-progress"]  # fmt: skip
+    assert glotok(teacher_args) == 0
     run_in_process(["--config", str(RECIPES / "tiny_cpu.json"), "--train_data_dir", str(runs["shapes"]),
                     "--output_dir", str(runs["tokenizer"]), "--resolution", "32", "--teacher_histogram", str(teacher),
                     "--histogram_weight", "0.01", *SHORT])  # fmt: skip
     assert glotok(["extract-codes", "--tokenizer", str(runs["tokenizer"]), "--train-data-dir", str(runs["shapes"]),
                    "--output-dir", str(runs["codes"]), "--num-workers", "0", "--no-progress"]) == 0  # fmt: skip
-    prior = run_in_process(["--config", str(RECIPES / "tiny_prior_cpu.json"), "--codes_dir", str(runs["codes"]),
-                            "--tokenizer_name_or_path", str(runs["tokenizer"]), "--output_dir", str(runs["prior"]),
-                            *SHORT])  # fmt: skip
-    return {**runs, "teacher": teacher, "prior_run": prior}
+    run_in_process(["--config", str(RECIPES / "tiny_prior_cpu.json"), "--codes_dir", str(runs["codes"]),
+                    "--tokenizer_name_or_path", str(runs["tokenizer"]), "--output_dir", str(runs["prior"]),
+                    *SHORT])  # fmt: skip
+    return {**runs, "teacher": teacher}
 
 
 def test_the_walk_through_gives_a_pipeline_on_the_grid_it_was_trained_at(walk):
@@ -89,8 +73,8 @@ def test_the_walk_through_gives_a_pipeline_on_the_grid_it_was_trained_at(walk):
     assert json.loads((walk["tokenizer"] / "training_args.json").read_text())["resolution"] == 32
     codes = json.loads((walk["codes"] / "glotok_codes.json").read_text())
     assert (codes["resolution"], codes["grid"], codes["num_images"]) == (32, [8, 8], 36)
-    prior = walk["prior_run"].stage.bare.config
-    assert prior.image_grid_size == [8, 8] and prior.max_position_embeddings == 1 + 64 * 2
+    prior = json.loads((walk["prior"] / "config.json").read_text())  # the saved prior records its grid
+    assert prior["image_grid_size"] == [8, 8] and prior["max_position_embeddings"] == 1 + 64 * 2
     pipeline = GloTokPipeline.from_pretrained(walk["prior"] / "pipeline")
     assert pipeline.prior.config.image_grid_size == [8, 8]
     out = pipeline(["triangle"], generator=[torch.Generator().manual_seed(0)], output_type="pt")
@@ -104,25 +88,9 @@ def test_the_walk_through_gives_a_pipeline_on_the_grid_it_was_trained_at(walk):
 def test_a_mismatch_on_the_way_stops_with_what_to_change(walk, tmp_path):
     prior = ["--config", str(RECIPES / "tiny_prior_cpu.json"), "--output_dir", str(tmp_path / "p"), *SHORT]
     codes24 = tmp_path / "codes24"  # codes extracted at another resolution than the tokenizer's
-    assert (
-        glotok(
-            [
-                "extract-codes",
-                "--tokenizer",
-                str(walk["tokenizer"]),
-                "--train-data-dir",
-                str(walk["shapes"]),
-                "--output-dir",
-                str(codes24),
-                "--resolution",
-                "24",
-                "--num-workers",
-                "0",
-                "--no-progress",
-            ]
-        )
-        == 0
-    )
+    extract = ["extract-codes", "--tokenizer", str(walk["tokenizer"]), "--train-data-dir", str(walk["shapes"]),
+               "--output-dir", str(codes24), "--resolution", "24", "--num-workers", "0", "--no-progress"]  # fmt: skip
+    assert glotok(extract) == 0
     with pytest.raises(ValueError, match=r"6x6 token grid \(extracted at 24 px\), but the tokenizer's sample_size 32 "
                        r"gives 8x8: extract them again without --resolution"):  # fmt: skip
         run_in_process([*prior, "--codes_dir", str(codes24), "--tokenizer_name_or_path", str(walk["tokenizer"])])

@@ -103,9 +103,7 @@ class TokenizerStage(BaseStage):
         self.objective, self.teacher_metadata = build_objective(args, model)
         self.objective.to(accelerator.device)
         self.track_ema(model)
-        self.items, loader, self.sampler, self.class_names = build_image_data(
-            args, accelerator.num_processes, with_labels=False
-        )
+        self.items, loader, self.sampler, _ = build_image_data(args, accelerator.num_processes, with_labels=False)
         self.loader = accelerator.prepare(loader)
         optimizer = build_optimizer(model.parameters(), args, args.learning_rate)
         d_optimizer = build_optimizer(
