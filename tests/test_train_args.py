@@ -158,6 +158,21 @@ def test_a_command_line_data_or_model_source_replaces_the_recipes(tmp_path):
     assert args.dataset_name == "data/x" and args.model_config == {"sample_size": 32}
 
 
+def test_a_command_line_model_config_is_merged_into_the_recipes():
+    tiny = TRAINING_DIR / "recipes" / "tiny_cpu.json"
+    recipe = json.loads(tiny.read_text())
+    args = parse_args(["--config", str(tiny), "--model_config", '{"sample_size": 32}',
+                       "--discriminator-config", '{"num_layers": 1}'])  # fmt: skip
+    assert args.model_config == {**recipe["model_config"], "sample_size": 32}
+    assert args.discriminator_config == {**recipe["discriminator_config"], "num_layers": 1}
+    from glotok_hf import GloTokConfig, GloTokModel
+
+    model = GloTokModel(GloTokConfig(**args.model_config))
+    assert sum(p.numel() for p in model.parameters()) < 2e6  # the tiny model (1.1M), not the paper's 112.9M
+    assert "merged into the recipe's mapping" in " ".join(build_parser().format_help().split())
+    assert args.resolution == 24 and parse_args(["--stage", "tokenizer", *BASE]).resolution is None
+
+
 def test_train_script_is_a_thin_entry_point_with_clear_errors(tmp_path, subprocess_env):
     # The script runs as a file (no sys.path edits): a user error exits 2 with the message, either flag spelling.
     argv = [sys.executable, str(TRAINING_DIR / "train.py"), "--stage", "tokenizer", "--output-dir", str(tmp_path)]

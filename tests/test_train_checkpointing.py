@@ -2,6 +2,8 @@
 checkpoint just written or anything incomplete, leftovers of interrupted saves are removed, the data position survives
 a change of global batch, and the EMA's warm-up and save/load round trip."""
 
+import logging
+
 import pytest
 import torch
 
@@ -19,9 +21,9 @@ from glotok_hf.training.ema import EMA
 def make_checkpoint(root, name, complete=True):
     folder = root / name
     folder.mkdir(parents=True)
-    (folder / "optimizer.bin").write_bytes(b"x")
+    torch.save({"state": {}}, folder / "optimizer.bin")
     if complete:
-        (folder / STATE_FILE).write_bytes(b"x")
+        torch.save({"global_step": 1}, folder / STATE_FILE)
     return folder
 
 
@@ -40,6 +42,22 @@ def test_latest_is_the_newest_complete_checkpoint(tmp_path):
         resolve_resume_checkpoint(tmp_path, "checkpoint-99")
     with pytest.raises(ValueError, match="not a complete checkpoint"):
         resolve_resume_checkpoint(tmp_path, str(tmp_path / "checkpoint-12"))
+
+
+def test_latest_skips_a_damaged_newest_checkpoint_loudly_and_a_named_one_points_to_the_intact(tmp_path, caplog):
+    make_checkpoint(tmp_path, "checkpoint-2")
+    (make_checkpoint(tmp_path, "checkpoint-4") / "optimizer.bin").write_bytes(b"torn")
+    with caplog.at_level(logging.WARNING, logger="glotok_train"):
+        assert resolve_resume_checkpoint(tmp_path, "latest") == tmp_path / "checkpoint-2"
+    assert "skips the damaged checkpoint-4 (Checkpoint file" in caplog.text and "optimizer.bin" in caplog.text
+    with pytest.raises(ValueError, match=r"optimizer.bin' is truncated or corrupted .* Resume from the intact "
+                       r"checkpoint-2 instead: --resume_from_checkpoint \S*checkpoint-2\."):  # fmt: skip
+        resolve_resume_checkpoint(tmp_path, "checkpoint-4")
+    (tmp_path / "checkpoint-2" / STATE_FILE).write_bytes(b"torn")
+    with pytest.raises(ValueError, match=r"is damaged: checkpoint-4 .*; checkpoint-2 .*Pass --overwrite_output_dir"):
+        resolve_resume_checkpoint(tmp_path, "latest")
+    with pytest.raises(ValueError, match="No intact checkpoint is left: restore one, or pass --overwrite_output_dir"):
+        resolve_resume_checkpoint(tmp_path, "checkpoint-4")
 
 
 def test_latest_refuses_to_restart_next_to_checkpoints_without_state(tmp_path):

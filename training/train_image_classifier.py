@@ -11,8 +11,10 @@ can be downloaded:
 
     python training/train_image_classifier.py --arch vit --dataset_name data/digits --output_dir runs/digits_vit
     python training/train_image_classifier.py --arch cnn --dataset_name data/digits --output_dir runs/digits_cnn
+    python training/train_image_classifier.py --arch vit --train_data_dir data/shapes --resolution 32 --output_dir runs/shapes_vit
 
-Both print the accuracy on the held-out split and write it to `metrics.json`.
+Both print the accuracy on the held-out split (the test split, or `--holdout` of the train split when there is none,
+e.g. for an image folder) and write it to `metrics.json`.
 """
 
 import argparse
@@ -82,15 +84,30 @@ def build_model(args, num_classes: int, names: list[str] | None) -> nn.Module:
     return ViTClassifier(ViTForImageClassification(config))
 
 
-def loader(args, split: str, train: bool):
-    dataset = load_image_dataset(dataset_name=args.dataset_name, split=split, label_column=args.label_column)
+def load_splits(args):
+    """The train and test splits; without a test split (a plain image folder), a seeded `--holdout` fraction of the
+    train split is held out. Returns `(train, test, what the test set is)`."""
+    source = {
+        "dataset_name": args.dataset_name,
+        "train_data_dir": args.train_data_dir,
+        "label_column": args.label_column,
+    }
+    train = load_image_dataset(split=args.train_split, **source)
+    try:
+        return train, load_image_dataset(split=args.test_split, **source), args.test_split
+    except ValueError:  # no such split
+        parts = train.train_test_split(test_size=args.holdout, seed=args.seed)
+        print(f"No {args.test_split!r} split: {len(parts['test'])} of the {len(train)} training images are held out.")
+        return parts["train"], parts["test"], f"{args.holdout:g} of {args.train_split} (seed {args.seed})"
+
+
+def loader(args, dataset, train: bool):
     transform = ImageTransform(args.resolution, center_crop=True)
     torch_dataset = ImageDataset(dataset, transform, label_column=args.label_column)
     generator = torch.Generator().manual_seed(args.seed)
-    data = torch.utils.data.DataLoader(
+    return torch.utils.data.DataLoader(
         torch_dataset, batch_size=args.batch_size, shuffle=train, generator=generator, collate_fn=collate_images
     )
-    return data, class_names(dataset, args.label_column)
 
 
 @torch.no_grad()
@@ -115,9 +132,10 @@ def augment(images: torch.Tensor, max_shift: int) -> torch.Tensor:
 
 def train(args) -> dict:
     torch.manual_seed(args.seed)
-    train_data, names = loader(args, args.train_split, train=True)
-    test_data, _ = loader(args, args.test_split, train=False)
-    num_classes = len(names) if names else int(max(max(b["labels"].tolist()) for b in train_data)) + 1
+    train_split, test_split, test_name = load_splits(args)
+    names = class_names(train_split, args.label_column)
+    train_data, test_data = loader(args, train_split, train=True), loader(args, test_split, train=False)
+    num_classes = len(names) if names else int(max(train_split[args.label_column])) + 1
     model = build_model(args, num_classes, names)
     optimizer = torch.optim.AdamW(model.parameters(), lr=args.learning_rate, weight_decay=0.05)
     steps = args.epochs * len(train_data)
@@ -135,8 +153,8 @@ def train(args) -> dict:
         print(f"epoch {epoch + 1}/{args.epochs}: loss {loss.item():.4f}", flush=True)
     metrics = {
         "arch": args.arch,
-        "dataset": args.dataset_name,
-        "test_split": args.test_split,
+        "dataset": args.dataset_name or args.train_data_dir,
+        "test_split": test_name,
         "test_accuracy": accuracy(model, test_data),
         "train_seconds": round(time.perf_counter() - start, 1),
         "num_parameters": sum(p.numel() for p in model.parameters()),
@@ -166,9 +184,14 @@ def save(model: nn.Module, args, metrics: dict) -> None:
 def parse_args(argv=None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--arch", choices=["vit", "cnn"], required=True)
-    parser.add_argument("--dataset_name", required=True, help="A folder written by prepare_offline_data.py.")
+    data = parser.add_mutually_exclusive_group(required=True)
+    data.add_argument("--dataset_name", help="A folder written by prepare_offline_data.py (or a Hub dataset).")
+    data.add_argument("--train_data_dir", help="An image folder: one sub-folder per class.")
     parser.add_argument("--train_split", default="train")
-    parser.add_argument("--test_split", default="test")
+    parser.add_argument(
+        "--test_split", default="test", help="Held-out split; when missing, --holdout of the train split."
+    )
+    parser.add_argument("--holdout", type=float, default=0.1, help="Fraction held out when there is no --test_split.")
     parser.add_argument("--label_column", default="label")
     parser.add_argument("--output_dir", required=True)
     parser.add_argument("--overwrite_output_dir", action="store_true")

@@ -44,10 +44,12 @@ FORMAT_VERSION = 1
 
 # ---------------------------------------------------------------------------------------------------- helpers
 def model_fingerprint(model: torch.nn.Module) -> str:
-    """SHA-256 of a model's state dict (names, dtypes, shapes and bytes): identifies the tokenizer of a run."""
+    """SHA-256 of a model's state dict (names, shapes and bytes; floats as float32, so bf16 weights loaded in fp32 keep
+    their fingerprint): identifies the tokenizer codes were extracted with."""
     digest = hashlib.sha256()
     for name, tensor in sorted(model.state_dict().items()):
         tensor = tensor.detach().cpu().contiguous()
+        tensor = tensor.float() if tensor.is_floating_point() else tensor
         digest.update(f"{name}:{tensor.dtype}:{tuple(tensor.shape)}".encode())
         digest.update(tensor.view(torch.uint8).numpy().tobytes() if tensor.numel() else b"")
     return digest.hexdigest()

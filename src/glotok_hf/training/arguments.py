@@ -5,8 +5,9 @@ Every option is declared once, as a field of `TrainingArguments` (the loss weigh
 `GloTokLossConfig`); the argparse flags, their `--help` and the recipe checks are generated from those fields. Names
 follow diffusers' training examples; every flag is also accepted with dashes (`--train-data-dir` for
 `--train_data_dir`). A recipe (`--config recipe.json|yaml`) is a flat mapping from option names to values; flags given
-on the command line override it; unknown keys and values of the wrong type are errors. Everything is checked here,
-once, so the training code trusts the parsed `TrainingArguments`.
+on the command line override it (a `--model_config` / `--discriminator_config` mapping is merged into the recipe's);
+unknown keys and values of the wrong type are errors. Everything is checked here, once, so the training code trusts
+the parsed `TrainingArguments`.
 """
 
 import argparse
@@ -76,7 +77,10 @@ class TrainingArguments:
     label_column: str = option("label", "Column holding the class labels.")
     cache_dir: str | None = option(None, "Where `datasets` caches.")
     max_train_samples: int | None = option(None, "Use only the first N examples.")
-    resolution: int = option(256, "Training resolution (square).")
+    resolution: int | None = option(None, "Training resolution (square). Default: the tokenizer's sample_size (from "
+                                    "--model_config, or the --pretrained_model_name_or_path / --tokenizer_name_or_path "
+                                    "tokenizer). Tokenizer stage: another value becomes sample_size of the new "
+                                    "tokenizer (a pretrained one refuses it). Prior stage: must equal it.")  # fmt: skip
     center_crop: bool = option(True, "Center crop (default) or random crop after resizing the short side.")
     random_flip: bool = option(False, "Random horizontal flips.")
     dataloader_num_workers: int = option(0, "DataLoader worker processes.")
@@ -85,19 +89,25 @@ class TrainingArguments:
                                    "--tokenizer_name_or_path.")  # fmt: skip
     # models
     model_config: str | dict | None = option(None, "Tokenizer: a GloTokConfig JSON file (or inline JSON / a recipe "
-                                             "mapping). Prior: LlamaConfig overrides on top of --prior_size.",
-                                             group="models")  # fmt: skip
+                                             "mapping). Prior: LlamaConfig overrides on top of --prior_size. Given "
+                                             "with a recipe that has one, it is merged into the recipe's mapping "
+                                             "(its keys win).", group="models")  # fmt: skip
     pretrained_model_name_or_path: str | None = option(
         None, "Start from this saved tokenizer (or prior) instead of a fresh --model_config."
     )
     discriminator_config: str | dict | None = option(
-        None, "A GloTokDiscriminatorConfig JSON file / inline JSON (default: the paper's PatchGAN)."
+        None,
+        "A GloTokDiscriminatorConfig JSON file / inline JSON (default: the paper's PatchGAN); merged into the "
+        "recipe's mapping like --model_config.",
     )
     teacher_histogram: str | None = option(
         None, "Teacher histogram file from `glotok build-teacher` (turns the histogram loss on)."
     )
     tokenizer_name_or_path: str | None = option(None, "Prior stage: the trained tokenizer (decodes validation "
                                                 "samples; extracts codes on the fly without --codes_dir).")  # fmt: skip
+    allow_tokenizer_mismatch: bool = option(False, "Prior stage: accept --codes_dir extracted with other tokenizer "
+                                            "weights than --tokenizer_name_or_path's (the codes' fingerprint "
+                                            "differs).", switch=True)  # fmt: skip
     prior_size: str = option("B", "Prior stage: LlamaGen size preset (B: 12 layers x 768, L, XL, XXL, 3B).",
                              choices=sorted(PRIOR_SIZES))  # fmt: skip
     class_dropout_prob: float = option(
@@ -175,11 +185,11 @@ class TrainingArguments:
         if self.output_dir is None:
             raise ValueError("--output_dir is required, on the command line or in the recipe.")
         positive = ("train_batch_size", "gradient_accumulation_steps", "checkpointing_steps", "validation_steps",
-                    "resolution", "usage_window", "max_nonfinite_steps", "num_train_epochs")  # fmt: skip
+                    "usage_window", "max_nonfinite_steps", "num_train_epochs")  # fmt: skip
         for name in positive:
             if getattr(self, name) is None or getattr(self, name) <= 0:
                 raise ValueError(f"--{name} must be a positive integer, got {getattr(self, name)!r}.")
-        for name in ("max_train_steps", "checkpoints_total_limit", "max_train_samples"):
+        for name in ("max_train_steps", "checkpoints_total_limit", "max_train_samples", "resolution"):
             value = getattr(self, name)
             if value is not None and value <= 0:
                 raise ValueError(f"--{name} must be a positive integer when given, got {value!r}.")
@@ -256,7 +266,8 @@ def build_parser(suppress_defaults: bool = False) -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="train.py",
         description="Train the GloTok tokenizer (--stage tokenizer) or its class-conditional AR prior (--stage prior) "
-        "with Accelerate. Flags override the values of a --config recipe.",
+        "with Accelerate. Flags override the values of a --config recipe; --model_config and --discriminator_config are "
+        "merged into the recipe's mapping.",
         epilog=EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
@@ -282,6 +293,7 @@ def parse_args(argv: list[str] | None = None) -> TrainingArguments:
     argv = underscored(sys.argv[1:] if argv is None else list(argv))
     parser = build_parser()
     known, _ = parser.parse_known_args(argv)
+    recipe, explicit = {}, set()
     if known.config is not None:
         recipe = load_recipe(known.config, parser)
         explicit = set(vars(build_parser(suppress_defaults=True).parse_known_args(argv)[0]))
@@ -290,6 +302,9 @@ def parse_args(argv: list[str] | None = None) -> TrainingArguments:
                 recipe = {k: v for k, v in recipe.items() if k not in group or k in explicit}
         parser.set_defaults(**recipe)
     values = vars(parser.parse_args(argv))
+    for name in _INLINE_JSON & explicit:  # a command-line mapping updates the recipe's, never replaces it
+        if isinstance(recipe.get(name), dict):
+            values[name] = {**recipe[name], **read_json_argument(values[name], name)}
     loss_fields = {f.name for f in dataclasses.fields(GloTokLossConfig)}
     loss = GloTokLossConfig(**{k: values.pop(k) for k in list(values) if k in loss_fields})
     return TrainingArguments(**values, loss=loss)

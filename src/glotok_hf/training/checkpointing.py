@@ -190,30 +190,36 @@ def checkpoint_step(path: Path) -> int | None:
     return int(match.group(1)) if match else None
 
 
-def is_complete_checkpoint(path: Path) -> bool:
-    """A folder named `checkpoint-<n>` holding the training state (written last, before the atomic rename)."""
-    return path.is_dir() and checkpoint_step(path) is not None and (path / STATE_FILE).is_file()
-
-
 def list_checkpoints(output_dir: str | os.PathLike) -> list[Path]:
-    """Complete checkpoints in `output_dir`, oldest first (partial `.tmp-*` folders are never listed)."""
+    """Complete checkpoints in `output_dir` (`checkpoint-<n>` folders holding the training state, written last before
+    the atomic rename), oldest first; partial `.tmp-*` folders are never listed."""
     output_dir = Path(output_dir)
     if not output_dir.is_dir():
         return []
-    found = [p for p in output_dir.iterdir() if is_complete_checkpoint(p)]
+    found = [p for p in output_dir.iterdir() if checkpoint_step(p) is not None and (p / STATE_FILE).is_file()]
     return sorted(found, key=checkpoint_step)
 
 
 def resolve_resume_checkpoint(output_dir: str | os.PathLike, value: str | None) -> Path | None:
-    """`--resume_from_checkpoint`: `None`, `latest` (the newest complete checkpoint; `None` for a fresh start when
-    there is no checkpoint at all, an error when there are only `checkpoint-<n>` folders without the training
-    state), or a checkpoint folder (a bare `checkpoint-<n>` name is looked up in `output_dir`)."""
+    """`--resume_from_checkpoint`: `None`, `latest` or a checkpoint folder (a bare `checkpoint-<n>` name is looked up
+    in `output_dir`). `latest` is the newest intact checkpoint: a newer damaged one is skipped with a warning naming
+    it; `None` (a fresh start) when there is no checkpoint at all; an error when every checkpoint is damaged or lacks
+    the training state. A named checkpoint that is damaged is an error naming the intact one to pass instead."""
     if value is None:
         return None
     if value == "latest":
-        checkpoints = list_checkpoints(output_dir)
-        if checkpoints:
-            return checkpoints[-1]
+        skipped = []
+        for path in reversed(list_checkpoints(output_dir)):
+            damage = checkpoint_damage(path)
+            if damage is None:
+                if skipped:
+                    logger.warning(f"--resume_from_checkpoint latest skips the damaged {'; '.join(skipped)} and "
+                                   f"resumes from {path.name}, the newest intact checkpoint.")  # fmt: skip
+                return path
+            skipped.append(f"{path.name} ({damage})")
+        if skipped:
+            raise ValueError(f"Every checkpoint in {str(output_dir)!r} is damaged: {'; '.join(skipped)}. Pass "
+                             "--overwrite_output_dir to start over, or restore a checkpoint.")  # fmt: skip
         stateless = sorted(p.name for p in Path(output_dir).glob("checkpoint-*") if checkpoint_step(p) is not None)
         if stateless:  # never silently restart from scratch next to checkpoints a user may want
             raise ValueError(
@@ -236,14 +242,50 @@ def resolve_resume_checkpoint(output_dir: str | os.PathLike, value: str | None) 
         raise ValueError(
             f"--resume_from_checkpoint {value!r} is not a complete checkpoint of this script ({STATE_FILE} missing)."
         )
+    damage = checkpoint_damage(path)
+    if damage is not None:
+        intact = next(
+            (p for p in reversed(list_checkpoints(path.parent)) if p != path and not checkpoint_damage(p)), None
+        )
+        hint = (f"Resume from the intact {intact.name} instead: --resume_from_checkpoint {intact}." if intact else
+                "No intact checkpoint is left: restore one, or pass --overwrite_output_dir to start over.")  # fmt: skip
+        raise ValueError(f"{damage} {hint}")
     return path
 
 
+def checkpoint_damage(path: Path) -> str | None:
+    """Why the checkpoint `path` cannot be loaded (a truncated, corrupted or unsafe file: a torn copy, a full disk, a
+    tampered file), or `None` when every file opens. Every torch.save file is opened safely, as accelerate loads it
+    (accelerate would silently skip an unreadable RNG file), so a resume never continues with half the state."""
+    from accelerate.utils import load as accelerate_load
+
+    for file in sorted(p for p in path.rglob("*") if p.is_file()):
+        if file.suffix == ".safetensors":
+            try:
+                with safe_open(str(file), framework="pt"):  # parses the header, checks that it covers the file
+                    pass
+            except Exception as err:  # safetensors raises its own error type
+                return f"Checkpoint file {str(file)!r} is truncated or corrupted ({err})."
+        elif file.suffix in (".bin", ".pkl", ".pt"):
+            if not zipfile.is_zipfile(file):
+                return f"Checkpoint file {str(file)!r} is truncated or corrupted (not a complete torch.save archive)."
+            try:
+                accelerate_load(file, map_location="cpu", mmap=True)  # memory-mapped, not read
+            except pickle.UnpicklingError:
+                return (f"Checkpoint file {str(file)!r} cannot be loaded safely: it holds Python objects that "
+                        "torch.load(weights_only=True) refuses to unpickle (it was tampered with, or not written by "
+                        "this script).")  # fmt: skip
+            except Exception as err:
+                return (
+                    f"Checkpoint file {str(file)!r} cannot be loaded safely: {type(err).__name__}: {_first_line(err)}."
+                )
+    return None
+
+
 def verify_checkpoint(path: Path, stage: str, roles: list[str]) -> None:
-    """Check, before anything is loaded, that `path` is a checkpoint of `stage` with a model folder per role, and
-    that no file in it is truncated or unreadable (a torn copy, a full disk), so a resume fails with a message naming
-    the file instead of a deep error, and never continues with half the state (accelerate would silently skip an
-    unreadable RNG file): every torch.save file is opened here, safely, as accelerate loads it."""
+    """Check, before anything is loaded, that `path` (intact: see `resolve_resume_checkpoint`) is a checkpoint of
+    `stage` with a model folder per role, so a resume fails with a message naming the problem instead of a deep
+    error."""
     args_file = path / ARGS_FILE
     if args_file.is_file():
         try:
@@ -262,20 +304,6 @@ def verify_checkpoint(path: Path, stage: str, roles: list[str]) -> None:
             f"Checkpoint {str(path)!r} has no saved {' or '.join(missing)} model (folders: "
             f"{sorted(p.name for p in path.iterdir() if p.is_dir())}); it is not a checkpoint of this {stage} run."
         )
-    for file in sorted(p for p in path.rglob("*") if p.is_file()):
-        if file.suffix == ".safetensors":
-            try:
-                with safe_open(str(file), framework="pt"):  # parses the header, checks that it covers the file
-                    pass
-            except Exception as err:  # safetensors raises its own error type
-                raise ValueError(f"Checkpoint file {str(file)!r} is truncated or corrupted ({err}).") from err
-        elif file.suffix in (".bin", ".pkl", ".pt") and not zipfile.is_zipfile(file):
-            raise ValueError(
-                f"Checkpoint file {str(file)!r} is truncated or corrupted (not a complete torch.save archive)."
-            )
-    culprit = _unreadable_pickle(path)
-    if culprit is not None:
-        raise ValueError(f"Checkpoint file {str(culprit[0])!r} cannot be loaded safely: {culprit[1]}")
 
 
 def load_checkpoint(accelerator: Accelerator, path: Path) -> None:
@@ -293,24 +321,6 @@ def load_checkpoint(accelerator: Accelerator, path: Path) -> None:
             f"Cannot resume from checkpoint {str(path)!r}: a file in it is corrupted or was not written by this "
             f"script ({type(err).__name__}: {_first_line(err)}). Resume from another checkpoint."
         ) from err
-
-
-def _unreadable_pickle(path: Path) -> tuple[Path, str] | None:
-    """The first torch.save file of a checkpoint that does not load with `weights_only=True`, and why (the files are
-    memory-mapped, not read)."""
-    from accelerate.utils import load as accelerate_load
-
-    for file in sorted(p for p in path.rglob("*") if p.suffix in (".bin", ".pkl", ".pt")):
-        try:
-            accelerate_load(file, map_location="cpu", mmap=True)
-        except pickle.UnpicklingError:
-            return file, (
-                "it holds Python objects that torch.load(weights_only=True) refuses to unpickle (it was tampered "
-                "with, or not written by this script). Resume from another checkpoint."
-            )
-        except Exception as err:
-            return file, f"{type(err).__name__}: {_first_line(err)}. Resume from another checkpoint."
-    return None
 
 
 def _first_line(err: Exception) -> str:

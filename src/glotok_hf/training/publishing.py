@@ -7,7 +7,7 @@ from pathlib import Path
 
 from huggingface_hub import ModelCard, create_repo, get_token, upload_folder
 
-from ..hub import model_card
+from ..hub import model_card, pipeline_model_card
 from .arguments import TrainingArguments
 
 # Never uploaded: checkpoints (resumable state, large), temporary folders of interrupted saves.
@@ -25,9 +25,26 @@ def create_hub_repo(args: TrainingArguments, token: str | None) -> str:
     return create_repo(hub_repo_id(args), exist_ok=True, private=args.hub_private_repo or None, token=token).repo_id
 
 
-def training_card(kind: str, stage, state, *, details: dict, metrics: dict, **kwargs) -> ModelCard:
-    """The model card of a finished run of `stage` (`kind` `"tokenizer"` / `"prior"`): `glotok_hf.hub.model_card`
-    with the stage's `details`, the run's facts (steps, batch, optimizer, ...) and its final logged `metrics`."""
+def data_summary(args: TrainingArguments, num_images: int, class_names, codes: dict | None = None) -> str:
+    """The card's 'Training data': the dataset (Hub name or folder name, never a local path), its number of images and
+    classes; `codes` is the metadata of the `--codes_dir` the run read instead of images."""
+    if codes is not None:
+        source = (
+            f"the codes in `{Path(args.codes_dir).name}` (extracted at {codes['resolution']} px, flip={codes['flip']})"
+        )
+    elif args.dataset_name is not None and not Path(args.dataset_name).exists():
+        source = f"the Hub dataset `{args.dataset_name}` (split {args.dataset_split})"
+    else:
+        source = f"the image folder `{Path(args.dataset_name or args.train_data_dir).name}`"
+    names = list(class_names or [])
+    classes = f", {len(names)} classes: {', '.join(map(str, names[:20]))}{', ...' if len(names) > 20 else ''}"
+    return f"{source}: {num_images} images{classes if names else ''}."
+
+
+def training_card(kind: str, stage, state, *, details: dict, metrics: dict, pipeline=None, **kwargs) -> ModelCard:
+    """The model card of a finished run of `stage` (`kind` `"tokenizer"` / `"prior"`, or `"pipeline"` for the
+    `pipeline` it wrote): `glotok_hf.hub.model_card` with the stage's `details`, the run's facts (steps, batch,
+    optimizer, ...) and its final logged `metrics`."""
     args, accelerator = stage.args, stage.accelerator
     common = {
         "steps": state.global_step,
@@ -41,13 +58,15 @@ def training_card(kind: str, stage, state, *, details: dict, metrics: dict, **kw
         "skipped non-finite updates": state.nonfinite_steps,
     }
     on_hub = args.dataset_name is not None and not Path(args.dataset_name).exists()
-    return model_card(
-        kind, repo_id=hub_repo_id(args), details={**details, **common}, metrics=metrics,
+    kwargs.update(
+        details={**details, **common}, metrics={**metrics, "steps": state.global_step},
         datasets=[args.dataset_name] if on_hub else None, tags=["glotok-hf"],
         metrics_description=f"Logged at the final step ({state.global_step}), averaged over processes. Trained with "
         "glotok-hf's `training/train.py`; the full options are in `training_args.json`.",
-        **kwargs,
     )  # fmt: skip
+    if pipeline is not None:
+        return pipeline_model_card(pipeline, **kwargs)
+    return model_card(kind, repo_id=hub_repo_id(args), **kwargs)
 
 
 def check_no_secret(folder: Path, secret: str | None) -> None:

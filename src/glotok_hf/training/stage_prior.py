@@ -12,15 +12,16 @@ from accelerate.logging import get_logger
 from torch.utils.data import Dataset
 from transformers import LlamaForCausalLM
 
-from ..codes import load_code_dataset
+from ..codes import load_code_dataset, model_fingerprint
 from ..configuration_glotok import GloTokConfig
 from ..data import image_grid, tensor_to_pil
+from ..hub import SAMPLE_GRID_FILE, save_model_card
 from ..loading import load_tokenizer
 from ..prior import layout_from_configs, prior_config, prior_training_batch
 from ..sampling import sample_image_tokens
 from .arguments import TrainingArguments
 from .loaders import SeededItems, build_image_data, make_loader
-from .publishing import training_card
+from .publishing import data_summary, training_card
 from .runtime import build_optimizer, build_scheduler
 from .stage import BaseStage
 from .tracking import log_image
@@ -96,34 +97,54 @@ class PriorStage(BaseStage):
             self.grid = tuple(metadata["grid"])
             self.class_names = metadata.get("label_names")
             self.num_classes = metadata["num_classes"]
-            self.data_description = f"{args.codes_dir} ({metadata['num_images']} images, flip={metadata['flip']})"
+            self.data_description = data_summary(args, metadata["num_images"], self.class_names, codes=metadata)
             self.items = SeededItems(CodeItems(dataset), seed=args.seed, draw_uniform=True)
             self.sampler, self.loader = make_loader(self.items, args, self.accelerator.num_processes, collate_codes)
-            self._check_tokenizer(metadata)
+            self._check_codes(metadata)
         else:
+            self.tokenizer_config = self.tokenizer.config
+            if args.resolution not in (None, self.tokenizer_config.sample_size):
+                raise ValueError(f"--resolution {args.resolution} differs from the tokenizer's sample_size "
+                                 f"{self.tokenizer_config.sample_size}: the prior must see the token grid the pipeline "
+                                 "will sample. Leave --resolution out.")  # fmt: skip
+            args.resolution = self.tokenizer_config.sample_size
             self.items, self.loader, self.sampler, self.class_names = build_image_data(
                 args, self.accelerator.num_processes, draw_uniform=True
             )
-            self.tokenizer_config = self.tokenizer.config
-            side = args.resolution // self.tokenizer_config.downsample_factor
+            side = self.tokenizer_config.latent_grid_size
             self.grid, self.num_positions = (side, side), side * side
             labels = self.items.dataset.dataset[args.label_column]
             self.num_classes = len(self.class_names) if self.class_names else int(max(labels)) + 1
-            self.data_description = (
-                f"{args.dataset_name or args.train_data_dir} ({len(self.items)} images, on the fly)"
-            )
+            self.data_description = data_summary(args, len(self.items), self.class_names)
 
-    def _check_tokenizer(self, metadata: dict) -> None:
+    def _check_codes(self, metadata: dict) -> None:
+        """The codes fit the tokenizer: same config (sample_size included), the grid of its sample_size, and, unless
+        --allow_tokenizer_mismatch, the same weights (the fingerprint `glotok extract-codes` stored)."""
+        where = f"The codes in {self.args.codes_dir}"
+        config = self.tokenizer.config if self.tokenizer is not None else self.tokenizer_config
+        side = config.latent_grid_size
+        if self.grid != (side, side):
+            raise ValueError(
+                f"{where} have a {self.grid[0]}x{self.grid[1]} token grid (extracted at {metadata['resolution']} px), "
+                f"but the tokenizer's sample_size {config.sample_size} gives {side}x{side}: extract them again "
+                "without --resolution (it defaults to the tokenizer's sample_size)."
+            )
         if self.tokenizer is None:
             logger.warning("No --tokenizer_name_or_path: validation samples are not decoded to images.")
             return
         saved = _config_fields(metadata["tokenizer_config"])
-        mismatched = [k for k, v in saved.items() if getattr(self.tokenizer.config, k, v) != v and k != "sample_size"]
+        mismatched = [k for k, v in saved.items() if getattr(self.tokenizer.config, k, v) != v]
         if mismatched:
-            raise ValueError(
-                f"--tokenizer_name_or_path does not match the tokenizer the codes in {self.args.codes_dir} were "
-                f"extracted with (config fields {mismatched} differ)."
-            )
+            raise ValueError(f"{where} were extracted with another tokenizer than --tokenizer_name_or_path (config "
+                             f"fields {mismatched} differ).")  # fmt: skip
+        if metadata.get("tokenizer_fingerprint") != model_fingerprint(self.tokenizer):
+            message = (f"{where} were extracted with other tokenizer weights than --tokenizer_name_or_path "
+                       f"{self.args.tokenizer_name_or_path} (the fingerprints differ): the prior would learn codes the "
+                       "pipeline's tokenizer does not produce.")  # fmt: skip
+            if not self.args.allow_tokenizer_mismatch:
+                raise ValueError(f"{message} Extract the codes again with this tokenizer, or pass "
+                                 "--allow_tokenizer_mismatch to train on them anyway.")  # fmt: skip
+            logger.warning(f"{message} Continuing: --allow_tokenizer_mismatch.")
 
     def build_prior(self) -> LlamaForCausalLM:
         args = self.args
@@ -200,9 +221,8 @@ class PriorStage(BaseStage):
 
     # ------------------------------------------------------------------------------------------------ the end
     def save_final(self, output_dir: Path, state, logs: dict) -> None:
+        """The (EMA) prior and its card at `output_dir`, and, with a tokenizer, the ready pipeline in `pipeline/`."""
         self.final_model.save_pretrained(output_dir)
-        if self.tokenizer is not None:
-            self.save_pipeline(output_dir / "pipeline")
         image = None
         if self.tokenizer is not None and self.args.num_validation_images:
             self.validate(state.global_step, output_dir / "validation")
@@ -222,14 +242,22 @@ class PriorStage(BaseStage):
         card = training_card("prior", self, state, details=details, metrics=metrics, training_data=self.data_description,
                              id2label=config.id2label if self.class_names else None, sample_grid_file=image)  # fmt: skip
         self.write_final_files(output_dir, card)
+        if self.tokenizer is not None:
+            self.save_pipeline(output_dir / "pipeline", state, metrics)
 
-    def save_pipeline(self, folder: Path) -> None:
-        """The ready-to-use `GloTokPipeline` (tokenizer + final prior + class names): `GloTokPipeline.from_pretrained`."""
+    def save_pipeline(self, folder: Path, state, metrics: dict) -> None:
+        """The ready-to-use `GloTokPipeline` (tokenizer + final prior + class names) with a model card filled from the
+        run: `GloTokPipeline.from_pretrained(folder)`, `glotok check-pipeline folder`."""
         from glotok_hf import GloTokPipeline
 
         id2label = dict(enumerate(self.class_names)) if self.class_names else None
         pipeline = GloTokPipeline(vqmodel=self.tokenizer.eval(), prior=self.final_model.eval(), id2label=id2label)
         pipeline.save_pretrained(folder)
+        grid = getattr(self, "last_grid", None)
+        card = training_card("pipeline", self, state, details={}, metrics=metrics, pipeline=pipeline,
+                             training_data=self.data_description,
+                             sample_grid_file=SAMPLE_GRID_FILE if grid is not None else None)  # fmt: skip
+        save_model_card(card, folder, sample_grid=grid, overwrite=True)
         logger.info(f"Pipeline saved to {folder}")
 
 

@@ -12,7 +12,7 @@ from accelerate import Accelerator
 from accelerate.logging import get_logger
 
 from ..configuration_glotok import GloTokConfig
-from ..data import image_grid, tensor_to_pil
+from ..data import class_names, image_grid, tensor_to_pil
 from ..discriminator import GloTokDiscriminator, GloTokDiscriminatorConfig
 from ..evaluation import CodebookUsageWindow
 from ..losses import GloTokObjective, default_histogram_alpha
@@ -20,7 +20,7 @@ from ..modeling_glotok import GloTokModel
 from ..teacher import load_teacher
 from .arguments import TrainingArguments
 from .loaders import build_image_data, validation_images
-from .publishing import training_card
+from .publishing import data_summary, training_card
 from .runtime import build_optimizer, build_scheduler, unwrap
 from .stage import BaseStage
 from .tracking import guarded_update, log_image
@@ -37,14 +37,24 @@ CARD_METRICS = (
 
 
 def build_tokenizer(args: TrainingArguments) -> GloTokModel:
+    """The tokenizer to train; it describes the resolution it is trained at: a new one takes `--resolution` as its
+    `sample_size`, a pretrained one refuses another resolution. `args.resolution` is set to that `sample_size`."""
     if args.pretrained_model_name_or_path is not None:
         model = GloTokModel.from_pretrained(args.pretrained_model_name_or_path, dtype=torch.float32)
+        if args.resolution not in (None, model.config.sample_size):
+            raise ValueError(
+                f"--resolution {args.resolution} differs from the sample_size {model.config.sample_size} of "
+                f"{args.pretrained_model_name_or_path}: continue at --resolution {model.config.sample_size}, or train "
+                "a new tokenizer (--model_config) at the new resolution."
+            )
     else:
-        model = GloTokModel(GloTokConfig(**args.model_config))
-    factor = model.config.downsample_factor
-    if args.resolution % factor:
-        raise ValueError(f"--resolution {args.resolution} must be a multiple of the tokenizer's downsampling factor "
-                         f"{factor}.")  # fmt: skip
+        config = dict(args.model_config)
+        if args.resolution is not None and config.get("sample_size", GloTokConfig.sample_size) != args.resolution:
+            logger.info(f"--resolution {args.resolution}: the tokenizer's sample_size is set to it (the model config "
+                        f"said {config.get('sample_size', GloTokConfig.sample_size)}).")  # fmt: skip
+            config["sample_size"] = args.resolution
+        model = GloTokModel(GloTokConfig(**config))
+    args.resolution = model.config.sample_size
     if args.gradient_checkpointing:
         model.gradient_checkpointing_enable()
     return model.train()
@@ -93,9 +103,7 @@ class TokenizerStage(BaseStage):
         self.objective, self.teacher_metadata = build_objective(args, model)
         self.objective.to(accelerator.device)
         self.track_ema(model)
-        self.items, loader, self.sampler, self.class_names = build_image_data(
-            args, accelerator.num_processes, with_labels=False
-        )
+        self.items, loader, self.sampler, _ = build_image_data(args, accelerator.num_processes, with_labels=False)
         self.loader = accelerator.prepare(loader)
         optimizer = build_optimizer(model.parameters(), args, args.learning_rate)
         d_optimizer = build_optimizer(
@@ -216,8 +224,7 @@ class TokenizerStage(BaseStage):
             image = "reconstructions.png"
         args, config = self.args, self.bare.config
         side = args.resolution // config.downsample_factor
-        dataset = args.dataset_name or Path(args.train_data_dir).name
-        data = f"{dataset} ({len(self.items)} images, split {args.dataset_split})"
+        data = data_summary(args, len(self.items), class_names(self.items.dataset.dataset, args.label_column))
         if self.teacher_metadata:
             data += "\n\nTeacher histogram of the histogram relation loss (Eq. 7):\n\n```json\n"
             data += json.dumps(self.teacher_metadata, indent=2, default=str) + "\n```"
