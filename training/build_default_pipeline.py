@@ -111,7 +111,9 @@ def seconds_per_image(pipeline, batch: int = 10, repeats: int = 3) -> float:
 
 def training_summary(folder: Path, keys: list[str], every: int) -> list[dict]:
     """Rows of the training log at every `every` steps (and the last step)."""
-    rows = [json.loads(line) for line in (folder / "logs" / "metrics.jsonl").read_text().splitlines() if line.strip()]
+    from glotok_hf.training.tracking import METRICS_FILE, read_metrics
+
+    rows = read_metrics(folder / "logs" / METRICS_FILE)
     picked = [r for r in rows if r["step"] % every == 0 or r["step"] in (1, rows[-1]["step"])]
     return [{"step": r["step"], **{k: r[k] for k in keys if k in r}} for r in picked]
 
