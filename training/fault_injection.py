@@ -149,8 +149,7 @@ def train_argv(setup: Setup, stage: str, output_dir: Path, num_processes: int) -
 
 
 def launch(setup: Setup, argv: list[str], num_processes: int, log: Path, pause: float | None = None):
-    """Start `accelerate launch train.py argv` in a new session, output to `log`; with `pause`, this script's
-    training with paused checkpoint saves instead of `train.py`."""
+    """Start `accelerate launch train.py argv` (with `pause`: this script, paused saves) in a new session."""
     script = [str(Path(__file__).resolve()), SAVE_PAUSE_FLAG, str(pause)] if pause else [str(TRAIN_SCRIPT)]
     cmd = [sys.executable, "-m", "accelerate.commands.launch", "--config_file", str(setup.configs[num_processes]),
            *script, *argv]  # fmt: skip
@@ -181,8 +180,7 @@ def install_save_pause(seconds: float) -> None:
 
 
 def kill_tree(proc: subprocess.Popen) -> None:
-    """SIGKILL the launcher and all its descendants (torchrun starts each worker in a session of its own, so killing
-    the launcher's process group is not enough)."""
+    """SIGKILL the launcher and every descendant (torchrun runs each worker in a session of its own)."""
     import psutil
 
     try:

@@ -75,7 +75,12 @@ def tracker_config(args: TrainingArguments) -> dict:
             for k, v in args.public_dict().items() if v is not None}  # fmt: skip
 
 
-def resume(accelerator, stage: Stage, state: TrainingState, args: TrainingArguments, metrics, checkpoint) -> None:
+def resume(accelerator, stage: Stage, state: TrainingState, args: TrainingArguments, metrics) -> None:
+    """Delete leftovers of interrupted saves, then load the checkpoint `--resume_from_checkpoint` names, if any."""
+    checkpoint = resolve_resume_checkpoint(args.output_dir, args.resume_from_checkpoint)  # before leftovers go
+    if accelerator.is_main_process and (removed := remove_partial_checkpoints(args.output_dir)):
+        logger.info(f"Removed leftovers of interrupted saves: {', '.join(p.name for p in removed)}")
+    accelerator.wait_for_everyone()
     if checkpoint is None:
         if args.resume_from_checkpoint is not None:
             logger.info(f"No complete checkpoint in {args.output_dir}: starting a new run.")
@@ -95,13 +100,7 @@ def run_training(accelerator: Accelerator, stage: Stage, args: TrainingArguments
     CheckpointHooks(accelerator, stage.checkpoint_roles(), stage.checkpoint_emas(),
                     unwrap=lambda m: unwrap(accelerator, m), state=state)  # fmt: skip
     metrics = MetricsLogger(accelerator, output_dir / args.logging_dir)
-    checkpoint = resolve_resume_checkpoint(output_dir, args.resume_from_checkpoint)  # before leftovers are deleted
-    if accelerator.is_main_process:
-        removed = remove_partial_checkpoints(output_dir)
-        if removed:
-            logger.info(f"Removed leftovers of interrupted saves: {', '.join(p.name for p in removed)}")
-    accelerator.wait_for_everyone()
-    resume(accelerator, stage, state, args, metrics, checkpoint)
+    resume(accelerator, stage, state, args, metrics)
     state.reconcile_batch_size(args.train_batch_size * accelerator.num_processes)
 
     per_epoch, max_steps = training_steps(args, stage.loader)
@@ -172,8 +171,7 @@ def run_epoch(accelerator, stage, state, args, metrics, progress, max_steps) -> 
 
 
 def finish_update(accelerator, stage, state, sums, micro_batches, images, started) -> tuple[dict, str]:
-    """Step the optimizers (guarded), advance the counters, and gather this update's logs from every process.
-    Returns the logs and a description of the gradient norms (for the NaN/inf guard's messages)."""
+    """Step the optimizers (guarded), advance the counters; returns the update's logs and its gradient norms."""
     updates = stage.update()
     local = {name: value / micro_batches for name, value in sums.items()}
     local["skipped_images"] = sums["skipped_images"]

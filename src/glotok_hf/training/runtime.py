@@ -83,8 +83,7 @@ def check_output_dir(args: TrainingArguments) -> None:
 
 
 def build_optimizer(params, args: TrainingArguments, lr: float) -> torch.optim.Optimizer:
-    """Adam with decoupled weight decay (plain Adam at weight decay 0, the paper's tokenizer setting). `params` may be
-    parameter groups with their own `weight_decay`."""
+    """AdamW (plain Adam at weight decay 0, the paper's tokenizer setting); `params` may be parameter groups."""
     return torch.optim.AdamW(params, lr=lr, betas=(args.adam_beta1, args.adam_beta2),
                              weight_decay=args.adam_weight_decay, eps=args.adam_epsilon)  # fmt: skip
 

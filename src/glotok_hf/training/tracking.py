@@ -25,12 +25,8 @@ def reduce_mean(accelerator: Accelerator, values: dict[str, torch.Tensor | float
 
 
 def guarded_update(accelerator: Accelerator, model, optimizer, scheduler, max_grad_norm: float) -> tuple[float, bool]:
-    """Clip the (already synchronised) gradients and step, unless their norm is NaN/inf; always zero the gradients.
-
-    The norm is computed after the gradient all-reduce, so every process takes the same decision. With an fp16
-    gradient scaler the optimizer is stepped anyway: the scaler then skips the update and lowers its scale.
-    Returns `(grad_norm, updated)`.
-    """
+    """Clip the (already all-reduced, so every process decides alike) gradients and step unless their norm is NaN/inf
+    (with an fp16 scaler the optimizer steps anyway: the scaler skips it); zero the gradients. `(grad_norm, updated)`."""
     max_norm = max_grad_norm if max_grad_norm and max_grad_norm > 0 else math.inf
     grad_norm = accelerator.clip_grad_norm_(model.parameters(), max_norm)
     grad_norm = float(grad_norm) if grad_norm is not None else math.nan
@@ -77,8 +73,7 @@ class MetricsLogger:
                 f.write(json.dumps({"step": step, **values}) + "\n")
 
     def truncate_after(self, step: int) -> None:
-        """Drop lines logged after `step` by an interrupted run (and a line torn by a kill), before a resume from
-        `step` logs them again."""
+        """Drop lines (and a torn line) logged after `step` by an interrupted run that is resumed from `step`."""
         if self.accelerator.is_main_process and self.path.is_file():
             self.path.write_text(
                 "".join(json.dumps(row) + "\n" for row in read_metrics(self.path) if row["step"] <= step)
