@@ -136,7 +136,8 @@ def run_epoch(accelerator, stage, state, args, metrics, progress, max_steps) -> 
     loader = stage.loader
     if state.batch_in_epoch:
         loader = accelerator.skip_first_batches(stage.loader, state.batch_in_epoch)
-    sums, micro_batches, images, logs, started = {}, 0, 0, {}, time.perf_counter()
+    sums, micro_batches, images, logs = {}, 0, 0, {}
+    started = time.perf_counter()  # images per second: wall clock, data loading included
     for batch in loader:
         with accelerator.accumulate(*stage.accumulate_models):
             terms = stage.forward_backward(batch, state.global_step)
