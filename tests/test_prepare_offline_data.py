@@ -35,11 +35,3 @@ def test_sklearn_digits_dataset_round_trip(tmp_path):
     assert class_names(train)[7] == "seven"
     assert decode_image(train[0]["image"]).size == (24, 24)
     assert prep.main(["digits", "--source", "sklearn", "--output", str(out)]) == 2  # never overwrites silently
-
-
-def test_photos_train_and_test_crops_come_from_disjoint_regions(tmp_path):
-    args = prep.parse_args(["photos", "--output", str(tmp_path / "p"), "--size", "16", "--crops-per-photo", "3"])
-    dataset = prep.build_photos(args)
-    assert len(dataset["train"]) == 3 * 10 and len(dataset["test"]) == 16 * 10
-    assert dataset["train"].features["label"].names[0] == "astronaut"
-    assert np.asarray(dataset["test"][0]["image"]).shape == (16, 16, 3)

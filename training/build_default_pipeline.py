@@ -24,9 +24,11 @@ import argparse
 import json
 import os
 import shutil
+import statistics
 import subprocess
 import sys
 import time
+import timeit
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -96,32 +98,29 @@ def evaluate() -> None:
 
 
 def seconds_per_image(pipeline, batch: int = 10, repeats: int = 3) -> float:
-    """Median wall-clock time of one batched call, per image (CPU, this process's threads)."""
+    """Median wall-clock time of one batched call after a warm-up call, per image (CPU, this process's threads)."""
     import torch
 
-    times = []
-    for r in range(repeats + 1):
-        generators = [torch.Generator().manual_seed(1000 * r + i) for i in range(batch)]
-        start = time.perf_counter()
-        pipeline(list(range(batch)), generator=generators, output_type="np")
-        times.append(time.perf_counter() - start)
-    times = sorted(times[1:])
-    return times[len(times) // 2] / batch
+    def call():
+        pipeline(
+            list(range(batch)), generator=[torch.Generator().manual_seed(i) for i in range(batch)], output_type="np"
+        )
+
+    return statistics.median(timeit.repeat(call, number=1, repeat=repeats + 1)[1:]) / batch
 
 
 def training_summary(folder: Path, keys: list[str], every: int) -> list[dict]:
     """Rows of the training log at every `every` steps (and the last step)."""
-    rows = [json.loads(line) for line in (folder / "logs" / "metrics.jsonl").read_text().splitlines() if line.strip()]
+    from glotok_hf.training.tracking import METRICS_FILE, read_metrics
+
+    rows = read_metrics(folder / "logs" / METRICS_FILE)
     picked = [r for r in rows if r["step"] % every == 0 or r["step"] in (1, rows[-1]["step"])]
     return [{"step": r["step"], **{k: r[k] for k in keys if k in r}} for r in picked]
 
 
 def markdown_table(rows: list[dict]) -> str:
-    head = list(rows[0])
-    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
-    for row in rows:
-        lines.append("| " + " | ".join(f"{row[k]:.4g}" if isinstance(row[k], float) else str(row[k]) for k in head))
-    return "\n".join(line if line.endswith("|") else line + " |" for line in lines)
+    cells = [[f"{row[k]:.4g}" if isinstance(row[k], float) else str(row[k]) for k in rows[0]] for row in rows]
+    return "\n".join("| " + " | ".join(line) + " |" for line in [list(rows[0]), ["---"] * len(rows[0]), *cells])
 
 
 def strip_remote_code(folder: Path) -> None:

@@ -7,39 +7,31 @@ recovers every time.
     python training/fault_injection.py --trials 4 --seed 1 --work_dir /tmp/faults --keep
 
 Each trial launches `accelerate launch training/train.py` (tiny model, generated images, a checkpoint every 2 updates,
-`--checkpoints_total_limit 2`) for one of the two stages, on one process or two, and kills the whole process tree
-with SIGKILL at a random moment:
+`--checkpoints_total_limit 2`) for one of the two stages, on one process or two, and SIGKILLs the whole process tree
+at a random moment: `step`, shortly after a randomly chosen odd update (which saves no checkpoint) was logged; or
+`save`, inside a checkpoint save. A `save` trial runs training through this script (`fault_injection.py
+--train-with-save-pause SECONDS <train.py arguments>`), which wraps the checkpoint save of `glotok_hf.training`
+(`install_save_pause`; the production code has no pause) to pause once the model folders are written and again once
+everything is written but not yet renamed, so the kill finds `.tmp-checkpoint-<n>` half written, complete but not
+renamed, or just renamed.
 
-- `step`: at a random time during the updates (within about one update after a randomly chosen odd update, which
-  saves no checkpoint, has been logged);
-- `save`: inside a checkpoint save. Such a trial runs training through this script (`fault_injection.py
-  --train-with-save-pause SECONDS <train.py arguments>`), which wraps the checkpoint save of `glotok_hf.training`
-  (`install_save_pause`) so that it pauses once the model folders are written and again once everything is written
-  but not yet renamed; the kill falls at a random time in that window: with `.tmp-checkpoint-<n>` half written,
-  complete but not renamed, or just after. The production code has no pause.
-
-It then records the complete checkpoints and a SHA-256 of every file in them, resumes with
-`--resume_from_checkpoint latest` (no pause) and checks that
-
-- the resume started from the newest complete checkpoint at the kill (a fresh start when there was none), never
-  from a partial one;
-- every checkpoint that existed at the kill still exists, bit-identical, unless `--checkpoints_total_limit` removed
-  it after the resume had written newer ones;
-- training reached `--max_train_steps`, no `.tmp-*` / `.trash-*` leftovers remain, and the final weights equal those
-  of an uninterrupted run of the same configuration, bit for bit.
-
-The summary (stdout, and `--output`) lists every trial: stage, processes, kill phase and moment, what the kill left,
-the step the resume started from, and the outcome. The exit code is 1 if any trial failed.
+It then hashes the complete checkpoints, resumes with `--resume_from_checkpoint latest` (no pause) and checks that the
+resume started from the newest complete checkpoint at the kill (a fresh start when there was none, never a partial
+one); that every checkpoint that existed at the kill still exists, bit-identical, unless `--checkpoints_total_limit`
+pruned it after the resume wrote newer ones; that training reached `--max_train_steps` without `.tmp-*` / `.trash-*`
+leftovers; and that the final weights equal those of an uninterrupted run, bit for bit. The summary (stdout, and
+`--output`) lists every trial (stage, processes, kill phase and moment, what the kill left, the step the resume
+started from, the outcome); the exit code is 1 if any trial failed.
 """
 
 import argparse
+import contextlib
 import hashlib
 import json
 import os
 import random
 import re
 import shutil
-import signal
 import subprocess
 import sys
 import tempfile
@@ -47,7 +39,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from glotok_hf.training.checkpointing import STATE_FILE, list_checkpoints
+from glotok_hf.training.checkpointing import list_checkpoints
 from glotok_hf.training.tracking import METRICS_FILE, read_metrics
 
 TRAINING_DIR = Path(__file__).resolve().parent
@@ -72,10 +64,7 @@ RESUMED_FROM = re.compile(r"Resuming from (\S+)")
 class Setup:
     """Everything the trials share: generated data, a tiny tokenizer and its codes, accelerate configs."""
 
-    root: Path
-    images: Path
-    tokenizer: Path
-    codes: Path
+    root: Path  # holds images/, tokenizer/ and codes/
     configs: dict[int, Path]
     env: dict[str, str]
     max_train_steps: int = 12
@@ -122,22 +111,20 @@ def prepare(root: Path, max_train_steps: int = 12, save_pause: float = 0.6, proc
     from glotok_hf.codes import extract_codes
     from glotok_hf.data import load_image_dataset
 
-    root.mkdir(parents=True, exist_ok=True)
-    images = make_images(root / "images")
+    make_images(root / "images")
     torch.manual_seed(0)
-    tokenizer = root / "tokenizer"
-    GloTokModel(GloTokConfig(**TINY_TOKENIZER)).save_pretrained(tokenizer)
-    codes = root / "codes"
-    if not codes.exists():
-        model = GloTokModel.from_pretrained(tokenizer)
-        extract_codes(model, load_image_dataset(train_data_dir=images), codes, resolution=16, progress=False)
+    GloTokModel(GloTokConfig(**TINY_TOKENIZER)).save_pretrained(root / "tokenizer")
+    if not (root / "codes").exists():
+        model = GloTokModel.from_pretrained(root / "tokenizer")
+        dataset = load_image_dataset(train_data_dir=root / "images")
+        extract_codes(model, dataset, root / "codes", resolution=16, progress=False)
     configs = {n: accelerate_config(root / f"accelerate-{n}.json", n) for n in processes}
     env = dict(os.environ)
     env.update(OMP_NUM_THREADS="1", ACCELERATE_USE_CPU="true", PYTHONUNBUFFERED="1", HF_HUB_OFFLINE="1",
                HF_DATASETS_OFFLINE="1", TQDM_DISABLE="1")  # fmt: skip
     env["PYTHONPATH"] = os.pathsep.join([str(REPO_ROOT / "src"), env.get("PYTHONPATH", "")]).rstrip(os.pathsep)
     env.pop("HF_TOKEN", None)
-    return Setup(root, images, tokenizer, codes, configs, env, max_train_steps=max_train_steps, save_pause=save_pause)
+    return Setup(root, configs, env, max_train_steps=max_train_steps, save_pause=save_pause)
 
 
 def train_argv(setup: Setup, stage: str, output_dir: Path, num_processes: int) -> list[str]:
@@ -151,19 +138,18 @@ def train_argv(setup: Setup, stage: str, output_dir: Path, num_processes: int) -
     ]  # fmt: skip
     if stage == "tokenizer":
         return common + [
-            "--train_data_dir", str(setup.images), "--model_config", json.dumps(TINY_TOKENIZER),
+            "--train_data_dir", str(setup.root / "images"), "--model_config", json.dumps(TINY_TOKENIZER),
             "--discriminator_config", json.dumps(TINY_DISCRIMINATOR), "--resolution", "16", "--disc_start", "4",
             "--perceptual_weight", "0", "--histogram_weight", "0", "--usage_window", "4", "--random_flip",
         ]  # fmt: skip
     return common + [
-        "--codes_dir", str(setup.codes), "--tokenizer_name_or_path", str(setup.tokenizer),
+        "--codes_dir", str(setup.root / "codes"), "--tokenizer_name_or_path", str(setup.root / "tokenizer"),
         "--model_config", json.dumps(TINY_PRIOR), "--class_dropout_prob", "0.25",
     ]  # fmt: skip
 
 
 def launch(setup: Setup, argv: list[str], num_processes: int, log: Path, pause: float | None = None):
-    """Start `accelerate launch train.py argv` in a new session, output to `log`; with `pause`, this script's
-    training with paused checkpoint saves instead of `train.py`."""
+    """Start `accelerate launch train.py argv` (with `pause`: this script, paused saves) in a new session."""
     script = [str(Path(__file__).resolve()), SAVE_PAUSE_FLAG, str(pause)] if pause else [str(TRAIN_SCRIPT)]
     cmd = [sys.executable, "-m", "accelerate.commands.launch", "--config_file", str(setup.configs[num_processes]),
            *script, *argv]  # fmt: skip
@@ -194,30 +180,17 @@ def install_save_pause(seconds: float) -> None:
 
 
 def kill_tree(proc: subprocess.Popen) -> None:
-    """SIGKILL the launcher's process group and those of all its descendants (torchrun starts each worker in a session
-    of its own, so killing one group is not enough)."""
+    """SIGKILL the launcher and every descendant (torchrun runs each worker in a session of its own)."""
     import psutil
 
     try:
-        descendants = psutil.Process(proc.pid).children(recursive=True)
+        launcher = psutil.Process(proc.pid)
+        processes = [*launcher.children(recursive=True), launcher]
     except psutil.NoSuchProcess:
-        descendants = []
-    groups = {proc.pid}
-    for child in descendants:
-        try:
-            groups.add(os.getpgid(child.pid))
-        except ProcessLookupError:
-            pass
-    for group in groups:
-        try:
-            os.killpg(group, signal.SIGKILL)
-        except (ProcessLookupError, PermissionError):
-            pass
-    for child in descendants:  # anything that left its group
-        try:
-            child.kill()
-        except psutil.NoSuchProcess:
-            pass
+        processes = []
+    for process in processes:
+        with contextlib.suppress(psutil.NoSuchProcess):
+            process.kill()
     proc.wait()
 
 
@@ -236,31 +209,20 @@ def last_logged_step(output_dir: Path) -> int:
     return max((row["step"] for row in read_metrics(output_dir / "logs" / METRICS_FILE)), default=0)
 
 
-def sha256(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()
+def hashes(folder: Path, pattern: str = "*") -> dict[str, str]:
+    """`{relative path: SHA-256}` of the files under `folder` that match `pattern`."""
+    return {str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest()
+            for p in sorted(folder.rglob(pattern)) if p.is_file()}  # fmt: skip
 
 
 def snapshot(output_dir: Path) -> dict[int, dict[str, str]]:
     """`{step: {relative file: sha256}}` of the complete checkpoints in `output_dir`."""
-    found = {}
-    for checkpoint in list_checkpoints(output_dir):
-        step = int(checkpoint.name.split("-")[1])
-        found[step] = {str(p.relative_to(checkpoint)): sha256(p) for p in sorted(checkpoint.rglob("*")) if p.is_file()}
-    return found
-
-
-def saved_step(checkpoint: Path) -> int | None:
-    """The global step stored in a checkpoint's training state."""
-    import torch
-
-    path = checkpoint / STATE_FILE
-    return torch.load(path, weights_only=True)["global_step"] if path.is_file() else None
+    return {int(checkpoint.name.split("-")[1]): hashes(checkpoint) for checkpoint in list_checkpoints(output_dir)}
 
 
 def final_weights(output_dir: Path, step: int) -> dict[str, str]:
     """SHA-256 of every safetensors file of `checkpoint-<step>` (model, EMA, discriminator)."""
-    checkpoint = output_dir / f"checkpoint-{step}"
-    return {str(p.relative_to(checkpoint)): sha256(p) for p in sorted(checkpoint.rglob("*.safetensors"))}
+    return hashes(output_dir / f"checkpoint-{step}", "*.safetensors")
 
 
 def reference(setup: Setup, stage: str, num_processes: int) -> dict[str, str]:
@@ -322,8 +284,6 @@ def run_trial(
         result["killed"] = kill_at_random_moment(setup, proc, out, phase, rng)
         before = snapshot(out)
         result["complete_at_kill"] = sorted(before)
-        expected_start = max(before) if before else None
-
         run_to_end(setup, [*argv, "--resume_from_checkpoint", "latest"], num_processes, out / "resumed.log")
         match = RESUMED_FROM.search((out / "resumed.log").read_text())
         resumed_from = int(Path(match.group(1)).name.split("-")[1]) if match else None
@@ -331,14 +291,12 @@ def run_trial(
         after = snapshot(out)
         result["complete_after_resume"] = sorted(after)
         result["checks"] = checks = {}
-        checks["resumed_from_newest_complete"] = resumed_from == expected_start
+        checks["resumed_from_newest_complete"] = resumed_from == max(before, default=None)
         lost = [s for s in before if s not in after and sum(t > s for t in after) < setup.total_limit]
         changed = [s for s in before if s in after and after[s] != before[s]]
         checks["nothing_saved_was_lost"] = not lost and not changed
         result["pruned_after_resume"] = sorted(s for s in before if s not in after and s not in lost)
-        final_step = saved_step(out / f"checkpoint-{setup.max_train_steps}")
-        finished = final_step == setup.max_train_steps and (out / "model.safetensors").is_file()
-        checks["reached_max_train_steps"] = finished
+        checks["reached_max_train_steps"] = setup.max_train_steps in after and (out / "model.safetensors").is_file()
         checks["no_leftovers"] = not [p.name for p in out.iterdir() if p.name.startswith((".tmp-", ".trash-"))]
         if compare:
             weights = final_weights(out, setup.max_train_steps)
@@ -354,11 +312,8 @@ def run_trial(
 
 def trial_plan(trials: int, two_process_trials: int) -> list[tuple[str, str, int]]:
     """(stage, phase, processes) for every trial: stages and phases alternate; the last trials use 2 processes."""
-    plan = []
-    for i in range(trials):
-        stage, phase = STAGES[i % 2], PHASES[(i // 2) % 2]
-        plan.append((stage, phase, 2 if i >= trials - two_process_trials else 1))
-    return plan
+    two_from = trials - two_process_trials
+    return [(STAGES[i % 2], PHASES[(i // 2) % 2], 2 if i >= two_from else 1) for i in range(trials)]
 
 
 def run_trials(

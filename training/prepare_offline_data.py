@@ -1,16 +1,14 @@
 #!/usr/bin/env python
-"""Build small real-image datasets that are available offline, as `datasets` folders for `--dataset_name`.
+"""Build a small real-image dataset that is available offline, as a `datasets` folder for `--dataset_name`.
 
     python training/prepare_offline_data.py digits --output data/digits   # 5,000 real handwritten digits, 10 classes
-    python training/prepare_offline_data.py photos --output data/photos   # crops of the natural photos that ship
-                                                                          # with scikit-image / scikit-learn / matplotlib
 
 `digits` reads OpenCV's `digits.png` (5,000 handwritten digits of 20x20 pixels, 500 per class; BSD-3-Clause, from
 Debian's `opencv-doc` package). The file is taken from an installed `opencv-doc`, from a `.deb` fetched with
 `apt-get download opencv-doc` (package registries are reachable offline here), or from `--digits-png`. With
 `--source sklearn` it uses scikit-learn's 1,797 8x8 digits instead (UCI, CC BY 4.0), upscaled.
 
-Each dataset is saved with `DatasetDict.save_to_disk` (splits `train` and `test`; columns `image`, `label` with
+The dataset is saved with `DatasetDict.save_to_disk` (splits `train` and `test`; columns `image`, `label` with
 `ClassLabel` names), which `glotok_hf.data.load_image_dataset(dataset_name=<folder>)` and the training script read.
 """
 
@@ -32,10 +30,7 @@ OPENCV_DIGITS = "usr/share/doc/opencv-doc/examples/data/digits.png"
 def find_opencv_digits(explicit: str | None) -> Path:
     """Locate OpenCV's digits.png: an explicit path, an installed opencv-doc, or a downloaded .deb."""
     if explicit:
-        path = Path(explicit)
-        if not path.is_file():
-            raise FileNotFoundError(f"--digits-png {explicit!r} does not exist.")
-        return path
+        return Path(explicit)
     installed = Path("/") / OPENCV_DIGITS
     if installed.is_file():
         return installed
@@ -102,46 +97,9 @@ def build_digits(args) -> datasets.DatasetDict:
     )
 
 
-def photo_sources() -> dict[str, np.ndarray]:
-    """The natural RGB photos that ship inside scikit-image, scikit-learn and matplotlib (no download)."""
-    import matplotlib.cbook
-    import skimage.data
-    from sklearn.datasets import load_sample_images
-
-    photos = {name: getattr(skimage.data, name)() for name in ("astronaut", "chelsea", "coffee", "rocket",
-                                                                "immunohistochemistry", "hubble_deep_field")}  # fmt: skip
-    photos["motorcycle"] = skimage.data.stereo_motorcycle()[0]
-    for name, image in zip(("china", "flower"), load_sample_images().images):
-        photos[name] = image
-    with matplotlib.cbook.get_sample_data("grace_hopper.jpg") as f:
-        photos["grace_hopper"] = np.asarray(Image.open(f).convert("RGB"))
-    return photos
-
-
-def build_photos(args) -> datasets.DatasetDict:
-    """Random crops (side 1-3x the output size, resized down) of each photo; one class per photo. The left 80% of
-    each photo feeds `train`, the right 20% `test`, so test crops are never seen in training."""
-    rng = np.random.default_rng(args.seed)
-    names, splits = [], {"train": ([], []), "test": ([], [])}
-    for label, (name, photo) in enumerate(sorted(photo_sources().items())):
-        names.append(name)
-        height, width = photo.shape[:2]
-        cut = int(width * 0.8)
-        for split, (x0, x1), count in (("train", (0, cut), args.crops_per_photo), ("test", (cut, width), 16)):
-            for _ in range(count):
-                side = int(rng.integers(args.size, min(3 * args.size, height, x1 - x0) + 1))
-                top, left = int(rng.integers(0, height - side + 1)), int(rng.integers(x0, x1 - side + 1))
-                crop = Image.fromarray(photo[top : top + side, left : left + side])
-                splits[split][0].append(np.asarray(crop.resize((args.size, args.size), Image.Resampling.BICUBIC)))
-                splits[split][1].append(label)
-    return datasets.DatasetDict(
-        {s: to_dataset(np.stack(ims), np.array(labels), names) for s, (ims, labels) in splits.items()}
-    )
-
-
 def parse_args(argv=None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("dataset", choices=["digits", "photos"])
+    parser.add_argument("dataset", choices=["digits"])
     parser.add_argument("--output", required=True, help="Folder to write (must not exist, or use --overwrite).")
     parser.add_argument("--overwrite", action="store_true")
     parser.add_argument("--seed", type=int, default=0)
@@ -149,8 +107,6 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--digits-png", default=None, help="digits: path to OpenCV's digits.png.")
     parser.add_argument("--pad", type=int, default=2, help="digits: black border added to the 20x20 cells.")
     parser.add_argument("--test-per-class", type=int, default=50, help="digits: held-out images per class.")
-    parser.add_argument("--size", type=int, default=32, help="photos: crop side in pixels.")
-    parser.add_argument("--crops-per-photo", type=int, default=300, help="photos: training crops per photo.")
     return parser.parse_args(argv)
 
 
@@ -160,7 +116,7 @@ def main(argv=None) -> int:
     if output.exists() and not args.overwrite:
         print(f"error: {output} exists; pass --overwrite to replace it.", file=sys.stderr)
         return 2
-    dataset = build_digits(args) if args.dataset == "digits" else build_photos(args)
+    dataset = build_digits(args)
     if output.exists():
         shutil.rmtree(output)
     dataset.save_to_disk(str(output))

@@ -12,9 +12,10 @@ from torch.optim.swa_utils import AveragedModel
 EMA_STATE_FILE = "ema_state.json"
 
 
-class EMA:
+class EMA(AveragedModel):
     r"""EMA of `model` with diffusers' warm-up: after `n` updates the decay is `min(decay, (1 + n) / (10 + n))`, so
-    early averages are not dominated by the initial weights; the first update copies the weights.
+    early averages are not dominated by the initial weights; the first update copies the weights. The averaged
+    model (same class as the tracked one, in eval mode) is `.module`; `step(model)` folds in the current weights.
 
     Args:
         model (`nn.Module`): the (unwrapped) model to track; it is deep-copied.
@@ -23,19 +24,16 @@ class EMA:
     """
 
     def __init__(self, model: nn.Module, decay: float = 0.9999):
+        super().__init__(model, multi_avg_fn=self._update, use_buffers=True)
         self.decay = decay
-        self.averaged = AveragedModel(model, multi_avg_fn=self._update, use_buffers=True)
-        self.averaged.requires_grad_(False)
-        self.averaged.module.eval()
+        self.requires_grad_(False)
+        self.module.eval()
 
-    @property
-    def module(self) -> nn.Module:
-        """The averaged model (same class as the tracked one), in eval mode."""
-        return self.averaged.module
+    step = AveragedModel.update_parameters  # call after each optimizer update
 
     @property
     def num_updates(self) -> int:
-        return int(self.averaged.n_averaged)
+        return int(self.n_averaged)
 
     def decay_at(self, num_updates: int) -> float:
         return min(self.decay, (1 + num_updates) / (10 + num_updates))
@@ -47,19 +45,10 @@ class EMA:
             return
         torch._foreach_lerp_(averaged, current, 1.0 - self.decay_at(int(num_averaged)))
 
-    def step(self, model: nn.Module) -> None:
-        """Fold the current weights of `model` into the average (call after each optimizer update)."""
-        self.averaged.update_parameters(model)
-
-    def to(self, device: torch.device | str) -> "EMA":
-        self.averaged.to(device)
-        return self
-
     def save_pretrained(self, folder: str | Path) -> None:
         """The averaged weights as a `save_pretrained` folder of the tracked class, plus the update count."""
-        folder = Path(folder)
         self.module.save_pretrained(folder)
-        (folder / EMA_STATE_FILE).write_text(json.dumps({"num_updates": self.num_updates, "decay": self.decay}))
+        (Path(folder) / EMA_STATE_FILE).write_text(json.dumps({"num_updates": self.num_updates, "decay": self.decay}))
 
     def load_pretrained(self, folder: str | Path, load_weights) -> None:
         """Restore a folder written by `save_pretrained` (`load_weights(model, folder)` copies the weights)."""
@@ -70,5 +59,4 @@ class EMA:
                 "from a checkpoint that has one."
             )
         load_weights(self.module, folder)
-        state = json.loads((folder / EMA_STATE_FILE).read_text())
-        self.averaged.n_averaged.fill_(int(state["num_updates"]))
+        self.n_averaged.fill_(json.loads((folder / EMA_STATE_FILE).read_text())["num_updates"])

@@ -37,18 +37,13 @@ class EpochShuffleSampler(Sampler[int]):
     drive the data order.
     """
 
-    def __init__(self, num_items: int, seed: int, shuffle: bool = True):
-        self.num_items = num_items
-        self.seed = seed
-        self.shuffle = shuffle
-        self.epoch = 0
+    def __init__(self, num_items: int, seed: int):
+        self.num_items, self.seed, self.epoch = num_items, seed, 0
 
     def begin_epoch(self, epoch: int) -> None:
         self.epoch = epoch
 
     def __iter__(self) -> Iterator[int]:
-        if not self.shuffle:
-            return iter(range(self.num_items))
         generator = torch.Generator().manual_seed(item_seed(self.seed, self.epoch, -1))
         return iter(torch.randperm(self.num_items, generator=generator).tolist())
 
@@ -63,10 +58,7 @@ class SeededItems(Dataset):
     function of the example, the epoch and the seed only. (`begin_epoch`, not `set_epoch`: see `EpochShuffleSampler`.)"""
 
     def __init__(self, dataset: Dataset, seed: int, draw_uniform: bool = False):
-        self.dataset = dataset
-        self.seed = seed
-        self.draw_uniform = draw_uniform
-        self.epoch = 0
+        self.dataset, self.seed, self.draw_uniform, self.epoch = dataset, seed, draw_uniform, 0
 
     def begin_epoch(self, epoch: int) -> None:
         self.epoch = epoch
@@ -146,7 +138,7 @@ def make_loader(items: Dataset, args: TrainingArguments, num_processes: int, col
 
 def validation_images(args: TrainingArguments, count: int) -> torch.Tensor | None:
     """The first `count` readable training images, center-cropped and unflipped: `(count, 3, R, R)` in [-1, 1]."""
-    if count == 0 or (args.dataset_name is None and args.train_data_dir is None):
+    if count == 0:
         return None
     raw = load_images(args, with_labels=False)
     dataset = ImageDataset(raw, ImageTransform(args.resolution, center_crop=True), args.image_column, None)

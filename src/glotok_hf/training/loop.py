@@ -6,6 +6,7 @@ parse the options, build the accelerator and the stage, train, upload. What the 
 
 import math
 import os
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -26,7 +27,7 @@ from .checkpointing import (
 from .publishing import create_hub_repo, push_folder
 from .runtime import build_accelerator, check_output_dir, logger, training_steps, unwrap
 from .stage import Stage
-from .tracking import MetricsLogger, Throughput, count_nonfinite, reduce_mean, stop_if_too_many_nonfinite
+from .tracking import MetricsLogger, read_metrics, reduce_mean, stop_if_too_many_nonfinite
 
 
 @dataclass
@@ -74,7 +75,12 @@ def tracker_config(args: TrainingArguments) -> dict:
             for k, v in args.public_dict().items() if v is not None}  # fmt: skip
 
 
-def resume(accelerator, stage: Stage, state: TrainingState, args: TrainingArguments, metrics, checkpoint) -> None:
+def resume(accelerator, stage: Stage, state: TrainingState, args: TrainingArguments, metrics) -> None:
+    """Delete leftovers of interrupted saves, then load the checkpoint `--resume_from_checkpoint` names, if any."""
+    checkpoint = resolve_resume_checkpoint(args.output_dir, args.resume_from_checkpoint)  # before leftovers go
+    if accelerator.is_main_process and (removed := remove_partial_checkpoints(args.output_dir)):
+        logger.info(f"Removed leftovers of interrupted saves: {', '.join(p.name for p in removed)}")
+    accelerator.wait_for_everyone()
     if checkpoint is None:
         if args.resume_from_checkpoint is not None:
             logger.info(f"No complete checkpoint in {args.output_dir}: starting a new run.")
@@ -94,13 +100,7 @@ def run_training(accelerator: Accelerator, stage: Stage, args: TrainingArguments
     CheckpointHooks(accelerator, stage.checkpoint_roles(), stage.checkpoint_emas(),
                     unwrap=lambda m: unwrap(accelerator, m), state=state)  # fmt: skip
     metrics = MetricsLogger(accelerator, output_dir / args.logging_dir)
-    checkpoint = resolve_resume_checkpoint(output_dir, args.resume_from_checkpoint)  # before leftovers are deleted
-    if accelerator.is_main_process:
-        removed = remove_partial_checkpoints(output_dir)
-        if removed:
-            logger.info(f"Removed leftovers of interrupted saves: {', '.join(p.name for p in removed)}")
-    accelerator.wait_for_everyone()
-    resume(accelerator, stage, state, args, metrics, checkpoint)
+    resume(accelerator, stage, state, args, metrics)
     state.reconcile_batch_size(args.train_batch_size * accelerator.num_processes)
 
     per_epoch, max_steps = training_steps(args, stage.loader)
@@ -111,16 +111,14 @@ def run_training(accelerator: Accelerator, stage: Stage, args: TrainingArguments
         f"***** Training the {args.stage}: {len(stage.items)} examples, {per_epoch} updates/epoch, {max_steps} "
         f"updates, global batch {global_batch} ({accelerator.num_processes} processes) *****"
     )
-    progress = tqdm(
-        total=max_steps, initial=state.global_step, desc="Steps", disable=not accelerator.is_local_main_process
-    )
-    throughput = Throughput()
+    progress = tqdm(total=max_steps, initial=state.global_step, desc="Steps",
+                    disable=not accelerator.is_local_main_process)  # fmt: skip
     last_logs: dict = {}
     while state.global_step < max_steps:
-        last_logs = run_epoch(accelerator, stage, state, args, metrics, progress, throughput, max_steps) or last_logs
+        last_logs = run_epoch(accelerator, stage, state, args, metrics, progress, max_steps) or last_logs
     progress.close()
     if not last_logs:  # resumed at the end: report what the earlier run logged last
-        last_logs = (metrics.read() or [{}])[-1]
+        last_logs = (read_metrics(metrics.path) or [{}])[-1]
     if state.global_step and not (output_dir / f"checkpoint-{state.global_step}").exists():
         stage.export_state(state.extra)
         save_checkpoint(accelerator, output_dir, state.global_step, args.checkpoints_total_limit, args.public_dict())
@@ -131,15 +129,15 @@ def run_training(accelerator: Accelerator, stage: Stage, args: TrainingArguments
     return state
 
 
-def run_epoch(accelerator, stage, state, args, metrics, progress, throughput, max_steps) -> dict:
+def run_epoch(accelerator, stage, state, args, metrics, progress, max_steps) -> dict:
     """Train until the end of the current epoch or `max_steps`; returns the last logged values."""
     stage.sampler.begin_epoch(state.epoch)
     stage.items.begin_epoch(state.epoch)
     loader = stage.loader
     if state.batch_in_epoch:
         loader = accelerator.skip_first_batches(stage.loader, state.batch_in_epoch)
-    sums: dict = {}
-    micro_batches, images, logs = 0, 0, {}
+    sums, micro_batches, images, logs = {}, 0, 0, {}
+    started = time.perf_counter()  # images per second: wall clock, data loading included
     for batch in loader:
         with accelerator.accumulate(*stage.accumulate_models):
             terms = stage.forward_backward(batch, state.global_step)
@@ -153,7 +151,7 @@ def run_epoch(accelerator, stage, state, args, metrics, progress, throughput, ma
             state.epoch, state.batch_in_epoch = state.epoch + 1, 0
         if not accelerator.sync_gradients:
             continue
-        logs, details = finish_update(accelerator, stage, state, sums, micro_batches, images, throughput)
+        logs, details = finish_update(accelerator, stage, state, sums, micro_batches, images, started)
         sums, micro_batches, images = {}, 0, 0
         if state.global_step % args.validation_steps == 0 and accelerator.is_main_process:
             logs.update(stage.validate(state.global_step, Path(args.output_dir) / "validation"))
@@ -167,15 +165,14 @@ def run_epoch(accelerator, stage, state, args, metrics, progress, throughput, ma
             stage.export_state(state.extra)
             save_checkpoint(accelerator, args.output_dir, state.global_step, args.checkpoints_total_limit,
                             args.public_dict())  # fmt: skip
-        throughput.restart()  # validation and checkpoints are not training time
+        started = time.perf_counter()  # validation and checkpoints are not training time
         if state.global_step >= max_steps:
             break
     return logs
 
 
-def finish_update(accelerator, stage, state, sums, micro_batches, images, throughput) -> tuple[dict, str]:
-    """Step the optimizers (guarded), advance the counters, and gather this update's logs from every process.
-    Returns the logs and a description of the gradient norms (for the NaN/inf guard's messages)."""
+def finish_update(accelerator, stage, state, sums, micro_batches, images, started) -> tuple[dict, str]:
+    """Step the optimizers (guarded), advance the counters; returns the update's logs and its gradient norms."""
     updates = stage.update()
     local = {name: value / micro_batches for name, value in sums.items()}
     local["skipped_images"] = sums["skipped_images"]
@@ -187,9 +184,9 @@ def finish_update(accelerator, stage, state, sums, micro_batches, images, throug
     for name, (grad_norm, _) in updates.items():
         logs[f"{name}/grad_norm"] = grad_norm
     logs.update(stage.step_logs())
-    logs["images_per_second"] = throughput.tick(images * accelerator.num_processes)
-    logs["skipped_images"] = state.skipped_images
-    logs["epoch"] = state.epoch
-    count_nonfinite(state, all(ok for _, ok in updates.values()))
-    logs["nonfinite_steps"] = state.nonfinite_steps
+    logs["images_per_second"] = images * accelerator.num_processes / (time.perf_counter() - started)
+    updated = all(ok for _, ok in updates.values())
+    state.nonfinite_steps += not updated
+    state.consecutive_nonfinite_steps = 0 if updated else state.consecutive_nonfinite_steps + 1
+    logs.update(skipped_images=state.skipped_images, epoch=state.epoch, nonfinite_steps=state.nonfinite_steps)
     return logs, ", ".join(f"{n} grad norm {g:.3g}" for n, (g, _) in updates.items())

@@ -22,9 +22,6 @@ logger = get_logger("glotok_train")
 # term reads the whole semantic codebook outside the forward pass, neither of which holds for sharded parameters.
 SHARDED_ENGINES = (DistributedType.FSDP, DistributedType.DEEPSPEED, DistributedType.MEGATRON_LM)
 
-# Files whose presence means that `output_dir` holds a finished run's final model.
-FINAL_MODEL_FILES = ("config.json", "model.safetensors")
-
 
 def build_accelerator(args: TrainingArguments) -> Accelerator:
     """An `Accelerator` with gradient accumulation, mixed precision and trackers as the arguments ask."""
@@ -37,7 +34,13 @@ def build_accelerator(args: TrainingArguments) -> Accelerator:
         project_config=project_config,
     )
     check_distributed_type(accelerator.distributed_type)
-    setup_logging(accelerator)
+    logging.basicConfig(
+        format="%(asctime)s - %(levelname)s - %(name)s - %(message)s", datefmt="%m/%d/%Y %H:%M:%S", level=logging.INFO
+    )
+    logger.info(accelerator.state, main_process_only=False)
+    level = logging.WARNING if accelerator.is_local_main_process else logging.ERROR
+    datasets.utils.logging.set_verbosity(level)
+    transformers.utils.logging.set_verbosity(level)
     if args.allow_tf32 and torch.cuda.is_available():
         torch.backends.cuda.matmul.allow_tf32 = True
         torch.backends.cudnn.allow_tf32 = True
@@ -56,19 +59,6 @@ def check_distributed_type(distributed_type: DistributedType) -> None:
         )
 
 
-def setup_logging(accelerator: Accelerator) -> None:
-    logging.basicConfig(
-        format="%(asctime)s - %(levelname)s - %(name)s - %(message)s", datefmt="%m/%d/%Y %H:%M:%S", level=logging.INFO
-    )
-    logger.info(accelerator.state, main_process_only=False)
-    if accelerator.is_local_main_process:
-        datasets.utils.logging.set_verbosity_warning()
-        transformers.utils.logging.set_verbosity_warning()
-    else:
-        datasets.utils.logging.set_verbosity_error()
-        transformers.utils.logging.set_verbosity_error()
-
-
 def check_output_dir(args: TrainingArguments) -> None:
     """Refuse to start a new run where it would overwrite a finished run or mix with an earlier run's checkpoints."""
     if args.resume_from_checkpoint is not None or args.overwrite_output_dir:
@@ -76,7 +66,7 @@ def check_output_dir(args: TrainingArguments) -> None:
     output_dir = Path(args.output_dir)
     if not output_dir.is_dir():
         return
-    finished = [name for name in FINAL_MODEL_FILES if (output_dir / name).exists()]
+    finished = [name for name in ("config.json", "model.safetensors") if (output_dir / name).exists()]  # final model
     if finished:
         raise FileExistsError(
             f"--output_dir {str(output_dir)!r} already holds a finished run's final model ({', '.join(finished)}). "
@@ -93,8 +83,7 @@ def check_output_dir(args: TrainingArguments) -> None:
 
 
 def build_optimizer(params, args: TrainingArguments, lr: float) -> torch.optim.Optimizer:
-    """Adam with decoupled weight decay (plain Adam at weight decay 0, the paper's tokenizer setting). `params` may be
-    parameter groups with their own `weight_decay`."""
+    """AdamW (plain Adam at weight decay 0, the paper's tokenizer setting); `params` may be parameter groups."""
     return torch.optim.AdamW(params, lr=lr, betas=(args.adam_beta1, args.adam_beta2),
                              weight_decay=args.adam_weight_decay, eps=args.adam_epsilon)  # fmt: skip
 

@@ -50,10 +50,10 @@ class Stage(Protocol):
         """Folder name of a tracked model -> its EMA (empty without `--use_ema`)."""
 
     def export_state(self, extra: dict) -> None:
-        """Write stage-specific state (tensors, ints) into `extra` before a checkpoint."""
+        """Write stage-specific state (tensors, ints) into `extra` before a checkpoint (default: nothing)."""
 
     def import_state(self, extra: dict) -> None:
-        """Restore what `export_state` wrote, after a resume."""
+        """Restore what `export_state` wrote, after a resume (default: nothing)."""
 
     def forward_backward(self, batch: dict, global_step: int) -> dict[str, torch.Tensor]:
         """Losses and backward passes of one micro-batch; returns the scalars to log."""
@@ -71,10 +71,11 @@ class Stage(Protocol):
         """Write the final model, its card and the saved options to `output_dir` (main process)."""
 
 
-class BaseStage:
+class BaseStage(Stage):
     """What both stages share: the options and accelerator, the prepared trained `model` (checkpoint folder `role`)
     with its `optimizer`, `lr_scheduler` and optional EMA, the guarded update of that model, and the final files.
-    A subclass sets those attributes in its `__init__` and adds its data, step, validation and `save_final`."""
+    A subclass sets those attributes in its `__init__` and adds its data, step, validation and `save_final`; it
+    inherits the `Stage` protocol's do-nothing `export_state` / `import_state`."""
 
     role: str
     model: torch.nn.Module
@@ -114,12 +115,6 @@ class BaseStage:
 
     def checkpoint_emas(self) -> dict[str, EMA]:
         return {self.role: self.ema} if self.ema is not None else {}
-
-    def export_state(self, extra: dict) -> None:
-        pass
-
-    def import_state(self, extra: dict) -> None:
-        pass
 
     def update_model(self) -> tuple[float, bool]:
         """The guarded update of the trained model; the EMA follows each update that was made."""

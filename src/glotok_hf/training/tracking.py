@@ -1,10 +1,9 @@
 # Copyright 2026 The glotok-hf authors. Licensed under the Apache License, Version 2.0.
 """Logging shared by both stages: scalars averaged over processes in one all-reduce, trackers plus a JSON-lines
-file, the guarded optimizer update (NaN/inf skip), throughput, and validation images."""
+file, the guarded optimizer update (NaN/inf skip) and its stop rule, and validation images."""
 
 import json
 import math
-import time
 from pathlib import Path
 
 import numpy as np
@@ -20,26 +19,14 @@ METRICS_FILE = "metrics.jsonl"
 
 def reduce_mean(accelerator: Accelerator, values: dict[str, torch.Tensor | float]) -> dict[str, float]:
     """Average scalar values over all processes with a single all-reduce; a NaN anywhere stays NaN."""
-    if not values:
-        return {}
-    names = list(values)
-    stacked = torch.stack(
-        [
-            torch.as_tensor(values[n], dtype=torch.float32, device=accelerator.device).detach().reshape(())
-            for n in names
-        ]
-    )
-    stacked = accelerator.reduce(stacked, reduction="mean") if accelerator.num_processes > 1 else stacked
-    return dict(zip(names, stacked.tolist()))
+    stacked = torch.stack([torch.as_tensor(v, dtype=torch.float32, device=accelerator.device).detach().reshape(())
+                           for v in values.values()])  # fmt: skip
+    return dict(zip(values, accelerator.reduce(stacked, reduction="mean").tolist()))
 
 
 def guarded_update(accelerator: Accelerator, model, optimizer, scheduler, max_grad_norm: float) -> tuple[float, bool]:
-    """Clip the (already synchronised) gradients and step, unless their norm is NaN/inf; always zero the gradients.
-
-    The norm is computed after the gradient all-reduce, so every process takes the same decision. With an fp16
-    gradient scaler the optimizer is stepped anyway: the scaler then skips the update and lowers its scale.
-    Returns `(grad_norm, updated)`.
-    """
+    """Clip the (already all-reduced, so every process decides alike) gradients and step unless their norm is NaN/inf
+    (with an fp16 scaler the optimizer steps anyway: the scaler skips it); zero the gradients. `(grad_norm, updated)`."""
     max_norm = max_grad_norm if max_grad_norm and max_grad_norm > 0 else math.inf
     grad_norm = accelerator.clip_grad_norm_(model.parameters(), max_norm)
     grad_norm = float(grad_norm) if grad_norm is not None else math.nan
@@ -56,15 +43,6 @@ class NonFiniteStepError(RuntimeError):
     """Raised when too many consecutive updates had NaN/inf losses or gradients."""
 
 
-def count_nonfinite(state, updated: bool) -> None:
-    """Count a skipped update (or reset the run of consecutive ones) in the training state."""
-    if updated:
-        state.consecutive_nonfinite_steps = 0
-        return
-    state.nonfinite_steps += 1
-    state.consecutive_nonfinite_steps += 1
-
-
 def stop_if_too_many_nonfinite(state, max_consecutive: int, details: str) -> None:
     """Warn about a skipped update; stop the run once `max_consecutive` happened in a row."""
     if state.consecutive_nonfinite_steps == 0:
@@ -77,22 +55,6 @@ def stop_if_too_many_nonfinite(state, max_consecutive: int, details: str) -> Non
             "those of the last finite update. Lower --learning_rate, check the data, enable --max_grad_norm, use "
             "bf16 instead of fp16, or resume from an earlier checkpoint (--resume_from_checkpoint)."
         )
-
-
-class Throughput:
-    """Images per second between consecutive calls of `tick` (wall clock, data loading included)."""
-
-    def __init__(self):
-        self.last = time.perf_counter()
-
-    def restart(self) -> None:
-        """Start timing afresh (after validation or a checkpoint, which are not training time)."""
-        self.last = time.perf_counter()
-
-    def tick(self, images: int) -> float:
-        now = time.perf_counter()
-        elapsed, self.last = now - self.last, now
-        return images / elapsed if elapsed > 0 else math.nan
 
 
 class MetricsLogger:
@@ -111,15 +73,11 @@ class MetricsLogger:
                 f.write(json.dumps({"step": step, **values}) + "\n")
 
     def truncate_after(self, step: int) -> None:
-        """Drop lines logged after `step` by an interrupted run (and a line torn by a kill), before a resume from
-        `step` logs them again."""
-        if not self.accelerator.is_main_process or not self.path.is_file():
-            return
-        kept = [json.dumps(row) for row in self.read() if row.get("step", 0) <= step]
-        self.path.write_text("".join(line + "\n" for line in kept))
-
-    def read(self) -> list[dict]:
-        return read_metrics(self.path)
+        """Drop lines (and a torn line) logged after `step` by an interrupted run that is resumed from `step`."""
+        if self.accelerator.is_main_process and self.path.is_file():
+            self.path.write_text(
+                "".join(json.dumps(row) + "\n" for row in read_metrics(self.path) if row["step"] <= step)
+            )
 
 
 def read_metrics(path: Path) -> list[dict]:
