@@ -170,16 +170,32 @@ def test_top_level_help_lists_the_commands(capsys):
     assert "generate" in out and "reconstruct" in out
 
 
-@pytest.mark.parametrize("argv", [["--help"], ["generate", "--help"], ["generate", "--bogus"]])
-def test_help_and_argument_errors_import_no_torch(argv, subprocess_env):
-    """`glotok --help` and argument errors answer at once (~0.1 s): torch, transformers, diffusers, datasets and
-    torchmetrics are imported when a command runs, not to build the parser."""
+TYPO = "/no/such/runs/shapes32_tk"
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["--help"],
+        ["generate", "--help"],
+        ["generate", "--bogus"],
+        ["generate", "--pipeline", TYPO, "--class-labels", "0", "--output", "/no/such/g.png"],
+        ["extract-codes", "--tokenizer", TYPO, "--train-data-dir", ".", "--output-dir", "/no/such/codes"],
+        ["build-teacher", "--source", "codebook", "--codebook", TYPO, "--output", "/no/such/t.safetensors"],
+        ["eval", "reconstruction", "--model", TYPO, "--train-data-dir", "."],
+    ],
+    ids=["help", "generate-help", "bogus-option", "generate", "extract-codes", "build-teacher", "eval"],
+)
+def test_help_argument_errors_and_mistyped_paths_import_no_torch(argv, subprocess_env):
+    """`glotok --help`, argument errors and a mistyped local path answer at once (~0.1 s): torch, transformers,
+    diffusers, datasets and torchmetrics are imported when a command runs, not to build the parser or check paths."""
     code = (
         f"import sys\nfrom glotok_hf.cli import main\ntry:\n    main({argv!r})\nexcept SystemExit:\n    pass\n"
         "print(sorted(m for m in ('torch', 'transformers', 'diffusers', 'datasets', 'torchmetrics') if m in sys.modules))"
     )
     proc = subprocess.run([PYTHON, "-c", code], capture_output=True, text=True, env=subprocess_env, timeout=120)
     assert proc.returncode == 0 and proc.stdout.strip().splitlines()[-1] == "[]", proc.stdout + proc.stderr
+    assert TYPO not in argv or f"No such file or folder for {argv[argv.index(TYPO) - 1]}: '{TYPO}'" in proc.stderr
 
 
 @pytest.mark.parametrize("source", ["{tmp}/no-such-pipeline", "./no-such-pipeline", "{tmp}"])

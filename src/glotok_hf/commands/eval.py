@@ -213,11 +213,13 @@ def _load_dataset(data_dir=None, dataset_name=None, config_name=None, split="tra
     )
 
 
-def _local_folder(source: str, what: str, saved_by: str) -> Path:
+def _local_folder(source: str, what: str) -> Path:
     """`source` as an existing local folder (evaluation downloads nothing)."""
-    path = Path(source).expanduser()
-    if not path.is_dir():
-        raise FileNotFoundError(f"{what} {path} is not a folder saved with {saved_by}.save_pretrained.")
+    from glotok_hf.utils import resolve_source
+
+    path = resolve_source(source, what)  # a mistyped path: "No such file or folder for --model: ..."
+    if not isinstance(path, Path) or not path.is_dir():
+        raise FileNotFoundError(f"{what} {source} is not a local folder (evaluation downloads nothing).")
     return path
 
 
@@ -226,13 +228,13 @@ def run_reconstruction(args) -> int:
     output = _check_output(args)
     if args.uniformity_images < 0:
         raise ValueError(f"--uniformity-images must be >= 0, got {args.uniformity_images}.")
+    model_path = _local_folder(args.model, "--model")  # before torch is imported: a typo fails at once
     import torch
 
     from glotok_hf.evaluation.reconstruction import evaluate_reconstruction
     from glotok_hf.evaluation.sampling import process_state
     from glotok_hf.loading import load_tokenizer
 
-    model_path = _local_folder(args.model, "--model", "GloTokModel")
     state = process_state()
     torch.manual_seed(args.seed)
     model = load_tokenizer(model_path, subfolder=args.subfolder, device=state.device)
@@ -325,13 +327,14 @@ def run_generation(args) -> int:
     output = _check_output(args)
     if args.npz and Path(args.npz).exists() and not args.overwrite:
         raise FileExistsError(f"--npz {args.npz} exists; pass --overwrite to replace it.")
+    pipeline_path = _local_folder(args.pipeline, "--pipeline")  # before torch is imported: a typo fails at once
     from glotok_hf.evaluation.consistency import load_image_classifier
     from glotok_hf.evaluation.generation import evaluate_generation
     from glotok_hf.evaluation.sampling import balanced_class_labels, process_state
     from glotok_hf.loading import load_pipeline
 
     state = process_state()
-    pipeline = load_pipeline(_local_folder(args.pipeline, "--pipeline", "GloTokPipeline"), device=state.device)
+    pipeline = load_pipeline(pipeline_path, device=state.device)
     pipeline.set_progress_bar_config(disable=True)
     resolution = pipeline.vqmodel.config.sample_size
     class_ids = args.num_classes if args.num_classes is not None else args.class_labels

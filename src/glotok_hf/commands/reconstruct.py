@@ -48,16 +48,20 @@ def warn(message: str) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from ..utils import resolve_source
+
+    check_output_file(args.output, args.overwrite)
+    for path in args.images:
+        if not path.is_file():
+            raise FileNotFoundError(f"{path}: no such image file.")
+    if args.model is not None:
+        resolve_source(args.model, "--model")  # a typo in a local path fails at once, before torch is imported
     import torch
     from torchmetrics.functional.image import peak_signal_noise_ratio
 
     from ..data import ImageTransform, decode_image, image_grid, tensor_to_pil
     from ..loading import default_pipeline_path, embedded_pipeline_path, load_tokenizer
 
-    check_output_file(args.output, args.overwrite)
-    for path in args.images:
-        if not path.is_file():
-            raise FileNotFoundError(f"{path}: no such image file.")
     model = load_tokenizer(args.model, device=args.device, dtype=getattr(torch, args.dtype))
     size = model.config.sample_size
     transform = ImageTransform(size, center_crop=True)
