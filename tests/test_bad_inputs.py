@@ -98,8 +98,8 @@ def truncate(path: Path) -> Path:
     return path
 
 
-def damaged(folder: Path, file: str) -> Path:
-    truncate(folder / file)
+def damaged(folder: Path, file: str, damage: Callable[[Path], Path] = truncate) -> Path:
+    damage(folder / file)
     return folder
 
 
@@ -223,6 +223,15 @@ CASES = [
     call("pipeline/truncated-prior-weights", OSError, r"prior/model.safetensors: truncated or corrupted",
          lambda a, t, g: load_pipeline(g(damaged(copy(a.pipeline, t / "p"), "prior/model.safetensors")),
                                        device="cpu")),
+    call("pipeline/truncated-vqmodel-weights", OSError, r"vqmodel/model.safetensors: truncated or corrupted",
+         lambda a, t, g: load_pipeline(g(damaged(copy(a.pipeline, t / "p"), "vqmodel/model.safetensors")),
+                                       device="cpu")),
+    call("pipeline/corrupted-vqmodel-header", OSError, r"vqmodel/model.safetensors: truncated or corrupted",
+         lambda a, t, g: load_pipeline(g(damaged(copy(a.pipeline, t / "p"), "vqmodel/model.safetensors",
+                                                 scramble_header)), device="cpu")),
+    cli("glotok/generate-truncated-prior-weights", OSError, r"prior/model.safetensors: truncated or corrupted",
+        lambda a, t, g: ["generate", "--pipeline", g(damaged(copy(a.pipeline, t / "p"), "prior/model.safetensors")),
+                         "--class-labels", 0, "--output", t / "g.png"]),
     # ---- the command line
     cli("glotok/generate-missing-pipeline", FileNotFoundError, "No such file or folder for --pipeline",
         lambda a, t, g: ["generate", "--pipeline", t / "nope", "--class-labels", 0, "--output", t / "g.png"]),
