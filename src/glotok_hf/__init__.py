@@ -11,37 +11,25 @@ model module of this package) finishes importing, so `import glotok_hf; AutoMode
 either import order.
 """
 
+import functools
 import importlib
 import importlib.abc
 import sys
 
 __version__ = "0.1.0"
 
-_LAZY = {
-    "GloTokConfig": "configuration_glotok",
-    **dict.fromkeys(["GloTokDiscriminator", "GloTokDiscriminatorConfig"], "discriminator"),
-    **dict.fromkeys(["GloTokPipeline", "GloTokPipelineOutput"], "pipeline_glotok"),
-    **dict.fromkeys(["TokenLayout", "sample_image_tokens"], "sampling"),
-    **dict.fromkeys(
-        ["GloTokDecoderOutput", "GloTokEncoderOutput", "GloTokModel", "GloTokModelOutput", "GloTokPreTrainedModel"],
-        "modeling_glotok",
-    ),
-    **dict.fromkeys(
-        ["PRIOR_SIZES", "build_prior", "layout_from_configs", "prior_config", "prior_training_batch"], "prior"
-    ),
-    **dict.fromkeys(
-        [
-            "TeacherHistogram",
-            "load_teacher",
-            "random_codebook_teacher",
-            "teacher_from_backbone",
-            "teacher_from_codebook",
-            "teacher_from_tokens",
-            "uniform_teacher",
-        ],
-        "teacher",
-    ),  # fmt: skip
+# module -> the public names it defines, imported on first use
+_EXPORTS = {
+    "configuration_glotok": "GloTokConfig",
+    "discriminator": "GloTokDiscriminator GloTokDiscriminatorConfig",
+    "modeling_glotok": "GloTokDecoderOutput GloTokEncoderOutput GloTokModel GloTokModelOutput GloTokPreTrainedModel",
+    "pipeline_glotok": "GloTokPipeline GloTokPipelineOutput",
+    "prior": "PRIOR_SIZES build_prior layout_from_configs prior_config prior_training_batch",
+    "sampling": "TokenLayout sample_image_tokens",
+    "teacher": "TeacherHistogram load_teacher random_codebook_teacher teacher_from_backbone teacher_from_codebook "
+    "teacher_from_tokens uniform_teacher",
 }
+_LAZY = {name: module for module, names in _EXPORTS.items() for name in names.split()}
 
 
 def __getattr__(name: str):
@@ -71,8 +59,8 @@ def _register() -> None:
 
 
 class _RegisterAfterImport(importlib.abc.MetaPathFinder):
-    """Runs [`_register`] once transformers or a model module of this package has finished importing and no other
-    of them is still importing (a model module imports transformers halfway through its own import)."""
+    """Runs [`_register`] once transformers or a model module of this package has been imported and none of them is
+    still importing (a model module imports transformers halfway through its own import)."""
 
     watched = {
         "transformers",
@@ -83,39 +71,21 @@ class _RegisterAfterImport(importlib.abc.MetaPathFinder):
     def find_spec(self, name, path, target=None):
         if name not in self.watched:
             return None
-        for finder in sys.meta_path:
-            spec = None if finder is self else getattr(finder, "find_spec", lambda *a: None)(name, path, target)
-            if spec is not None and spec.loader is not None:
-                spec.loader = _Loader(spec.loader, self)
-                return spec
-        return None
+        finders = (finder for finder in sys.meta_path if finder is not self and hasattr(finder, "find_spec"))
+        spec = next((spec for finder in finders if (spec := finder.find_spec(name, path, target))), None)
+        if spec is not None and spec.loader is not None:  # a per-module loader: wrap its exec_module
+            spec.loader.exec_module = functools.partial(self.exec_module, spec.loader.exec_module)
+        return spec
 
-    def done(self, name: str) -> None:
-        self.loading.discard(name)
+    def exec_module(self, exec_module, module) -> None:
+        self.loading.add(module.__name__)
+        try:
+            exec_module(module)
+        finally:
+            self.loading.discard(module.__name__)
         if not self.loading and self in sys.meta_path:
             sys.meta_path.remove(self)
             _register()
-
-
-class _Loader(importlib.abc.Loader):
-    """Delegates to the module's own loader and tells the hook when the module has been executed."""
-
-    def __init__(self, loader, hook: _RegisterAfterImport):
-        self.loader, self.hook = loader, hook
-
-    def __getattr__(self, name):  # get_source, get_filename, resource readers ...
-        return getattr(self.loader, name)
-
-    def create_module(self, spec):
-        return self.loader.create_module(spec)
-
-    def exec_module(self, module):
-        self.hook.loading.add(module.__name__)
-        try:
-            self.loader.exec_module(module)
-        finally:
-            self.hook.loading.discard(module.__name__)
-        self.hook.done(module.__name__)
 
 
 if "transformers" in sys.modules:
