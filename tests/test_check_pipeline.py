@@ -54,7 +54,10 @@ def test_a_plain_save_is_checked_in_the_layout_push_to_hub_uploads(pipe, tmp_pat
     model_card("pipeline", **CARD).save(tmp_path / "README.md")
     assert main(["check-pipeline", str(tmp_path)]) == 0
     out = capsys.readouterr().out
-    assert "PASS  remote-code layout" in out and "a plain save_pretrained: checking the Hub layout" in out
+    assert (
+        "PASS  remote-code layout" in out
+        and "a plain save_pretrained: checked in the layout push_to_hub uploads" in out
+    )
     assert "same image as glotok-hf" in out and "card: training data" in out and out.rstrip().endswith("0 failed")
     # The folder itself is left as it was.
     assert sorted(p.name for p in tmp_path.iterdir()) == ["README.md", "model_index.json", "prior", "vqmodel"]

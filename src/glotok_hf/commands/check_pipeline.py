@@ -157,13 +157,9 @@ def installed_image(folder: Path, seed: int):
     return pipe([0], generator=[torch.Generator().manual_seed(seed)], output_type="np").images
 
 
-def names_glotok_modules(folder: Path) -> bool:
-    """Whether model_index.json names glotok_hf modules (a plain `save_pretrained`), not the Hub's remote code."""
-    index = json.loads((folder / "model_index.json").read_text(encoding="utf-8"))
-    modules = [index.get("_class_name"), index.get("vqmodel")]
-    return isinstance(modules[0], str) or any(
-        isinstance(m, list) and str(m[0]).startswith("glotok_hf") for m in modules
-    )
+def is_plain_save(folder: Path) -> bool:
+    """Whether model_index.json names the installed class (a plain `save_pretrained`), not the Hub's remote code."""
+    return isinstance(json.loads((folder / "model_index.json").read_text(encoding="utf-8")).get("_class_name"), str)
 
 
 def hub_layout(folder: Path, target: Path) -> Path:
@@ -215,16 +211,13 @@ def check_pipeline(
         raise FileNotFoundError(f"{folder} is not a pipeline folder: it has no model_index.json.")
     with tempfile.TemporaryDirectory() as tmp:
         checks, hub = [], folder
-        if names_glotok_modules(folder):
+        if is_plain_save(folder):
             hub = hub_layout(folder, Path(tmp) / "hub")
-            detail = (
-                "a plain save_pretrained: checking the Hub layout push_to_hub uploads, written to a temporary folder"
-            )
-            checks.append(Check("remote-code layout", True, detail))
+            note = "a plain save_pretrained: checked in the layout push_to_hub uploads (a temporary copy)"
+            checks.append(Check("remote-code layout", True, note))
         paths = local_paths_in_json(hub)
-        checks.append(
-            Check("no local paths", not paths, f"absolute paths in {paths}" if paths else "none in the JSON files")
-        )
+        detail = f"absolute paths in {paths}" if paths else "none in the JSON files"
+        checks.append(Check("no local paths", not paths, detail))
         return checks + lint_card(folder) + remote_code_checks(hub, seed, tolerance, timeout)
 
 
