@@ -200,19 +200,6 @@ def _image_loader(dataset, resolution: int, batch_size: int, num_workers: int, i
     return loader, len(dataset)
 
 
-def _load_dataset(data_dir=None, dataset_name=None, config_name=None, split="train", image_column="image"):
-    from glotok_hf.data import load_image_dataset
-
-    return load_image_dataset(
-        dataset_name=dataset_name,
-        dataset_config_name=config_name,
-        train_data_dir=data_dir,
-        split=split,
-        image_column=image_column,
-        label_column=None,
-    )
-
-
 def _local_folder(source: str, what: str) -> Path:
     """`source` as an existing local folder (evaluation downloads nothing)."""
     from glotok_hf.utils import resolve_source
@@ -231,6 +218,7 @@ def run_reconstruction(args) -> int:
     model_path = _local_folder(args.model, "--model")  # before torch is imported: a typo fails at once
     import torch
 
+    from glotok_hf.data import load_image_dataset
     from glotok_hf.evaluation.reconstruction import evaluate_reconstruction
     from glotok_hf.evaluation.sampling import process_state
     from glotok_hf.loading import load_tokenizer
@@ -239,9 +227,8 @@ def run_reconstruction(args) -> int:
     torch.manual_seed(args.seed)
     model = load_tokenizer(model_path, subfolder=args.subfolder, device=state.device)
     resolution = args.resolution or model.config.sample_size
-    dataset = _load_dataset(
-        args.train_data_dir, args.dataset_name, args.dataset_config_name, args.split, args.image_column
-    )
+    dataset = load_image_dataset(args.dataset_name, args.dataset_config_name, args.train_data_dir, args.split,
+                                 args.image_column, label_column=None)  # fmt: skip
     loader, num_images = _image_loader(
         dataset, resolution, args.batch_size, args.num_workers, args.image_column, args.max_samples
     )
@@ -291,6 +278,7 @@ def _reference(args, resolution: int):
     """(reference statistics or None, reference batches or None) from --reference."""
     import numpy as np
 
+    from glotok_hf.data import load_image_dataset
     from glotok_hf.evaluation.fid import load_reference_statistics
     from glotok_hf.evaluation.sampling import load_samples_npz, process_state, shard_indices, uint8_to_pixel_values
 
@@ -313,12 +301,8 @@ def _reference(args, resolution: int):
     if not path.exists():
         raise FileNotFoundError(f"--reference {path} not found.")
     is_saved = (path / "dataset_info.json").exists() or (path / "dataset_dict.json").exists()
-    dataset = _load_dataset(
-        data_dir=None if is_saved else path,
-        dataset_name=str(path) if is_saved else None,
-        split=args.reference_split,
-        image_column=args.reference_image_column,
-    )
+    dataset = load_image_dataset(str(path) if is_saved else None, None, None if is_saved else path,
+                                 args.reference_split, args.reference_image_column, label_column=None)  # fmt: skip
     loader, _ = _image_loader(dataset, resolution, args.batch_size, 0, args.reference_image_column)
     return None, loader
 
