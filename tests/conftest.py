@@ -111,14 +111,4 @@ def pytest_sessionfinish(session, exitstatus):
 PYTHON = sys.executable
 
 # Prepended to child-process scripts that must prove remote code works where glotok_hf cannot be imported.
-BLOCK_GLOTOK_HF = """
-import importlib.abc, sys
-
-class BlockGloTok(importlib.abc.MetaPathFinder):
-    def find_spec(self, name, path, target=None):
-        if name == "glotok_hf" or name.startswith("glotok_hf."):
-            raise ImportError("glotok_hf is blocked in this test")
-        return None
-
-sys.meta_path.insert(0, BlockGloTok())
-"""
+from glotok_hf.commands.check_pipeline import BLOCK_GLOTOK_HF  # noqa: E402, F401

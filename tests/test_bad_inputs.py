@@ -98,8 +98,8 @@ def truncate(path: Path) -> Path:
     return path
 
 
-def damaged(folder: Path, file: str) -> Path:
-    truncate(folder / file)
+def damaged(folder: Path, file: str, damage: Callable[[Path], Path] = truncate) -> Path:
+    damage(folder / file)
     return folder
 
 
@@ -223,6 +223,15 @@ CASES = [
     call("pipeline/truncated-prior-weights", OSError, r"prior/model.safetensors: truncated or corrupted",
          lambda a, t, g: load_pipeline(g(damaged(copy(a.pipeline, t / "p"), "prior/model.safetensors")),
                                        device="cpu")),
+    call("pipeline/truncated-vqmodel-weights", OSError, r"vqmodel/model.safetensors: truncated or corrupted",
+         lambda a, t, g: load_pipeline(g(damaged(copy(a.pipeline, t / "p"), "vqmodel/model.safetensors")),
+                                       device="cpu")),
+    call("pipeline/corrupted-vqmodel-header", OSError, r"vqmodel/model.safetensors: truncated or corrupted",
+         lambda a, t, g: load_pipeline(g(damaged(copy(a.pipeline, t / "p"), "vqmodel/model.safetensors",
+                                                 scramble_header)), device="cpu")),
+    cli("glotok/generate-truncated-prior-weights", OSError, r"prior/model.safetensors: truncated or corrupted",
+        lambda a, t, g: ["generate", "--pipeline", g(damaged(copy(a.pipeline, t / "p"), "prior/model.safetensors")),
+                         "--class-labels", 0, "--output", t / "g.png"]),
     # ---- the command line
     cli("glotok/generate-missing-pipeline", FileNotFoundError, "No such file or folder for --pipeline",
         lambda a, t, g: ["generate", "--pipeline", t / "nope", "--class-labels", 0, "--output", t / "g.png"]),
@@ -259,8 +268,12 @@ CASES = [
     cli("glotok/build-teacher-missing-codebook", FileNotFoundError, "No such file or folder for --codebook",
         lambda a, t, g: ["build-teacher", "--source", "codebook", "--codebook", t / "nope", "--output",
                          t / "t.safetensors"]),
-    cli("glotok/eval-missing-model", FileNotFoundError, "is not a folder saved with GloTokModel.save_pretrained",
+    cli("glotok/eval-missing-model", FileNotFoundError, "No such file or folder for --model",
         lambda a, t, g: ["eval", "reconstruction", "--model", t / "nope", "--train-data-dir", a.images]),
+    cli("glotok/eval-missing-pipeline", FileNotFoundError, "No such file or folder for --pipeline",
+        lambda a, t, g: ["eval", "generation", "--pipeline", t / "runs" / "nope", "--num-classes", 2]),
+    cli("glotok/eval-hub-id", FileNotFoundError, "is not a local folder",
+        lambda a, t, g: ["eval", "reconstruction", "--model", "user/glotok", "--train-data-dir", a.images]),
     cli("glotok/eval-existing-output", FileExistsError, "exists; pass --overwrite",
         lambda a, t, g: ["eval", "reconstruction", "--model", a.model, "--train-data-dir", a.images, "--output",
                          cli_output(t, g, "report.json")]),

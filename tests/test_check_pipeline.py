@@ -6,7 +6,7 @@ import pytest
 from pipeline_utils import tiny_pipeline
 
 from glotok_hf.cli import main
-from glotok_hf.commands.check_pipeline import check_pipeline, lint_card, local_paths_in_json
+from glotok_hf.commands.check_pipeline import lint_card, local_paths_in_json
 from glotok_hf.hub import model_card, save_remote_code_pipeline
 
 CARD = dict(training_data="3 classes of tiny test images", metrics={"FID": 1.5})
@@ -48,14 +48,30 @@ def test_absolute_local_paths_in_json_files_are_reported(tmp_path):
     assert local_paths_in_json(tmp_path) == ["model_index.json: _name_or_path"]
 
 
-def test_a_folder_that_names_glotok_modules_fails_without_running_a_child(pipe, tmp_path):
+@pytest.mark.slow  # a child process importing torch + diffusers: ~8 s of CPU
+def test_a_plain_save_is_checked_in_the_layout_push_to_hub_uploads(pipe, tmp_path, capsys):
     pipe.save_pretrained(tmp_path)  # diffusers' own layout: records glotok_hf.* modules
     model_card("pipeline", **CARD).save(tmp_path / "README.md")
-    checks = by_name(check_pipeline(tmp_path))
+    assert main(["check-pipeline", str(tmp_path)]) == 0
+    out = capsys.readouterr().out
     assert (
-        not checks["remote-code layout"].ok
-        and "only where glotok-hf is installed" in checks["remote-code layout"].detail
+        "PASS  remote-code layout" in out
+        and "a plain save_pretrained: checked in the layout push_to_hub uploads" in out
     )
+    assert "same image as glotok-hf" in out and "card: training data" in out and out.rstrip().endswith("0 failed")
+    # The folder itself is left as it was.
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["README.md", "model_index.json", "prior", "vqmodel"]
+
+
+def test_saves_write_no_local_absolute_path(pipe, tmp_path):
+    from glotok_hf.loading import load_pipeline
+
+    pipe.save_pretrained(tmp_path / "plain")
+    loaded = load_pipeline(tmp_path / "plain", device="cpu")
+    loaded.save_pretrained(tmp_path / "resaved")
+    save_remote_code_pipeline(loaded, tmp_path / "hub", sample_grid=None)
+    for name in ("plain", "resaved", "hub"):
+        assert local_paths_in_json(tmp_path / name) == [], name
 
 
 def test_not_a_pipeline_folder_is_a_clear_cli_error(tmp_path, capsys):

@@ -170,14 +170,32 @@ def test_top_level_help_lists_the_commands(capsys):
     assert "generate" in out and "reconstruct" in out
 
 
-def test_help_imports_no_pipeline_or_data_stack(subprocess_env):
-    """The commands import diffusers, datasets and torchmetrics when they run, not to print their help."""
+TYPO = "/no/such/runs/shapes32_tk"
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["--help"],
+        ["generate", "--help"],
+        ["generate", "--bogus"],
+        ["generate", "--pipeline", TYPO, "--class-labels", "0", "--output", "/no/such/g.png"],
+        ["extract-codes", "--tokenizer", TYPO, "--train-data-dir", ".", "--output-dir", "/no/such/codes"],
+        ["build-teacher", "--source", "codebook", "--codebook", TYPO, "--output", "/no/such/t.safetensors"],
+        ["eval", "reconstruction", "--model", TYPO, "--train-data-dir", "."],
+    ],
+    ids=["help", "generate-help", "bogus-option", "generate", "extract-codes", "build-teacher", "eval"],
+)
+def test_help_argument_errors_and_mistyped_paths_import_no_torch(argv, subprocess_env):
+    """`glotok --help`, argument errors and a mistyped local path answer at once (~0.1 s): torch, transformers,
+    diffusers, datasets and torchmetrics are imported when a command runs, not to build the parser or check paths."""
     code = (
-        "import sys; from glotok_hf.cli import build_parser; build_parser(); print(sorted("
-        + "m for m in ('diffusers', 'datasets', 'torchmetrics', 'glotok_hf.pipeline_glotok') if m in sys.modules))"
+        f"import sys\nfrom glotok_hf.cli import main\ntry:\n    main({argv!r})\nexcept SystemExit:\n    pass\n"
+        "print(sorted(m for m in ('torch', 'transformers', 'diffusers', 'datasets', 'torchmetrics') if m in sys.modules))"
     )
     proc = subprocess.run([PYTHON, "-c", code], capture_output=True, text=True, env=subprocess_env, timeout=120)
-    assert proc.returncode == 0 and proc.stdout.strip() == "[]", proc.stdout + proc.stderr
+    assert proc.returncode == 0 and proc.stdout.strip().splitlines()[-1] == "[]", proc.stdout + proc.stderr
+    assert TYPO not in argv or f"No such file or folder for {argv[argv.index(TYPO) - 1]}: '{TYPO}'" in proc.stderr
 
 
 @pytest.mark.parametrize("source", ["{tmp}/no-such-pipeline", "./no-such-pipeline", "{tmp}"])
@@ -269,3 +287,39 @@ def test_an_unknown_hub_pipeline_is_one_clear_line(fake_hub, tmp_path, monkeypat
     line = [x for x in err.splitlines() if x.startswith("glotok generate: error: ")]
     assert len(line) == 1 and "tester/no-such-pipeline" in line[0], err
     assert "stacktrace" not in err and "Traceback" not in err
+
+
+def test_reconstruct_warns_when_an_image_is_much_larger_than_the_tokenizer(pipeline_dir, tmp_path, capsys):
+    photo = tmp_path / "photo.png"
+    Image.new("RGB", (256, 192), (30, 120, 200)).save(photo)
+    assert glotok("reconstruct", photo, "--model", pipeline_dir, "--output", tmp_path / "r.png") == 0
+    err = capsys.readouterr().err
+    assert "warning: " in err and "photo.png is 256x192: resized down to 8x8, the tokenizer's sample_size" in err
+    assert "handwritten digits" not in err  # only said of the embedded default
+
+
+def test_reconstruct_with_the_default_tokenizer_says_it_knows_only_digits(tmp_path, monkeypatch, capsys):
+    monkeypatch.delenv(DEFAULT_PIPELINE_ENV, raising=False)
+    photo = tmp_path / "photo.png"
+    Image.new("RGB", (256, 256), (200, 60, 30)).save(photo)
+    assert glotok("reconstruct", photo, "--output", tmp_path / "r.png") == 0
+    err = capsys.readouterr().err
+    assert "resized down to 24x24" in err and "knows only handwritten digits" in err and "once available" in err
+
+
+# -------------------------------------------------------------------------------------------- extract-codes
+def test_extract_codes_takes_its_resolution_from_the_tokenizer(tmp_path, capsys):
+    from conftest import tiny_glotok_model
+    from train_utils import make_imagefolder
+
+    from glotok_hf.codes import load_code_dataset
+
+    with pytest.raises(SystemExit):
+        glotok("extract-codes", "--help")
+    assert "(default: the tokenizer's sample_size)" in " ".join(capsys.readouterr().out.split())
+    tiny_glotok_model(sample_size=32).save_pretrained(tmp_path / "tk32")
+    images = make_imagefolder(tmp_path / "images", per_class=1, size=40)
+    assert glotok("extract-codes", "--tokenizer", tmp_path / "tk32", "--train-data-dir", images, "--num-workers", 0,
+                  "--no-progress", "--output-dir", tmp_path / "codes") == 0  # fmt: skip
+    _, metadata = load_code_dataset(tmp_path / "codes")
+    assert metadata["resolution"] == 32 and metadata["num_image_tokens"] == 2 * 16 * 16  # a 16x16 grid per codebook

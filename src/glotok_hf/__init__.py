@@ -4,75 +4,93 @@
 Importing the package registers `GloTokConfig` / `GloTokModel` with transformers' `AutoConfig` / `AutoModel`, and marks
 them for `auto_map` export so `save_pretrained` folders also load with `trust_remote_code=True` where this package is
 not installed.
+
+The import itself is light (the `glotok` command's `--help` must not wait for torch): the public names are imported on
+first use, and the registration runs at once when transformers is already imported, else as soon as transformers (or a
+model module of this package) finishes importing, so `import glotok_hf; AutoModel.from_pretrained(folder)` works in
+either import order.
 """
 
-from transformers import AutoConfig, AutoModel
-
-from .configuration_glotok import GloTokConfig
-from .discriminator import GloTokDiscriminator, GloTokDiscriminatorConfig
-from .modeling_glotok import (
-    GloTokDecoderOutput,
-    GloTokEncoderOutput,
-    GloTokModel,
-    GloTokModelOutput,
-    GloTokPreTrainedModel,
-)
-from .prior import PRIOR_SIZES, build_prior, layout_from_configs, prior_config, prior_training_batch
-from .sampling import TokenLayout, sample_image_tokens
-from .teacher import (
-    TeacherHistogram,
-    load_teacher,
-    random_codebook_teacher,
-    teacher_from_backbone,
-    teacher_from_codebook,
-    teacher_from_tokens,
-    uniform_teacher,
-)
+import functools
+import importlib
+import importlib.abc
+import sys
 
 __version__ = "0.1.0"
 
-_LAZY = {"GloTokPipeline": "pipeline_glotok", "GloTokPipelineOutput": "pipeline_glotok"}
+# module -> the public names it defines, imported on first use
+_EXPORTS = {
+    "configuration_glotok": "GloTokConfig",
+    "discriminator": "GloTokDiscriminator GloTokDiscriminatorConfig",
+    "modeling_glotok": "GloTokDecoderOutput GloTokEncoderOutput GloTokModel GloTokModelOutput GloTokPreTrainedModel",
+    "pipeline_glotok": "GloTokPipeline GloTokPipelineOutput",
+    "prior": "PRIOR_SIZES build_prior layout_from_configs prior_config prior_training_batch",
+    "sampling": "TokenLayout sample_image_tokens",
+    "teacher": "TeacherHistogram load_teacher random_codebook_teacher teacher_from_backbone teacher_from_codebook "
+    "teacher_from_tokens uniform_teacher",
+}
+_LAZY = {name: module for module, names in _EXPORTS.items() for name in names.split()}
 
 
 def __getattr__(name: str):
-    # The pipeline pulls in diffusers (several seconds); import it only when it is asked for.
     if name in _LAZY:
-        import importlib
-
         return getattr(importlib.import_module(f".{_LAZY[name]}", __name__), name)
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
-AutoConfig.register(GloTokConfig.model_type, GloTokConfig, exist_ok=True)
-AutoModel.register(GloTokConfig, GloTokModel, exist_ok=True)
-AutoConfig.register(GloTokDiscriminatorConfig.model_type, GloTokDiscriminatorConfig, exist_ok=True)
-AutoModel.register(GloTokDiscriminatorConfig, GloTokDiscriminator, exist_ok=True)
-GloTokConfig.register_for_auto_class()
-GloTokModel.register_for_auto_class("AutoModel")
+def __dir__() -> list[str]:
+    return sorted([*globals(), *_LAZY])
 
-__all__ = [
-    "PRIOR_SIZES",
-    "GloTokConfig",
-    "GloTokDecoderOutput",
-    "GloTokDiscriminator",
-    "GloTokDiscriminatorConfig",
-    "GloTokEncoderOutput",
-    "GloTokModel",
-    "GloTokModelOutput",
-    "GloTokPipeline",
-    "GloTokPipelineOutput",
-    "GloTokPreTrainedModel",
-    "TeacherHistogram",
-    "TokenLayout",
-    "build_prior",
-    "load_teacher",
-    "layout_from_configs",
-    "prior_config",
-    "prior_training_batch",
-    "random_codebook_teacher",
-    "sample_image_tokens",
-    "teacher_from_backbone",
-    "teacher_from_codebook",
-    "teacher_from_tokens",
-    "uniform_teacher",
-]
+
+def _register() -> None:
+    """Register the model classes with the Auto classes (this imports torch and transformers)."""
+    from transformers import AutoConfig, AutoModel
+
+    from .configuration_glotok import GloTokConfig
+    from .discriminator import GloTokDiscriminator, GloTokDiscriminatorConfig
+    from .modeling_glotok import GloTokModel
+
+    AutoConfig.register(GloTokConfig.model_type, GloTokConfig, exist_ok=True)
+    AutoModel.register(GloTokConfig, GloTokModel, exist_ok=True)
+    AutoConfig.register(GloTokDiscriminatorConfig.model_type, GloTokDiscriminatorConfig, exist_ok=True)
+    AutoModel.register(GloTokDiscriminatorConfig, GloTokDiscriminator, exist_ok=True)
+    GloTokConfig.register_for_auto_class()
+    GloTokModel.register_for_auto_class("AutoModel")
+
+
+class _RegisterAfterImport(importlib.abc.MetaPathFinder):
+    """Runs [`_register`] once transformers or a model module of this package has been imported and none of them is
+    still importing (a model module imports transformers halfway through its own import)."""
+
+    watched = {
+        "transformers",
+        *(f"{__name__}.{m}" for m in ("configuration_glotok", "modeling_glotok", "discriminator")),
+    }
+    loading: set[str] = set()
+
+    def find_spec(self, name, path, target=None):
+        if name not in self.watched:
+            return None
+        finders = (finder for finder in sys.meta_path if finder is not self and hasattr(finder, "find_spec"))
+        spec = next((spec for finder in finders if (spec := finder.find_spec(name, path, target))), None)
+        if spec is not None and spec.loader is not None:  # a per-module loader: wrap its exec_module
+            spec.loader.exec_module = functools.partial(self.exec_module, spec.loader.exec_module)
+        return spec
+
+    def exec_module(self, exec_module, module) -> None:
+        self.loading.add(module.__name__)
+        try:
+            exec_module(module)
+        finally:
+            self.loading.discard(module.__name__)
+        if not self.loading and self in sys.meta_path:
+            sys.meta_path.remove(self)
+            _register()
+
+
+if "transformers" in sys.modules:
+    _register()
+else:
+    sys.meta_path.insert(0, _RegisterAfterImport())
+
+__all__ = ["__version__", *sorted(_LAZY)]

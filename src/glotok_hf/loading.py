@@ -127,6 +127,8 @@ def load_pipeline(
         )
     with _weights_errors(source):
         pipe = GloTokPipeline.from_pretrained(source, dtype=dtype, trust_remote_code=trust_remote_code)
+    if isinstance(source, Path):  # else a later save_pretrained writes this machine's absolute path into model_index
+        pipe.register_to_config(_name_or_path=None)
     return pipe.to(device)
 
 

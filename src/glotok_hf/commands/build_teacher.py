@@ -91,31 +91,31 @@ def _require(args, source: str, *names: str) -> None:
 def run(args) -> int:
     from pathlib import Path
 
-    import torch
-
-    from .. import teacher as teachers
     from ..utils import resolve_source
 
     output = Path(args.output)
     if output.exists() and not args.overwrite:
         raise FileExistsError(f"{str(output)!r} already exists; pass --overwrite to replace it.")
+    needs = {"random": ["size", "dim"], "codebook": ["codebook"], "backbone": ["model"]}.get(args.source, [])
+    _require(args, args.source, *needs)
+    if args.source in ("codebook", "backbone"):  # a typo in a local path fails at once, before torch is imported
+        resolve_source(getattr(args, needs[0]), f"--{needs[0]}")
+    if args.source == "backbone" and (args.train_data_dir is None) == (args.dataset_name is None):
+        raise ValueError("--source backbone needs exactly one of --train-data-dir or --dataset-name.")
+    import torch
+
+    from .. import teacher as teachers
+
     common = {"num_bins": args.num_bins, "alpha": args.alpha}
     if args.source == "uniform":
         teacher = teachers.uniform_teacher(**common)
     elif args.source == "random":
-        _require(args, "random", "size", "dim")
         teacher = teachers.random_codebook_teacher(args.size, args.dim, seed=args.seed, device=args.device, **common)
     elif args.source == "codebook":
-        _require(args, "codebook", "codebook")
-        resolve_source(args.codebook, "--codebook")  # a typo in a local path fails here, not after a Hub request
         teacher = teachers.teacher_from_codebook(
             args.codebook, key=args.key, branch=args.branch, device=args.device, **common
         )
     else:
-        _require(args, "backbone", "model")
-        resolve_source(args.model, "--model")
-        if (args.train_data_dir is None) == (args.dataset_name is None):
-            raise ValueError("--source backbone needs exactly one of --train-data-dir or --dataset-name.")
         parameters = inspect.signature(teachers.teacher_from_backbone).parameters
         options = {name: value for name, value in vars(args).items() if name in parameters}  # flags = its arguments
         options.update(dtype=getattr(torch, args.dtype), progress=not args.no_progress)

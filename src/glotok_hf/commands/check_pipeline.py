@@ -4,12 +4,15 @@
 The folder is loaded the way the Hub serves it, `DiffusionPipeline.from_pretrained(folder, trust_remote_code=True)`,
 in a fresh process where glotok-hf cannot be imported; that process generates one image, which must equal the image
 the installed glotok-hf generates from the same weights and seed. The model card is linted (license, training data,
-metrics, sample image), and no JSON file may carry a local absolute path.
+metrics, sample image), and no JSON file may carry a local absolute path. A folder saved with plain `save_pretrained`
+(its model_index.json names glotok_hf modules) is checked in the layout push_to_hub uploads, written to a temporary
+folder with its own README.md.
 """
 
 import argparse
 import json
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -154,22 +157,26 @@ def installed_image(folder: Path, seed: int):
     return pipe([0], generator=[torch.Generator().manual_seed(seed)], output_type="np").images
 
 
+def is_plain_save(folder: Path) -> bool:
+    """Whether model_index.json names the installed class (a plain `save_pretrained`), not the Hub's remote code."""
+    return isinstance(json.loads((folder / "model_index.json").read_text(encoding="utf-8")).get("_class_name"), str)
+
+
+def hub_layout(folder: Path, target: Path) -> Path:
+    """`target` holding the layout push_to_hub uploads for the plain-saved `folder`, with the folder's README.md."""
+    from ..hub import save_remote_code_pipeline
+    from ..loading import load_pipeline
+
+    target.mkdir()
+    if (folder / "README.md").is_file():
+        shutil.copy(folder / "README.md", target / "README.md")
+    save_remote_code_pipeline(load_pipeline(folder, device="cpu"), target, model_card=False)
+    return target
+
+
 def remote_code_checks(folder: Path, seed: int, tolerance: float, timeout: float) -> list[Check]:
     import numpy as np
 
-    index = json.loads((folder / "model_index.json").read_text(encoding="utf-8"))
-    modules = [index.get("_class_name"), index.get("vqmodel")]
-    if any(isinstance(entry, list) and str(entry[0]).startswith("glotok_hf") for entry in modules) or isinstance(
-        index.get("_class_name"), str
-    ):
-        return [
-            Check(
-                "remote-code layout",
-                False,
-                "model_index.json names glotok_hf modules, so the folder loads only where glotok-hf is installed; "
-                "write the Hub layout with glotok_hf.hub (push_to_hub does it)",
-            )
-        ]
     with tempfile.TemporaryDirectory() as tmp:
         env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_HOME": os.path.join(tmp, "hf_home"), "PYTHONUNBUFFERED": "1"}
         env["OMP_NUM_THREADS"] = "1"
@@ -202,9 +209,16 @@ def check_pipeline(
     folder = Path(folder)
     if not (folder / "model_index.json").is_file():
         raise FileNotFoundError(f"{folder} is not a pipeline folder: it has no model_index.json.")
-    paths = local_paths_in_json(folder)
-    checks = [Check("no local paths", not paths, f"absolute paths in {paths}" if paths else "none in the JSON files")]
-    return checks + lint_card(folder) + remote_code_checks(folder, seed, tolerance, timeout)
+    with tempfile.TemporaryDirectory() as tmp:
+        checks, hub = [], folder
+        if is_plain_save(folder):
+            hub = hub_layout(folder, Path(tmp) / "hub")
+            note = "a plain save_pretrained: checked in the layout push_to_hub uploads (a temporary copy)"
+            checks.append(Check("remote-code layout", True, note))
+        paths = local_paths_in_json(hub)
+        detail = f"absolute paths in {paths}" if paths else "none in the JSON files"
+        checks.append(Check("no local paths", not paths, detail))
+        return checks + lint_card(folder) + remote_code_checks(hub, seed, tolerance, timeout)
 
 
 def run(args: argparse.Namespace) -> int:

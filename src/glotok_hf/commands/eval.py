@@ -200,24 +200,13 @@ def _image_loader(dataset, resolution: int, batch_size: int, num_workers: int, i
     return loader, len(dataset)
 
 
-def _load_dataset(data_dir=None, dataset_name=None, config_name=None, split="train", image_column="image"):
-    from glotok_hf.data import load_image_dataset
-
-    return load_image_dataset(
-        dataset_name=dataset_name,
-        dataset_config_name=config_name,
-        train_data_dir=data_dir,
-        split=split,
-        image_column=image_column,
-        label_column=None,
-    )
-
-
-def _local_folder(source: str, what: str, saved_by: str) -> Path:
+def _local_folder(source: str, what: str) -> Path:
     """`source` as an existing local folder (evaluation downloads nothing)."""
-    path = Path(source).expanduser()
-    if not path.is_dir():
-        raise FileNotFoundError(f"{what} {path} is not a folder saved with {saved_by}.save_pretrained.")
+    from glotok_hf.utils import resolve_source
+
+    path = resolve_source(source, what)  # a mistyped path: "No such file or folder for --model: ..."
+    if not isinstance(path, Path) or not path.is_dir():
+        raise FileNotFoundError(f"{what} {source} is not a local folder (evaluation downloads nothing).")
     return path
 
 
@@ -226,20 +215,20 @@ def run_reconstruction(args) -> int:
     output = _check_output(args)
     if args.uniformity_images < 0:
         raise ValueError(f"--uniformity-images must be >= 0, got {args.uniformity_images}.")
+    model_path = _local_folder(args.model, "--model")  # before torch is imported: a typo fails at once
     import torch
 
+    from glotok_hf.data import load_image_dataset
     from glotok_hf.evaluation.reconstruction import evaluate_reconstruction
     from glotok_hf.evaluation.sampling import process_state
     from glotok_hf.loading import load_tokenizer
 
-    model_path = _local_folder(args.model, "--model", "GloTokModel")
     state = process_state()
     torch.manual_seed(args.seed)
     model = load_tokenizer(model_path, subfolder=args.subfolder, device=state.device)
     resolution = args.resolution or model.config.sample_size
-    dataset = _load_dataset(
-        args.train_data_dir, args.dataset_name, args.dataset_config_name, args.split, args.image_column
-    )
+    dataset = load_image_dataset(args.dataset_name, args.dataset_config_name, args.train_data_dir, args.split,
+                                 args.image_column, label_column=None)  # fmt: skip
     loader, num_images = _image_loader(
         dataset, resolution, args.batch_size, args.num_workers, args.image_column, args.max_samples
     )
@@ -289,6 +278,7 @@ def _reference(args, resolution: int):
     """(reference statistics or None, reference batches or None) from --reference."""
     import numpy as np
 
+    from glotok_hf.data import load_image_dataset
     from glotok_hf.evaluation.fid import load_reference_statistics
     from glotok_hf.evaluation.sampling import load_samples_npz, process_state, shard_indices, uint8_to_pixel_values
 
@@ -311,12 +301,8 @@ def _reference(args, resolution: int):
     if not path.exists():
         raise FileNotFoundError(f"--reference {path} not found.")
     is_saved = (path / "dataset_info.json").exists() or (path / "dataset_dict.json").exists()
-    dataset = _load_dataset(
-        data_dir=None if is_saved else path,
-        dataset_name=str(path) if is_saved else None,
-        split=args.reference_split,
-        image_column=args.reference_image_column,
-    )
+    dataset = load_image_dataset(str(path) if is_saved else None, None, None if is_saved else path,
+                                 args.reference_split, args.reference_image_column, label_column=None)  # fmt: skip
     loader, _ = _image_loader(dataset, resolution, args.batch_size, 0, args.reference_image_column)
     return None, loader
 
@@ -325,13 +311,14 @@ def run_generation(args) -> int:
     output = _check_output(args)
     if args.npz and Path(args.npz).exists() and not args.overwrite:
         raise FileExistsError(f"--npz {args.npz} exists; pass --overwrite to replace it.")
+    pipeline_path = _local_folder(args.pipeline, "--pipeline")  # before torch is imported: a typo fails at once
     from glotok_hf.evaluation.consistency import load_image_classifier
     from glotok_hf.evaluation.generation import evaluate_generation
     from glotok_hf.evaluation.sampling import balanced_class_labels, process_state
     from glotok_hf.loading import load_pipeline
 
     state = process_state()
-    pipeline = load_pipeline(_local_folder(args.pipeline, "--pipeline", "GloTokPipeline"), device=state.device)
+    pipeline = load_pipeline(pipeline_path, device=state.device)
     pipeline.set_progress_bar_config(disable=True)
     resolution = pipeline.vqmodel.config.sample_size
     class_ids = args.num_classes if args.num_classes is not None else args.class_labels

@@ -53,14 +53,15 @@ def register(subparsers) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from ..utils import resolve_source
+
+    resolve_source(args.tokenizer, "--tokenizer")  # a typo in a local path fails at once, before torch is imported
     from accelerate import PartialState
 
     from ..codes import extract_codes, load_code_dataset
     from ..data import load_image_dataset
     from ..loading import load_tokenizer
-    from ..utils import resolve_source
 
-    resolve_source(args.tokenizer, "--tokenizer")  # a typo in a local path fails here, not after a Hub request
     label_column = None if args.label_column.lower() == "none" else args.label_column
     model = load_tokenizer(args.tokenizer, subfolder=args.subfolder, device="cpu")  # extract_codes places it
     dataset = load_image_dataset(

@@ -113,16 +113,19 @@ def per_image_paths(folder: Path, label_ids: list[int], per_label: int, id2label
 
 
 def run(args: argparse.Namespace) -> int:
-    import torch
-
-    from ..data import image_grid
-    from ..loading import load_pipeline
+    from ..utils import resolve_source
 
     if args.output is None and args.output_dir is None:
         raise ValueError("nothing to write: pass --output FILE (a grid) and/or --output-dir DIR (one PNG per image).")
     check_output_file(args.output, args.overwrite)
     if args.output_dir is not None and args.output_dir.exists() and not args.output_dir.is_dir():
         raise NotADirectoryError(f"--output-dir {args.output_dir} exists and is not a folder.")
+    if args.pipeline is not None:
+        resolve_source(args.pipeline, "--pipeline")  # a typo in a local path fails at once, before torch is imported
+    import torch
+
+    from ..data import image_grid
+    from ..loading import load_pipeline
 
     pipe = load_pipeline(args.pipeline, device=args.device, dtype=getattr(torch, args.dtype),
                          trust_remote_code=args.trust_remote_code)  # fmt: skip

@@ -3,6 +3,7 @@
 by side, and the PSNR of each."""
 
 import argparse
+import sys
 from pathlib import Path
 
 from ..loading import DEFAULT_PIPELINE_ENV
@@ -12,8 +13,9 @@ DESCRIPTION = f"""Reconstruct images with a GloTok tokenizer: encode each to its
 a grid with the original (left) and the reconstruction (right) of every image, and print the PSNR.
 
 Images of any mode (grayscale, RGBA, 16-bit, palette, CMYK, ...) are converted to RGB, resized so the shorter side is
-the tokenizer's sample_size and center-cropped. Without --model the tokenizer of the pipeline embedded in the
-glotok-hf checkout is used (pipelines/glotok-digits/vqmodel, or ${DEFAULT_PIPELINE_ENV})."""
+the tokenizer's sample_size (with a warning when it is 4x that or more) and center-cropped. Without --model the
+tokenizer of the pipeline embedded in the glotok-hf checkout is used (pipelines/glotok-digits/vqmodel, or
+${DEFAULT_PIPELINE_ENV}): it knows only 24x24 handwritten digits."""
 
 EPILOG = """examples:
   glotok reconstruct photo.png --output recon.png
@@ -41,25 +43,42 @@ def register(subparsers) -> None:
     parser.set_defaults(func=run)
 
 
-def run(args: argparse.Namespace) -> int:
-    import torch
-    from torchmetrics.functional.image import peak_signal_noise_ratio
+def warn(message: str) -> None:
+    print(f"glotok reconstruct: warning: {message}", file=sys.stderr)
 
-    from ..data import ImageTransform, decode_image, image_grid, tensor_to_pil
-    from ..loading import load_tokenizer
+
+def run(args: argparse.Namespace) -> int:
+    from ..utils import resolve_source
 
     check_output_file(args.output, args.overwrite)
     for path in args.images:
         if not path.is_file():
             raise FileNotFoundError(f"{path}: no such image file.")
+    if args.model is not None:
+        resolve_source(args.model, "--model")  # a typo in a local path fails at once, before torch is imported
+    import torch
+    from torchmetrics.functional.image import peak_signal_noise_ratio
+
+    from ..data import ImageTransform, decode_image, image_grid, tensor_to_pil
+    from ..loading import default_pipeline_path, embedded_pipeline_path, load_tokenizer
+
     model = load_tokenizer(args.model, device=args.device, dtype=getattr(torch, args.dtype))
-    transform = ImageTransform(model.config.sample_size, center_crop=True)
-    pixels = []
+    size = model.config.sample_size
+    transform = ImageTransform(size, center_crop=True)
+    pixels, large = [], False
     for path in args.images:
         image = decode_image(path)
         if image is None:
             raise ValueError(f"{path}: cannot read this file as an image (corrupt, truncated or not an image).")
+        if min(image.size) >= 4 * size:  # most of its detail is lost before the tokenizer sees it
+            large = True
+            warn(
+                f"{path} is {image.width}x{image.height}: resized down to {size}x{size}, the tokenizer's sample_size."
+            )
         pixels.append(transform(image))
+    if large and args.model is None and default_pipeline_path().resolve() == embedded_pipeline_path():
+        warn("the default tokenizer knows only handwritten digits; for other images train your own (training/README.md) "
+             "or pass --model with a converted public tokenizer (ImageNet ones, once available).")  # fmt: skip
 
     originals, reconstructions = [], []
     device, dtype = model.device, model.dtype
