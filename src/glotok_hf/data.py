@@ -187,13 +187,11 @@ def load_image_dataset(
     if (dataset_name is None) == (train_data_dir is None):
         raise ValueError("Give exactly one of dataset_name (a Hub name or a saved dataset) or train_data_dir.")
     if train_data_dir is not None:
-        root = Path(train_data_dir)
-        if not root.is_dir():
-            raise FileNotFoundError(f"train_data_dir {str(root)!r} is not a directory.")
+        root = str(train_data_dir)
         try:
-            dataset = datasets.load_dataset("imagefolder", data_dir=str(root), split=split, cache_dir=cache_dir)
-        except (ValueError, FileNotFoundError) as err:  # e.g. "No (supported) data files found"
-            raise ValueError(f"Found no images under train_data_dir {str(root)!r} (split {split!r}): {err}") from err
+            dataset = datasets.load_dataset("imagefolder", data_dir=root, split=split, cache_dir=cache_dir)
+        except (ValueError, FileNotFoundError) as err:  # a missing folder, or "No (supported) data files found"
+            raise ValueError(f"Found no images under train_data_dir {root!r} (split {split!r}): {err}") from err
     elif _is_saved_dataset(Path(dataset_name)):
         dataset = datasets.load_from_disk(dataset_name)
         if isinstance(dataset, datasets.DatasetDict):
@@ -204,15 +202,12 @@ def load_image_dataset(
         dataset = datasets.load_dataset(dataset_name, dataset_config_name, split=split, cache_dir=cache_dir)
     if len(dataset) == 0:
         raise ValueError(f"The dataset {dataset_name or str(train_data_dir)!r} (split {split!r}) is empty.")
-    if image_column not in dataset.column_names:
-        raise ValueError(
-            f"image_column {image_column!r} is not a column of the dataset; available: {dataset.column_names}."
-        )
-    if label_column is not None and label_column not in dataset.column_names:
-        raise ValueError(
-            f"label_column {label_column!r} is not a column of the dataset; available: {dataset.column_names}. "
-            "For an imagefolder, put images in one sub-folder per class."
-        )
+    for name, column in (("image_column", image_column), ("label_column", label_column)):
+        if column is not None and column not in dataset.column_names:
+            raise ValueError(
+                f"{name} {column!r} is not a column of the dataset; available: {dataset.column_names}. For an "
+                "imagefolder, put images in one sub-folder per class."
+            )
     if isinstance(dataset.features[image_column], datasets.Image):
         dataset = dataset.cast_column(image_column, datasets.Image(decode=False))
     return dataset
@@ -259,18 +254,11 @@ class ImageDataset(DecodedImages):
 
     Item `i` is `{"pixel_values": (3, R, R) tensor, "labels": int, "num_skipped": int}`. An unreadable image at `i` is
     replaced by the next readable one (wrapping around) and `num_skipped` counts how many were passed over, so a corrupt
-    file never crashes training and batches keep their size.
+    file never crashes training and batches keep their size. Arguments as [`DecodedImages`]; `label_column`
+    defaults to `"label"`.
     """
 
-    def __init__(
-        self,
-        dataset: datasets.Dataset,
-        transform: Callable[[Image.Image], torch.Tensor],
-        image_column: str = "image",
-        label_column: str | None = "label",
-    ):
-        if len(dataset) == 0:
-            raise ValueError("ImageDataset got an empty dataset.")
+    def __init__(self, dataset: datasets.Dataset, transform: Callable, image_column="image", label_column="label"):
         super().__init__(dataset, transform, image_column, label_column)
 
     def __getitem__(self, index: int) -> dict[str, Any]:
