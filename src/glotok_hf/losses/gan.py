@@ -76,22 +76,22 @@ def non_saturating_generator_loss(*, logits_fake: torch.Tensor) -> torch.Tensor:
     return F.softplus(-logits_fake.float()).mean()  # BCE with target 1
 
 
+def _loss_pair(kind: str):
+    if kind not in DISCRIMINATOR_LOSSES:
+        raise ValueError(f"adversarial loss kind must be one of {DISCRIMINATOR_LOSSES}, got {kind!r}.")
+    if kind == "hinge":
+        return hinge_discriminator_loss, hinge_generator_loss
+    return non_saturating_discriminator_loss, non_saturating_generator_loss
+
+
 def discriminator_loss(kind: str, *, logits_real: torch.Tensor, logits_fake: torch.Tensor) -> dict[str, torch.Tensor]:
     """Dispatch to [`hinge_discriminator_loss`] (`kind="hinge"`) or [`non_saturating_discriminator_loss`]."""
-    if kind == "hinge":
-        return hinge_discriminator_loss(logits_real=logits_real, logits_fake=logits_fake)
-    if kind == "non_saturating":
-        return non_saturating_discriminator_loss(logits_real=logits_real, logits_fake=logits_fake)
-    raise ValueError(f"discriminator loss kind must be one of {DISCRIMINATOR_LOSSES}, got {kind!r}.")
+    return _loss_pair(kind)[0](logits_real=logits_real, logits_fake=logits_fake)
 
 
 def generator_adversarial_loss(kind: str, *, logits_fake: torch.Tensor) -> torch.Tensor:
     """Dispatch to [`hinge_generator_loss`] (`kind="hinge"`) or [`non_saturating_generator_loss`]."""
-    if kind == "hinge":
-        return hinge_generator_loss(logits_fake=logits_fake)
-    if kind == "non_saturating":
-        return non_saturating_generator_loss(logits_fake=logits_fake)
-    raise ValueError(f"generator loss kind must be one of {DISCRIMINATOR_LOSSES}, got {kind!r}.")
+    return _loss_pair(kind)[1](logits_fake=logits_fake)
 
 
 def adaptive_generator_weight(
@@ -117,13 +117,8 @@ def adaptive_generator_weight(
     no_gradient = not (torch.is_grad_enabled() and last_layer.requires_grad)
     if no_gradient or not (nll_loss.requires_grad and generator_loss.requires_grad):
         return torch.zeros((), device=nll_loss.device, dtype=torch.float32)
-    nll_grad = torch.autograd.grad(nll_loss, last_layer, retain_graph=True, allow_unused=True)[0]
-    generator_grad = torch.autograd.grad(generator_loss, last_layer, retain_graph=True, allow_unused=True)[0]
-    for name, grad in (("nll_loss", nll_grad), ("generator_loss", generator_grad)):
-        if grad is None:
-            raise ValueError(
-                f"adaptive_generator_weight: {name} does not depend on last_layer (shape {tuple(last_layer.shape)}); "
-                "pass the decoder's output weight, `model.get_last_layer()`."
-            )
+    # torch raises "One of the differentiated Tensors appears to not have been used" for an unrelated last_layer
+    nll_grad = torch.autograd.grad(nll_loss, last_layer, retain_graph=True)[0]
+    generator_grad = torch.autograd.grad(generator_loss, last_layer, retain_graph=True)[0]
     weight = nll_grad.float().norm() / (generator_grad.float().norm() + 1e-4)
     return weight.clamp(0.0, max_weight).detach()

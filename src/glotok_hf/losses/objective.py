@@ -151,8 +151,6 @@ class GloTokLossConfig:
     @classmethod
     def from_dict(cls, config_dict: dict) -> "GloTokLossConfig":
         """Build a config from `to_dict()` output; unknown keys raise a `ValueError`."""
-        if not isinstance(config_dict, dict):
-            raise TypeError(f"GloTokLossConfig.from_dict expects a dict, got {type(config_dict).__name__}.")
         known = {f.name for f in fields(cls)}
         unknown = sorted(set(config_dict) - known)
         if unknown:
@@ -208,8 +206,6 @@ class GloTokObjective(nn.Module):
         perceptual: nn.Module | None = None,
     ):
         super().__init__()
-        if not isinstance(config, GloTokLossConfig):
-            raise TypeError(f"config must be a GloTokLossConfig, got {type(config).__name__}.")
         self.config = config
 
         if teacher_histogram is not None:
@@ -227,8 +223,6 @@ class GloTokObjective(nn.Module):
 
         if perceptual is not None and config.perceptual_model_path is not None:
             raise ValueError("Pass either a perceptual module or GloTokLossConfig.perceptual_model_path, not both.")
-        if perceptual is not None and not isinstance(perceptual, nn.Module):
-            raise TypeError(f"perceptual must be an nn.Module, got {type(perceptual).__name__}.")
         if perceptual is None and config.perceptual_model_path is not None and config.perceptual_weight > 0:
             perceptual = LPIPS.from_pretrained(config.perceptual_model_path)
         if perceptual is None and config.perceptual_weight > 0:
@@ -314,18 +308,13 @@ class GloTokObjective(nn.Module):
             terms["histogram_loss"] = self._histogram_loss(output, semantic_codebook)
 
         if adversarial_on:
-            if discriminator is None:
-                raise ValueError(
-                    f"generator_loss needs the discriminator from global_step {config.disc_start} (disc_start) on; "
-                    f"got discriminator=None at global_step {global_step}."
-                )
+            discriminator = _needs(
+                discriminator, f"the discriminator from global_step {config.disc_start} (disc_start) on"
+            )
             g_loss = generator_adversarial_loss(config.disc_loss, logits_fake=discriminator(reconstructions))
             terms["generator_adversarial_loss"] = g_loss
             if config.disc_adaptive_weight:
-                if last_layer is None:
-                    raise ValueError(
-                        "disc_adaptive_weight=True needs last_layer=model.get_last_layer() in generator_loss."
-                    )
+                _needs(last_layer, "last_layer=model.get_last_layer() with disc_adaptive_weight=True")
                 nll = (
                     config.reconstruction_weight * terms["reconstruction_loss"]
                     + config.perceptual_weight * terms["perceptual_loss"]
@@ -340,11 +329,9 @@ class GloTokObjective(nn.Module):
             terms["entropy_loss"] = self._entropy_loss(output, semantic_codebook, visual_codebook)
         if config.disentanglement_weight > 0:
             visual, semantic = getattr(output, "visual_quantized", None), getattr(output, "semantic_quantized", None)
-            if visual is None or semantic is None:
-                raise ValueError(
-                    "disentanglement_weight > 0 needs a dual-codebook tokenizer (both visual_quantized and "
-                    "semantic_quantized in the model output)."
-                )
+            _needs(
+                visual if semantic is not None else None, "a dual-codebook tokenizer with disentanglement_weight > 0"
+            )
             terms["disentanglement_loss"] = disentanglement_loss(visual, semantic)
 
         loss = (
@@ -402,17 +389,9 @@ class GloTokObjective(nn.Module):
 
     # ------------------------------------------------------------------------------------------------ helpers
     def _histogram_loss(self, output: GloTokModelOutput, semantic_codebook: torch.Tensor | None) -> torch.Tensor:
-        if getattr(output, "semantic_latents", None) is None:
-            raise ValueError(
-                f"histogram_weight={self.config.histogram_weight} > 0 but the tokenizer has no semantic codebook "
-                "(semantic_codebook_size=0): the histogram relation loss acts on the semantic codebook. Set "
-                "histogram_weight=0 for a single-codebook model."
-            )
-        if semantic_codebook is None:
-            raise ValueError(
-                "The histogram relation loss needs semantic_codebook=model.semantic.quantizer.embedding.weight in "
-                "generator_loss."
-            )
+        _needs(getattr(output, "semantic_latents", None), "a semantic codebook with histogram_weight > 0 (the "
+               "tokenizer has no semantic codebook; set histogram_weight=0 for a single-codebook model)")  # fmt: skip
+        _needs(semantic_codebook, "semantic_codebook=model.semantic.quantizer.embedding.weight for the histogram loss")
         return histogram_relation_loss(
             semantic_codebook,
             self.teacher_histogram.to(semantic_codebook.device),
@@ -423,16 +402,19 @@ class GloTokObjective(nn.Module):
     def _entropy_loss(self, output, semantic_codebook, visual_codebook) -> torch.Tensor:
         terms = []
         for name, codebook in (("semantic", semantic_codebook), ("visual", visual_codebook)):
-            latents = getattr(output, f"{name}_latents", None)
-            if latents is None:
-                continue
-            if codebook is None:
-                raise ValueError(
-                    f"entropy_weight > 0 needs {name}_codebook=model.{name}.quantizer.embedding.weight in "
-                    "generator_loss."
+            latents, config = getattr(output, f"{name}_latents", None), self.config
+            if latents is not None:
+                codebook = _needs(
+                    codebook, f"{name}_codebook=model.{name}.quantizer.embedding.weight (entropy_weight)"
                 )
-            config = self.config
-            terms.append(
-                entropy_loss(latents, codebook, config.entropy_temperature, l2_normalize=config.codebook_l2_norm)
-            )
+                terms.append(
+                    entropy_loss(latents, codebook, config.entropy_temperature, l2_normalize=config.codebook_l2_norm)
+                )
         return sum(term["loss"] for term in terms)  # a GloTok model has at least one codebook
+
+
+def _needs(value, what: str):
+    """`value`, or a `ValueError` saying that `generator_loss` needs `what`."""
+    if value is None:
+        raise ValueError(f"GloTokObjective.generator_loss needs {what}.")
+    return value
