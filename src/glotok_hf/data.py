@@ -159,7 +159,8 @@ def image_grid(images: list[Image.Image], cols: int, background: tuple[int, int,
     return grid
 
 
-def _is_saved_dataset(path: Path) -> bool:
+def is_saved_dataset(path: Path) -> bool:
+    """Whether `path` is a folder written by `Dataset.save_to_disk` (or `DatasetDict.save_to_disk`)."""
     return path.is_dir() and ((path / "dataset_info.json").exists() or (path / "dataset_dict.json").exists())
 
 
@@ -192,7 +193,7 @@ def load_image_dataset(
             dataset = datasets.load_dataset("imagefolder", data_dir=root, split=split, cache_dir=cache_dir)
         except (ValueError, FileNotFoundError) as err:  # a missing folder, or "No (supported) data files found"
             raise ValueError(f"Found no images under train_data_dir {root!r} (split {split!r}): {err}") from err
-    elif _is_saved_dataset(Path(dataset_name)):
+    elif is_saved_dataset(Path(dataset_name)):
         dataset = datasets.load_from_disk(dataset_name)
         if isinstance(dataset, datasets.DatasetDict):
             if split not in dataset:
@@ -311,6 +312,7 @@ __all__ = [
     "collate_readable",
     "decode_image",
     "image_grid",
+    "is_saved_dataset",
     "load_image_dataset",
     "pil_to_tensor",
     "pixels_to_uint8",

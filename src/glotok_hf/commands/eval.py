@@ -10,6 +10,7 @@ import json
 import math
 from pathlib import Path
 
+from ..utils import atomic_write
 from .generate import positive_int
 
 EPILOG = """examples:
@@ -82,8 +83,12 @@ def register(subparsers) -> None:
     recon.add_argument("--lpips", help="LPIPS weights (.safetensors made by `glotok convert-lpips`).")
     uni = recon.add_argument_group("uniformity (VA-VAE protocol)")
     uni.add_argument("--uniformity-images", type=int, default=0, help="Images whose latents are kept (0 = off).")
-    uni.add_argument("--uniformity-points", type=int, default=10_000, help="t-SNE points per repeat (default 10000).")
-    uni.add_argument("--uniformity-repeats", type=int, default=10, help="Repeats, reported as mean/std (default 10).")
+    uni.add_argument(
+        "--uniformity-points", type=positive_int, default=10_000, help="t-SNE points per repeat (default 10000)."
+    )
+    uni.add_argument(
+        "--uniformity-repeats", type=positive_int, default=10, help="Repeats, reported as mean/std (default 10)."
+    )
     uni.add_argument("--uniformity-branch", choices=["semantic", "visual"], default="semantic")
     uni.add_argument("--uniformity-no-flip", action="store_true", help="Do not draw from flipped images.")
     uni.add_argument("--uniformity-max-iter", type=int, default=1000, help="t-SNE iterations (default 1000).")
@@ -143,22 +148,18 @@ def _json_safe(value):
 
 
 def _check_output(args) -> Path | None:
-    if args.output is None:
-        return None
-    path = Path(args.output)
-    if path.exists() and not args.overwrite:
-        raise FileExistsError(f"--output {path} exists; pass --overwrite to replace it.")
-    return path
+    """`--output` as a `Path`, refused at once (before any work) when it exists without `--overwrite`."""
+    if args.output is not None and Path(args.output).exists() and not args.overwrite:
+        raise FileExistsError(f"--output {args.output} exists; pass --overwrite to replace it.")
+    return Path(args.output) if args.output is not None else None
 
 
 def _report(result: dict, output: Path | None, is_main: bool) -> int:
-    if not is_main:
-        return 0
     text = json.dumps(_json_safe(result), indent=2, allow_nan=False)
-    print(text)
-    if output is not None:
-        output.parent.mkdir(parents=True, exist_ok=True)
-        output.write_text(text + "\n")
+    if is_main:
+        print(text)
+    if is_main and output is not None:
+        atomic_write(output, lambda tmp: tmp.write_text(text + "\n"))
     return 0
 
 
@@ -200,19 +201,6 @@ def _image_loader(dataset, resolution: int, batch_size: int, num_workers: int, i
     return loader, len(dataset)
 
 
-def _load_dataset(data_dir=None, dataset_name=None, config_name=None, split="train", image_column="image"):
-    from glotok_hf.data import load_image_dataset
-
-    return load_image_dataset(
-        dataset_name=dataset_name,
-        dataset_config_name=config_name,
-        train_data_dir=data_dir,
-        split=split,
-        image_column=image_column,
-        label_column=None,
-    )
-
-
 def _local_folder(source: str, what: str, saved_by: str) -> Path:
     """`source` as an existing local folder (evaluation downloads nothing)."""
     path = Path(source).expanduser()
@@ -237,8 +225,10 @@ def run_reconstruction(args) -> int:
     torch.manual_seed(args.seed)
     model = load_tokenizer(model_path, subfolder=args.subfolder, device=state.device)
     resolution = args.resolution or model.config.sample_size
-    dataset = _load_dataset(
-        args.train_data_dir, args.dataset_name, args.dataset_config_name, args.split, args.image_column
+    from glotok_hf.data import load_image_dataset
+
+    dataset = load_image_dataset(
+        args.dataset_name, args.dataset_config_name, args.train_data_dir, args.split, args.image_column, None
     )
     loader, num_images = _image_loader(
         dataset, resolution, args.batch_size, args.num_workers, args.image_column, args.max_samples
@@ -289,13 +279,12 @@ def _reference(args, resolution: int):
     """(reference statistics or None, reference batches or None) from --reference."""
     import numpy as np
 
+    from glotok_hf.data import is_saved_dataset, load_image_dataset
     from glotok_hf.evaluation.fid import load_reference_statistics
     from glotok_hf.evaluation.sampling import load_samples_npz, process_state, shard_indices, uint8_to_pixel_values
 
     path = Path(args.reference)
-    if path.suffix == ".npz":
-        if not path.is_file():
-            raise FileNotFoundError(f"--reference {path} not found.")
+    if path.suffix == ".npz":  # np.load names a missing file
         with np.load(path, allow_pickle=False) as data:
             keys = set(data.keys())
         if {"mu", "sigma"} <= keys:
@@ -308,23 +297,20 @@ def _reference(args, resolution: int):
             for i in range(mine.start, mine.stop, args.batch_size)
         )
         return None, batches
-    if not path.exists():
-        raise FileNotFoundError(f"--reference {path} not found.")
-    is_saved = (path / "dataset_info.json").exists() or (path / "dataset_dict.json").exists()
-    dataset = _load_dataset(
-        data_dir=None if is_saved else path,
-        dataset_name=str(path) if is_saved else None,
+    saved = is_saved_dataset(path)  # else an image folder; load_image_dataset names a missing one
+    dataset = load_image_dataset(
+        dataset_name=str(path) if saved else None,
+        train_data_dir=None if saved else path,
         split=args.reference_split,
         image_column=args.reference_image_column,
+        label_column=None,
     )
     loader, _ = _image_loader(dataset, resolution, args.batch_size, 0, args.reference_image_column)
     return None, loader
 
 
 def run_generation(args) -> int:
-    output = _check_output(args)
-    if args.npz and Path(args.npz).exists() and not args.overwrite:
-        raise FileExistsError(f"--npz {args.npz} exists; pass --overwrite to replace it.")
+    output = _check_output(args)  # --npz is checked by sample_for_evaluation before sampling
     from glotok_hf.evaluation.consistency import load_image_classifier
     from glotok_hf.evaluation.generation import evaluate_generation
     from glotok_hf.evaluation.sampling import balanced_class_labels, process_state

@@ -5,8 +5,6 @@ process, so the figures logged under DDP describe the global batch and not one r
 import torch
 import torch.distributed as dist
 
-from ..utils import is_int
-
 
 @torch.no_grad()
 def code_counts(indices: torch.Tensor, num_codes: int) -> torch.LongTensor:
@@ -64,9 +62,6 @@ class CodebookUsageWindow:
     def __init__(
         self, num_codes: int, window: int = 100, device: torch.device | str | None = None, all_reduce: bool = True
     ):
-        for name, value in (("num_codes", num_codes), ("window", window)):
-            if not is_int(value) or value <= 0:
-                raise ValueError(f"{name} must be a positive int, got {value!r}.")
         self.num_codes = num_codes
         self.window = window
         self.all_reduce = all_reduce
@@ -107,13 +102,7 @@ class CodebookUsageWindow:
         return {"buffer": self._buffer.cpu(), "position": self._position, "num_updates": self.num_updates}
 
     def load_state_dict(self, state: dict) -> None:
-        buffer = state["buffer"]
-        if tuple(buffer.shape) != tuple(self._buffer.shape):
-            raise ValueError(
-                f"CodebookUsageWindow state has shape {tuple(buffer.shape)}, expected {tuple(self._buffer.shape)} "
-                "(window, num_codes)."
-            )
-        self._buffer.copy_(buffer)
+        self._buffer.copy_(state["buffer"])
         self._position = int(state["position"])
         self.num_updates = int(state["num_updates"])
 

@@ -8,6 +8,9 @@ code that already reports through `evaluate`; for many or large images the torch
 
 from pathlib import Path
 
+import numpy as np
+import torch
+
 METRICS_DIR = Path(__file__).resolve().parent / "metrics"
 
 
@@ -36,4 +39,22 @@ def metric_path(name: str) -> str:
     return str(folder)
 
 
-__all__ = ["available_metrics", "metric_path"]
+def per_image_mean(metric_fn, predictions, references, data_range: float) -> float:
+    """Mean over image pairs of `metric_fn(prediction, reference, data_range=data_range)`: the shared loop of the psnr
+    and ssim scripts. Images are `(height, width, channels)` arrays, passed on as float64 `(1, C, H, W)` tensors."""
+    if len(predictions) == 0 or len(predictions) != len(references):
+        raise ValueError(
+            f"Need one or more predictions and as many references, got {len(predictions)} and {len(references)}."
+        )
+    values = []
+    for prediction, reference in zip(predictions, references):
+        pair = [torch.from_numpy(np.asarray(image, dtype=np.float64)) for image in (prediction, reference)]
+        if pair[0].shape != pair[1].shape or pair[0].ndim != 3:
+            raise ValueError(
+                f"Each prediction and reference must be one (height, width, channels) image of the same shape, got {tuple(pair[0].shape)} and {tuple(pair[1].shape)}."
+            )
+        values.append(float(metric_fn(*(x.permute(2, 0, 1)[None] for x in pair), data_range=float(data_range))))
+    return float(np.mean(values))
+
+
+__all__ = ["available_metrics", "metric_path", "per_image_mean"]

@@ -36,6 +36,7 @@ from torchmetrics.image.inception import InceptionScore as _TorchmetricsInceptio
 
 from ..data import pixels_to_uint8
 from ..utils import is_int
+from .sampling import write_npz
 
 INCEPTION_FEATURES = {"pool": "2048", "logits": "logits_unbiased"}
 TORCH_FIDELITY_WEIGHTS = "weights-inception-2015-12-05-6726825d.pth"
@@ -79,13 +80,7 @@ class ImageFeatures(_FrozenFeatures):
         self.num_features = num_features
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
-        features = self.network(images)
-        if not isinstance(features, torch.Tensor) or features.ndim < 2 or features.shape[0] != images.shape[0]:
-            raise ValueError(
-                f"The feature network {self.name!r} must return a tensor of shape (batch, num_features), got "
-                f"{type(features).__name__} {tuple(getattr(features, 'shape', ()))} for a batch of {images.shape[0]}."
-            )
-        return features.flatten(1).float()
+        return self.network(images).flatten(1).float()
 
 
 class InceptionV3Features(_FrozenFeatures):
@@ -261,13 +256,11 @@ class FrechetDistance(nn.Module):
         mu = torch.as_tensor(np.asarray(mu), dtype=torch.float64)
         sigma = torch.as_tensor(np.asarray(sigma), dtype=torch.float64)
         f = self.num_features
-        if mu.shape != (f,) or sigma.shape != (f, f):
+        if mu.shape != (f,) or sigma.shape != (f, f) or not (mu.isfinite().all() and sigma.isfinite().all()):
             raise ValueError(
-                f"Reference statistics must have shapes mu ({f},) and sigma ({f}, {f}) to match the feature network "
-                f"{self.feature_network.name!r}, got {tuple(mu.shape)} and {tuple(sigma.shape)}."
+                f"Reference statistics must be finite, with shapes mu ({f},) and sigma ({f}, {f}) to match the feature "
+                f"network {self.feature_network.name!r}, got {tuple(mu.shape)} and {tuple(sigma.shape)}."
             )
-        if not (torch.isfinite(mu).all() and torch.isfinite(sigma).all()):
-            raise ValueError("Reference statistics must be finite.")
         # torchmetrics keeps sum(x), sum(x x^T) and n; any n >= 2 reproduces (mu, sigma) exactly, 2 loses least.
         n = 2
         device = self.metric.real_features_sum.device
@@ -289,10 +282,7 @@ class FrechetDistance(nn.Module):
         return mu.cpu().numpy(), sigma.cpu().numpy(), n
 
     def compute(self) -> float:
-        """The Fréchet distance (a Python float)."""
-        for prefix, what in (("real", "reference"), ("fake", "generated")):
-            if int(getattr(self.metric, f"{prefix}_features_num_samples")) < 2 and not _distributed():
-                raise ValueError(f"FID needs at least 2 {what} images (or reference statistics).")
+        """The Fréchet distance (a Python float); torchmetrics refuses fewer than 2 real or generated images."""
         return float(self.metric.compute())
 
     def reset(self, real: bool = False) -> None:
@@ -357,21 +347,14 @@ class InceptionScore(nn.Module):
 
 def load_reference_statistics(path: str | os.PathLike) -> tuple[np.ndarray, np.ndarray]:
     r"""`(mu, sigma)` from an `.npz` with keys `mu` and `sigma` (ADM reference batches, or [`save_statistics`])."""
-    file = _existing_file(path, "Reference statistics")
-    try:
-        with np.load(file, allow_pickle=False) as data:
-            if "mu" not in data or "sigma" not in data:
-                raise ValueError(
-                    f"{file} holds {sorted(data.keys())}; reference statistics need the keys 'mu' and 'sigma' (an ADM "
-                    "reference batch or a file written by save_statistics). To use reference images instead, give "
-                    "an image folder or an ADM-style 'arr_0' image batch."
-                )
-            mu, sigma = np.asarray(data["mu"], dtype=np.float64), np.asarray(data["sigma"], dtype=np.float64)
-    except (OSError, EOFError) as err:  # not a readable npz
-        raise ValueError(f"Could not read {file} as an .npz file: {err}") from err
-    if mu.ndim != 1 or sigma.shape != (mu.shape[0], mu.shape[0]):
-        raise ValueError(f"{file}: mu must be (F,) and sigma (F, F), got {mu.shape} and {sigma.shape}.")
-    return mu, sigma
+    with np.load(_existing_file(path, "Reference statistics"), allow_pickle=False) as data:
+        if "mu" not in data or "sigma" not in data:
+            raise ValueError(
+                f"{path} holds {sorted(data.keys())}; reference statistics need the keys 'mu' and 'sigma' (an ADM "
+                "reference batch or a file written by save_statistics). To use reference images instead, give "
+                "an image folder or an ADM-style 'arr_0' image batch."
+            )
+        return np.asarray(data["mu"], dtype=np.float64), np.asarray(data["sigma"], dtype=np.float64)
 
 
 def save_statistics(
@@ -379,13 +362,8 @@ def save_statistics(
 ) -> Path:
     """Write `mu` and `sigma` (and string/number `metadata`) to an `.npz` readable by [`load_reference_statistics`]
     and by the ADM evaluator's `read_statistics` for the `mu`/`sigma` part. Refuses to overwrite unless asked."""
-    path = Path(path)
-    if path.exists() and not overwrite:
-        raise FileExistsError(f"{path} exists; pass overwrite=True to replace it.")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "wb") as f:
-        np.savez(f, mu=np.asarray(mu), sigma=np.asarray(sigma), **{k: np.asarray(v) for k, v in metadata.items()})
-    return path
+    arrays = {"mu": np.asarray(mu), "sigma": np.asarray(sigma), **{k: np.asarray(v) for k, v in metadata.items()}}
+    return write_npz(path, arrays, overwrite=overwrite)
 
 
 __all__ = [

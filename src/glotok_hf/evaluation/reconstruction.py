@@ -34,20 +34,6 @@ def prepare_images(images: torch.Tensor, quantize: bool = True) -> torch.Tensor:
     return uint8_to_pixels(pixels_to_uint8(images)) if quantize else images.detach().float().clamp(-1, 1)
 
 
-def _check_pair(reconstructions: torch.Tensor, originals: torch.Tensor) -> None:
-    for name, x in (("reconstructions", reconstructions), ("originals", originals)):
-        if not isinstance(x, torch.Tensor) or not x.is_floating_point() or x.ndim != 4:
-            raise ValueError(
-                f"{name} must be a floating-point tensor of shape (batch, channels, height, width) in [-1, 1], got "
-                f"{type(x).__name__} {tuple(getattr(x, 'shape', ()))}."
-            )
-    if reconstructions.shape != originals.shape:
-        raise ValueError(
-            f"reconstructions and originals must have the same shape, got {tuple(reconstructions.shape)} and "
-            f"{tuple(originals.shape)}."
-        )
-
-
 class ReconstructionMetrics(nn.Module):
     r"""
     Accumulates PSNR, SSIM and, when given, LPIPS and rFID over batches of (reconstruction, original) pairs.
@@ -73,7 +59,6 @@ class ReconstructionMetrics(nn.Module):
     @torch.no_grad()
     def update(self, reconstructions: torch.Tensor, originals: torch.Tensor) -> None:
         """Add a batch: `reconstructions` and `originals` of shape `(batch, C, H, W)` in [-1, 1]."""
-        _check_pair(reconstructions, originals)
         recon = prepare_images(reconstructions, self.quantize)
         target = prepare_images(originals, self.quantize)
         self.psnr.update(recon, target)
@@ -101,12 +86,8 @@ class ReconstructionMetrics(nn.Module):
 
 def _pixel_values(batch) -> torch.Tensor:
     if isinstance(batch, dict):
-        if "pixel_values" not in batch:
-            raise ValueError(f"Batches given as dicts need a 'pixel_values' entry, got keys {sorted(batch)}.")
         return batch["pixel_values"]
-    if isinstance(batch, (list, tuple)):
-        return batch[0]
-    return batch
+    return batch[0] if isinstance(batch, (list, tuple)) else batch
 
 
 @torch.no_grad()
