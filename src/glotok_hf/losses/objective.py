@@ -31,29 +31,20 @@ from .lpips import LPIPS
 from .reconstruction import RECONSTRUCTION_LOSSES, reconstruction_loss
 from .regularizers import disentanglement_loss, entropy_loss
 
-GENERATOR_TERMS = (
-    "reconstruction_loss",
-    "perceptual_loss",
-    "codebook_loss",
-    "commitment_loss",
-    "residual_loss",
-    "histogram_loss",
-    "generator_adversarial_loss",
-    "adaptive_weight",
-    "entropy_loss",
-    "disentanglement_loss",
-)
-
-_WEIGHTS = (
-    "reconstruction_weight",
-    "codebook_weight",
-    "residual_weight",
-    "histogram_weight",
-    "perceptual_weight",
-    "disc_weight",
-    "entropy_weight",
-    "disentanglement_weight",
-)
+# Every generator term and the GloTokLossConfig weight it is multiplied by in the total (the adversarial term also by
+# `adaptive_weight`, which is reported as a term of its own).
+TERM_WEIGHTS = {
+    "reconstruction_loss": "reconstruction_weight",
+    "perceptual_loss": "perceptual_weight",
+    "codebook_loss": "codebook_weight",
+    "commitment_loss": "codebook_weight",
+    "residual_loss": "residual_weight",
+    "histogram_loss": "histogram_weight",
+    "generator_adversarial_loss": "disc_weight",
+    "entropy_loss": "entropy_weight",
+    "disentanglement_loss": "disentanglement_weight",
+}
+GENERATOR_TERMS = (*TERM_WEIGHTS, "adaptive_weight")
 
 
 @dataclass
@@ -131,7 +122,7 @@ class GloTokLossConfig:
 
         for name, choices in (("reconstruction_loss", RECONSTRUCTION_LOSSES), ("disc_loss", DISCRIMINATOR_LOSSES)):
             check(name, lambda v: True, "", lambda v, c=choices: v in c, f"one of {choices}")
-        for name in _WEIGHTS:
+        for name in dict.fromkeys(TERM_WEIGHTS.values()):
             check(name, is_number, "a float", lambda v: math.isfinite(v) and v >= 0, "a finite number >= 0")
         for name in ("disc_adaptive_weight_max", "entropy_temperature"):
             check(name, is_number, "a float", lambda v: math.isfinite(v) and v > 0, "a finite number > 0")
@@ -284,11 +275,8 @@ class GloTokObjective(nn.Module):
             (beta included), `residual_loss`, `histogram_loss`, `generator_adversarial_loss`, `adaptive_weight`,
             `entropy_loss`, `disentanglement_loss`. A term that is off is reported as 0. `adaptive_weight` is the
             factor in `disc_weight * adaptive_weight * generator_adversarial_loss`: 0 before `disc_start`, 1 without
-            `disc_adaptive_weight`, and 0 under `torch.no_grad()` when adaptive. So
-            `loss = reconstruction_weight * reconstruction_loss + perceptual_weight * perceptual_loss +
-            codebook_weight * (codebook_loss + commitment_loss) + residual_weight * residual_loss +
-            histogram_weight * histogram_loss + disc_weight * adaptive_weight * generator_adversarial_loss +
-            entropy_weight * entropy_loss + disentanglement_weight * disentanglement_loss`.
+            `disc_adaptive_weight`, and 0 under `torch.no_grad()` when adaptive. `loss` is the sum of every term times
+            its weight in [`TERM_WEIGHTS`] (the module docstring's formula).
         """
         config = self.config
         reconstructions = output.sample
@@ -334,16 +322,9 @@ class GloTokObjective(nn.Module):
             )
             terms["disentanglement_loss"] = disentanglement_loss(visual, semantic)
 
-        loss = (
-            config.reconstruction_weight * terms["reconstruction_loss"]
-            + config.perceptual_weight * terms["perceptual_loss"]
-            + config.codebook_weight * (terms["codebook_loss"] + terms["commitment_loss"])
-            + config.residual_weight * terms["residual_loss"]
-            + config.histogram_weight * terms["histogram_loss"]
-            + config.disc_weight * terms["adaptive_weight"] * terms["generator_adversarial_loss"]
-            + config.entropy_weight * terms["entropy_loss"]
-            + config.disentanglement_weight * terms["disentanglement_loss"]
-        )
+        weights = {name: getattr(config, weight) for name, weight in TERM_WEIGHTS.items()}
+        weights["generator_adversarial_loss"] = weights["generator_adversarial_loss"] * terms["adaptive_weight"]
+        loss = sum(weights[name] * terms[name] for name in TERM_WEIGHTS)
         return {"loss": loss, **{name: value.detach() for name, value in terms.items()}}
 
     def discriminator_loss(
