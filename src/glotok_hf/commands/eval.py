@@ -324,9 +324,7 @@ def run_generation(args) -> int:
     class_labels = balanced_class_labels(class_ids, args.images_per_class)
     feature_network, logits_network, features = _feature_networks(args, resolution, want_logits=True)
     reference_statistics = reference_batches = None
-    if args.reference:
-        if feature_network is None:
-            raise ValueError("--reference needs --inception or --feature-net to compute gFID.")
+    if args.reference:  # evaluate_generation refuses a reference without a feature network
         reference_statistics, reference_batches = _reference(args, resolution)
     elif feature_network is not None and logits_network is None:
         raise ValueError("--feature-net computes gFID, which needs --reference.")

@@ -93,11 +93,6 @@ class CodebookUsageWindow:
         """Perplexity of the code distribution over the window."""
         return codebook_perplexity(self.counts)
 
-    def reset(self) -> None:
-        self._buffer.zero_()
-        self._position = 0
-        self.num_updates = 0
-
     def state_dict(self) -> dict:
         return {"buffer": self._buffer.cpu(), "position": self._position, "num_updates": self.num_updates}
 

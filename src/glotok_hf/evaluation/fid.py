@@ -39,7 +39,6 @@ from ..utils import is_int
 from .sampling import write_npz
 
 INCEPTION_FEATURES = {"pool": "2048", "logits": "logits_unbiased"}
-TORCH_FIDELITY_WEIGHTS = "weights-inception-2015-12-05-6726825d.pth"
 TORCHSCRIPT_INCEPTION = "inception-2015-12-05.pt"
 
 

@@ -12,7 +12,7 @@ A uniform latent space spreads the points evenly, so its densities vary little:
 t-SNE and the random draws make one run noisy, so the protocol repeats it and reports mean and standard deviation.
 """
 
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 
 import numpy as np
 import torch
@@ -138,13 +138,7 @@ class UniformityResult:
     repeats: list[dict[str, float]] = field(default_factory=list)
 
     def to_dict(self) -> dict:
-        return {
-            **{name: getattr(self, name) for name in UNIFORMITY_METRICS},
-            **{f"{name}_std": getattr(self, f"{name}_std") for name in UNIFORMITY_METRICS},
-            "num_points": self.num_points,
-            "num_repeats": len(self.repeats),
-            "repeats": self.repeats,
-        }
+        return {**asdict(self), "num_repeats": len(self.repeats)}
 
 
 def latent_uniformity(

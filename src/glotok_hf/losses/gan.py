@@ -6,7 +6,8 @@ silently swap real and fake (LlamaGen issue 84 swapped the BCE arguments of its 
 binary cross-entropies are written as softplus so the target of each term is visible:
 `BCE(logits, target=1) = softplus(-logits)` and `BCE(logits, target=0) = softplus(logits)`.
 
-All terms are computed in fp32. The discriminator's convention is "large logit = real".
+All terms are computed in fp32 and returned as tensors of shape `()`; logits may have any shape (PatchGAN maps). The
+discriminator's convention is "large logit = real".
 """
 
 import torch
@@ -18,15 +19,8 @@ DISCRIMINATOR_LOSSES = ("hinge", "non_saturating")
 def hinge_discriminator_loss(*, logits_real: torch.Tensor, logits_fake: torch.Tensor) -> dict[str, torch.Tensor]:
     r"""Hinge loss of the discriminator: `loss = (mean(relu(1 - logits_real)) + mean(relu(1 + logits_fake))) / 2`.
 
-    The halving follows taming-transformers / LlamaGen / FQGAN, so `disc_weight` means what it means there.
-
-    Args:
-        logits_real (`torch.FloatTensor` of any shape): discriminator logits on real images.
-        logits_fake (`torch.FloatTensor` of any shape): discriminator logits on reconstructions.
-
-    Returns:
-        `dict` with `loss`, `real_loss = mean(relu(1 - logits_real))` and `fake_loss = mean(relu(1 + logits_fake))`,
-        each of shape `()`.
+    The halving follows taming-transformers / LlamaGen / FQGAN, so `disc_weight` means what it means there. Returns
+    a `dict` with `loss`, `real_loss = mean(relu(1 - logits_real))` and `fake_loss = mean(relu(1 + logits_fake))`.
     """
     real_loss = F.relu(1.0 - logits_real.float()).mean()
     fake_loss = F.relu(1.0 + logits_fake.float()).mean()
@@ -38,14 +32,7 @@ def non_saturating_discriminator_loss(
 ) -> dict[str, torch.Tensor]:
     r"""Non-saturating (binary cross-entropy) loss of the discriminator:
     `loss = (BCE(logits_real, 1) + BCE(logits_fake, 0)) / 2 = (mean(softplus(-logits_real)) +
-    mean(softplus(logits_fake))) / 2`.
-
-    Args:
-        logits_real (`torch.FloatTensor` of any shape): discriminator logits on real images.
-        logits_fake (`torch.FloatTensor` of any shape): discriminator logits on reconstructions.
-
-    Returns:
-        `dict` with `loss`, `real_loss` and `fake_loss`, each of shape `()`.
+    mean(softplus(logits_fake))) / 2`, as a `dict` with `loss`, `real_loss` and `fake_loss`.
     """
     real_loss = F.softplus(-logits_real.float()).mean()  # BCE with target 1
     fake_loss = F.softplus(logits_fake.float()).mean()  # BCE with target 0
@@ -53,26 +40,12 @@ def non_saturating_discriminator_loss(
 
 
 def hinge_generator_loss(*, logits_fake: torch.Tensor) -> torch.Tensor:
-    r"""Hinge loss of the generator: `-mean(logits_fake)` (the generator raises the logits of its reconstructions).
-
-    Args:
-        logits_fake (`torch.FloatTensor` of any shape): discriminator logits on reconstructions.
-
-    Returns:
-        `torch.FloatTensor` of shape `()`.
-    """
+    r"""Hinge loss of the generator: `-mean(logits_fake)` (the generator raises the logits of its reconstructions)."""
     return -logits_fake.float().mean()
 
 
 def non_saturating_generator_loss(*, logits_fake: torch.Tensor) -> torch.Tensor:
-    r"""Non-saturating loss of the generator: `BCE(logits_fake, 1) = mean(softplus(-logits_fake))`.
-
-    Args:
-        logits_fake (`torch.FloatTensor` of any shape): discriminator logits on reconstructions.
-
-    Returns:
-        `torch.FloatTensor` of shape `()`.
-    """
+    r"""Non-saturating loss of the generator: `BCE(logits_fake, 1) = mean(softplus(-logits_fake))`."""
     return F.softplus(-logits_fake.float()).mean()  # BCE with target 1
 
 

@@ -18,7 +18,7 @@ emits is one warning at construction when a configured term cannot run (no LPIPS
 import math
 import os
 import warnings
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass
 
 import torch
 from torch import nn
@@ -50,7 +50,7 @@ GENERATOR_TERMS = (*TERM_WEIGHTS, "adaptive_weight")
 @dataclass
 class GloTokLossConfig:
     r"""
-    Weights and switches of [`GloTokObjective`]. Flat, typed and JSON-serialisable (`to_dict` / `from_dict`), so the
+    Weights and switches of [`GloTokObjective`]. Flat, typed and JSON-serialisable (`to_dict`; `GloTokLossConfig(**d)` reads it back), so the
     training script can save it next to checkpoints and in the model card.
 
     Args:
@@ -138,15 +138,6 @@ class GloTokLossConfig:
     def to_dict(self) -> dict:
         """The config as a JSON-serialisable dict."""
         return asdict(self)
-
-    @classmethod
-    def from_dict(cls, config_dict: dict) -> "GloTokLossConfig":
-        """Build a config from `to_dict()` output; unknown keys raise a `ValueError`."""
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(config_dict) - known)
-        if unknown:
-            raise ValueError(f"GloTokLossConfig got unknown keys {unknown}; known keys are {sorted(known)}.")
-        return cls(**config_dict)
 
 
 class GloTokObjective(nn.Module):
@@ -352,12 +343,8 @@ class GloTokObjective(nn.Module):
         """
         if not self.discriminator_active(global_step):
             zero = torch.zeros((), device=pixel_values.device, dtype=torch.float32)
-            return {
-                "loss": zero.clone().requires_grad_(True),
-                "discriminator_adversarial_loss": zero,
-                "logits_real": zero,
-                "logits_fake": zero,
-            }
+            terms = dict.fromkeys(("discriminator_adversarial_loss", "logits_real", "logits_fake"), zero)
+            return {"loss": zero.clone().requires_grad_(True), **terms}
         logits_real = discriminator(pixel_values.detach())
         logits_fake = discriminator(reconstructions.detach())
         terms = discriminator_loss(self.config.disc_loss, logits_real=logits_real, logits_fake=logits_fake)
