@@ -278,7 +278,6 @@ def test_bad_vectors(vectors, error, match):
         (dict(alpha=1e5), ValueError, "too sharp.*12168"),
         (dict(num_bins=1), ValueError, "num_bins must be an int >= 2"),
         (dict(num_bins=40.0), ValueError, "num_bins must be an int"),
-        (dict(block_size=0), ValueError, "block_size"),
     ],
 )
 def test_bad_options(kwargs, error, match):

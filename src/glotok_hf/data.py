@@ -196,9 +196,7 @@ def load_image_dataset(
     elif is_saved_dataset(Path(dataset_name)):
         dataset = datasets.load_from_disk(dataset_name)
         if isinstance(dataset, datasets.DatasetDict):
-            if split not in dataset:
-                raise ValueError(f"Saved dataset {dataset_name!r} has splits {list(dataset)}, not {split!r}.")
-            dataset = dataset[split]
+            dataset = dataset[split]  # a KeyError names a missing split
     else:
         dataset = datasets.load_dataset(dataset_name, dataset_config_name, split=split, cache_dir=cache_dir)
     if len(dataset) == 0:

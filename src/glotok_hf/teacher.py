@@ -257,8 +257,6 @@ def teacher_from_codebook(
         num_bins (`int`, *optional*, defaults to 40), alpha (`float`, *optional*): histogram settings.
         device (`str`, *optional*): where to compute the histogram.
     """
-    if branch not in ("semantic", "visual"):
-        raise ValueError(f"branch must be 'semantic' or 'visual', got {branch!r}.")
     if isinstance(codebook, torch.Tensor):
         tokens, info = codebook, {"model": "<tensor>"}
     else:

@@ -33,8 +33,9 @@ package) or torch-fidelity's weights-inception-2015-12-05-6726825d.pth (needs `p
 
 def _add_common(parser: argparse.ArgumentParser) -> None:
     group = parser.add_argument_group("feature networks and output")
-    group.add_argument("--inception", help="Inception-v3 file for FID/IS (see below).")
-    group.add_argument("--feature-net", help="TorchScript feature network for FID (images in [0, 1] -> (B, F)).")
+    networks = group.add_mutually_exclusive_group()
+    networks.add_argument("--inception", help="Inception-v3 file for FID/IS (see below).")
+    networks.add_argument("--feature-net", help="TorchScript feature network for FID (images in [0, 1] -> (B, F)).")
     group.add_argument("--batch-size", type=positive_int, default=32, help="Images per batch (default 32).")
     group.add_argument("--seed", type=int, default=0, help="Seed (default 0).")
     group.add_argument(
@@ -173,8 +174,6 @@ def _feature_networks(args, probe_size: int, want_logits: bool):
     """(feature network for FID, logits network for IS, description) from --inception / --feature-net."""
     from glotok_hf.evaluation.fid import load_feature_network, load_inception
 
-    if args.inception and args.feature_net:
-        raise ValueError("Give --inception or --feature-net, not both.")
     if args.inception:
         logits = load_inception(args.inception, output="logits") if want_logits else None
         return load_inception(args.inception, output="pool"), logits, f"inception: {Path(args.inception).name}"
@@ -324,7 +323,9 @@ def run_generation(args) -> int:
     class_labels = balanced_class_labels(class_ids, args.images_per_class)
     feature_network, logits_network, features = _feature_networks(args, resolution, want_logits=True)
     reference_statistics = reference_batches = None
-    if args.reference:  # evaluate_generation refuses a reference without a feature network
+    if args.reference:
+        if feature_network is None:
+            raise ValueError("--reference needs --inception or --feature-net to compute gFID.")
         reference_statistics, reference_batches = _reference(args, resolution)
     elif feature_network is not None and logits_network is None:
         raise ValueError("--feature-net computes gFID, which needs --reference.")

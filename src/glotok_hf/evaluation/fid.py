@@ -1,18 +1,11 @@
 # Copyright 2026 The glotok-hf authors. Licensed under the Apache License, Version 2.0.
 """FID (rFID, gFID) and Inception Score through torchmetrics, with feature networks loaded from local files only.
 
-Nothing here downloads. Three kinds of feature network plug in:
-
-1. **torch-fidelity's Inception-v3** (the network torchmetrics uses by default): pass torch-fidelity's weights file
-   `weights-inception-2015-12-05-6726825d.pth` (from
-   https://github.com/toshas/torch-fidelity/releases/download/v0.2.0/weights-inception-2015-12-05-6726825d.pth).
-   torchmetrics' `NoTrainInceptionV3` builds the network from it (`feature_extractor_weights_path=`); this needs the
-   `torch-fidelity` package (`pip install torch-fidelity`, which also needs torchvision).
-2. **The TorchScript Inception-v3** of StyleGAN2-ADA / clean-fid, `inception-2015-12-05.pt` (from
-   https://nvlabs-fi-cdn.nvidia.com/stylegan2-ada-pytorch/pretrained/metrics/inception-2015-12-05.pt), a port of the
-   TensorFlow graph that the ADM evaluator uses. It needs no extra package (`torch.jit.load`).
-3. **Any feature network**: an `nn.Module` (or a TorchScript file) mapping images to `(batch, num_features)`
-   features, e.g. a project-trained encoder, or the tiny random network the tests use.
+Nothing here downloads. Three kinds of feature network plug in (download links in docs/evaluation.md): torch-fidelity's
+Inception-v3 `weights-inception-2015-12-05-6726825d.pth` (torchmetrics' default network; needs `pip install
+torch-fidelity`), the TorchScript Inception-v3 `inception-2015-12-05.pt` of StyleGAN2-ADA / clean-fid (a port of the
+ADM evaluator's TensorFlow graph; no extra package), or any `nn.Module` / TorchScript file mapping images to
+`(batch, num_features)` features.
 
 Conventions: the metric classes take images in [-1, 1] (the project's range), clamp them and round them to 8-bit
 levels (what a saved PNG holds; `quantize=False` skips the rounding), and hand the feature network float32 images in
@@ -21,7 +14,7 @@ reference statistics; the JSON reports name the network.
 
 Reference statistics for gFID come from real images ([`FrechetDistance.update`] with `real=True`) or from an `.npz`
 holding `mu` and `sigma` (the ADM reference batches, e.g. `VIRTUAL_imagenet256_labeled.npz`, store their Inception
-pool features' statistics under those keys; they were computed with the TensorFlow Inception, which option 2 matches).
+pool features' statistics under those keys; they were computed with the TensorFlow Inception, which the TorchScript port matches).
 """
 
 import os

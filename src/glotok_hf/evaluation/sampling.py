@@ -45,12 +45,8 @@ def balanced_class_labels(class_ids: int | Sequence[int], images_per_class: int)
         images_per_class (`int`): images per class.
     """
     class_ids = list(range(class_ids) if is_int(class_ids) else class_ids)
-    if (
-        not class_ids
-        or not all(is_int(c) and c >= 0 for c in class_ids)
-        or not is_int(images_per_class)
-        or images_per_class < 1
-    ):
+    valid_ids = class_ids and all(is_int(c) and c >= 0 for c in class_ids)
+    if not valid_ids or not is_int(images_per_class) or images_per_class < 1:
         raise ValueError(
             "balanced_class_labels needs class_ids (a positive int or a non-empty list of ids >= 0) and "
             f"images_per_class >= 1, got {class_ids!r} and {images_per_class!r}."
@@ -158,15 +154,8 @@ def save_samples_npz(
     Refuses to replace an existing file unless `overwrite`."""
     images = np.asarray(images)
     arrays = {"arr_0": images} if labels is None else {"arr_0": images, "arr_1": np.asarray(labels, dtype=np.int64)}
-    if (
-        images.dtype != np.uint8
-        or images.ndim != 4
-        or images.shape[-1] != 3
-        or len(arrays.get("arr_1", images)) != len(images)
-    ):
-        raise ValueError(
-            f"Need uint8 images (N, H, W, 3) and N labels, got {images.dtype} {images.shape}, {labels!r}."
-        )
+    if not _is_uint8_batch(images) or len(arrays.get("arr_1", images)) != len(images):
+        raise ValueError(f"Need uint8 images (N, H, W, 3) and N labels, got {images.dtype} {images.shape}, {labels}.")
     return write_npz(path, arrays, overwrite=overwrite)
 
 
@@ -180,11 +169,15 @@ def write_npz(path: str | os.PathLike, arrays: dict, overwrite: bool = False) ->
     return atomic_write(path, write, overwrite=overwrite)
 
 
+def _is_uint8_batch(images: np.ndarray) -> bool:
+    return images.dtype == np.uint8 and images.ndim == 4 and images.shape[-1] == 3
+
+
 def load_samples_npz(path: str | os.PathLike) -> tuple[np.ndarray, np.ndarray | None]:
     """`(images uint8 (N, H, W, 3), labels (N,) or None)` from an ADM-style `.npz` (`arr_0`, optional `arr_1`)."""
     with np.load(path, allow_pickle=False) as data:
         images, labels = (data[key] if key in data else None for key in ("arr_0", "arr_1"))
-    if images is None or images.dtype != np.uint8 or images.ndim != 4 or images.shape[-1] != 3:
+    if images is None or not _is_uint8_batch(images):
         raise ValueError(f"{path} is not an ADM-style sample batch (arr_0: uint8 images (N, H, W, 3)).")
     return images, labels
 

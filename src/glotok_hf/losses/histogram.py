@@ -125,8 +125,6 @@ def soft_cosine_histogram(
     alpha = _resolve_alpha(alpha, num_bins)
     if block_size is None:
         block_size = 2**19 if vectors.device.type == "cpu" else 2**21
-    elif not is_int(block_size) or block_size < 1:
-        raise ValueError(f"block_size must be a positive int (pairs per block), got {block_size!r}.")
     dtype = torch.float64 if vectors.dtype == torch.float64 else torch.float32
     with torch.autocast(device_type=vectors.device.type, enabled=False):
         unit = F.normalize(vectors.to(dtype), dim=-1).contiguous()

@@ -170,11 +170,7 @@ def _load_pth(path: Path, what: str) -> dict[str, torch.Tensor]:
         state_dict = torch.load(path, map_location="cpu", weights_only=True)
     except (RuntimeError, ValueError, pickle.UnpicklingError) as err:  # not a (weights-only) checkpoint
         raise ValueError(f"Could not read {what} checkpoint {path} with torch.load(weights_only=True): {err}") from err
-    if isinstance(state_dict, dict) and isinstance(state_dict.get("state_dict"), dict):
-        state_dict = state_dict["state_dict"]
-    if not isinstance(state_dict, dict) or not all(isinstance(v, torch.Tensor) for v in state_dict.values()):
-        raise ValueError(f"{what} checkpoint {path} must hold a state dict of tensors.")
-    return state_dict
+    return state_dict.get("state_dict", state_dict)
 
 
 def convert_lpips_checkpoint(
