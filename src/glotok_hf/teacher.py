@@ -387,29 +387,14 @@ def teacher_from_backbone(
             "index (-1 is the last layer)."
         )
 
+    labels = label_column if per_class else None
     dataset = load_image_dataset(
-        dataset_name=dataset_name,
-        dataset_config_name=dataset_config_name,
-        train_data_dir=train_data_dir,
-        split=split,
-        image_column=image_column,
-        label_column=label_column if per_class else None,
-        cache_dir=cache_dir,
+        dataset_name, dataset_config_name, train_data_dir, split, image_column, labels, cache_dir
     )
     if max_images is not None and max_images < len(dataset):
         dataset = dataset.shuffle(seed=seed).select(range(max_images))
-
-    loader = torch.utils.data.DataLoader(
-        DecodedImages(
-            dataset,
-            functools.partial(_preprocess, processor),
-            image_column,
-            label_column if per_class else None,
-        ),
-        batch_size=batch_size,
-        num_workers=num_workers,
-        collate_fn=collate_readable,
-    )
+    images = DecodedImages(dataset, functools.partial(_preprocess, processor), image_column, labels)
+    loader = torch.utils.data.DataLoader(images, batch_size, num_workers=num_workers, collate_fn=collate_readable)
     features, labels, image_count, skipped = _extract_dataset_features(
         vision, loader, layer, vision_config.patch_size, pool_size, device, dtype, progress
     )

@@ -164,12 +164,6 @@ def _report(result: dict, output: Path | None, is_main: bool) -> int:
     return 0
 
 
-def _autocast_dtype(name: str):
-    import torch
-
-    return {"no": None, "bf16": torch.bfloat16, "fp16": torch.float16}[name]
-
-
 def _feature_networks(args, probe_size: int, want_logits: bool):
     """(feature network for FID, logits network for IS, description) from --inception / --feature-net."""
     from glotok_hf.evaluation.fid import load_feature_network, load_inception
@@ -215,28 +209,24 @@ def run_reconstruction(args) -> int:
         raise ValueError(f"--uniformity-images must be >= 0, got {args.uniformity_images}.")
     import torch
 
+    from glotok_hf.data import load_image_dataset
     from glotok_hf.evaluation.reconstruction import evaluate_reconstruction
     from glotok_hf.evaluation.sampling import process_state
     from glotok_hf.loading import load_tokenizer
+    from glotok_hf.losses.lpips import LPIPS
 
     model_path = _local_folder(args.model, "--model", "GloTokModel")
     state = process_state()
     torch.manual_seed(args.seed)
     model = load_tokenizer(model_path, subfolder=args.subfolder, device=state.device)
     resolution = args.resolution or model.config.sample_size
-    from glotok_hf.data import load_image_dataset
-
     dataset = load_image_dataset(
         args.dataset_name, args.dataset_config_name, args.train_data_dir, args.split, args.image_column, None
     )
     loader, num_images = _image_loader(
         dataset, resolution, args.batch_size, args.num_workers, args.image_column, args.max_samples
     )
-    lpips = None
-    if args.lpips:
-        from glotok_hf.losses.lpips import LPIPS
-
-        lpips = LPIPS.from_pretrained(args.lpips)
+    lpips = LPIPS.from_pretrained(args.lpips) if args.lpips else None
     feature_network, _, features = _feature_networks(args, resolution, want_logits=False)
     result = evaluate_reconstruction(
         model,
@@ -244,7 +234,7 @@ def run_reconstruction(args) -> int:
         lpips=lpips,
         feature_network=feature_network,
         quantize=not args.no_quantize,
-        autocast_dtype=_autocast_dtype(args.mixed_precision),
+        autocast_dtype={"bf16": torch.bfloat16, "fp16": torch.float16}.get(args.mixed_precision),
         uniformity_images=args.uniformity_images,
         uniformity_branch=args.uniformity_branch,
         uniformity_flip=not args.uniformity_no_flip,
