@@ -387,13 +387,13 @@ def teacher_from_backbone(
             "index (-1 is the last layer)."
         )
 
-    labels = label_column if per_class else None
+    used_label_column = label_column if per_class else None
     dataset = load_image_dataset(
-        dataset_name, dataset_config_name, train_data_dir, split, image_column, labels, cache_dir
+        dataset_name, dataset_config_name, train_data_dir, split, image_column, used_label_column, cache_dir
     )
     if max_images is not None and max_images < len(dataset):
         dataset = dataset.shuffle(seed=seed).select(range(max_images))
-    images = DecodedImages(dataset, functools.partial(_preprocess, processor), image_column, labels)
+    images = DecodedImages(dataset, functools.partial(_preprocess, processor), image_column, used_label_column)
     loader = torch.utils.data.DataLoader(images, batch_size, num_workers=num_workers, collate_fn=collate_readable)
     features, labels, image_count, skipped = _extract_dataset_features(
         vision, loader, layer, vision_config.patch_size, pool_size, device, dtype, progress

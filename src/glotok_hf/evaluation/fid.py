@@ -144,14 +144,6 @@ def _existing_file(path: str | os.PathLike, what: str) -> Path:
     return path
 
 
-def _is_torchscript_inception(module: torch.jit.ScriptModule) -> bool:
-    try:
-        arguments = [a.name for a in module.forward.schema.arguments]
-    except (AttributeError, RuntimeError):
-        return False
-    return "return_features" in arguments
-
-
 def load_inception(weights_path: str | os.PathLike, output: str = "pool") -> nn.Module:
     r"""An Inception-v3 feature network from a local file: the TorchScript `inception-2015-12-05.pt`
     ([`TorchScriptInceptionFeatures`]) or torch-fidelity's `weights-inception-2015-12-05-6726825d.pth`
@@ -168,7 +160,7 @@ def load_inception(weights_path: str | os.PathLike, output: str = "pool") -> nn.
         module = torch.jit.load(str(path), map_location="cpu")
     except RuntimeError:  # not a TorchScript archive: a state dict
         return InceptionV3Features(path, output=output)
-    if not _is_torchscript_inception(module):
+    if "return_features" not in str(getattr(module.forward, "schema", "")):
         raise ValueError(
             f"{path} is a TorchScript module, but not the Inception-v3 of StyleGAN2-ADA / clean-fid (its forward has "
             "no `return_features` argument). Pass a generic TorchScript feature network as a feature network instead."
@@ -190,10 +182,8 @@ def load_feature_network(path: str | os.PathLike, probe_size: int = 64) -> Image
     return ImageFeatures(module, probe_size=probe_size, name=file.name)
 
 
-def _feature_network(feature_network: nn.Module, probe_size: int) -> nn.Module:
-    if isinstance(feature_network, (InceptionV3Features, TorchScriptInceptionFeatures, ImageFeatures)):
-        return feature_network
-    return ImageFeatures(feature_network, probe_size=probe_size)
+def _feature_network(network: nn.Module, probe_size: int) -> nn.Module:
+    return network if isinstance(network, _FrozenFeatures) else ImageFeatures(network, probe_size=probe_size)
 
 
 class FrechetDistance(nn.Module):
