@@ -146,11 +146,10 @@ def tensor_to_pil(images: torch.Tensor) -> list[Image.Image]:
 
 def image_grid(images: list[Image.Image], cols: int, background: tuple[int, int, int] = (0, 0, 0)) -> Image.Image:
     """Paste equally sized images row by row into a grid `cols` wide (the last row padded with `background`)."""
-    if not images:
-        raise ValueError("image_grid needs at least one image.")
-    width, height = images[0].size
-    if any(image.size != (width, height) for image in images):
-        raise ValueError(f"image_grid needs images of one size, got {sorted({image.size for image in images})}.")
+    sizes = {image.size for image in images}
+    if len(sizes) != 1:
+        raise ValueError(f"image_grid needs at least one image, all of one size, got sizes {sorted(sizes)}.")
+    ((width, height),) = sizes
     cols = max(1, min(int(cols), len(images)))
     rows = -(-len(images) // cols)
     grid = Image.new("RGB", (cols * width, rows * height), background)
@@ -227,12 +226,8 @@ class DecodedImages(torch.utils.data.Dataset):
 
     def __init__(self, dataset, transform: Callable, image_column: str = "image", label_column: str | None = None,
                  indices: range | None = None):  # fmt: skip
-        self.dataset, self.transform, self.image_column, self.label_column = (
-            dataset,
-            transform,
-            image_column,
-            label_column,
-        )
+        self.dataset, self.transform = dataset, transform
+        self.image_column, self.label_column = image_column, label_column
         self.indices = range(len(dataset)) if indices is None else indices
 
     def __len__(self) -> int:
