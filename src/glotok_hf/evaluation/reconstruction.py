@@ -2,15 +2,10 @@
 """Reconstruction metrics of a tokenizer: PSNR, SSIM (torchmetrics), LPIPS (local weights), rFID, codebook usage and
 perplexity per codebook, and optionally the uniformity of a branch's latent space.
 
-Conventions, fixed so that numbers compare across runs:
-
-- images are in [-1, 1]; reconstructions are clamped to [-1, 1] and, with `quantize=True` (the default), rounded to
-  8-bit levels, i.e. scored as the PNG a user would save. Originals from 8-bit files are already on those levels.
-- PSNR uses `data_range = 2` (the width of [-1, 1]), so `PSNR = 10 log10(4 / MSE)` per image; the reported PSNR is the
-  mean of the per-image values (as LlamaGen and FQGAN report it). It is `inf` for an exact reconstruction. On 8-bit
-  levels this equals the usual `10 log10(255^2 / MSE_uint8)`.
-- SSIM is torchmetrics' Gaussian-window SSIM (11x11, sigma 1.5, Wang et al. 2004) with `data_range = 2`, averaged
-  over images. skimage's default uniform 7x7 window gives slightly different values.
+Images are in [-1, 1] (`data_range = 2`); reconstructions are clamped and, with `quantize=True` (the default), rounded
+to 8-bit levels, i.e. scored as the PNG a user would save. PSNR is the mean of the per-image `10 log10(4 / MSE)` (as
+LlamaGen and FQGAN report it; `inf` for an exact copy); SSIM is torchmetrics' Gaussian-window SSIM (11x11, sigma 1.5),
+which differs slightly from skimage's default 7x7 window. The definitions of every figure: docs/evaluation.md.
 """
 
 from collections.abc import Iterable

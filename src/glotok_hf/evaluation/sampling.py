@@ -1,14 +1,8 @@
 # Copyright 2026 The glotok-hf authors. Licensed under the Apache License, Version 2.0.
-"""Sampling for evaluation with a fixed, reproducible protocol (the causes of irreproducible FIDs users report are
-unbalanced labels, seeds that change with the GPU count, and lossy storage):
-
-- balanced labels: `images_per_class` images of every class (ADM / LlamaGen: 50 per class, 50,000 for ImageNet), image
-  `i` has class `class_ids[i // images_per_class]`;
-- per-image seeds: image `i` is drawn with its own generator seeded `seed + i`, whatever the number of processes or the
-  batch size, so 1 GPU and 8 GPUs give the same images (up to the numerics of batched kernels);
-- processes take contiguous shards of the image indices (as `accelerate`'s `split_between_processes`);
-- storage is lossless: an ADM-style `.npz` (`arr_0`: uint8 `(N, H, W, 3)`, `arr_1`: int64 labels, in index order) that
-  the ADM evaluator (openai/guided-diffusion `evaluations/evaluator.py`) reads as a sample batch, and optionally PNGs.
+"""Sampling for evaluation with a fixed, reproducible protocol (docs/evaluation.md): balanced labels, a generator
+seeded `seed + i` for image `i` whatever the number of processes or the batch size, contiguous shards per process (as
+`accelerate`'s `split_between_processes`), and lossless storage as an ADM-style `.npz` (`arr_0`: uint8 `(N, H, W, 3)`,
+`arr_1`: int64 labels, in index order) that the ADM evaluator reads as a sample batch, and optionally PNGs.
 
 The pipeline is called as `pipeline(class_labels=[...], generator=[one per image], num_images_per_label=1,
 output_type="np", **sampling_kwargs)` and must return an object with `images` (float `(B, H, W, 3)` in [0, 1], uint8,
