@@ -25,13 +25,8 @@ def codebook_usage(counts: torch.Tensor) -> float:
 def codebook_perplexity(counts: torch.Tensor) -> float:
     r"""Perplexity `exp(H(p))` of the code distribution `p = counts / counts.sum()`, in [1, num_codes]: the effective
     number of codes in use (`num_codes` when all are used equally, 1 when one code takes everything). 0 counts -> 1."""
-    counts = counts.double()
-    total = counts.sum()
-    if total <= 0:
-        return 1.0
-    p = counts / total
-    entropy = -(p * torch.log(p.clamp_min(torch.finfo(torch.float64).tiny))).sum()
-    return torch.exp(entropy).item()
+    total = counts.double().sum()
+    return torch.special.entr(counts.double() / total).sum().exp().item() if total > 0 else 1.0  # entr(0) = 0
 
 
 class CodebookUsageWindow:

@@ -258,9 +258,7 @@ def _concatenate(batches: list[SampleBatch]) -> SampleBatch:
     if not batches:
         return SampleBatch(np.zeros(0, np.int64), np.zeros(0, np.int64), np.zeros((0, 0, 0, 3), np.uint8))
     return SampleBatch(
-        indices=np.concatenate([b.indices for b in batches]),
-        labels=np.concatenate([b.labels for b in batches]),
-        images=np.concatenate([b.images for b in batches]),
+        *(np.concatenate([getattr(b, name) for b in batches]) for name in ("indices", "labels", "images"))
     )
 
 

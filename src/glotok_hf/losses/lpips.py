@@ -154,15 +154,12 @@ def resolve_lpips_weights(path: str | os.PathLike) -> Path:
     return path
 
 
-def default_lpips_heads_path() -> Path | None:
-    """The LPIPS v0.1 VGG heads that torchmetrics ships (`torchmetrics/functional/image/lpips_models/vgg.pth`), or
-    `None` when torchmetrics is not installed."""
-    try:
-        import torchmetrics
-    except ImportError:
-        return None
-    path = Path(torchmetrics.__file__).parent / "functional" / "image" / "lpips_models" / "vgg.pth"
-    return path if path.is_file() else None
+def default_lpips_heads_path() -> Path:
+    """The LPIPS v0.1 VGG heads that torchmetrics (a dependency) ships: `torchmetrics/functional/image/lpips_models/`
+    `vgg.pth`."""
+    import torchmetrics
+
+    return Path(torchmetrics.__file__).parent / "functional" / "image" / "lpips_models" / "vgg.pth"
 
 
 def _load_pth(path: Path, what: str) -> dict[str, torch.Tensor]:
@@ -201,13 +198,7 @@ def convert_lpips_checkpoint(
         raise ValueError(f"output_path must end in .safetensors, got {output_path}.")
     if output_path.exists() and not overwrite:  # before reading the 528 MB checkpoint
         raise FileExistsError(f"{output_path} already exists; pass overwrite=True (--overwrite) to replace it.")
-    if heads_path is None:
-        heads_path = default_lpips_heads_path()
-        if heads_path is None:
-            raise FileNotFoundError(
-                "No LPIPS heads file given and torchmetrics (which ships one) is not installed: pass the `lpips` "
-                "package's weights/v0.1/vgg.pth."
-            )
+    heads_path = heads_path or default_lpips_heads_path()  # torch.load names a missing file
     vgg = _load_pth(Path(vgg16_path).expanduser(), "VGG16")
     heads = _load_pth(Path(heads_path).expanduser(), "LPIPS heads")
 
