@@ -233,7 +233,7 @@ def test_teacher_from_safetensors_file(tmp_path):
         teacher_from_codebook(tmp_path / "two.safetensors")
     with pytest.raises(ValueError, match=r"has no tensor 'c'; available"):
         teacher_from_codebook(tmp_path / "two.safetensors", key="c")
-    with pytest.raises(ValueError, match="must be a 2-D float codebook"):
+    with pytest.raises(ValueError, match=r"codebook must be a float tensor of shape \(n, d\)"):
         teacher_from_codebook(tmp_path / "two.safetensors", key="bias")
     save_file({"codebook": torch.full((4, 8), math.nan)}, str(tmp_path / "nan.safetensors"))
     with pytest.raises(ValueError, match="codebook contains NaN or inf"):

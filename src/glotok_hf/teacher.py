@@ -282,12 +282,7 @@ def _tensor_from_safetensors(path: Path, key: str | None, branch: str) -> tuple[
             key = key if key in keys else matrices[0]
         if key not in keys:
             raise ValueError(f"{str(path)!r} has no tensor {key!r}; available: {keys}.")
-        tokens = handle.get_tensor(key)
-    if tokens.ndim != 2 or not tokens.is_floating_point():
-        raise ValueError(
-            f"Tensor {key!r} in {str(path)!r} must be a 2-D float codebook (n, d), got dtype {tokens.dtype} and "
-            f"shape {tuple(tokens.shape)}."
-        )
+        tokens = handle.get_tensor(key)  # checked by teacher_from_tokens (check_vectors)
     return tokens, {"model": str(path), "key": key}
 
 

@@ -119,7 +119,7 @@ def load_image_classifier(path: str | os.PathLike, device: torch.device | str = 
       `AutoModelForImageClassification` and `AutoImageProcessor` ([`TransformersImageClassifier`]);
     - a TorchScript file taking float32 images in [0, 1] ([`TorchScriptClassifier`]).
 
-    The result has a `num_classes` attribute (`None` for TorchScript until the first call).
+    The result has a `num_classes` attribute (`None` for TorchScript).
     """
     path = Path(path).expanduser()
     if not path.is_dir():  # torch.jit.load names a missing or foreign file
