@@ -275,9 +275,8 @@ def _reference(args, resolution: int):
     path = Path(args.reference)
     if path.suffix == ".npz":  # np.load names a missing file
         with np.load(path, allow_pickle=False) as data:
-            keys = set(data.keys())
-        if {"mu", "sigma"} <= keys:
-            return load_reference_statistics(path), None
+            if {"mu", "sigma"} <= set(data.keys()):
+                return load_reference_statistics(path), None
         images, _ = load_samples_npz(path)
         state = process_state()
         mine = shard_indices(len(images), state.num_processes, state.process_index)
@@ -286,14 +285,9 @@ def _reference(args, resolution: int):
             for i in range(mine.start, mine.stop, args.batch_size)
         )
         return None, batches
-    saved = is_saved_dataset(path)  # else an image folder; load_image_dataset names a missing one
-    dataset = load_image_dataset(
-        dataset_name=str(path) if saved else None,
-        train_data_dir=None if saved else path,
-        split=args.reference_split,
-        image_column=args.reference_image_column,
-        label_column=None,
-    )
+    # a saved dataset or an image folder (load_image_dataset names a missing one)
+    name, folder = (str(path), None) if is_saved_dataset(path) else (None, path)
+    dataset = load_image_dataset(name, None, folder, args.reference_split, args.reference_image_column, None)
     loader, _ = _image_loader(dataset, resolution, args.batch_size, 0, args.reference_image_column)
     return None, loader
 

@@ -175,10 +175,7 @@ def load_feature_network(path: str | os.PathLike, probe_size: int = 64) -> Image
     try:
         module = torch.jit.load(str(file), map_location="cpu")
     except RuntimeError as err:
-        raise ValueError(
-            f"{file} is not a TorchScript file (save the network with `torch.jit.save(torch.jit.script(net), path)` "
-            f"or `torch.jit.trace`): {err}"
-        ) from err
+        raise ValueError(f"{file} is not a TorchScript file (save it with `torch.jit.save`): {err}") from err
     return ImageFeatures(module, probe_size=probe_size, name=file.name)
 
 

@@ -199,7 +199,6 @@ class GloTokObjective(nn.Module):
                 f"GloTokObjective: histogram_weight={config.histogram_weight} but no teacher_histogram was given, so "
                 "the histogram relation loss (GloTok's Eq. 7) is OFF. Pass the teacher's soft cosine histogram "
                 "(`glotok_hf.losses.histogram`), or set histogram_weight=0 to silence this warning.",
-                UserWarning,
                 stacklevel=2,
             )
 
@@ -213,7 +212,6 @@ class GloTokObjective(nn.Module):
                 "perceptual (LPIPS) loss is OFF. Nothing is downloaded: convert torchvision's VGG16 and the LPIPS "
                 "heads once with `glotok convert-lpips` and set GloTokLossConfig.perceptual_model_path to the "
                 "resulting .safetensors file, or set perceptual_weight=0 to silence this warning.",
-                UserWarning,
                 stacklevel=2,
             )
         self.perceptual = perceptual
