@@ -98,9 +98,7 @@ class ImageTransform:
     def __init__(self, resolution: int, center_crop: bool = True, random_flip: bool = False):
         if not is_int(resolution) or resolution <= 0:
             raise ValueError(f"resolution must be a positive int, got {resolution!r}.")
-        self.resolution = resolution
-        self.center_crop = center_crop
-        self.random_flip = random_flip
+        self.resolution, self.center_crop, self.random_flip = resolution, center_crop, random_flip
 
     def __call__(self, image: Image.Image) -> torch.Tensor:
         image = to_rgb(image)

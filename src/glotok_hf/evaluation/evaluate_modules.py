@@ -42,19 +42,14 @@ def metric_path(name: str) -> str:
 def per_image_mean(metric_fn, predictions, references, data_range: float) -> float:
     """Mean over image pairs of `metric_fn(prediction, reference, data_range=data_range)`: the shared loop of the psnr
     and ssim scripts. Images are `(height, width, channels)` arrays, passed on as float64 `(1, C, H, W)` tensors."""
-    if len(predictions) == 0 or len(predictions) != len(references):
+    pairs = [[torch.from_numpy(np.asarray(x, dtype=np.float64)).permute(2, 0, 1)[None] for x in pair]
+             for pair in zip(predictions, references)]  # fmt: skip
+    if not pairs or len(predictions) != len(references) or any(a.shape != b.shape for a, b in pairs):
         raise ValueError(
-            f"Need one or more predictions and as many references, got {len(predictions)} and {len(references)}."
+            "Need one or more predictions and as many references, each one (height, width, channels) image of the "
+            "same shape as its reference."
         )
-    values = []
-    for prediction, reference in zip(predictions, references):
-        pair = [torch.from_numpy(np.asarray(image, dtype=np.float64)) for image in (prediction, reference)]
-        if pair[0].shape != pair[1].shape or pair[0].ndim != 3:
-            raise ValueError(
-                f"Each prediction and reference must be one (height, width, channels) image of the same shape, got {tuple(pair[0].shape)} and {tuple(pair[1].shape)}."
-            )
-        values.append(float(metric_fn(*(x.permute(2, 0, 1)[None] for x in pair), data_range=float(data_range))))
-    return float(np.mean(values))
+    return float(np.mean([float(metric_fn(a, b, data_range=float(data_range))) for a, b in pairs]))
 
 
 __all__ = ["available_metrics", "metric_path", "per_image_mean"]

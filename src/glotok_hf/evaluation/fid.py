@@ -294,8 +294,7 @@ class InceptionScore(nn.Module):
         if not is_int(splits) or splits < 1:
             raise ValueError(f"splits must be a positive int, got {splits!r}.")
         self.logits_network = _feature_network(logits_network, probe_size=64)
-        self.quantize = quantize
-        self.seed = seed
+        self.quantize, self.seed = quantize, seed
         with warnings.catch_warnings():  # torchmetrics warns that it keeps every feature vector: that is intended
             warnings.filterwarnings("ignore", message=".*will save all extracted features.*")
             self.metric = _TorchmetricsInceptionScore(feature=self.logits_network, splits=splits, normalize=False)

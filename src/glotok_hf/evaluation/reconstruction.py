@@ -134,11 +134,10 @@ def evaluate_reconstruction(
         raise ValueError(f"The tokenizer has no {uniformity_branch} codebook to measure the uniformity of.")
     device = next(model.parameters()).device
     metrics = ReconstructionMetrics(lpips=lpips, feature_network=feature_network, quantize=quantize).to(device)
-    branches = {
-        name: getattr(model, name) for name in ("semantic", "visual") if getattr(model, name, None) is not None
-    }
+    branches = [name for name in ("semantic", "visual") if getattr(model, name, None) is not None]
     counts = {
-        name: torch.zeros(b.quantizer.num_codes, dtype=torch.long, device=device) for name, b in branches.items()
+        name: torch.zeros(getattr(model, name).quantizer.num_codes, dtype=torch.long, device=device)
+        for name in branches
     }
     num_processes = torch.distributed.get_world_size() if torch.distributed.is_initialized() else 1
     keep_per_process = -(-uniformity_images // num_processes)
