@@ -226,13 +226,8 @@ def random_codebook_teacher(
     (directions uniform on the sphere), drawn from `torch.Generator().manual_seed(seed)` on CPU. With `dim=8` and the
     size of the semantic codebook it is what an untrained codebook already looks like."""
     tokens = torch.randn(size, dim, generator=torch.Generator().manual_seed(seed))
-    return teacher_from_tokens(
-        tokens,
-        num_bins=num_bins,
-        alpha=alpha,
-        device=device,
-        metadata={"source": "random", "size": size, "dim": dim, "seed": seed, "distribution": "isotropic normal"},
-    )
+    metadata = {"source": "random", "size": size, "dim": dim, "seed": seed, "distribution": "isotropic normal"}
+    return teacher_from_tokens(tokens, num_bins=num_bins, alpha=alpha, device=device, metadata=metadata)
 
 
 def teacher_from_codebook(
