@@ -157,7 +157,7 @@ def load_teacher(path: str | os.PathLike, num_bins: int | None = None, alpha: fl
             tokens=tensors.get("tokens"),
         )
     except (KeyError, TypeError, ValueError) as err:
-        raise ValueError(f"Teacher histogram file {str(path)!r} is invalid: {err!r}") from err
+        raise ValueError(f"Teacher histogram file {str(path)!r} is invalid: {type(err).__name__}: {err}") from err
     if num_bins is not None and teacher.num_bins != num_bins:
         raise ValueError(
             f"Teacher histogram {str(path)!r} has {teacher.num_bins} bins but the training configuration uses "
