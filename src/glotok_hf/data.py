@@ -137,8 +137,7 @@ def pil_to_tensor(image: Image.Image) -> torch.Tensor:
 
 def tensor_to_pil(images: torch.Tensor) -> list[Image.Image]:
     """`(B, 3, H, W)` or `(3, H, W)` tensor in [-1, 1] -> list of RGB PIL images."""
-    if images.ndim == 3:
-        images = images[None]
+    images = images[None] if images.ndim == 3 else images
     return [Image.fromarray(a.permute(1, 2, 0).cpu().numpy()) for a in pixels_to_uint8(images)]
 
 
