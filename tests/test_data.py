@@ -146,7 +146,7 @@ def test_all_corrupt_raises(tmp_path):
     [
         ({}, ValueError, "exactly one of"),
         ({"dataset_name": "x", "train_data_dir": "y"}, ValueError, "exactly one of"),
-        ({"train_data_dir": "/nonexistent/glotok"}, FileNotFoundError, "is not a directory"),
+        ({"train_data_dir": "/nonexistent/glotok"}, ValueError, "Found no images under train_data_dir"),
     ],
 )
 def test_bad_dataset_arguments(kwargs, error, match):

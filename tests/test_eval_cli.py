@@ -152,7 +152,7 @@ def test_user_errors_are_reported_without_traceback(files, tmp_path, capsys):
     code, _, err = run_cli(capsys, "generation", "--pipeline", tmp_path, "--num-classes", 3)
     assert code == 2 and "model_index.json" in err
     code, _, err = run_cli(capsys, "reconstruction", "--model", tmp_path / "nope", "--train-data-dir", files)
-    assert code == 2 and "not a folder" in err
+    assert code == 2 and "No such file or folder for --model" in err
 
 
 def test_help_lists_both_modes_with_examples(capsys):

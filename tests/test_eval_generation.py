@@ -135,10 +135,12 @@ def test_class_consistency_on_uint8_npz_images_and_bad_input():
     images = ((coloured_images(labels, noise=0.0) + 1) * 127.5).round().byte().permute(0, 2, 3, 1).numpy()
     assert class_consistency(ColourClassifier(), images, labels, num_classes=3, batch_size=3)["accuracy"] == 1.0
     metric = ClassConsistency(3)
-    with pytest.raises(ValueError, match="shape \\(batch, 3\\)"):
+    with pytest.raises(ValueError, match="number of classes"):  # torchmetrics' check
         metric.update_logits(torch.zeros(2, 4), torch.tensor([0, 1]))
-    with pytest.raises(ValueError, match="labels must lie"):
+    with pytest.raises(ValueError, match=r"one label in \[0, 3\) per image"):
         metric.update_logits(torch.zeros(1, 3), torch.tensor([3]))
+    with pytest.raises(ValueError, match=r"one label in \[0, 3\) per image"):
+        metric.update_logits(torch.zeros(2, 3), torch.tensor([0]))
     with pytest.raises(ValueError, match="needs a classifier"):
         metric.update(torch.zeros(1, 3, 4, 4), torch.tensor([0]))
 
@@ -164,9 +166,9 @@ def test_torchscript_and_transformers_classifiers_load_from_local_paths(tmp_path
         "pixel_values"
     ]).logits  # fmt: skip
     torch.testing.assert_close(classifier(images), expected)
-    with pytest.raises(FileNotFoundError, match="config.json"):
+    with pytest.raises((OSError, ValueError), match="config.json"):  # transformers: a folder without a model
         load_image_classifier(tmp_path)
-    with pytest.raises(FileNotFoundError):
+    with pytest.raises(ValueError, match="does not exist"):  # torch.jit.load's
         load_image_classifier(tmp_path / "missing.pt")
 
 

@@ -252,7 +252,6 @@ def test_relation_loss_accepts_teacher_on_other_dtype():
 @pytest.mark.parametrize(
     "vectors, error, match",
     [
-        ([[1.0, 2.0]], TypeError, "torch.Tensor"),
         (torch.randn(8), ValueError, r"shape \(n, d\)"),
         (torch.randn(0, 8), ValueError, "n >= 1"),
         (torch.randn(2, 3, 4), ValueError, r"shape \(n, d\)"),
@@ -275,11 +274,10 @@ def test_bad_vectors(vectors, error, match):
         (dict(alpha=0.0), ValueError, "positive"),
         (dict(alpha=-3.0), ValueError, "positive"),
         (dict(alpha=math.nan), ValueError, "positive finite"),
-        (dict(alpha="190"), TypeError, "alpha"),
+        (dict(alpha="190"), ValueError, "alpha"),
         (dict(alpha=1e5), ValueError, "too sharp.*12168"),
-        (dict(num_bins=1), ValueError, "num_bins must be >= 2"),
-        (dict(num_bins=40.0), TypeError, "num_bins must be an int"),
-        (dict(block_size=0), ValueError, "block_size"),
+        (dict(num_bins=1), ValueError, "num_bins must be an int >= 2"),
+        (dict(num_bins=40.0), ValueError, "num_bins must be an int"),
     ],
 )
 def test_bad_options(kwargs, error, match):
@@ -301,5 +299,3 @@ def test_bad_options(kwargs, error, match):
 def test_bad_teacher_histogram(teacher, match):
     with pytest.raises(ValueError, match=match):
         check_histogram(teacher, num_bins=40)
-    with pytest.raises(TypeError, match="torch.Tensor"):
-        check_histogram([0.5, 0.5])

@@ -109,7 +109,9 @@ def test_random_codebook_teacher_is_seeded():
     # isotropic: symmetric around 0 up to sampling noise, apart from the 200 diagonal pairs at 1
     mean = float((teacher.histogram * teacher.bin_centers).sum())
     assert abs(mean - 200 / (200 * 201 / 2)) < 0.02
-    with pytest.raises(ValueError, match="size must be a positive int"):
+    with pytest.raises(
+        ValueError, match=r"tokens must be a float tensor of shape \(n, d\) with n >= 1"
+    ):  # checked by teacher_from_tokens
         random_codebook_teacher(0, 8)
 
 
@@ -174,7 +176,7 @@ def write_teacher_file(path, histogram, metadata=None, bin_centers=None):
         (torch.full((40,), math.inf), None, None, "NaN or inf"),
         (torch.full((40,), 1 / 20), None, None, "sum to 1"),
         (torch.full((40,), 1 / 40), {"alpha": "-1.0"}, None, "alpha must be a positive"),
-        (torch.full((40,), 1 / 40), {"alpha": "abc"}, None, "unreadable metadata"),
+        (torch.full((40,), 1 / 40), {"alpha": "abc"}, None, "is invalid"),
         (torch.full((40,), 1 / 40), {"format": "other"}, None, "not a GloTok teacher histogram file"),
         (torch.full((40,), 1 / 40), None, torch.zeros(40, dtype=torch.float64), "evenly spaced"),
     ],
@@ -231,7 +233,7 @@ def test_teacher_from_safetensors_file(tmp_path):
         teacher_from_codebook(tmp_path / "two.safetensors")
     with pytest.raises(ValueError, match=r"has no tensor 'c'; available"):
         teacher_from_codebook(tmp_path / "two.safetensors", key="c")
-    with pytest.raises(ValueError, match="must be a 2-D float codebook"):
+    with pytest.raises(ValueError, match=r"codebook must be a float tensor of shape \(n, d\)"):
         teacher_from_codebook(tmp_path / "two.safetensors", key="bias")
     save_file({"codebook": torch.full((4, 8), math.nan)}, str(tmp_path / "nan.safetensors"))
     with pytest.raises(ValueError, match="codebook contains NaN or inf"):

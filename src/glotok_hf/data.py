@@ -98,9 +98,7 @@ class ImageTransform:
     def __init__(self, resolution: int, center_crop: bool = True, random_flip: bool = False):
         if not is_int(resolution) or resolution <= 0:
             raise ValueError(f"resolution must be a positive int, got {resolution!r}.")
-        self.resolution = resolution
-        self.center_crop = center_crop
-        self.random_flip = random_flip
+        self.resolution, self.center_crop, self.random_flip = resolution, center_crop, random_flip
 
     def __call__(self, image: Image.Image) -> torch.Tensor:
         image = to_rgb(image)
@@ -139,18 +137,16 @@ def pil_to_tensor(image: Image.Image) -> torch.Tensor:
 
 def tensor_to_pil(images: torch.Tensor) -> list[Image.Image]:
     """`(B, 3, H, W)` or `(3, H, W)` tensor in [-1, 1] -> list of RGB PIL images."""
-    if images.ndim == 3:
-        images = images[None]
+    images = images[None] if images.ndim == 3 else images
     return [Image.fromarray(a.permute(1, 2, 0).cpu().numpy()) for a in pixels_to_uint8(images)]
 
 
 def image_grid(images: list[Image.Image], cols: int, background: tuple[int, int, int] = (0, 0, 0)) -> Image.Image:
     """Paste equally sized images row by row into a grid `cols` wide (the last row padded with `background`)."""
-    if not images:
-        raise ValueError("image_grid needs at least one image.")
-    width, height = images[0].size
-    if any(image.size != (width, height) for image in images):
-        raise ValueError(f"image_grid needs images of one size, got {sorted({image.size for image in images})}.")
+    sizes = {image.size for image in images}
+    if len(sizes) != 1:
+        raise ValueError(f"image_grid needs at least one image, all of one size, got sizes {sorted(sizes)}.")
+    ((width, height),) = sizes
     cols = max(1, min(int(cols), len(images)))
     rows = -(-len(images) // cols)
     grid = Image.new("RGB", (cols * width, rows * height), background)
@@ -159,7 +155,8 @@ def image_grid(images: list[Image.Image], cols: int, background: tuple[int, int,
     return grid
 
 
-def _is_saved_dataset(path: Path) -> bool:
+def is_saved_dataset(path: Path) -> bool:
+    """Whether `path` is a folder written by `Dataset.save_to_disk` (or `DatasetDict.save_to_disk`)."""
     return path.is_dir() and ((path / "dataset_info.json").exists() or (path / "dataset_dict.json").exists())
 
 
@@ -187,32 +184,25 @@ def load_image_dataset(
     if (dataset_name is None) == (train_data_dir is None):
         raise ValueError("Give exactly one of dataset_name (a Hub name or a saved dataset) or train_data_dir.")
     if train_data_dir is not None:
-        root = Path(train_data_dir)
-        if not root.is_dir():
-            raise FileNotFoundError(f"train_data_dir {str(root)!r} is not a directory.")
+        root = str(train_data_dir)
         try:
-            dataset = datasets.load_dataset("imagefolder", data_dir=str(root), split=split, cache_dir=cache_dir)
-        except (ValueError, FileNotFoundError) as err:  # e.g. "No (supported) data files found"
-            raise ValueError(f"Found no images under train_data_dir {str(root)!r} (split {split!r}): {err}") from err
-    elif _is_saved_dataset(Path(dataset_name)):
+            dataset = datasets.load_dataset("imagefolder", data_dir=root, split=split, cache_dir=cache_dir)
+        except (ValueError, FileNotFoundError) as err:  # a missing folder, or "No (supported) data files found"
+            raise ValueError(f"Found no images under train_data_dir {root!r} (split {split!r}): {err}") from err
+    elif is_saved_dataset(Path(dataset_name)):
         dataset = datasets.load_from_disk(dataset_name)
         if isinstance(dataset, datasets.DatasetDict):
-            if split not in dataset:
-                raise ValueError(f"Saved dataset {dataset_name!r} has splits {list(dataset)}, not {split!r}.")
-            dataset = dataset[split]
+            dataset = dataset[split]  # a KeyError names a missing split
     else:
         dataset = datasets.load_dataset(dataset_name, dataset_config_name, split=split, cache_dir=cache_dir)
     if len(dataset) == 0:
         raise ValueError(f"The dataset {dataset_name or str(train_data_dir)!r} (split {split!r}) is empty.")
-    if image_column not in dataset.column_names:
-        raise ValueError(
-            f"image_column {image_column!r} is not a column of the dataset; available: {dataset.column_names}."
-        )
-    if label_column is not None and label_column not in dataset.column_names:
-        raise ValueError(
-            f"label_column {label_column!r} is not a column of the dataset; available: {dataset.column_names}. "
-            "For an imagefolder, put images in one sub-folder per class."
-        )
+    for name, column in (("image_column", image_column), ("label_column", label_column)):
+        if column is not None and column not in dataset.column_names:
+            raise ValueError(
+                f"{name} {column!r} is not a column of the dataset; available: {dataset.column_names}. For an "
+                "imagefolder, put images in one sub-folder per class."
+            )
     if isinstance(dataset.features[image_column], datasets.Image):
         dataset = dataset.cast_column(image_column, datasets.Image(decode=False))
     return dataset
@@ -233,12 +223,8 @@ class DecodedImages(torch.utils.data.Dataset):
 
     def __init__(self, dataset, transform: Callable, image_column: str = "image", label_column: str | None = None,
                  indices: range | None = None):  # fmt: skip
-        self.dataset, self.transform, self.image_column, self.label_column = (
-            dataset,
-            transform,
-            image_column,
-            label_column,
-        )
+        self.dataset, self.transform = dataset, transform
+        self.image_column, self.label_column = image_column, label_column
         self.indices = range(len(dataset)) if indices is None else indices
 
     def __len__(self) -> int:
@@ -259,18 +245,11 @@ class ImageDataset(DecodedImages):
 
     Item `i` is `{"pixel_values": (3, R, R) tensor, "labels": int, "num_skipped": int}`. An unreadable image at `i` is
     replaced by the next readable one (wrapping around) and `num_skipped` counts how many were passed over, so a corrupt
-    file never crashes training and batches keep their size.
+    file never crashes training and batches keep their size. Arguments as [`DecodedImages`]; `label_column`
+    defaults to `"label"`.
     """
 
-    def __init__(
-        self,
-        dataset: datasets.Dataset,
-        transform: Callable[[Image.Image], torch.Tensor],
-        image_column: str = "image",
-        label_column: str | None = "label",
-    ):
-        if len(dataset) == 0:
-            raise ValueError("ImageDataset got an empty dataset.")
+    def __init__(self, dataset: datasets.Dataset, transform: Callable, image_column="image", label_column="label"):
         super().__init__(dataset, transform, image_column, label_column)
 
     def __getitem__(self, index: int) -> dict[str, Any]:
@@ -323,6 +302,7 @@ __all__ = [
     "collate_readable",
     "decode_image",
     "image_grid",
+    "is_saved_dataset",
     "load_image_dataset",
     "pil_to_tensor",
     "pixels_to_uint8",

@@ -56,7 +56,7 @@ from .losses.histogram import (
     histogram_bin_centers,
     soft_cosine_histogram,
 )
-from .utils import is_int, resolve_source
+from .utils import atomic_write, is_int, resolve_source
 
 FILE_FORMAT = "glotok-teacher-histogram"
 FILE_FORMAT_VERSION = "1"
@@ -87,18 +87,12 @@ class TeacherHistogram:
 
     def __post_init__(self):
         self.histogram = check_histogram(self.histogram, name="teacher histogram").detach().double().cpu()
-        num_bins = self.histogram.shape[0]
-        self.alpha = _resolve_alpha(self.alpha, num_bins)
-        expected = histogram_bin_centers(num_bins, dtype=torch.float64)
+        self.alpha = _resolve_alpha(self.alpha, self.num_bins)
+        expected = histogram_bin_centers(self.num_bins, dtype=torch.float64)
         centers = torch.as_tensor(self.bin_centers).detach().double().cpu()
         if centers.shape != expected.shape or not torch.allclose(centers, expected, rtol=0, atol=1e-9):
-            raise ValueError(
-                f"teacher bin_centers must be {num_bins} centres evenly spaced on [-1, 1] (Eq. 5), got "
-                f"{centers.tolist()}."
-            )
+            raise ValueError(f"teacher bin_centers must be {self.num_bins} centres evenly spaced on [-1, 1] (Eq. 5).")
         self.bin_centers = expected
-        if not isinstance(self.metadata, dict):
-            raise TypeError(f"teacher metadata must be a dict, got {type(self.metadata).__name__}.")
 
     @property
     def num_bins(self) -> int:
@@ -108,12 +102,6 @@ class TeacherHistogram:
         """Write one safetensors file: tensors `histogram`, `bin_centers` (and `tokens` with `include_tokens`),
         string metadata `format`, `num_bins`, `alpha` and `metadata` (JSON). An existing file is only replaced with
         `overwrite=True`, and atomically; missing parent folders are created."""
-        path = Path(path)
-        if path.exists() and not overwrite:
-            raise FileExistsError(f"{str(path)!r} already exists; pass overwrite=True (--overwrite) to replace it.")
-        if path.parent.exists() and not path.parent.is_dir():
-            raise NotADirectoryError(f"Cannot write {str(path)!r}: {str(path.parent)!r} is not a folder.")
-        path.parent.mkdir(parents=True, exist_ok=True)
         tensors = {"histogram": self.histogram.contiguous(), "bin_centers": self.bin_centers.contiguous()}
         if include_tokens:
             if self.tokens is None:
@@ -126,14 +114,7 @@ class TeacherHistogram:
             "alpha": repr(self.alpha),
             "metadata": json.dumps(self.metadata, default=str, sort_keys=True),
         }
-        # Written next to the target and renamed, so an interrupted save never leaves a truncated teacher behind.
-        partial = path.with_name(f".{path.name}.{os.getpid()}.partial")
-        try:
-            save_file(tensors, str(partial), metadata=metadata)
-            os.replace(partial, path)
-        finally:
-            partial.unlink(missing_ok=True)
-        return path
+        return atomic_write(path, lambda tmp: save_file(tensors, str(tmp), metadata=metadata), overwrite=overwrite)
 
     def summary(self, width: int = 40) -> str:
         """A one-line picture of the histogram (for logs and the CLI)."""
@@ -168,20 +149,15 @@ def load_teacher(path: str | os.PathLike, num_bins: int | None = None, alpha: fl
             f"{sorted(tensors)}); build one with `glotok build-teacher`."
         )
     try:
-        file_alpha = float(file_metadata["alpha"])
-        metadata = json.loads(file_metadata.get("metadata", "{}"))
-    except (KeyError, ValueError) as err:
-        raise ValueError(f"Teacher histogram file {str(path)!r} has unreadable metadata: {err}.") from err
-    try:
         teacher = TeacherHistogram(
             histogram=tensors["histogram"],
             bin_centers=tensors.get("bin_centers", histogram_bin_centers(tensors["histogram"].shape[0])),
-            alpha=file_alpha,
-            metadata=metadata,
+            alpha=float(file_metadata["alpha"]),
+            metadata=json.loads(file_metadata.get("metadata", "{}")),
             tokens=tensors.get("tokens"),
         )
-    except (TypeError, ValueError) as err:
-        raise ValueError(f"Teacher histogram file {str(path)!r} is invalid: {err}") from err
+    except (KeyError, TypeError, ValueError) as err:
+        raise ValueError(f"Teacher histogram file {str(path)!r} is invalid: {type(err).__name__}: {err}") from err
     if num_bins is not None and teacher.num_bins != num_bins:
         raise ValueError(
             f"Teacher histogram {str(path)!r} has {teacher.num_bins} bins but the training configuration uses "
@@ -249,17 +225,9 @@ def random_codebook_teacher(
     r"""Control: the histogram of a random isotropic codebook, `size` standard-normal vectors of dimension `dim`
     (directions uniform on the sphere), drawn from `torch.Generator().manual_seed(seed)` on CPU. With `dim=8` and the
     size of the semantic codebook it is what an untrained codebook already looks like."""
-    for name, value in (("size", size), ("dim", dim)):
-        if not is_int(value) or value < 1:
-            raise ValueError(f"random codebook {name} must be a positive int, got {value!r}.")
     tokens = torch.randn(size, dim, generator=torch.Generator().manual_seed(seed))
-    return teacher_from_tokens(
-        tokens,
-        num_bins=num_bins,
-        alpha=alpha,
-        device=device,
-        metadata={"source": "random", "size": size, "dim": dim, "seed": seed, "distribution": "isotropic normal"},
-    )
+    metadata = {"source": "random", "size": size, "dim": dim, "seed": seed, "distribution": "isotropic normal"}
+    return teacher_from_tokens(tokens, num_bins=num_bins, alpha=alpha, device=device, metadata=metadata)
 
 
 def teacher_from_codebook(
@@ -284,8 +252,6 @@ def teacher_from_codebook(
         num_bins (`int`, *optional*, defaults to 40), alpha (`float`, *optional*): histogram settings.
         device (`str`, *optional*): where to compute the histogram.
     """
-    if branch not in ("semantic", "visual"):
-        raise ValueError(f"branch must be 'semantic' or 'visual', got {branch!r}.")
     if isinstance(codebook, torch.Tensor):
         tokens, info = codebook, {"model": "<tensor>"}
     else:
@@ -299,32 +265,19 @@ def teacher_from_codebook(
 
 
 def _tensor_from_safetensors(path: Path, key: str | None, branch: str) -> tuple[torch.Tensor, dict]:
-    try:
-        with safe_open(str(path), framework="pt") as handle:
-            keys = list(handle.keys())
-            if key is None:
-                matrices = [k for k in keys if len(handle.get_slice(k).get_shape()) == 2]
-                glotok_key = f"{branch}.quantizer.embedding.weight"
-                if glotok_key in keys:
-                    key = glotok_key
-                elif len(matrices) == 1:
-                    key = matrices[0]
-                else:
-                    raise ValueError(
-                        f"{str(path)!r} holds {len(matrices)} 2-D tensors; choose one with key= (--key): {matrices}."
-                    )
-            if key not in keys:
-                raise ValueError(f"{str(path)!r} has no tensor {key!r}; available: {keys}.")
-            tokens = handle.get_tensor(key)
-    except ValueError:
-        raise
-    except Exception as err:
-        raise ValueError(f"{str(path)!r} is not a readable safetensors file ({err}).") from err
-    if tokens.ndim != 2 or not tokens.is_floating_point():
-        raise ValueError(
-            f"Tensor {key!r} in {str(path)!r} must be a 2-D float codebook (n, d), got dtype {tokens.dtype} and "
-            f"shape {tuple(tokens.shape)}."
-        )
+    with safe_open(str(path), framework="pt") as handle:
+        keys = list(handle.keys())
+        if key is None:
+            matrices = [k for k in keys if len(handle.get_slice(k).get_shape()) == 2]
+            key = f"{branch}.quantizer.embedding.weight"
+            if key not in keys and len(matrices) != 1:
+                raise ValueError(
+                    f"{str(path)!r} holds {len(matrices)} 2-D tensors; choose one with key= (--key): {matrices}."
+                )
+            key = key if key in keys else matrices[0]
+        if key not in keys:
+            raise ValueError(f"{str(path)!r} has no tensor {key!r}; available: {keys}.")
+        tokens = handle.get_tensor(key)  # checked by teacher_from_tokens (check_vectors)
     return tokens, {"model": str(path), "key": key}
 
 
@@ -402,16 +355,15 @@ def teacher_from_backbone(
     from transformers import AutoImageProcessor, AutoModel
 
     from .data import DecodedImages, class_names, collate_readable, load_image_dataset
+    from .loading import resolve_device
 
     for name, value, minimum in (("num_clusters", num_clusters, 1), ("batch_size", batch_size, 1),
-                                 ("num_workers", num_workers, 0)):  # fmt: skip
+                                 ("num_workers", num_workers, 0), ("pool_size", pool_size or 1, 1),
+                                 ("max_images", max_images or 1, 1)):  # fmt: skip
         if not is_int(value) or value < minimum:
             raise ValueError(f"{name} must be an int >= {minimum}, got {value!r}.")
-    for name, value in (("pool_size", pool_size), ("max_images", max_images)):
-        if value is not None and (not is_int(value) or value < 1):
-            raise ValueError(f"{name} must be a positive int or None, got {value!r}.")
     alpha = _resolve_alpha(alpha, num_bins)
-    device = torch.device(device or torch.accelerator.current_accelerator() or "cpu")
+    device = resolve_device(device)
 
     processor = AutoImageProcessor.from_pretrained(model_name_or_path, cache_dir=cache_dir)
     model = AutoModel.from_pretrained(model_name_or_path, cache_dir=cache_dir, dtype=dtype)
@@ -425,29 +377,14 @@ def teacher_from_backbone(
             "index (-1 is the last layer)."
         )
 
+    used_label_column = label_column if per_class else None
     dataset = load_image_dataset(
-        dataset_name=dataset_name,
-        dataset_config_name=dataset_config_name,
-        train_data_dir=train_data_dir,
-        split=split,
-        image_column=image_column,
-        label_column=label_column if per_class else None,
-        cache_dir=cache_dir,
+        dataset_name, dataset_config_name, train_data_dir, split, image_column, used_label_column, cache_dir
     )
     if max_images is not None and max_images < len(dataset):
         dataset = dataset.shuffle(seed=seed).select(range(max_images))
-
-    loader = torch.utils.data.DataLoader(
-        DecodedImages(
-            dataset,
-            functools.partial(_preprocess, processor),
-            image_column,
-            label_column if per_class else None,
-        ),
-        batch_size=batch_size,
-        num_workers=num_workers,
-        collate_fn=collate_readable,
-    )
+    images = DecodedImages(dataset, functools.partial(_preprocess, processor), image_column, used_label_column)
+    loader = torch.utils.data.DataLoader(images, batch_size, num_workers=num_workers, collate_fn=collate_readable)
     features, labels, image_count, skipped = _extract_dataset_features(
         vision, loader, layer, vision_config.patch_size, pool_size, device, dtype, progress
     )
@@ -505,13 +442,7 @@ def extract_patch_features(
     average pooling. CLS and register tokens, which ViT-style models put before the patches, are dropped."""
     tokens = vision_model(pixel_values=pixel_values, output_hidden_states=True).hidden_states[layer]
     grid_h, grid_w = pixel_values.shape[-2] // patch_size, pixel_values.shape[-1] // patch_size
-    num_prefix = tokens.shape[1] - grid_h * grid_w
-    if num_prefix < 0:
-        raise ValueError(
-            f"Hidden state {layer} has {tokens.shape[1]} tokens, fewer than the {grid_h}x{grid_w} patches of "
-            f"{tuple(pixel_values.shape[-2:])} images with patch size {patch_size}."
-        )
-    patches = tokens[:, num_prefix:]
+    patches = tokens[:, tokens.shape[1] - grid_h * grid_w :]
     if pool_size is None:
         return patches
     if pool_size > min(grid_h, grid_w):
@@ -548,10 +479,7 @@ def kmeans_centers(features: np.ndarray, num_clusters: int, seed: int = 0) -> np
     from sklearn.cluster import MiniBatchKMeans
 
     kmeans = MiniBatchKMeans(
-        n_clusters=num_clusters,
-        batch_size=max(4096, 3 * num_clusters),
-        n_init=3,
-        random_state=seed,
+        n_clusters=num_clusters, batch_size=max(4096, 3 * num_clusters), n_init=3, random_state=seed
     )
     return kmeans.fit(features).cluster_centers_.astype(np.float32)
 

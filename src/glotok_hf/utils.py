@@ -1,5 +1,6 @@
 # Copyright 2026 The glotok-hf authors. Licensed under the Apache License, Version 2.0.
-"""Small helpers with one home each: the integer check and the "local folder or Hub repo id" decision.
+"""Small helpers with one home each: the integer check, the "local folder or Hub repo id" decision and the atomic
+file write.
 
 This module is inlined into the Hub remote-code files (`glotok_hf.hub.bundle_module`), so it imports only the standard
 library.
@@ -56,4 +57,21 @@ def resolve_source(source: str | os.PathLike, what: str = "model") -> Path | str
     return text
 
 
-__all__ = ["is_hub_repo_id", "is_int", "resolve_source"]
+def atomic_write(path: str | os.PathLike, write_fn, overwrite: bool = True) -> Path:
+    """Write `path` by calling `write_fn(tmp)` on a temporary file beside it (same suffix) and renaming that into
+    place, so an interrupted write never leaves a truncated file; missing parent folders are created. With
+    `overwrite=False` an existing `path` raises `FileExistsError`. Returns `path` as a `Path`."""
+    path = Path(path)
+    if not overwrite and path.exists():
+        raise FileExistsError(f"{str(path)!r} already exists; pass overwrite=True (--overwrite) to replace it.")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.stem}.{os.getpid()}.partial{path.suffix}")
+    try:
+        write_fn(tmp)
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return path
+
+
+__all__ = ["atomic_write", "is_hub_repo_id", "is_int", "resolve_source"]

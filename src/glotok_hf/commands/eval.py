@@ -10,6 +10,7 @@ import json
 import math
 from pathlib import Path
 
+from ..utils import atomic_write
 from .generate import positive_int
 
 EPILOG = """examples:
@@ -32,8 +33,9 @@ package) or torch-fidelity's weights-inception-2015-12-05-6726825d.pth (needs `p
 
 def _add_common(parser: argparse.ArgumentParser) -> None:
     group = parser.add_argument_group("feature networks and output")
-    group.add_argument("--inception", help="Inception-v3 file for FID/IS (see below).")
-    group.add_argument("--feature-net", help="TorchScript feature network for FID (images in [0, 1] -> (B, F)).")
+    networks = group.add_mutually_exclusive_group()
+    networks.add_argument("--inception", help="Inception-v3 file for FID/IS (see below).")
+    networks.add_argument("--feature-net", help="TorchScript feature network for FID (images in [0, 1] -> (B, F)).")
     group.add_argument("--batch-size", type=positive_int, default=32, help="Images per batch (default 32).")
     group.add_argument("--seed", type=int, default=0, help="Seed (default 0).")
     group.add_argument(
@@ -82,8 +84,12 @@ def register(subparsers) -> None:
     recon.add_argument("--lpips", help="LPIPS weights (.safetensors made by `glotok convert-lpips`).")
     uni = recon.add_argument_group("uniformity (VA-VAE protocol)")
     uni.add_argument("--uniformity-images", type=int, default=0, help="Images whose latents are kept (0 = off).")
-    uni.add_argument("--uniformity-points", type=int, default=10_000, help="t-SNE points per repeat (default 10000).")
-    uni.add_argument("--uniformity-repeats", type=int, default=10, help="Repeats, reported as mean/std (default 10).")
+    uni.add_argument(
+        "--uniformity-points", type=positive_int, default=10_000, help="t-SNE points per repeat (default 10000)."
+    )
+    uni.add_argument(
+        "--uniformity-repeats", type=positive_int, default=10, help="Repeats, reported as mean/std (default 10)."
+    )
     uni.add_argument("--uniformity-branch", choices=["semantic", "visual"], default="semantic")
     uni.add_argument("--uniformity-no-flip", action="store_true", help="Do not draw from flipped images.")
     uni.add_argument("--uniformity-max-iter", type=int, default=1000, help="t-SNE iterations (default 1000).")
@@ -143,37 +149,25 @@ def _json_safe(value):
 
 
 def _check_output(args) -> Path | None:
-    if args.output is None:
-        return None
-    path = Path(args.output)
-    if path.exists() and not args.overwrite:
-        raise FileExistsError(f"--output {path} exists; pass --overwrite to replace it.")
-    return path
+    """`--output` as a `Path`, refused at once (before any work) when it exists without `--overwrite`."""
+    if args.output is not None and Path(args.output).exists() and not args.overwrite:
+        raise FileExistsError(f"--output {args.output} exists; pass --overwrite to replace it.")
+    return Path(args.output) if args.output is not None else None
 
 
 def _report(result: dict, output: Path | None, is_main: bool) -> int:
-    if not is_main:
-        return 0
     text = json.dumps(_json_safe(result), indent=2, allow_nan=False)
-    print(text)
-    if output is not None:
-        output.parent.mkdir(parents=True, exist_ok=True)
-        output.write_text(text + "\n")
+    if is_main:
+        print(text)
+    if is_main and output is not None:
+        atomic_write(output, lambda tmp: tmp.write_text(text + "\n"))
     return 0
-
-
-def _autocast_dtype(name: str):
-    import torch
-
-    return {"no": None, "bf16": torch.bfloat16, "fp16": torch.float16}[name]
 
 
 def _feature_networks(args, probe_size: int, want_logits: bool):
     """(feature network for FID, logits network for IS, description) from --inception / --feature-net."""
     from glotok_hf.evaluation.fid import load_feature_network, load_inception
 
-    if args.inception and args.feature_net:
-        raise ValueError("Give --inception or --feature-net, not both.")
     if args.inception:
         logits = load_inception(args.inception, output="logits") if want_logits else None
         return load_inception(args.inception, output="pool"), logits, f"inception: {Path(args.inception).name}"
@@ -222,21 +216,19 @@ def run_reconstruction(args) -> int:
     from glotok_hf.evaluation.reconstruction import evaluate_reconstruction
     from glotok_hf.evaluation.sampling import process_state
     from glotok_hf.loading import load_tokenizer
+    from glotok_hf.losses.lpips import LPIPS
 
     state = process_state()
     torch.manual_seed(args.seed)
     model = load_tokenizer(model_path, subfolder=args.subfolder, device=state.device)
     resolution = args.resolution or model.config.sample_size
-    dataset = load_image_dataset(args.dataset_name, args.dataset_config_name, args.train_data_dir, args.split,
-                                 args.image_column, label_column=None)  # fmt: skip
+    dataset = load_image_dataset(
+        args.dataset_name, args.dataset_config_name, args.train_data_dir, args.split, args.image_column, None
+    )
     loader, num_images = _image_loader(
         dataset, resolution, args.batch_size, args.num_workers, args.image_column, args.max_samples
     )
-    lpips = None
-    if args.lpips:
-        from glotok_hf.losses.lpips import LPIPS
-
-        lpips = LPIPS.from_pretrained(args.lpips)
+    lpips = LPIPS.from_pretrained(args.lpips) if args.lpips else None
     feature_network, _, features = _feature_networks(args, resolution, want_logits=False)
     result = evaluate_reconstruction(
         model,
@@ -244,7 +236,7 @@ def run_reconstruction(args) -> int:
         lpips=lpips,
         feature_network=feature_network,
         quantize=not args.no_quantize,
-        autocast_dtype=_autocast_dtype(args.mixed_precision),
+        autocast_dtype={"bf16": torch.bfloat16, "fp16": torch.float16}.get(args.mixed_precision),
         uniformity_images=args.uniformity_images,
         uniformity_branch=args.uniformity_branch,
         uniformity_flip=not args.uniformity_no_flip,
@@ -278,18 +270,15 @@ def _reference(args, resolution: int):
     """(reference statistics or None, reference batches or None) from --reference."""
     import numpy as np
 
-    from glotok_hf.data import load_image_dataset
+    from glotok_hf.data import is_saved_dataset, load_image_dataset
     from glotok_hf.evaluation.fid import load_reference_statistics
     from glotok_hf.evaluation.sampling import load_samples_npz, process_state, shard_indices, uint8_to_pixel_values
 
     path = Path(args.reference)
-    if path.suffix == ".npz":
-        if not path.is_file():
-            raise FileNotFoundError(f"--reference {path} not found.")
+    if path.suffix == ".npz":  # np.load names a missing file
         with np.load(path, allow_pickle=False) as data:
-            keys = set(data.keys())
-        if {"mu", "sigma"} <= keys:
-            return load_reference_statistics(path), None
+            if {"mu", "sigma"} <= set(data.keys()):
+                return load_reference_statistics(path), None
         images, _ = load_samples_npz(path)
         state = process_state()
         mine = shard_indices(len(images), state.num_processes, state.process_index)
@@ -298,19 +287,15 @@ def _reference(args, resolution: int):
             for i in range(mine.start, mine.stop, args.batch_size)
         )
         return None, batches
-    if not path.exists():
-        raise FileNotFoundError(f"--reference {path} not found.")
-    is_saved = (path / "dataset_info.json").exists() or (path / "dataset_dict.json").exists()
-    dataset = load_image_dataset(str(path) if is_saved else None, None, None if is_saved else path,
-                                 args.reference_split, args.reference_image_column, label_column=None)  # fmt: skip
+    # a saved dataset or an image folder (load_image_dataset names a missing one)
+    name, folder = (str(path), None) if is_saved_dataset(path) else (None, path)
+    dataset = load_image_dataset(name, None, folder, args.reference_split, args.reference_image_column, None)
     loader, _ = _image_loader(dataset, resolution, args.batch_size, 0, args.reference_image_column)
     return None, loader
 
 
 def run_generation(args) -> int:
-    output = _check_output(args)
-    if args.npz and Path(args.npz).exists() and not args.overwrite:
-        raise FileExistsError(f"--npz {args.npz} exists; pass --overwrite to replace it.")
+    output = _check_output(args)  # --npz is checked by sample_for_evaluation before sampling
     pipeline_path = _local_folder(args.pipeline, "--pipeline")  # before torch is imported: a typo fails at once
     from glotok_hf.evaluation.consistency import load_image_classifier
     from glotok_hf.evaluation.generation import evaluate_generation

@@ -8,6 +8,9 @@ code that already reports through `evaluate`; for many or large images the torch
 
 from pathlib import Path
 
+import numpy as np
+import torch
+
 METRICS_DIR = Path(__file__).resolve().parent / "metrics"
 
 
@@ -36,4 +39,17 @@ def metric_path(name: str) -> str:
     return str(folder)
 
 
-__all__ = ["available_metrics", "metric_path"]
+def per_image_mean(metric_fn, predictions, references, data_range: float) -> float:
+    """Mean over image pairs of `metric_fn(prediction, reference, data_range=data_range)`: the shared loop of the psnr
+    and ssim scripts. Images are `(height, width, channels)` arrays, passed on as float64 `(1, C, H, W)` tensors."""
+    pairs = [[torch.from_numpy(np.asarray(x, dtype=np.float64)).permute(2, 0, 1)[None] for x in pair]
+             for pair in zip(predictions, references)]  # fmt: skip
+    if not pairs or len(predictions) != len(references) or any(a.shape != b.shape for a, b in pairs):
+        raise ValueError(
+            "Need one or more predictions and as many references, each one (height, width, channels) image of the "
+            "same shape as its reference."
+        )
+    return float(np.mean([float(metric_fn(a, b, data_range=float(data_range))) for a, b in pairs]))
+
+
+__all__ = ["available_metrics", "metric_path", "per_image_mean"]

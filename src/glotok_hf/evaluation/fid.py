@@ -1,18 +1,11 @@
 # Copyright 2026 The glotok-hf authors. Licensed under the Apache License, Version 2.0.
 """FID (rFID, gFID) and Inception Score through torchmetrics, with feature networks loaded from local files only.
 
-Nothing here downloads. Three kinds of feature network plug in:
-
-1. **torch-fidelity's Inception-v3** (the network torchmetrics uses by default): pass torch-fidelity's weights file
-   `weights-inception-2015-12-05-6726825d.pth` (from
-   https://github.com/toshas/torch-fidelity/releases/download/v0.2.0/weights-inception-2015-12-05-6726825d.pth).
-   torchmetrics' `NoTrainInceptionV3` builds the network from it (`feature_extractor_weights_path=`); this needs the
-   `torch-fidelity` package (`pip install torch-fidelity`, which also needs torchvision).
-2. **The TorchScript Inception-v3** of StyleGAN2-ADA / clean-fid, `inception-2015-12-05.pt` (from
-   https://nvlabs-fi-cdn.nvidia.com/stylegan2-ada-pytorch/pretrained/metrics/inception-2015-12-05.pt), a port of the
-   TensorFlow graph that the ADM evaluator uses. It needs no extra package (`torch.jit.load`).
-3. **Any feature network**: an `nn.Module` (or a TorchScript file) mapping images to `(batch, num_features)`
-   features, e.g. a project-trained encoder, or the tiny random network the tests use.
+Nothing here downloads. Three kinds of feature network plug in (download links in docs/evaluation.md): torch-fidelity's
+Inception-v3 `weights-inception-2015-12-05-6726825d.pth` (torchmetrics' default network; needs `pip install
+torch-fidelity`), the TorchScript Inception-v3 `inception-2015-12-05.pt` of StyleGAN2-ADA / clean-fid (a port of the
+ADM evaluator's TensorFlow graph; no extra package), or any `nn.Module` / TorchScript file mapping images to
+`(batch, num_features)` features.
 
 Conventions: the metric classes take images in [-1, 1] (the project's range), clamp them and round them to 8-bit
 levels (what a saved PNG holds; `quantize=False` skips the rounding), and hand the feature network float32 images in
@@ -21,7 +14,7 @@ reference statistics; the JSON reports name the network.
 
 Reference statistics for gFID come from real images ([`FrechetDistance.update`] with `real=True`) or from an `.npz`
 holding `mu` and `sigma` (the ADM reference batches, e.g. `VIRTUAL_imagenet256_labeled.npz`, store their Inception
-pool features' statistics under those keys; they were computed with the TensorFlow Inception, which option 2 matches).
+pool features' statistics under those keys; they were computed with the TensorFlow Inception, which the TorchScript port matches).
 """
 
 import os
@@ -36,9 +29,9 @@ from torchmetrics.image.inception import InceptionScore as _TorchmetricsInceptio
 
 from ..data import pixels_to_uint8
 from ..utils import is_int
+from .sampling import write_npz
 
 INCEPTION_FEATURES = {"pool": "2048", "logits": "logits_unbiased"}
-TORCH_FIDELITY_WEIGHTS = "weights-inception-2015-12-05-6726825d.pth"
 TORCHSCRIPT_INCEPTION = "inception-2015-12-05.pt"
 
 
@@ -79,13 +72,7 @@ class ImageFeatures(_FrozenFeatures):
         self.num_features = num_features
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
-        features = self.network(images)
-        if not isinstance(features, torch.Tensor) or features.ndim < 2 or features.shape[0] != images.shape[0]:
-            raise ValueError(
-                f"The feature network {self.name!r} must return a tensor of shape (batch, num_features), got "
-                f"{type(features).__name__} {tuple(getattr(features, 'shape', ()))} for a batch of {images.shape[0]}."
-            )
-        return features.flatten(1).float()
+        return self.network(images).flatten(1).float()
 
 
 class InceptionV3Features(_FrozenFeatures):
@@ -157,14 +144,6 @@ def _existing_file(path: str | os.PathLike, what: str) -> Path:
     return path
 
 
-def _is_torchscript_inception(module: torch.jit.ScriptModule) -> bool:
-    try:
-        arguments = [a.name for a in module.forward.schema.arguments]
-    except (AttributeError, RuntimeError):
-        return False
-    return "return_features" in arguments
-
-
 def load_inception(weights_path: str | os.PathLike, output: str = "pool") -> nn.Module:
     r"""An Inception-v3 feature network from a local file: the TorchScript `inception-2015-12-05.pt`
     ([`TorchScriptInceptionFeatures`]) or torch-fidelity's `weights-inception-2015-12-05-6726825d.pth`
@@ -181,7 +160,7 @@ def load_inception(weights_path: str | os.PathLike, output: str = "pool") -> nn.
         module = torch.jit.load(str(path), map_location="cpu")
     except RuntimeError:  # not a TorchScript archive: a state dict
         return InceptionV3Features(path, output=output)
-    if not _is_torchscript_inception(module):
+    if "return_features" not in str(getattr(module.forward, "schema", "")):
         raise ValueError(
             f"{path} is a TorchScript module, but not the Inception-v3 of StyleGAN2-ADA / clean-fid (its forward has "
             "no `return_features` argument). Pass a generic TorchScript feature network as a feature network instead."
@@ -196,17 +175,12 @@ def load_feature_network(path: str | os.PathLike, probe_size: int = 64) -> Image
     try:
         module = torch.jit.load(str(file), map_location="cpu")
     except RuntimeError as err:
-        raise ValueError(
-            f"{file} is not a TorchScript file (save the network with `torch.jit.save(torch.jit.script(net), path)` "
-            f"or `torch.jit.trace`): {err}"
-        ) from err
+        raise ValueError(f"{file} is not a TorchScript file (save it with `torch.jit.save`): {err}") from err
     return ImageFeatures(module, probe_size=probe_size, name=file.name)
 
 
-def _feature_network(feature_network: nn.Module, probe_size: int) -> nn.Module:
-    if isinstance(feature_network, (InceptionV3Features, TorchScriptInceptionFeatures, ImageFeatures)):
-        return feature_network
-    return ImageFeatures(feature_network, probe_size=probe_size)
+def _feature_network(network: nn.Module, probe_size: int) -> nn.Module:
+    return network if isinstance(network, _FrozenFeatures) else ImageFeatures(network, probe_size=probe_size)
 
 
 class FrechetDistance(nn.Module):
@@ -261,13 +235,11 @@ class FrechetDistance(nn.Module):
         mu = torch.as_tensor(np.asarray(mu), dtype=torch.float64)
         sigma = torch.as_tensor(np.asarray(sigma), dtype=torch.float64)
         f = self.num_features
-        if mu.shape != (f,) or sigma.shape != (f, f):
+        if mu.shape != (f,) or sigma.shape != (f, f) or not (mu.isfinite().all() and sigma.isfinite().all()):
             raise ValueError(
-                f"Reference statistics must have shapes mu ({f},) and sigma ({f}, {f}) to match the feature network "
-                f"{self.feature_network.name!r}, got {tuple(mu.shape)} and {tuple(sigma.shape)}."
+                f"Reference statistics must be finite, with shapes mu ({f},) and sigma ({f}, {f}) to match the feature "
+                f"network {self.feature_network.name!r}, got {tuple(mu.shape)} and {tuple(sigma.shape)}."
             )
-        if not (torch.isfinite(mu).all() and torch.isfinite(sigma).all()):
-            raise ValueError("Reference statistics must be finite.")
         # torchmetrics keeps sum(x), sum(x x^T) and n; any n >= 2 reproduces (mu, sigma) exactly, 2 loses least.
         n = 2
         device = self.metric.real_features_sum.device
@@ -289,10 +261,7 @@ class FrechetDistance(nn.Module):
         return mu.cpu().numpy(), sigma.cpu().numpy(), n
 
     def compute(self) -> float:
-        """The Fréchet distance (a Python float)."""
-        for prefix, what in (("real", "reference"), ("fake", "generated")):
-            if int(getattr(self.metric, f"{prefix}_features_num_samples")) < 2 and not _distributed():
-                raise ValueError(f"FID needs at least 2 {what} images (or reference statistics).")
+        """The Fréchet distance (a Python float); torchmetrics refuses fewer than 2 real or generated images."""
         return float(self.metric.compute())
 
     def reset(self, real: bool = False) -> None:
@@ -325,8 +294,7 @@ class InceptionScore(nn.Module):
         if not is_int(splits) or splits < 1:
             raise ValueError(f"splits must be a positive int, got {splits!r}.")
         self.logits_network = _feature_network(logits_network, probe_size=64)
-        self.quantize = quantize
-        self.seed = seed
+        self.quantize, self.seed = quantize, seed
         with warnings.catch_warnings():  # torchmetrics warns that it keeps every feature vector: that is intended
             warnings.filterwarnings("ignore", message=".*will save all extracted features.*")
             self.metric = _TorchmetricsInceptionScore(feature=self.logits_network, splits=splits, normalize=False)
@@ -357,21 +325,14 @@ class InceptionScore(nn.Module):
 
 def load_reference_statistics(path: str | os.PathLike) -> tuple[np.ndarray, np.ndarray]:
     r"""`(mu, sigma)` from an `.npz` with keys `mu` and `sigma` (ADM reference batches, or [`save_statistics`])."""
-    file = _existing_file(path, "Reference statistics")
-    try:
-        with np.load(file, allow_pickle=False) as data:
-            if "mu" not in data or "sigma" not in data:
-                raise ValueError(
-                    f"{file} holds {sorted(data.keys())}; reference statistics need the keys 'mu' and 'sigma' (an ADM "
-                    "reference batch or a file written by save_statistics). To use reference images instead, give "
-                    "an image folder or an ADM-style 'arr_0' image batch."
-                )
-            mu, sigma = np.asarray(data["mu"], dtype=np.float64), np.asarray(data["sigma"], dtype=np.float64)
-    except (OSError, EOFError) as err:  # not a readable npz
-        raise ValueError(f"Could not read {file} as an .npz file: {err}") from err
-    if mu.ndim != 1 or sigma.shape != (mu.shape[0], mu.shape[0]):
-        raise ValueError(f"{file}: mu must be (F,) and sigma (F, F), got {mu.shape} and {sigma.shape}.")
-    return mu, sigma
+    with np.load(_existing_file(path, "Reference statistics"), allow_pickle=False) as data:
+        if "mu" not in data or "sigma" not in data:
+            raise ValueError(
+                f"{path} holds {sorted(data.keys())}; reference statistics need the keys 'mu' and 'sigma' (an ADM "
+                "reference batch or a file written by save_statistics). To use reference images instead, give "
+                "an image folder or an ADM-style 'arr_0' image batch."
+            )
+        return np.asarray(data["mu"], dtype=np.float64), np.asarray(data["sigma"], dtype=np.float64)
 
 
 def save_statistics(
@@ -379,13 +340,8 @@ def save_statistics(
 ) -> Path:
     """Write `mu` and `sigma` (and string/number `metadata`) to an `.npz` readable by [`load_reference_statistics`]
     and by the ADM evaluator's `read_statistics` for the `mu`/`sigma` part. Refuses to overwrite unless asked."""
-    path = Path(path)
-    if path.exists() and not overwrite:
-        raise FileExistsError(f"{path} exists; pass overwrite=True to replace it.")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "wb") as f:
-        np.savez(f, mu=np.asarray(mu), sigma=np.asarray(sigma), **{k: np.asarray(v) for k, v in metadata.items()})
-    return path
+    arrays = {"mu": np.asarray(mu), "sigma": np.asarray(sigma), **{k: np.asarray(v) for k, v in metadata.items()}}
+    return write_npz(path, arrays, overwrite=overwrite)
 
 
 __all__ = [

@@ -62,16 +62,16 @@ def evaluate_generation(
         `inception_score_std`, `class_consistency` (`accuracy`, `per_class_accuracy`), and `sampling` (the protocol:
         seed, images per class, batch size, processes and the pipeline arguments), depending on what was given.
     """
-    if reference_statistics is not None and reference_batches is not None:
-        raise ValueError("Give reference_statistics or reference_batches, not both.")
-    if (reference_statistics is not None or reference_batches is not None) and feature_network is None:
-        raise ValueError("gFID needs a feature network (Inception weights or a feature network file).")
+    num_references = (reference_statistics is not None) + (reference_batches is not None)
+    if num_references > 1 or (feature_network is None) != (num_references == 0):
+        raise ValueError(
+            "gFID needs a reference, reference statistics (.npz with mu/sigma) or real images (not both), and a "
+            "feature network (Inception weights or a feature network file); give all or none of them."
+        )
     state = process_state()
     device = torch.device(device) if device is not None else state.device
     fid = None
     if feature_network is not None:
-        if reference_statistics is None and reference_batches is None:
-            raise ValueError("gFID needs a reference: reference statistics (.npz with mu/sigma) or real images.")
         fid = FrechetDistance(feature_network).to(device)
         if reference_statistics is not None:
             fid.set_reference_statistics(*reference_statistics)

@@ -2,15 +2,10 @@
 """Reconstruction metrics of a tokenizer: PSNR, SSIM (torchmetrics), LPIPS (local weights), rFID, codebook usage and
 perplexity per codebook, and optionally the uniformity of a branch's latent space.
 
-Conventions, fixed so that numbers compare across runs:
-
-- images are in [-1, 1]; reconstructions are clamped to [-1, 1] and, with `quantize=True` (the default), rounded to
-  8-bit levels, i.e. scored as the PNG a user would save. Originals from 8-bit files are already on those levels.
-- PSNR uses `data_range = 2` (the width of [-1, 1]), so `PSNR = 10 log10(4 / MSE)` per image; the reported PSNR is the
-  mean of the per-image values (as LlamaGen and FQGAN report it). It is `inf` for an exact reconstruction. On 8-bit
-  levels this equals the usual `10 log10(255^2 / MSE_uint8)`.
-- SSIM is torchmetrics' Gaussian-window SSIM (11x11, sigma 1.5, Wang et al. 2004) with `data_range = 2`, averaged
-  over images. skimage's default uniform 7x7 window gives slightly different values.
+Images are in [-1, 1] (`data_range = 2`); reconstructions are clamped and, with `quantize=True` (the default), rounded
+to 8-bit levels, i.e. scored as the PNG a user would save. PSNR is the mean of the per-image `10 log10(4 / MSE)` (as
+LlamaGen and FQGAN report it; `inf` for an exact copy); SSIM is torchmetrics' Gaussian-window SSIM (11x11, sigma 1.5),
+which differs slightly from skimage's default 7x7 window. The definitions of every figure: docs/evaluation.md.
 """
 
 from collections.abc import Iterable
@@ -32,20 +27,6 @@ DATA_RANGE = 2.0  # images live in [-1, 1]
 def prepare_images(images: torch.Tensor, quantize: bool = True) -> torch.Tensor:
     """Clamp images to [-1, 1] (float32) and, when `quantize`, round them to the 256 levels of an 8-bit PNG."""
     return uint8_to_pixels(pixels_to_uint8(images)) if quantize else images.detach().float().clamp(-1, 1)
-
-
-def _check_pair(reconstructions: torch.Tensor, originals: torch.Tensor) -> None:
-    for name, x in (("reconstructions", reconstructions), ("originals", originals)):
-        if not isinstance(x, torch.Tensor) or not x.is_floating_point() or x.ndim != 4:
-            raise ValueError(
-                f"{name} must be a floating-point tensor of shape (batch, channels, height, width) in [-1, 1], got "
-                f"{type(x).__name__} {tuple(getattr(x, 'shape', ()))}."
-            )
-    if reconstructions.shape != originals.shape:
-        raise ValueError(
-            f"reconstructions and originals must have the same shape, got {tuple(reconstructions.shape)} and "
-            f"{tuple(originals.shape)}."
-        )
 
 
 class ReconstructionMetrics(nn.Module):
@@ -73,7 +54,6 @@ class ReconstructionMetrics(nn.Module):
     @torch.no_grad()
     def update(self, reconstructions: torch.Tensor, originals: torch.Tensor) -> None:
         """Add a batch: `reconstructions` and `originals` of shape `(batch, C, H, W)` in [-1, 1]."""
-        _check_pair(reconstructions, originals)
         recon = prepare_images(reconstructions, self.quantize)
         target = prepare_images(originals, self.quantize)
         self.psnr.update(recon, target)
@@ -101,12 +81,8 @@ class ReconstructionMetrics(nn.Module):
 
 def _pixel_values(batch) -> torch.Tensor:
     if isinstance(batch, dict):
-        if "pixel_values" not in batch:
-            raise ValueError(f"Batches given as dicts need a 'pixel_values' entry, got keys {sorted(batch)}.")
         return batch["pixel_values"]
-    if isinstance(batch, (list, tuple)):
-        return batch[0]
-    return batch
+    return batch[0] if isinstance(batch, (list, tuple)) else batch
 
 
 @torch.no_grad()
@@ -158,11 +134,10 @@ def evaluate_reconstruction(
         raise ValueError(f"The tokenizer has no {uniformity_branch} codebook to measure the uniformity of.")
     device = next(model.parameters()).device
     metrics = ReconstructionMetrics(lpips=lpips, feature_network=feature_network, quantize=quantize).to(device)
-    branches = {
-        name: getattr(model, name) for name in ("semantic", "visual") if getattr(model, name, None) is not None
-    }
+    branches = [name for name in ("semantic", "visual") if getattr(model, name, None) is not None]
     counts = {
-        name: torch.zeros(b.quantizer.num_codes, dtype=torch.long, device=device) for name, b in branches.items()
+        name: torch.zeros(getattr(model, name).quantizer.num_codes, dtype=torch.long, device=device)
+        for name in branches
     }
     num_processes = torch.distributed.get_world_size() if torch.distributed.is_initialized() else 1
     keep_per_process = -(-uniformity_images // num_processes)

@@ -1,14 +1,8 @@
 # Copyright 2026 The glotok-hf authors. Licensed under the Apache License, Version 2.0.
-"""Sampling for evaluation with a fixed, reproducible protocol (the causes of irreproducible FIDs users report are
-unbalanced labels, seeds that change with the GPU count, and lossy storage):
-
-- balanced labels: `images_per_class` images of every class (ADM / LlamaGen: 50 per class, 50,000 for ImageNet), image
-  `i` has class `class_ids[i // images_per_class]`;
-- per-image seeds: image `i` is drawn with its own generator seeded `seed + i`, whatever the number of processes or the
-  batch size, so 1 GPU and 8 GPUs give the same images (up to the numerics of batched kernels);
-- processes take contiguous shards of the image indices (as `accelerate`'s `split_between_processes`);
-- storage is lossless: an ADM-style `.npz` (`arr_0`: uint8 `(N, H, W, 3)`, `arr_1`: int64 labels, in index order) that
-  the ADM evaluator (openai/guided-diffusion `evaluations/evaluator.py`) reads as a sample batch, and optionally PNGs.
+"""Sampling for evaluation with a fixed, reproducible protocol (docs/evaluation.md): balanced labels, a generator
+seeded `seed + i` for image `i` whatever the number of processes or the batch size, contiguous shards per process (as
+`accelerate`'s `split_between_processes`), and lossless storage as an ADM-style `.npz` (`arr_0`: uint8 `(N, H, W, 3)`,
+`arr_1`: int64 labels, in index order) that the ADM evaluator reads as a sample batch, and optionally PNGs.
 
 The pipeline is called as `pipeline(class_labels=[...], generator=[one per image], num_images_per_label=1,
 output_type="np", **sampling_kwargs)` and must return an object with `images` (float `(B, H, W, 3)` in [0, 1], uint8,
@@ -28,7 +22,7 @@ from PIL import Image
 from tqdm.auto import tqdm
 
 from ..data import uint8_to_pixels
-from ..utils import is_int
+from ..utils import atomic_write, is_int
 
 
 def process_state() -> PartialState:
@@ -45,10 +39,12 @@ def balanced_class_labels(class_ids: int | Sequence[int], images_per_class: int)
         images_per_class (`int`): images per class.
     """
     class_ids = list(range(class_ids) if is_int(class_ids) else class_ids)
-    if not class_ids or not all(is_int(c) and c >= 0 for c in class_ids):
-        raise ValueError(f"class_ids must be a positive int or a non-empty list of class ids >= 0, got {class_ids!r}.")
-    if not is_int(images_per_class) or images_per_class < 1:
-        raise ValueError(f"images_per_class must be a positive int, got {images_per_class!r}.")
+    valid_ids = class_ids and all(is_int(c) and c >= 0 for c in class_ids)
+    if not valid_ids or not is_int(images_per_class) or images_per_class < 1:
+        raise ValueError(
+            "balanced_class_labels needs class_ids (a positive int or a non-empty list of ids >= 0) and "
+            f"images_per_class >= 1, got {class_ids!r} and {images_per_class!r}."
+        )
     return [c for c in class_ids for _ in range(images_per_class)]
 
 
@@ -150,40 +146,33 @@ def save_samples_npz(
 ) -> Path:
     """Write an ADM-style sample batch: `arr_0` uint8 `(N, H, W, 3)` and, when given, `arr_1` int64 labels `(N,)`.
     Refuses to replace an existing file unless `overwrite`."""
-    path = Path(path)
-    if path.suffix != ".npz":
-        raise ValueError(f"The sample batch path must end in .npz, got {path.name}.")
-    if path.exists() and not overwrite:
-        raise FileExistsError(f"{path} exists; pass overwrite=True (--overwrite) to replace it.")
     images = np.asarray(images)
-    if images.dtype != np.uint8 or images.ndim != 4 or images.shape[-1] != 3:
-        raise ValueError(f"images must be uint8 (N, H, W, 3), got {images.dtype} {images.shape}.")
-    arrays = {"arr_0": images}
-    if labels is not None:
-        labels = np.asarray(labels, dtype=np.int64)
-        if labels.shape != (images.shape[0],):
-            raise ValueError(f"labels must have shape ({images.shape[0]},), got {labels.shape}.")
-        arrays["arr_1"] = labels
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    with open(tmp, "wb") as f:
-        np.savez(f, **arrays)
-    os.replace(tmp, path)
-    return path
+    arrays = {"arr_0": images} if labels is None else {"arr_0": images, "arr_1": np.asarray(labels, dtype=np.int64)}
+    if not _is_uint8_batch(images) or len(arrays.get("arr_1", images)) != len(images):
+        raise ValueError(f"Need uint8 images (N, H, W, 3) and N labels, got {images.dtype} {images.shape}, {labels}.")
+    return write_npz(path, arrays, overwrite=overwrite)
+
+
+def write_npz(path: str | os.PathLike, arrays: dict, overwrite: bool = False) -> Path:
+    """`np.savez` of `arrays` to `path` through [`~glotok_hf.utils.atomic_write`] (any file name)."""
+
+    def write(tmp: Path) -> None:
+        with open(tmp, "wb") as f:  # a file object: np.savez would append ".npz" to other names
+            np.savez(f, **arrays)
+
+    return atomic_write(path, write, overwrite=overwrite)
+
+
+def _is_uint8_batch(images: np.ndarray) -> bool:
+    return images.dtype == np.uint8 and images.ndim == 4 and images.shape[-1] == 3
 
 
 def load_samples_npz(path: str | os.PathLike) -> tuple[np.ndarray, np.ndarray | None]:
     """`(images uint8 (N, H, W, 3), labels (N,) or None)` from an ADM-style `.npz` (`arr_0`, optional `arr_1`)."""
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"Sample batch not found: {path}.")
     with np.load(path, allow_pickle=False) as data:
-        if "arr_0" not in data:
-            raise ValueError(f"{path} is not an ADM-style sample batch: no 'arr_0' (keys {sorted(data.keys())}).")
-        images = data["arr_0"]
-        labels = data["arr_1"] if "arr_1" in data else None
-    if images.dtype != np.uint8 or images.ndim != 4 or images.shape[-1] != 3:
-        raise ValueError(f"{path}: arr_0 must be uint8 (N, H, W, 3), got {images.dtype} {images.shape}.")
+        images, labels = (data[key] if key in data else None for key in ("arr_0", "arr_1"))
+    if images is None or not _is_uint8_batch(images):
+        raise ValueError(f"{path} is not an ADM-style sample batch (arr_0: uint8 images (N, H, W, 3)).")
     return images, labels
 
 
@@ -221,7 +210,7 @@ def sample_for_evaluation(
     png_dir = Path(png_dir) if png_dir is not None else None
     if npz_path is not None and npz_path.suffix != ".npz":
         raise ValueError(f"npz_path must end in .npz, got {npz_path.name}.")
-    if npz_path is not None and npz_path.exists() and not overwrite:
+    if npz_path is not None and npz_path.exists() and not overwrite:  # before hours of sampling, not after
         raise FileExistsError(f"{npz_path} exists; pass overwrite=True (--overwrite) to replace it.")
     if png_dir is not None and png_dir.is_dir() and any(png_dir.glob("*.png")) and not overwrite:
         raise FileExistsError(f"{png_dir} already holds PNG files; pass overwrite=True (--overwrite) to replace them.")
@@ -269,9 +258,7 @@ def _concatenate(batches: list[SampleBatch]) -> SampleBatch:
     if not batches:
         return SampleBatch(np.zeros(0, np.int64), np.zeros(0, np.int64), np.zeros((0, 0, 0, 3), np.uint8))
     return SampleBatch(
-        indices=np.concatenate([b.indices for b in batches]),
-        labels=np.concatenate([b.labels for b in batches]),
-        images=np.concatenate([b.images for b in batches]),
+        *(np.concatenate([getattr(b, name) for b in batches]) for name in ("indices", "labels", "images"))
     )
 
 
@@ -286,4 +273,5 @@ __all__ = [
     "sample_for_evaluation",
     "save_samples_npz",
     "shard_indices",
+    "write_npz",
 ]

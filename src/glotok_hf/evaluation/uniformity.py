@@ -12,7 +12,7 @@ A uniform latent space spreads the points evenly, so its densities vary little:
 t-SNE and the random draws make one run noisy, so the protocol repeats it and reports mean and standard deviation.
 """
 
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 
 import numpy as np
 import torch
@@ -33,10 +33,8 @@ def density_statistics(density: np.ndarray | torch.Tensor) -> dict[str, float]:
     if isinstance(density, torch.Tensor):
         density = density.detach().cpu().numpy()
     density = np.asarray(density, dtype=np.float64)
-    if density.ndim != 1 or density.size < 2:
-        raise ValueError(f"density must be a 1-d array of at least 2 values, got shape {density.shape}.")
-    if not np.isfinite(density).all() or (density <= 0).any():
-        raise ValueError("density must hold finite, strictly positive values.")
+    if density.ndim != 1 or density.size < 2 or not np.isfinite(density).all() or (density <= 0).any():
+        raise ValueError(f"density must be a 1-d array of at least 2 finite positive values, got {density!r}.")
     n = density.size
     p = density / density.sum()
     entropy = -(p * np.log2(p)).sum()
@@ -69,29 +67,19 @@ def tsne_kde_density(
     from sklearn.manifold import TSNE
     from threadpoolctl import threadpool_limits
 
-    vectors = np.asarray(vectors, dtype=np.float64)
-    if vectors.ndim != 2:
-        raise ValueError(f"vectors must have shape (n, dim), got {vectors.shape}.")
-    if not perplexity < vectors.shape[0]:
-        raise ValueError(f"t-SNE needs more points than its perplexity ({perplexity}), got {vectors.shape[0]} points.")
+    vectors = np.asarray(vectors, dtype=np.float64)  # scikit-learn checks the shape and perplexity < n
     tsne = TSNE(n_components=2, perplexity=perplexity, max_iter=max_iter, random_state=seed, init="pca")
     with threadpool_limits(limits=num_threads, user_api="openmp"):
         points = tsne.fit_transform(vectors)
-    try:
-        density = gaussian_kde(points.T)(points.T)
-    except np.linalg.LinAlgError as err:  # every point embedded at the same place
-        raise ValueError(f"The t-SNE embedding is degenerate (singular covariance); cannot fit a KDE: {err}") from err
-    return points, density
+    return points, gaussian_kde(points.T)(points.T)
 
 
 def _as_latent_maps(latents, name: str) -> np.ndarray:
     if isinstance(latents, torch.Tensor):
         latents = latents.detach().float().cpu().numpy()
     latents = np.asarray(latents)
-    if latents.ndim != 4:
-        raise ValueError(f"{name} must have shape (num_images, dim, height, width), got shape {latents.shape}.")
-    if not np.isfinite(latents).all():
-        raise ValueError(f"{name} must be finite.")
+    if latents.ndim != 4 or not np.isfinite(latents).all():
+        raise ValueError(f"{name} must be finite, of shape (num_images, dim, height, width), got {latents.shape}.")
     return latents.astype(np.float64, copy=False)
 
 
@@ -114,10 +102,7 @@ def sample_latent_vectors(
         `np.ndarray` of shape `(num_points, dim)` (float64).
     """
     maps = _as_latent_maps(latents, "latents")
-    if flipped_latents is not None:
-        flipped = _as_latent_maps(flipped_latents, "flipped_latents")
-        if flipped.shape != maps.shape:
-            raise ValueError(f"flipped_latents must have the shape of latents {maps.shape}, got {flipped.shape}.")
+    flipped = _as_latent_maps(flipped_latents, "flipped_latents") if flipped_latents is not None else None
     n, _, h, w = maps.shape
     num_points = n if num_points is None else num_points
     if not 0 < num_points <= n:
@@ -153,13 +138,7 @@ class UniformityResult:
     repeats: list[dict[str, float]] = field(default_factory=list)
 
     def to_dict(self) -> dict:
-        return {
-            **{name: getattr(self, name) for name in UNIFORMITY_METRICS},
-            **{f"{name}_std": getattr(self, f"{name}_std") for name in UNIFORMITY_METRICS},
-            "num_points": self.num_points,
-            "num_repeats": len(self.repeats),
-            "repeats": self.repeats,
-        }
+        return {**asdict(self), "num_repeats": len(self.repeats)}
 
 
 def latent_uniformity(
@@ -190,8 +169,6 @@ def latent_uniformity(
         max_iter (`int`, *optional*, defaults to 1000): t-SNE iterations.
         num_threads (`int`, *optional*): cap on t-SNE's OpenMP threads (see [`tsne_kde_density`]).
     """
-    if not isinstance(num_repeats, int) or num_repeats < 1:
-        raise ValueError(f"num_repeats must be a positive int, got {num_repeats!r}.")
     maps = _as_latent_maps(latents, "latents")
     all_maps = maps if flipped_latents is None else np.concatenate([maps, _as_latent_maps(flipped_latents, "flipped")])
     mean = all_maps.mean(axis=(0, 2, 3))

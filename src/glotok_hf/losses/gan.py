@@ -6,7 +6,8 @@ silently swap real and fake (LlamaGen issue 84 swapped the BCE arguments of its 
 binary cross-entropies are written as softplus so the target of each term is visible:
 `BCE(logits, target=1) = softplus(-logits)` and `BCE(logits, target=0) = softplus(logits)`.
 
-All terms are computed in fp32. The discriminator's convention is "large logit = real".
+All terms are computed in fp32 and returned as tensors of shape `()`; logits may have any shape (PatchGAN maps). The
+discriminator's convention is "large logit = real".
 """
 
 import torch
@@ -18,15 +19,8 @@ DISCRIMINATOR_LOSSES = ("hinge", "non_saturating")
 def hinge_discriminator_loss(*, logits_real: torch.Tensor, logits_fake: torch.Tensor) -> dict[str, torch.Tensor]:
     r"""Hinge loss of the discriminator: `loss = (mean(relu(1 - logits_real)) + mean(relu(1 + logits_fake))) / 2`.
 
-    The halving follows taming-transformers / LlamaGen / FQGAN, so `disc_weight` means what it means there.
-
-    Args:
-        logits_real (`torch.FloatTensor` of any shape): discriminator logits on real images.
-        logits_fake (`torch.FloatTensor` of any shape): discriminator logits on reconstructions.
-
-    Returns:
-        `dict` with `loss`, `real_loss = mean(relu(1 - logits_real))` and `fake_loss = mean(relu(1 + logits_fake))`,
-        each of shape `()`.
+    The halving follows taming-transformers / LlamaGen / FQGAN, so `disc_weight` means what it means there. Returns
+    a `dict` with `loss`, `real_loss = mean(relu(1 - logits_real))` and `fake_loss = mean(relu(1 + logits_fake))`.
     """
     real_loss = F.relu(1.0 - logits_real.float()).mean()
     fake_loss = F.relu(1.0 + logits_fake.float()).mean()
@@ -38,14 +32,7 @@ def non_saturating_discriminator_loss(
 ) -> dict[str, torch.Tensor]:
     r"""Non-saturating (binary cross-entropy) loss of the discriminator:
     `loss = (BCE(logits_real, 1) + BCE(logits_fake, 0)) / 2 = (mean(softplus(-logits_real)) +
-    mean(softplus(logits_fake))) / 2`.
-
-    Args:
-        logits_real (`torch.FloatTensor` of any shape): discriminator logits on real images.
-        logits_fake (`torch.FloatTensor` of any shape): discriminator logits on reconstructions.
-
-    Returns:
-        `dict` with `loss`, `real_loss` and `fake_loss`, each of shape `()`.
+    mean(softplus(logits_fake))) / 2`, as a `dict` with `loss`, `real_loss` and `fake_loss`.
     """
     real_loss = F.softplus(-logits_real.float()).mean()  # BCE with target 1
     fake_loss = F.softplus(logits_fake.float()).mean()  # BCE with target 0
@@ -53,45 +40,31 @@ def non_saturating_discriminator_loss(
 
 
 def hinge_generator_loss(*, logits_fake: torch.Tensor) -> torch.Tensor:
-    r"""Hinge loss of the generator: `-mean(logits_fake)` (the generator raises the logits of its reconstructions).
-
-    Args:
-        logits_fake (`torch.FloatTensor` of any shape): discriminator logits on reconstructions.
-
-    Returns:
-        `torch.FloatTensor` of shape `()`.
-    """
+    r"""Hinge loss of the generator: `-mean(logits_fake)` (the generator raises the logits of its reconstructions)."""
     return -logits_fake.float().mean()
 
 
 def non_saturating_generator_loss(*, logits_fake: torch.Tensor) -> torch.Tensor:
-    r"""Non-saturating loss of the generator: `BCE(logits_fake, 1) = mean(softplus(-logits_fake))`.
-
-    Args:
-        logits_fake (`torch.FloatTensor` of any shape): discriminator logits on reconstructions.
-
-    Returns:
-        `torch.FloatTensor` of shape `()`.
-    """
+    r"""Non-saturating loss of the generator: `BCE(logits_fake, 1) = mean(softplus(-logits_fake))`."""
     return F.softplus(-logits_fake.float()).mean()  # BCE with target 1
+
+
+def _loss_pair(kind: str):
+    if kind not in DISCRIMINATOR_LOSSES:
+        raise ValueError(f"adversarial loss kind must be one of {DISCRIMINATOR_LOSSES}, got {kind!r}.")
+    if kind == "hinge":
+        return hinge_discriminator_loss, hinge_generator_loss
+    return non_saturating_discriminator_loss, non_saturating_generator_loss
 
 
 def discriminator_loss(kind: str, *, logits_real: torch.Tensor, logits_fake: torch.Tensor) -> dict[str, torch.Tensor]:
     """Dispatch to [`hinge_discriminator_loss`] (`kind="hinge"`) or [`non_saturating_discriminator_loss`]."""
-    if kind == "hinge":
-        return hinge_discriminator_loss(logits_real=logits_real, logits_fake=logits_fake)
-    if kind == "non_saturating":
-        return non_saturating_discriminator_loss(logits_real=logits_real, logits_fake=logits_fake)
-    raise ValueError(f"discriminator loss kind must be one of {DISCRIMINATOR_LOSSES}, got {kind!r}.")
+    return _loss_pair(kind)[0](logits_real=logits_real, logits_fake=logits_fake)
 
 
 def generator_adversarial_loss(kind: str, *, logits_fake: torch.Tensor) -> torch.Tensor:
     """Dispatch to [`hinge_generator_loss`] (`kind="hinge"`) or [`non_saturating_generator_loss`]."""
-    if kind == "hinge":
-        return hinge_generator_loss(logits_fake=logits_fake)
-    if kind == "non_saturating":
-        return non_saturating_generator_loss(logits_fake=logits_fake)
-    raise ValueError(f"generator loss kind must be one of {DISCRIMINATOR_LOSSES}, got {kind!r}.")
+    return _loss_pair(kind)[1](logits_fake=logits_fake)
 
 
 def adaptive_generator_weight(
@@ -117,13 +90,8 @@ def adaptive_generator_weight(
     no_gradient = not (torch.is_grad_enabled() and last_layer.requires_grad)
     if no_gradient or not (nll_loss.requires_grad and generator_loss.requires_grad):
         return torch.zeros((), device=nll_loss.device, dtype=torch.float32)
-    nll_grad = torch.autograd.grad(nll_loss, last_layer, retain_graph=True, allow_unused=True)[0]
-    generator_grad = torch.autograd.grad(generator_loss, last_layer, retain_graph=True, allow_unused=True)[0]
-    for name, grad in (("nll_loss", nll_grad), ("generator_loss", generator_grad)):
-        if grad is None:
-            raise ValueError(
-                f"adaptive_generator_weight: {name} does not depend on last_layer (shape {tuple(last_layer.shape)}); "
-                "pass the decoder's output weight, `model.get_last_layer()`."
-            )
+    # torch raises "One of the differentiated Tensors appears to not have been used" for an unrelated last_layer
+    nll_grad = torch.autograd.grad(nll_loss, last_layer, retain_graph=True)[0]
+    generator_grad = torch.autograd.grad(generator_loss, last_layer, retain_graph=True)[0]
     weight = nll_grad.float().norm() / (generator_grad.float().norm() + 1e-4)
     return weight.clamp(0.0, max_weight).detach()

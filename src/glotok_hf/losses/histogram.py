@@ -8,6 +8,8 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
+from ..utils import is_int
+
 
 def histogram_bin_centers(
     num_bins: int = 40, device: torch.device | str | None = None, dtype: torch.dtype | None = None
@@ -123,8 +125,6 @@ def soft_cosine_histogram(
     alpha = _resolve_alpha(alpha, num_bins)
     if block_size is None:
         block_size = 2**19 if vectors.device.type == "cpu" else 2**21
-    elif isinstance(block_size, bool) or not isinstance(block_size, int) or block_size < 1:
-        raise ValueError(f"block_size must be a positive int (pairs per block), got {block_size!r}.")
     dtype = torch.float64 if vectors.dtype == torch.float64 else torch.float32
     with torch.autocast(device_type=vectors.device.type, enabled=False):
         unit = F.normalize(vectors.to(dtype), dim=-1).contiguous()
@@ -180,11 +180,7 @@ _TRUNCATION_TOLERANCE = 1e-6
 
 @dataclass(frozen=True)
 class _KernelWindow:
-    """The kernel `exp(-alpha (s - B_k)^2)` evaluated on the `2J + 1` bins around each similarity's nearest centre.
-
-    With `d = s - B_m` (`|d| <= h / 2`) the offset from the nearest centre `m` and `h` the spacing,
-    `exp(-alpha (d - jh)^2) = exp(-alpha d^2) * exp(2 alpha h d)^j * exp(-alpha j^2 h^2)`: per pair, two exponentials
-    and `2J` products; the constant `offset_factors` are applied to 40-bin quantities."""
+    """The kernel evaluated on the `2J + 1` bins around each similarity's nearest centre (see soft_cosine_histogram)."""
 
     num_bins: int
     alpha: float
@@ -227,33 +223,21 @@ def _row_blocks(n: int, block_size: int):
 
 
 class _Workspace:
-    """Flat buffers that every block reuses through views: on CPU, allocating (and page-faulting) fresh block-sized
-    tensors costs more than the elementwise ops themselves."""
+    """Flat buffers every block reuses through views (on CPU, fresh block-sized tensors cost more than the math)."""
 
     def __init__(self, n: int, block_size: int, width: int, device: torch.device, dtype: torch.dtype):
         pairs = max((stop - start) * (n - start) for start, stop in _row_blocks(n, block_size))
-
-        def empty(size: int, dtype: torch.dtype = dtype) -> torch.Tensor:
-            return torch.empty(size, device=device, dtype=dtype)
-
-        self.offset, self.nearest_float, self.center, self.ratio = (
-            empty(pairs),
-            empty(pairs),
-            empty(pairs),
-            empty(pairs),
-        )
-        self.nearest = empty(pairs, torch.long)
-        self.window = empty(width * pairs)
-        self.moments = empty(4 * pairs)
+        sizes = {"offset": 1, "nearest_float": 1, "center": 1, "ratio": 1, "nearest": 1, "window": width, "moments": 4}
+        for name, factor in sizes.items():
+            kind = torch.long if name == "nearest" else dtype
+            setattr(self, name, torch.empty(factor * pairs, device=device, dtype=kind))
 
     def view(self, name: str, *shape: int) -> torch.Tensor:
         return getattr(self, name)[: math.prod(shape)].view(shape)
 
 
 def _block_offsets(unit: torch.Tensor, unit_t: torch.Tensor, start: int, stop: int, window: _KernelWindow, work):
-    """Nearest centre `m` and offset `d = s - B_m` of the similarities of rows `[start, stop)` with columns
-    `>= start`. Returns `nearest (P,)` int64, `offset`, `exp(-alpha d^2)` and `exp(2 alpha h d)`, each `(rows, cols)`.
-    The factor `exp(-alpha d^2)` is 0 below the diagonal, so those pairs weigh nothing."""
+    """`nearest (P,)`, `offset d`, `exp(-alpha d^2)` (0 below the diagonal) and `exp(2 alpha h d)` of rows [start, stop)."""
     rows, cols = stop - start, unit.shape[0] - start
     h, alpha = window.spacing, window.alpha
     # pos = (s + 1) / h = m + d / h
@@ -269,12 +253,9 @@ def _block_offsets(unit: torch.Tensor, unit_t: torch.Tensor, start: int, stop: i
 
 
 def _scatter_window_sums(out: torch.Tensor, nearest: torch.Tensor, weights: torch.Tensor, method: str | None = None):
-    """`out[j, m] += sum of weights[j, p] over the pairs p with nearest[p] == m`; `out (width, num_bins)`.
-
-    `method`: `"rows"` (CPU default) scatter-adds along the bins, in parallel over the window slots, about 3x faster
-    than bincount on CPU; `"bincount"` (CUDA default) keeps the few bins in shared memory instead of contending on
-    global atomics; `"flat"` is a 1-D scatter-add, which has a deterministic CUDA implementation (used under
-    `torch.use_deterministic_algorithms(True)`, where CUDA bincount raises)."""
+    """`out[j, m] += sum of weights[j, p] over pairs p with nearest[p] == m`, by `method` (see the comments)."""
+    # "rows" (CPU): scatter along the bins, ~3x faster than bincount; "bincount" (CUDA): bins in shared memory;
+    # "flat" (CUDA, deterministic mode, where bincount raises): a 1-D scatter-add.
     width, num_bins = out.shape
     if method is None:
         if out.device.type == "cpu":
@@ -292,8 +273,7 @@ def _scatter_window_sums(out: torch.Tensor, nearest: torch.Tensor, weights: torc
 
 
 def _polynomial_and_slope(coefficients: list, x: torch.Tensor, value: torch.Tensor, slope: torch.Tensor) -> None:
-    """`value = sum_k a_k x^k` and `slope = sum_k k a_k x^k` (`x p'(x)`) by Horner's rule, written into `value` and
-    `slope`; `coefficients[k]` is `a_k`, a tensor like `x`, or None for 0."""
+    """`value = sum_k a_k x^k`, `slope = sum_k k a_k x^k` by Horner's rule (`coefficients[k]` = `a_k` or None = 0)."""
     *lower, top = coefficients
     value.copy_(top)
     slope.zero_()
@@ -373,44 +353,34 @@ class _SoftHistogramSums(torch.autograd.Function):
 # ------------------------------------------------------------------------------------------------------ validation
 def check_histogram(histogram: torch.Tensor, num_bins: int | None = None, name: str = "histogram") -> torch.Tensor:
     """Validate a probability histogram: 1-D float tensor, `num_bins` long when given, finite, >= 0, sums to ~1."""
-    if not isinstance(histogram, torch.Tensor):
-        raise TypeError(f"{name} must be a torch.Tensor of shape (num_bins,), got {type(histogram).__name__}.")
     if histogram.ndim != 1 or not histogram.is_floating_point():
         raise ValueError(
-            f"{name} must be a 1-D float tensor of shape (num_bins,), got dtype {histogram.dtype} and shape "
-            f"{tuple(histogram.shape)}."
-        )
-    if num_bins is not None and histogram.shape[0] != num_bins:
-        raise ValueError(
-            f"{name} has {histogram.shape[0]} bins but num_bins={num_bins}; build the teacher with the same bin "
-            "count as the training configuration."
+            f"{name} must be a 1-D float tensor (num_bins,), got {histogram.dtype} {tuple(histogram.shape)}."
         )
     values = histogram.detach().double()
-    if not torch.isfinite(values).all():
-        raise ValueError(f"{name} contains NaN or inf values.")
-    if (values < 0).any():
-        raise ValueError(f"{name} must be non-negative, got a minimum of {values.min().item():.3g}.")
-    total = values.sum().item()
-    if abs(total - 1.0) > 1e-4:
-        raise ValueError(f"{name} must sum to 1 (a probability distribution), got a sum of {total:.6g}.")
+    for bad, problem in (
+        (num_bins is not None and len(values) != num_bins, f"has {len(values)} bins but num_bins={num_bins}; build "
+         "the teacher with the same bin count as the training configuration"),
+        (not torch.isfinite(values).all(), "contains NaN or inf values"),
+        ((values < 0).any(), "must be non-negative"),
+        (abs(values.sum().item() - 1) > 1e-4, f"must sum to 1 (a distribution), got a sum of {values.sum().item():.6g}"),
+    ):  # fmt: skip
+        if bad:
+            raise ValueError(f"{name} {problem}.")
     return histogram
 
 
 def _check_num_bins(num_bins: int) -> None:
-    if isinstance(num_bins, bool) or not isinstance(num_bins, int):
-        raise TypeError(f"num_bins must be an int, got {type(num_bins).__name__} {num_bins!r}.")
-    if num_bins < 2:
-        raise ValueError(f"num_bins must be >= 2 (bin centres span [-1, 1]), got {num_bins}.")
+    if not is_int(num_bins) or num_bins < 2:
+        raise ValueError(f"num_bins must be an int >= 2 (bin centres span [-1, 1]), got {num_bins!r}.")
 
 
 def _resolve_alpha(alpha: float | None, num_bins: int) -> float:
     _check_num_bins(num_bins)
     if alpha is None:
         return default_histogram_alpha(num_bins)
-    if isinstance(alpha, bool) or not isinstance(alpha, (int, float)):
-        raise TypeError(f"alpha must be a positive float, got {type(alpha).__name__} {alpha!r}.")
-    if not math.isfinite(alpha) or alpha <= 0:
-        raise ValueError(f"alpha must be a positive finite float, got {alpha}.")
+    if not (is_int(alpha) or isinstance(alpha, float)) or not math.isfinite(alpha) or alpha <= 0:
+        raise ValueError(f"alpha must be a positive finite float, got {alpha!r}.")
     if alpha > max_histogram_alpha(num_bins):
         raise ValueError(
             f"alpha={alpha} is too sharp for {num_bins} bins: alpha must be <= {max_histogram_alpha(num_bins):g} "
@@ -423,12 +393,11 @@ def _resolve_alpha(alpha: float | None, num_bins: int) -> float:
 def check_vectors(vectors: torch.Tensor, name: str = "vectors") -> None:
     """Validate a token set for a histogram: a finite `(n, d)` float tensor with `n, d >= 1` (reads the values back:
     for entry points, not for training steps)."""
-    if not isinstance(vectors, torch.Tensor):
-        raise TypeError(f"{name} must be a torch.Tensor of shape (n, d), got {type(vectors).__name__}.")
-    if vectors.ndim != 2 or vectors.shape[0] < 1 or vectors.shape[1] < 1:
-        raise ValueError(f"{name} must have shape (n, d) with n >= 1 and d >= 1, got shape {tuple(vectors.shape)}.")
-    if not vectors.is_floating_point():
-        raise ValueError(f"{name} must be a float tensor, got dtype {vectors.dtype}.")
+    if vectors.ndim != 2 or 0 in vectors.shape or not vectors.is_floating_point():
+        raise ValueError(
+            f"{name} must be a float tensor of shape (n, d) with n >= 1 and d >= 1, got {vectors.dtype} "
+            f"{tuple(vectors.shape)}."
+        )
     if not torch.isfinite(vectors).all():
         raise ValueError(f"{name} contains NaN or inf values.")
 

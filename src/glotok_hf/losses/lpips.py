@@ -17,6 +17,7 @@ with `glotok convert-lpips --vgg16 vgg16-397923af.pth --output lpips_vgg16.safet
 """
 
 import os
+import pickle
 import re
 from pathlib import Path
 
@@ -24,6 +25,8 @@ import torch
 import torch.nn.functional as F
 from safetensors.torch import load_file, save_file
 from torch import nn
+
+from ..utils import atomic_write
 
 WEIGHTS_NAME = "lpips_vgg16.safetensors"
 FORMAT_KEY, FORMAT_VALUE = "glotok_lpips", "vgg16-lin-v0.1"
@@ -83,19 +86,8 @@ class LPIPS(nn.Module):
     def from_pretrained(cls, path: str | os.PathLike) -> "LPIPS":
         """Load the weights from a local `.safetensors` file made by [`convert_lpips_checkpoint`], or a folder holding
         one (`lpips_vgg16.safetensors`, or its only `.safetensors` file). Never downloads."""
-        file = resolve_lpips_weights(path)
         model = cls()
-        state_dict = load_file(file, device="cpu")
-        expected = _expected_shapes()
-        missing = sorted(set(expected) - set(state_dict))
-        unexpected = sorted(set(state_dict) - set(expected))
-        wrong = sorted(k for k in set(expected) & set(state_dict) if tuple(state_dict[k].shape) != expected[k])
-        if missing or unexpected or wrong:
-            raise ValueError(
-                f"{file} is not an LPIPS-VGG16 weights file (missing keys {missing[:4]}, unexpected keys "
-                f"{unexpected[:4]}, wrong shapes {wrong[:4]}). Make one with `glotok convert-lpips`."
-            )
-        model.load_state_dict(state_dict, strict=True)
+        model.load_state_dict(load_file(resolve_lpips_weights(path), device="cpu"), strict=True)
         return model
 
     def forward(self, input: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
@@ -162,29 +154,20 @@ def resolve_lpips_weights(path: str | os.PathLike) -> Path:
     return path
 
 
-def default_lpips_heads_path() -> Path | None:
-    """The LPIPS v0.1 VGG heads that torchmetrics ships (`torchmetrics/functional/image/lpips_models/vgg.pth`), or
-    `None` when torchmetrics is not installed."""
-    try:
-        import torchmetrics
-    except ImportError:
-        return None
-    path = Path(torchmetrics.__file__).parent / "functional" / "image" / "lpips_models" / "vgg.pth"
-    return path if path.is_file() else None
+def default_lpips_heads_path() -> Path:
+    """The LPIPS v0.1 VGG heads that torchmetrics (a dependency) ships: `torchmetrics/functional/image/lpips_models/`
+    `vgg.pth`."""
+    import torchmetrics
+
+    return Path(torchmetrics.__file__).parent / "functional" / "image" / "lpips_models" / "vgg.pth"
 
 
 def _load_pth(path: Path, what: str) -> dict[str, torch.Tensor]:
-    if not path.is_file():
-        raise FileNotFoundError(f"{what} checkpoint not found: {path}.")
     try:
         state_dict = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as err:  # unpickling errors come in many types
+    except (RuntimeError, ValueError, pickle.UnpicklingError) as err:  # not a (weights-only) checkpoint
         raise ValueError(f"Could not read {what} checkpoint {path} with torch.load(weights_only=True): {err}") from err
-    if isinstance(state_dict, dict) and isinstance(state_dict.get("state_dict"), dict):
-        state_dict = state_dict["state_dict"]
-    if not isinstance(state_dict, dict) or not all(isinstance(v, torch.Tensor) for v in state_dict.values()):
-        raise ValueError(f"{what} checkpoint {path} must hold a state dict of tensors.")
-    return state_dict
+    return state_dict.get("state_dict", state_dict)
 
 
 def convert_lpips_checkpoint(
@@ -213,15 +196,9 @@ def convert_lpips_checkpoint(
     output_path = Path(output_path).expanduser()
     if output_path.suffix != ".safetensors":
         raise ValueError(f"output_path must end in .safetensors, got {output_path}.")
-    if output_path.exists() and not overwrite:
+    if output_path.exists() and not overwrite:  # before reading the 528 MB checkpoint
         raise FileExistsError(f"{output_path} already exists; pass overwrite=True (--overwrite) to replace it.")
-    if heads_path is None:
-        heads_path = default_lpips_heads_path()
-        if heads_path is None:
-            raise FileNotFoundError(
-                "No LPIPS heads file given and torchmetrics (which ships one) is not installed: pass the `lpips` "
-                "package's weights/v0.1/vgg.pth."
-            )
+    heads_path = heads_path or default_lpips_heads_path()  # torch.load names a missing file
     vgg = _load_pth(Path(vgg16_path).expanduser(), "VGG16")
     heads = _load_pth(Path(heads_path).expanduser(), "LPIPS heads")
 
@@ -250,11 +227,8 @@ def convert_lpips_checkpoint(
                 "checkpoint and the VGG (not AlexNet/SqueezeNet) LPIPS heads?"
             )
         state_dict[key] = source.detach().to(torch.float32).contiguous()
-    output_path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = output_path.with_name(output_path.name + ".tmp")
-    save_file(state_dict, str(tmp), metadata={"format": "pt", FORMAT_KEY: FORMAT_VALUE})
-    os.replace(tmp, output_path)  # atomic: a failed conversion never leaves a half-written file at output_path
-    return output_path
+    metadata = {"format": "pt", FORMAT_KEY: FORMAT_VALUE}
+    return atomic_write(output_path, lambda tmp: save_file(state_dict, str(tmp), metadata=metadata))
 
 
 __all__ = ["LPIPS", "convert_lpips_checkpoint", "default_lpips_heads_path", "resolve_lpips_weights"]

@@ -18,7 +18,7 @@ emits is one warning at construction when a configured term cannot run (no LPIPS
 import math
 import os
 import warnings
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass
 
 import torch
 from torch import nn
@@ -31,35 +31,26 @@ from .lpips import LPIPS
 from .reconstruction import RECONSTRUCTION_LOSSES, reconstruction_loss
 from .regularizers import disentanglement_loss, entropy_loss
 
-GENERATOR_TERMS = (
-    "reconstruction_loss",
-    "perceptual_loss",
-    "codebook_loss",
-    "commitment_loss",
-    "residual_loss",
-    "histogram_loss",
-    "generator_adversarial_loss",
-    "adaptive_weight",
-    "entropy_loss",
-    "disentanglement_loss",
-)
-
-_WEIGHTS = (
-    "reconstruction_weight",
-    "codebook_weight",
-    "residual_weight",
-    "histogram_weight",
-    "perceptual_weight",
-    "disc_weight",
-    "entropy_weight",
-    "disentanglement_weight",
-)
+# Every generator term and the GloTokLossConfig weight it is multiplied by in the total (the adversarial term also by
+# `adaptive_weight`, which is reported as a term of its own).
+TERM_WEIGHTS = {
+    "reconstruction_loss": "reconstruction_weight",
+    "perceptual_loss": "perceptual_weight",
+    "codebook_loss": "codebook_weight",
+    "commitment_loss": "codebook_weight",
+    "residual_loss": "residual_weight",
+    "histogram_loss": "histogram_weight",
+    "generator_adversarial_loss": "disc_weight",
+    "entropy_loss": "entropy_weight",
+    "disentanglement_loss": "disentanglement_weight",
+}
+GENERATOR_TERMS = (*TERM_WEIGHTS, "adaptive_weight")
 
 
 @dataclass
 class GloTokLossConfig:
     r"""
-    Weights and switches of [`GloTokObjective`]. Flat, typed and JSON-serialisable (`to_dict` / `from_dict`), so the
+    Weights and switches of [`GloTokObjective`]. Flat, typed and JSON-serialisable (`to_dict`; `GloTokLossConfig(**d)` reads it back), so the
     training script can save it next to checkpoints and in the model card.
 
     Args:
@@ -131,7 +122,7 @@ class GloTokLossConfig:
 
         for name, choices in (("reconstruction_loss", RECONSTRUCTION_LOSSES), ("disc_loss", DISCRIMINATOR_LOSSES)):
             check(name, lambda v: True, "", lambda v, c=choices: v in c, f"one of {choices}")
-        for name in _WEIGHTS:
+        for name in dict.fromkeys(TERM_WEIGHTS.values()):
             check(name, is_number, "a float", lambda v: math.isfinite(v) and v >= 0, "a finite number >= 0")
         for name in ("disc_adaptive_weight_max", "entropy_temperature"):
             check(name, is_number, "a float", lambda v: math.isfinite(v) and v > 0, "a finite number > 0")
@@ -147,17 +138,6 @@ class GloTokLossConfig:
     def to_dict(self) -> dict:
         """The config as a JSON-serialisable dict."""
         return asdict(self)
-
-    @classmethod
-    def from_dict(cls, config_dict: dict) -> "GloTokLossConfig":
-        """Build a config from `to_dict()` output; unknown keys raise a `ValueError`."""
-        if not isinstance(config_dict, dict):
-            raise TypeError(f"GloTokLossConfig.from_dict expects a dict, got {type(config_dict).__name__}.")
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(config_dict) - known)
-        if unknown:
-            raise ValueError(f"GloTokLossConfig got unknown keys {unknown}; known keys are {sorted(known)}.")
-        return cls(**config_dict)
 
 
 class GloTokObjective(nn.Module):
@@ -208,8 +188,6 @@ class GloTokObjective(nn.Module):
         perceptual: nn.Module | None = None,
     ):
         super().__init__()
-        if not isinstance(config, GloTokLossConfig):
-            raise TypeError(f"config must be a GloTokLossConfig, got {type(config).__name__}.")
         self.config = config
 
         if teacher_histogram is not None:
@@ -221,14 +199,11 @@ class GloTokObjective(nn.Module):
                 f"GloTokObjective: histogram_weight={config.histogram_weight} but no teacher_histogram was given, so "
                 "the histogram relation loss (GloTok's Eq. 7) is OFF. Pass the teacher's soft cosine histogram "
                 "(`glotok_hf.losses.histogram`), or set histogram_weight=0 to silence this warning.",
-                UserWarning,
                 stacklevel=2,
             )
 
         if perceptual is not None and config.perceptual_model_path is not None:
             raise ValueError("Pass either a perceptual module or GloTokLossConfig.perceptual_model_path, not both.")
-        if perceptual is not None and not isinstance(perceptual, nn.Module):
-            raise TypeError(f"perceptual must be an nn.Module, got {type(perceptual).__name__}.")
         if perceptual is None and config.perceptual_model_path is not None and config.perceptual_weight > 0:
             perceptual = LPIPS.from_pretrained(config.perceptual_model_path)
         if perceptual is None and config.perceptual_weight > 0:
@@ -237,7 +212,6 @@ class GloTokObjective(nn.Module):
                 "perceptual (LPIPS) loss is OFF. Nothing is downloaded: convert torchvision's VGG16 and the LPIPS "
                 "heads once with `glotok convert-lpips` and set GloTokLossConfig.perceptual_model_path to the "
                 "resulting .safetensors file, or set perceptual_weight=0 to silence this warning.",
-                UserWarning,
                 stacklevel=2,
             )
         self.perceptual = perceptual
@@ -290,11 +264,8 @@ class GloTokObjective(nn.Module):
             (beta included), `residual_loss`, `histogram_loss`, `generator_adversarial_loss`, `adaptive_weight`,
             `entropy_loss`, `disentanglement_loss`. A term that is off is reported as 0. `adaptive_weight` is the
             factor in `disc_weight * adaptive_weight * generator_adversarial_loss`: 0 before `disc_start`, 1 without
-            `disc_adaptive_weight`, and 0 under `torch.no_grad()` when adaptive. So
-            `loss = reconstruction_weight * reconstruction_loss + perceptual_weight * perceptual_loss +
-            codebook_weight * (codebook_loss + commitment_loss) + residual_weight * residual_loss +
-            histogram_weight * histogram_loss + disc_weight * adaptive_weight * generator_adversarial_loss +
-            entropy_weight * entropy_loss + disentanglement_weight * disentanglement_loss`.
+            `disc_adaptive_weight`, and 0 under `torch.no_grad()` when adaptive. `loss` is the sum of every term times
+            its weight in [`TERM_WEIGHTS`] (the module docstring's formula).
         """
         config = self.config
         reconstructions = output.sample
@@ -314,18 +285,13 @@ class GloTokObjective(nn.Module):
             terms["histogram_loss"] = self._histogram_loss(output, semantic_codebook)
 
         if adversarial_on:
-            if discriminator is None:
-                raise ValueError(
-                    f"generator_loss needs the discriminator from global_step {config.disc_start} (disc_start) on; "
-                    f"got discriminator=None at global_step {global_step}."
-                )
+            discriminator = _needs(
+                discriminator, f"the discriminator from global_step {config.disc_start} (disc_start) on"
+            )
             g_loss = generator_adversarial_loss(config.disc_loss, logits_fake=discriminator(reconstructions))
             terms["generator_adversarial_loss"] = g_loss
             if config.disc_adaptive_weight:
-                if last_layer is None:
-                    raise ValueError(
-                        "disc_adaptive_weight=True needs last_layer=model.get_last_layer() in generator_loss."
-                    )
+                _needs(last_layer, "last_layer=model.get_last_layer() with disc_adaptive_weight=True")
                 nll = (
                     config.reconstruction_weight * terms["reconstruction_loss"]
                     + config.perceptual_weight * terms["perceptual_loss"]
@@ -340,23 +306,14 @@ class GloTokObjective(nn.Module):
             terms["entropy_loss"] = self._entropy_loss(output, semantic_codebook, visual_codebook)
         if config.disentanglement_weight > 0:
             visual, semantic = getattr(output, "visual_quantized", None), getattr(output, "semantic_quantized", None)
-            if visual is None or semantic is None:
-                raise ValueError(
-                    "disentanglement_weight > 0 needs a dual-codebook tokenizer (both visual_quantized and "
-                    "semantic_quantized in the model output)."
-                )
+            _needs(
+                visual if semantic is not None else None, "a dual-codebook tokenizer with disentanglement_weight > 0"
+            )
             terms["disentanglement_loss"] = disentanglement_loss(visual, semantic)
 
-        loss = (
-            config.reconstruction_weight * terms["reconstruction_loss"]
-            + config.perceptual_weight * terms["perceptual_loss"]
-            + config.codebook_weight * (terms["codebook_loss"] + terms["commitment_loss"])
-            + config.residual_weight * terms["residual_loss"]
-            + config.histogram_weight * terms["histogram_loss"]
-            + config.disc_weight * terms["adaptive_weight"] * terms["generator_adversarial_loss"]
-            + config.entropy_weight * terms["entropy_loss"]
-            + config.disentanglement_weight * terms["disentanglement_loss"]
-        )
+        weights = {name: getattr(config, weight) for name, weight in TERM_WEIGHTS.items()}
+        weights["generator_adversarial_loss"] = weights["generator_adversarial_loss"] * terms["adaptive_weight"]
+        loss = sum(weights[name] * terms[name] for name in TERM_WEIGHTS)
         return {"loss": loss, **{name: value.detach() for name, value in terms.items()}}
 
     def discriminator_loss(
@@ -384,12 +341,8 @@ class GloTokObjective(nn.Module):
         """
         if not self.discriminator_active(global_step):
             zero = torch.zeros((), device=pixel_values.device, dtype=torch.float32)
-            return {
-                "loss": zero.clone().requires_grad_(True),
-                "discriminator_adversarial_loss": zero,
-                "logits_real": zero,
-                "logits_fake": zero,
-            }
+            terms = dict.fromkeys(("discriminator_adversarial_loss", "logits_real", "logits_fake"), zero)
+            return {"loss": zero.clone().requires_grad_(True), **terms}
         logits_real = discriminator(pixel_values.detach())
         logits_fake = discriminator(reconstructions.detach())
         terms = discriminator_loss(self.config.disc_loss, logits_real=logits_real, logits_fake=logits_fake)
@@ -402,17 +355,9 @@ class GloTokObjective(nn.Module):
 
     # ------------------------------------------------------------------------------------------------ helpers
     def _histogram_loss(self, output: GloTokModelOutput, semantic_codebook: torch.Tensor | None) -> torch.Tensor:
-        if getattr(output, "semantic_latents", None) is None:
-            raise ValueError(
-                f"histogram_weight={self.config.histogram_weight} > 0 but the tokenizer has no semantic codebook "
-                "(semantic_codebook_size=0): the histogram relation loss acts on the semantic codebook. Set "
-                "histogram_weight=0 for a single-codebook model."
-            )
-        if semantic_codebook is None:
-            raise ValueError(
-                "The histogram relation loss needs semantic_codebook=model.semantic.quantizer.embedding.weight in "
-                "generator_loss."
-            )
+        _needs(getattr(output, "semantic_latents", None), "a semantic codebook with histogram_weight > 0 (the "
+               "tokenizer has no semantic codebook; set histogram_weight=0 for a single-codebook model)")  # fmt: skip
+        _needs(semantic_codebook, "semantic_codebook=model.semantic.quantizer.embedding.weight for the histogram loss")
         return histogram_relation_loss(
             semantic_codebook,
             self.teacher_histogram.to(semantic_codebook.device),
@@ -423,16 +368,19 @@ class GloTokObjective(nn.Module):
     def _entropy_loss(self, output, semantic_codebook, visual_codebook) -> torch.Tensor:
         terms = []
         for name, codebook in (("semantic", semantic_codebook), ("visual", visual_codebook)):
-            latents = getattr(output, f"{name}_latents", None)
-            if latents is None:
-                continue
-            if codebook is None:
-                raise ValueError(
-                    f"entropy_weight > 0 needs {name}_codebook=model.{name}.quantizer.embedding.weight in "
-                    "generator_loss."
+            latents, config = getattr(output, f"{name}_latents", None), self.config
+            if latents is not None:
+                codebook = _needs(
+                    codebook, f"{name}_codebook=model.{name}.quantizer.embedding.weight (entropy_weight)"
                 )
-            config = self.config
-            terms.append(
-                entropy_loss(latents, codebook, config.entropy_temperature, l2_normalize=config.codebook_l2_norm)
-            )
+                terms.append(
+                    entropy_loss(latents, codebook, config.entropy_temperature, l2_normalize=config.codebook_l2_norm)
+                )
         return sum(term["loss"] for term in terms)  # a GloTok model has at least one codebook
+
+
+def _needs(value, what: str):
+    """`value`, or a `ValueError` saying that `generator_loss` needs `what`."""
+    if value is None:
+        raise ValueError(f"GloTokObjective.generator_loss needs {what}.")
+    return value

@@ -12,14 +12,7 @@ import torch.nn.functional as F
 
 def _flatten_channels_first(latents: torch.Tensor) -> torch.Tensor:
     """`(B, D, h, w)` -> `(B*h*w, D)`; `(N, D)` is returned as is."""
-    if latents.ndim == 4:
-        return latents.permute(0, 2, 3, 1).reshape(-1, latents.shape[1])
-    if latents.ndim == 2:
-        return latents
-    raise ValueError(
-        f"latents must have shape (batch, codebook_dim, height, width) or (num_vectors, codebook_dim), got "
-        f"{tuple(latents.shape)}."
-    )
+    return latents.permute(0, 2, 3, 1).reshape(-1, latents.shape[1]) if latents.ndim == 4 else latents
 
 
 def entropy_loss(

@@ -49,10 +49,8 @@ class CodebookUsage(evaluate.Metric):
                 f"codebook_usage needs num_codes, the codebook size, as a positive int; got {num_codes!r}."
             )
         indices = np.concatenate([np.asarray(p, dtype=np.int64).reshape(-1) for p in predictions] or [np.zeros(0)])
-        if indices.size == 0:
-            raise ValueError("codebook_usage needs at least one code index.")
-        if indices.min() < 0 or indices.max() >= num_codes:
-            raise ValueError(f"Code indices must lie in [0, {num_codes}), got [{indices.min()}, {indices.max()}].")
+        if indices.size == 0 or indices.min() < 0 or indices.max() >= num_codes:
+            raise ValueError(f"codebook_usage needs one or more code indices in [0, {num_codes}), got {indices}.")
         indices = torch.from_numpy(indices.astype(np.int64))
         counts = code_counts(indices, num_codes)
         perplexity = codebook_perplexity(counts)

@@ -4,9 +4,9 @@
 
 import datasets
 import evaluate
-import numpy as np
-import torch
 from torchmetrics.functional.image import peak_signal_noise_ratio
+
+from glotok_hf.evaluation.evaluate_modules import per_image_mean
 
 _DESCRIPTION = """
 Peak signal-to-noise ratio in dB, computed per image as 10 log10(data_range^2 / MSE) and averaged over images.
@@ -44,16 +44,4 @@ class Psnr(evaluate.Metric):
         )
 
     def _compute(self, predictions, references, data_range=2.0):
-        if len(predictions) == 0:
-            raise ValueError("psnr needs at least one image.")
-        values = []
-        for prediction, reference in zip(predictions, references):
-            prediction = torch.from_numpy(np.asarray(prediction, dtype=np.float64))
-            reference = torch.from_numpy(np.asarray(reference, dtype=np.float64))
-            if prediction.shape != reference.shape or prediction.ndim != 3:
-                raise ValueError(
-                    f"Each prediction and reference must be one (height, width, channels) image of the same shape, "
-                    f"got {tuple(prediction.shape)} and {tuple(reference.shape)}."
-                )
-            values.append(float(peak_signal_noise_ratio(prediction, reference, data_range=float(data_range))))
-        return {"psnr": float(np.mean(values))}
+        return {"psnr": per_image_mean(peak_signal_noise_ratio, predictions, references, data_range)}

@@ -4,9 +4,9 @@
 
 import datasets
 import evaluate
-import numpy as np
-import torch
 from torchmetrics.functional.image import structural_similarity_index_measure
+
+from glotok_hf.evaluation.evaluate_modules import per_image_mean
 
 _DESCRIPTION = """
 Structural similarity (Wang et al. 2004) with torchmetrics' Gaussian window (11x11, sigma 1.5), per image, averaged
@@ -51,20 +51,4 @@ class Ssim(evaluate.Metric):
         )
 
     def _compute(self, predictions, references, data_range=2.0):
-        if len(predictions) == 0:
-            raise ValueError("ssim needs at least one image.")
-        values = []
-        for prediction, reference in zip(predictions, references):
-            prediction = torch.from_numpy(np.asarray(prediction, dtype=np.float64))
-            reference = torch.from_numpy(np.asarray(reference, dtype=np.float64))
-            if prediction.shape != reference.shape or prediction.ndim != 3:
-                raise ValueError(
-                    f"Each prediction and reference must be one (height, width, channels) image of the same shape, "
-                    f"got {tuple(prediction.shape)} and {tuple(reference.shape)}."
-                )
-            # (H, W, C) -> (1, C, H, W)
-            prediction, reference = prediction.permute(2, 0, 1)[None], reference.permute(2, 0, 1)[None]
-            values.append(
-                float(structural_similarity_index_measure(prediction, reference, data_range=float(data_range)))
-            )
-        return {"ssim": float(np.mean(values))}
+        return {"ssim": per_image_mean(structural_similarity_index_measure, predictions, references, data_range)}
