@@ -9,17 +9,21 @@ item, which keeps every batch the same size and distributed ranks in lock-step; 
 teacher features) drop it from the batch ([`DecodedImages`] + [`collate_readable`]).
 """
 
+from __future__ import annotations
+
 import io
 import os
 import warnings
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import datasets
 import numpy as np
 import torch
 from PIL import Image, ImageOps
+
+if TYPE_CHECKING:
+    import datasets
 
 from .utils import is_int
 
@@ -181,6 +185,8 @@ def load_image_dataset(
             A label column that is asked for but missing is an error.
         cache_dir (`str`, *optional*): where `datasets` caches.
     """
+    import datasets  # 1 s and pyarrow: only when a dataset is loaded
+
     if (dataset_name is None) == (train_data_dir is None):
         raise ValueError("Give exactly one of dataset_name (a Hub name or a saved dataset) or train_data_dir.")
     if train_data_dir is not None:
@@ -212,6 +218,8 @@ def class_names(dataset: datasets.Dataset, label_column: str | None = "label") -
     """The class names of a `ClassLabel` column, or `None` when the column is absent or not a `ClassLabel`."""
     if label_column is None or label_column not in dataset.features:
         return None
+    import datasets  # already imported: `dataset` is one
+
     feature = dataset.features[label_column]
     return list(feature.names) if isinstance(feature, datasets.ClassLabel) else None
 

@@ -365,8 +365,8 @@ def teacher_from_backbone(
     alpha = _resolve_alpha(alpha, num_bins)
     device = resolve_device(device)
 
-    processor = AutoImageProcessor.from_pretrained(model_name_or_path, cache_dir=cache_dir)
-    model = AutoModel.from_pretrained(model_name_or_path, cache_dir=cache_dir, dtype=dtype)
+    processor = AutoImageProcessor.from_pretrained(model_name_or_path, cache_dir=cache_dir, trust_remote_code=False)
+    model = AutoModel.from_pretrained(model_name_or_path, cache_dir=cache_dir, dtype=dtype, trust_remote_code=False)
     vision = getattr(model, "vision_model", model).to(device).eval()
     vision_config = getattr(model.config, "vision_config", model.config)
     num_hidden_states = vision_config.num_hidden_layers + 1

@@ -126,8 +126,9 @@ def load_image_classifier(path: str | os.PathLike, device: torch.device | str = 
         return TorchScriptClassifier(torch.jit.load(str(path), map_location=device))
     from transformers import AutoImageProcessor, AutoModelForImageClassification
 
-    model = AutoModelForImageClassification.from_pretrained(path).to(device)
-    return TransformersImageClassifier(model, AutoImageProcessor.from_pretrained(path))
+    # never transformers' interactive trust prompt: a classifier that ships its own code is refused with an error
+    model = AutoModelForImageClassification.from_pretrained(path, trust_remote_code=False).to(device)
+    return TransformersImageClassifier(model, AutoImageProcessor.from_pretrained(path, trust_remote_code=False))
 
 
 def class_consistency(
