@@ -161,7 +161,7 @@ def test_extract_bad_inputs(tmp_path, model, dataset):
         extract_codes(model, dataset, tmp_path / "a", resolution=15)
     with pytest.raises(ValueError, match="label_column 'class'"):
         extract_codes(model, dataset, tmp_path / "a", label_column="class")
-    with pytest.raises(ValueError, match="shard_size must be a positive int"):
+    with pytest.raises(ValueError, match="shard_size must be an int >= 1"):
         extract_codes(model, dataset, tmp_path / "a", shard_size=0)
     with pytest.raises(ValueError, match="out of range for 1 label names"):
         extract_codes(model, dataset, tmp_path / "a", label_names=["cat"], progress=False)

@@ -67,14 +67,9 @@ def _shard_name(k: int) -> str:
 
 def _features(num_tokens: int, label_names: Sequence[str] | None) -> datasets.Features:
     label = datasets.ClassLabel(names=list(label_names)) if label_names else datasets.Value("int64")
-    return datasets.Features(
-        {
-            "index": datasets.Value("int64"),
-            "label": label,
-            "flipped": datasets.Value("bool"),
-            "codes": datasets.List(datasets.Value("int32"), length=num_tokens),
-        }
-    )
+    codes = datasets.List(datasets.Value("int32"), length=num_tokens)
+    return datasets.Features({"index": datasets.Value("int64"), "label": label, "flipped": datasets.Value("bool"),
+                              "codes": codes})  # fmt: skip
 
 
 def _check_labels(labels: list, indices: list[int], num_classes: int | None, label_column: str) -> None:
@@ -87,18 +82,10 @@ def _check_labels(labels: list, indices: list[int], num_classes: int | None, lab
 
 # ------------------------------------------------------------------------------------------------ extraction
 @torch.no_grad()
-def _encode_shard(
-    model: GloTokModel,
-    layout: TokenLayout,
-    loader: torch.utils.data.DataLoader,
-    *,
-    flip: bool,
-    device: torch.device,
-    autocast_dtype: torch.dtype | None,
-    num_classes: int | None,
-    label_column: str | None,
-    progress: tqdm,
-) -> dict[str, np.ndarray]:
+def _encode_shard(model: GloTokModel, layout: TokenLayout, loader, *, flip: bool, device: torch.device,
+                  autocast_dtype: torch.dtype | None, num_classes: int | None, label_column: str | None,
+                  progress: tqdm) -> dict[str, np.ndarray]:  # fmt: skip
+    """The columns of one shard (each image's row, then its flipped copy's); `{}` when no image was readable."""
     columns = {"index": [], "label": [], "flipped": [], "codes": []}
     for batch in loader:
         if batch["skipped"]:
@@ -174,15 +161,13 @@ def extract_codes(
     Returns:
         `Path` of the output folder; open it with [`load_code_dataset`].
     """
-    if not isinstance(model, GloTokModel):
-        raise TypeError(f"model must be a GloTokModel, got {type(model).__name__}.")
-    if not isinstance(dataset, datasets.Dataset):
-        raise TypeError(f"dataset must be a datasets.Dataset, got {type(dataset).__name__}.")
-    for name, value in (("batch_size", batch_size), ("shard_size", shard_size)):
-        if not is_int(value) or value < 1:
-            raise ValueError(f"{name} must be a positive int, got {value!r}.")
-    if not is_int(num_workers) or num_workers < 0:
-        raise ValueError(f"num_workers must be an int >= 0, got {num_workers!r}.")
+    for name, value, low in (
+        ("batch_size", batch_size, 1),
+        ("shard_size", shard_size, 1),
+        ("num_workers", num_workers, 0),
+    ):
+        if not is_int(value) or value < low:
+            raise ValueError(f"{name} must be an int >= {low}, got {value!r}.")
     dtypes = {"no": None, "bf16": torch.bfloat16, "fp16": torch.float16}
     if mixed_precision not in dtypes:
         raise ValueError(f"mixed_precision must be one of {list(dtypes)}, got {mixed_precision!r}.")
@@ -260,23 +245,11 @@ def extract_codes(
     )
     for k in todo:
         start, stop = k * shard_size, min(len(dataset), (k + 1) * shard_size)
-        loader = torch.utils.data.DataLoader(
-            DecodedImages(dataset, transform, image_column, label_column, indices=range(start, stop)),
-            batch_size=batch_size,
-            num_workers=num_workers,
-            collate_fn=collate_readable,
-        )
-        columns = _encode_shard(
-            model,
-            layout,
-            loader,
-            flip=flip,
-            device=state.device,
-            autocast_dtype=dtypes[mixed_precision],
-            num_classes=len(label_names) if label_names else None,
-            label_column=label_column,
-            progress=bar,
-        )
+        images = DecodedImages(dataset, transform, image_column, label_column, indices=range(start, stop))
+        loader = torch.utils.data.DataLoader(images, batch_size, num_workers=num_workers, collate_fn=collate_readable)
+        columns = _encode_shard(model, layout, loader, flip=flip, device=state.device,
+                                autocast_dtype=dtypes[mixed_precision], label_column=label_column,
+                                num_classes=len(label_names) if label_names else None, progress=bar)  # fmt: skip
         if not columns:
             columns = {name: [] for name in features}
         else:

@@ -40,6 +40,9 @@ STAGE_DEFAULTS = {
 LR_SCHEDULERS = ("constant", "constant_with_warmup", "linear", "cosine", "cosine_with_restarts", "polynomial")
 # Alternatives: a flag on the command line replaces the recipe's value of any other member of its group.
 EXCLUSIVE_GROUPS = (("dataset_name", "train_data_dir", "codes_dir"), ("model_config", "pretrained_model_name_or_path"))
+POSITIVE_OPTIONS = ("train_batch_size", "gradient_accumulation_steps", "checkpointing_steps", "validation_steps",
+                    "usage_window", "max_nonfinite_steps", "num_train_epochs")  # fmt: skip
+OPTIONAL_POSITIVE_OPTIONS = ("max_train_steps", "checkpoints_total_limit", "max_train_samples", "resolution")
 _INLINE_JSON = {"model_config", "discriminator_config"}  # a JSON file, inline JSON, or a mapping inside a recipe
 
 EPILOG = """Every flag is also accepted with dashes instead of underscores (--train-data-dir = --train_data_dir).
@@ -152,7 +155,7 @@ class TrainingArguments:
     resume_from_checkpoint: str | None = option(
         None, "A checkpoint folder, or `latest` for the newest complete one in --output_dir."
     )
-    report_to: str = option("tensorboard", "`tensorboard`, `wandb`, `all` or `none`.")
+    report_to: str = option("tensorboard", "Trackers to log to.", choices=("tensorboard", "wandb", "all", "none"))
     logging_dir: str = option("logs", "Log folder, relative to --output_dir.")
     tracker_project_name: str | None = option(None, "Tracker project (default: glotok-<stage>).")
     usage_window: int = option(100, "Batches over which codebook usage and perplexity are logged.")
@@ -184,15 +187,10 @@ class TrainingArguments:
             raise ValueError(f"--stage is required ({' or '.join(STAGES)}), on the command line or in the recipe.")
         if self.output_dir is None:
             raise ValueError("--output_dir is required, on the command line or in the recipe.")
-        positive = ("train_batch_size", "gradient_accumulation_steps", "checkpointing_steps", "validation_steps",
-                    "usage_window", "max_nonfinite_steps", "num_train_epochs")  # fmt: skip
-        for name in positive:
-            if getattr(self, name) is None or getattr(self, name) <= 0:
-                raise ValueError(f"--{name} must be a positive integer, got {getattr(self, name)!r}.")
-        for name in ("max_train_steps", "checkpoints_total_limit", "max_train_samples", "resolution"):
-            value = getattr(self, name)
-            if value is not None and value <= 0:
-                raise ValueError(f"--{name} must be a positive integer when given, got {value!r}.")
+        for name in POSITIVE_OPTIONS + OPTIONAL_POSITIVE_OPTIONS:
+            value, optional = getattr(self, name), name in OPTIONAL_POSITIVE_OPTIONS
+            if (value is None and not optional) or (value is not None and value <= 0):
+                raise ValueError(f"--{name} must be a positive integer{' when given' * optional}, got {value!r}.")
         if self.num_validation_images < 0 or self.dataloader_num_workers < 0 or self.lr_warmup_steps < 0:
             raise ValueError("--num_validation_images, --dataloader_num_workers and --lr_warmup_steps must be >= 0.")
         if not 0 <= self.class_dropout_prob < 1:
@@ -216,8 +214,6 @@ class TrainingArguments:
                                  "(--dataset_name/--train_data_dir) together with --tokenizer_name_or_path.")  # fmt: skip
             if self.codes_dir is not None and has_images:
                 raise ValueError("Give either --codes_dir or an image dataset for the prior stage, not both.")
-        if self.report_to not in ("tensorboard", "wandb", "all", "none"):
-            raise ValueError(f"--report_to must be tensorboard, wandb, all or none, got {self.report_to!r}.")
 
     def public_dict(self) -> dict[str, Any]:
         """The options as one flat JSON-able dict without secrets (for trackers, saved files and model cards); the
