@@ -50,9 +50,7 @@ def load_checkpoint_tensors(folder: Path) -> dict[str, torch.Tensor]:
         rel = str(path.relative_to(folder))
         if path.suffix == ".safetensors":
             tensors.update({f"{rel}:{k}": v for k, v in load_file(path).items()})
-        elif path.name.startswith(("optimizer", "scheduler")):
-            tensors.update(flatten(rel, torch.load(path, weights_only=False)))
-        elif path.name == "training_state.pt":
+        elif path.name.startswith(("optimizer", "scheduler", "training_state")):
             tensors.update(flatten(rel, torch.load(path, weights_only=False)))
         elif path.name == "ema_state.json":
             tensors[rel] = torch.tensor(json.loads(path.read_text())["num_updates"])
@@ -60,21 +58,11 @@ def load_checkpoint_tensors(folder: Path) -> dict[str, torch.Tensor]:
 
 
 def flatten(prefix: str, value) -> dict[str, torch.Tensor]:
-    if isinstance(value, dict):
-        out = {}
-        for k, v in value.items():
-            out.update(flatten(f"{prefix}.{k}", v))
-        return out
-    if isinstance(value, (list, tuple)):
-        out = {}
-        for i, v in enumerate(value):
-            out.update(flatten(f"{prefix}.{i}", v))
-        return out
-    if isinstance(value, torch.Tensor):
-        return {prefix: value}
-    if isinstance(value, (int, float, bool)):
-        return {prefix: torch.tensor(value)}
-    return {}
+    """The tensors and numbers of a nested dict/list, keyed by their path."""
+    if isinstance(value, (dict, list, tuple)):
+        items = value.items() if isinstance(value, dict) else enumerate(value)
+        return {name: t for key, item in items for name, t in flatten(f"{prefix}.{key}", item).items()}
+    return {prefix: torch.as_tensor(value)} if isinstance(value, (torch.Tensor, int, float, bool)) else {}
 
 
 def assert_same_tensors(a: dict, b: dict, atol: float = 0.0):

@@ -105,14 +105,10 @@ def launch(script: Path, argv: list[str], config: Path, env: dict, timeout: int 
 
 
 def read_metrics(output_dir: Path) -> list[dict]:
-    path = Path(output_dir) / "logs" / "metrics.jsonl"
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    """The logged rows of the run in `output_dir` (`glotok_hf.training.tracking.read_metrics` of its log)."""
+    from glotok_hf.training.tracking import METRICS_FILE, read_metrics
 
-
-def env_without_token() -> dict:
-    env = dict(os.environ)
-    env.pop("HF_TOKEN", None)
-    return env
+    return read_metrics(Path(output_dir) / "logs" / METRICS_FILE)
 
 
 def save_tiny_tokenizer(folder: Path, seed: int = 0) -> Path:

@@ -181,13 +181,15 @@ def checkpoint_step(path: Path) -> int | None:
     return int(match.group(1)) if match else None
 
 
-def list_checkpoints(output_dir: str | os.PathLike) -> list[Path]:
+def list_checkpoints(output_dir: str | os.PathLike, complete: bool = True) -> list[Path]:
     """Complete checkpoints in `output_dir` (`checkpoint-<n>` folders holding the training state, written last before
-    the atomic rename), oldest first; partial `.tmp-*` folders are never listed."""
+    the atomic rename; with `complete=False` also those without it), oldest first; partial `.tmp-*` folders are never
+    listed."""
     output_dir = Path(output_dir)
     if not output_dir.is_dir():
         return []
-    found = [p for p in output_dir.iterdir() if checkpoint_step(p) is not None and (p / STATE_FILE).is_file()]
+    found = [p for p in output_dir.iterdir()
+             if checkpoint_step(p) is not None and (not complete or (p / STATE_FILE).is_file())]  # fmt: skip
     return sorted(found, key=checkpoint_step)
 
 
@@ -200,7 +202,7 @@ def resolve_resume_checkpoint(output_dir: str | os.PathLike, value: str | None) 
         return None
     if value == "latest":
         skipped = []
-        for path in reversed(list_checkpoints(output_dir)):
+        for path in reversed(list_checkpoints(output_dir, complete=False)):
             damage = checkpoint_damage(path)
             if damage is None:
                 if skipped:
@@ -211,13 +213,6 @@ def resolve_resume_checkpoint(output_dir: str | os.PathLike, value: str | None) 
         if skipped:
             raise ValueError(f"Every checkpoint in {str(output_dir)!r} is damaged: {'; '.join(skipped)}. Pass "
                              "--overwrite_output_dir to start over, or restore a checkpoint.")  # fmt: skip
-        stateless = sorted(p.name for p in Path(output_dir).glob("checkpoint-*") if checkpoint_step(p) is not None)
-        if stateless:  # never silently restart from scratch next to checkpoints a user may want
-            raise ValueError(
-                f"--resume_from_checkpoint latest found no complete checkpoint in {str(output_dir)!r}, but {stateless} "
-                f"lack {STATE_FILE} (written by another version of this script, or modified). Pass "
-                "--overwrite_output_dir to start over, or restore the checkpoint."
-            )
         return None
     path = Path(value)
     if not path.exists() and not path.is_absolute() and (Path(output_dir) / path).exists():
@@ -229,10 +224,6 @@ def resolve_resume_checkpoint(output_dir: str | os.PathLike, value: str | None) 
         )
     if not path.is_dir():
         raise FileNotFoundError(f"--resume_from_checkpoint {value!r} is not a checkpoint folder.")
-    if not (path / STATE_FILE).is_file():
-        raise ValueError(
-            f"--resume_from_checkpoint {value!r} is not a complete checkpoint of this script ({STATE_FILE} missing)."
-        )
     damage = checkpoint_damage(path)
     if damage is not None:
         intact = next(
@@ -245,11 +236,15 @@ def resolve_resume_checkpoint(output_dir: str | os.PathLike, value: str | None) 
 
 
 def checkpoint_damage(path: Path) -> str | None:
-    """Why the checkpoint `path` cannot be loaded (a truncated, corrupted or unsafe file: a torn copy, a full disk, a
-    tampered file), or `None` when every file opens. Every torch.save file is opened safely, as accelerate loads it
-    (accelerate would silently skip an unreadable RNG file), so a resume never continues with half the state."""
+    """Why the checkpoint `path` cannot be loaded (no training state; a truncated, corrupted or unsafe file: a torn
+    copy, a full disk, a tampered file), or `None` when every file opens. Every torch.save file is opened safely, as
+    accelerate loads it (accelerate would silently skip an unreadable RNG file), so a resume never continues with half
+    the state."""
     from accelerate.utils import load as accelerate_load
 
+    if not (path / STATE_FILE).is_file():  # never silently restart from scratch next to checkpoints a user may want
+        return (f"Checkpoint {str(path)!r} is not a complete checkpoint of this script ({STATE_FILE} missing: written by "
+                "another version of it, or modified).")  # fmt: skip
     for file in sorted(p for p in path.rglob("*") if p.is_file()):
         if file.suffix == ".safetensors":
             try:
