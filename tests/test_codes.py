@@ -1,15 +1,14 @@
 """Code extraction: round trip against the tokenizer, flip rows, resume, refusal to overwrite, and accelerate."""
 
-import json
 import subprocess
 
 import numpy as np
 import pytest
 import torch
-from accelerate.utils import write_basic_config
 from conftest import PYTHON, tiny_glotok_model
 from PIL import Image
 from prior_utils import one_torch_thread
+from train_utils import accelerate_config
 
 import glotok_hf.codes as codes_module
 from glotok_hf.cli import main
@@ -213,13 +212,8 @@ def test_two_processes_through_accelerate(tmp_path, image_dir, model, reference,
     """`accelerate launch` with 2 CPU processes writes the same dataset as one process."""
     tokenizer = tmp_path / "tokenizer"
     model.save_pretrained(tokenizer)
-    config_file = tmp_path / "accelerate.json"
-    write_basic_config(mixed_precision="no", save_location=str(config_file))
-    config = json.loads(config_file.read_text())
-    # accelerate starts several CPU processes only through torchrun (its MULTI_CPU type needs mpirun): the
-    # multi-process launcher, then extract_codes joins a gloo group because there is no accelerator.
-    config.update(distributed_type="MULTI_GPU", num_processes=2, use_cpu=False)
-    config_file.write_text(json.dumps(config))
+    # The torchrun launcher (accelerate's MULTI_CPU type needs mpirun); extract_codes then joins a gloo group.
+    config_file = accelerate_config(tmp_path / "accelerate.json", num_processes=2)
     subprocess_env["OMP_NUM_THREADS"] = "1"
     launch = [PYTHON, "-m", "accelerate.commands.launch", "--config_file", str(config_file), "-m", "glotok_hf.cli"]
     result = subprocess.run(

@@ -15,6 +15,7 @@ from glotok_hf import GloTokModel
 from glotok_hf.losses import GloTokObjective
 from glotok_hf.teacher import random_codebook_teacher
 from glotok_hf.training import Stage, TrainingArguments
+from glotok_hf.training.checkpointing import list_checkpoints
 
 
 @pytest.fixture(scope="module")
@@ -23,8 +24,7 @@ def images(tmp_path_factory):
 
 
 def checkpoint_names(output_dir):
-    names = [p.name for p in output_dir.iterdir() if p.name.startswith("checkpoint-")]
-    return sorted(names, key=lambda name: int(name.split("-")[1]))
+    return [p.name for p in list_checkpoints(output_dir, complete=False)]
 
 
 def test_checkpoints_validation_and_final_model(images, tmp_path):

@@ -6,6 +6,7 @@ import os
 import subprocess
 import sys
 from pathlib import Path
+from unittest import mock
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 TRAINING_DIR = REPO_ROOT / "training"
@@ -72,19 +73,15 @@ def run_in_process(argv: list[str]):
     import torch
     from accelerate.state import AcceleratorState, GradientState, PartialState
 
-    threads, use_cpu = torch.get_num_threads(), os.environ.get("ACCELERATE_USE_CPU")
-    torch.set_num_threads(1)
-    os.environ["ACCELERATE_USE_CPU"] = "true"  # CPU also on a GPU machine: runs compare with the CPU launches
-    try:
-        from glotok_hf.training import main
+    from glotok_hf.training import main
 
-        return main(argv)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:  # CPU also on a GPU machine: runs compare with the CPU launches
+        with mock.patch.dict(os.environ, ACCELERATE_USE_CPU="true"):
+            return main(argv)
     finally:
         torch.set_num_threads(threads)
-        if use_cpu is None:
-            os.environ.pop("ACCELERATE_USE_CPU", None)
-        else:
-            os.environ["ACCELERATE_USE_CPU"] = use_cpu
         AcceleratorState._reset_state(True)
         GradientState._reset_state()
         PartialState._reset_state()

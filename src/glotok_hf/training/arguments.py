@@ -73,9 +73,8 @@ class TrainingArguments:
                                       group="data")  # fmt: skip
     dataset_config_name: str | None = option(None, "Configuration of --dataset_name.")
     dataset_split: str = option("train", "Split to train on.")
-    train_data_dir: str | None = option(
-        None, "A `datasets` imagefolder: one sub-folder per class (class labels from folder names)."
-    )
+    train_data_dir: str | None = option(None, "A `datasets` imagefolder: one sub-folder per class (class labels from "
+                                        "folder names).")  # fmt: skip
     image_column: str = option("image", "Column holding the images.")
     label_column: str = option("label", "Column holding the class labels.")
     cache_dir: str | None = option(None, "Where `datasets` caches.")
@@ -95,17 +94,15 @@ class TrainingArguments:
                                              "mapping). Prior: LlamaConfig overrides on top of --prior_size. Given "
                                              "with a recipe that has one, it is merged into the recipe's mapping "
                                              "(its keys win).", group="models")  # fmt: skip
-    pretrained_model_name_or_path: str | None = option(
-        None, "Start from this saved tokenizer (or prior) instead of a fresh --model_config."
-    )
+    pretrained_model_name_or_path: str | None = option(None, "Start from this saved tokenizer (or prior) instead of a "
+                                                       "fresh --model_config.")  # fmt: skip
     discriminator_config: str | dict | None = option(
         None,
         "A GloTokDiscriminatorConfig JSON file / inline JSON (default: the paper's PatchGAN); merged into the "
         "recipe's mapping like --model_config.",
     )
-    teacher_histogram: str | None = option(
-        None, "Teacher histogram file from `glotok build-teacher` (turns the histogram loss on)."
-    )
+    teacher_histogram: str | None = option(None, "Teacher histogram file from `glotok build-teacher` (turns the "
+                                           "histogram loss on).")  # fmt: skip
     tokenizer_name_or_path: str | None = option(None, "Prior stage: the trained tokenizer (decodes validation "
                                                 "samples; extracts codes on the fly without --codes_dir).")  # fmt: skip
     allow_tokenizer_mismatch: bool = option(False, "Prior stage: accept --codes_dir extracted with other tokenizer "
@@ -113,59 +110,50 @@ class TrainingArguments:
                                             "differs).", switch=True)  # fmt: skip
     prior_size: str = option("B", "Prior stage: LlamaGen size preset (B: 12 layers x 768, L, XL, XXL, 3B).",
                              choices=sorted(PRIOR_SIZES))  # fmt: skip
-    class_dropout_prob: float = option(
-        0.1, "Prior stage: probability of replacing the class by the null class (for CFG)."
-    )
+    class_dropout_prob: float = option(0.1, "Prior stage: probability of replacing the class by the null class (for "
+                                       "CFG).")  # fmt: skip
     gradient_checkpointing: bool = option(False, "Trade compute for memory.", switch=True)
     # optimization
     train_batch_size: int = option(8, "Batch size per device.", group="optimization")
     gradient_accumulation_steps: int = option(1, "Micro-batches per update.")
     max_train_steps: int | None = option(None, "Total updates (overrides epochs).")
     num_train_epochs: int = option(1, "Epochs when --max_train_steps is unset.")
-    learning_rate: float | None = option(
-        None, "Peak learning rate (default: 2e-4 tokenizer, the paper's; 1e-4 prior, LlamaGen's)."
-    )
+    learning_rate: float | None = option(None, "Peak learning rate (default: 2e-4 tokenizer, the paper's; 1e-4 prior, "
+                                         "LlamaGen's).")  # fmt: skip
     discriminator_learning_rate: float | None = option(None, "Discriminator learning rate (default: --learning_rate).")
     lr_scheduler: str = option("constant", "diffusers scheduler name.", choices=LR_SCHEDULERS)
     lr_warmup_steps: int = option(0, "Warm-up updates of the scheduler.")
     adam_beta1: float = option(0.9, "Adam beta1.")
     adam_beta2: float = option(0.95, "Adam beta2 (paper and LlamaGen: 0.95).")
-    adam_weight_decay: float | None = option(
-        None, "Decoupled weight decay (default: 0 tokenizer; 0.05 prior, LlamaGen's)."
-    )
+    adam_weight_decay: float | None = option(None, "Decoupled weight decay (default: 0 tokenizer; 0.05 prior, "
+                                             "LlamaGen's).")  # fmt: skip
     adam_epsilon: float = option(1e-8, "Adam epsilon.")
     max_grad_norm: float | None = option(None, "Gradient clipping norm, 0 for none (default: 1.0).")
     use_ema: bool = option(False, "Keep an exponential moving average of the weights.", switch=True)
     ema_decay: float = option(0.9999, "EMA decay (with diffusers' warm-up).")
-    max_nonfinite_steps: int = option(
-        10, "Stop after this many consecutive updates skipped for NaN/inf loss or gradients."
-    )
+    max_nonfinite_steps: int = option(10, "Stop after this many consecutive updates skipped for NaN/inf loss or "
+                                      "gradients.")  # fmt: skip
     allow_tf32: bool = option(False, "Allow TF32 matmuls on Ampere+ GPUs.", switch=True)
     # run
     output_dir: str | None = option(None, "Where checkpoints, logs and the final model go (required).", group="run")
-    overwrite_output_dir: bool = option(
-        False, "Allow starting a new run in an --output_dir that holds a finished run or checkpoints.", switch=True
-    )
+    overwrite_output_dir: bool = option(False, "Allow starting a new run in an --output_dir that holds a finished run "
+                                        "or checkpoints.", switch=True)  # fmt: skip
     seed: int = option(0, "Seed of initialisation, data order and augmentation.")
-    mixed_precision: str | None = option(
-        None, "Mixed precision (default: the accelerate config's).", choices=("no", "fp16", "bf16")
-    )
+    mixed_precision: str | None = option(None, "Mixed precision (default: the accelerate config's).",
+                                         choices=("no", "fp16", "bf16"))  # fmt: skip
     checkpointing_steps: int = option(500, "Save a checkpoint every N updates.")
     checkpoints_total_limit: int | None = option(None, "Keep at most N checkpoints.")
-    resume_from_checkpoint: str | None = option(
-        None, "A checkpoint folder, or `latest` for the newest complete one in --output_dir."
-    )
+    resume_from_checkpoint: str | None = option(None, "A checkpoint folder, or `latest` for the newest complete one "
+                                                "in --output_dir.")  # fmt: skip
     report_to: str = option("tensorboard", "Trackers to log to.", choices=("tensorboard", "wandb", "all", "none"))
     logging_dir: str = option("logs", "Log folder, relative to --output_dir.")
     tracker_project_name: str | None = option(None, "Tracker project (default: glotok-<stage>).")
     usage_window: int = option(100, "Batches over which codebook usage and perplexity are logged.")
-    validation_steps: int = option(
-        500, "Log and save a grid of reconstructions (tokenizer) or samples (prior) every N updates."
-    )
+    validation_steps: int = option(500, "Log and save a grid of reconstructions (tokenizer) or samples (prior) every "
+                                   "N updates.")  # fmt: skip
     num_validation_images: int = option(8, "Images in the validation grid.")
-    validation_guidance_scale: float = option(
-        2.0, "Prior stage: classifier-free guidance scale of the validation samples."
-    )
+    validation_guidance_scale: float = option(2.0, "Prior stage: classifier-free guidance scale of the validation "
+                                              "samples.")  # fmt: skip
     # hub
     push_to_hub: bool = option(False, "Upload the final model and its card.", switch=True, group="hub")
     hub_model_id: str | None = option(None, "Repository id (default: the --output_dir name).")

@@ -21,6 +21,7 @@ with `torch.load(weights_only=True)`. It would read a registered object's `custo
 accelerate: the hooks write it to `training_state.pt` and read it back with `weights_only=True`.
 """
 
+import contextlib
 import json
 import logging
 import os
@@ -299,16 +300,12 @@ def _first_line(err: Exception) -> str:
 
 
 def _fsync(path: Path) -> None:
-    try:
+    with contextlib.suppress(OSError):  # e.g. file systems without fsync on directories
         fd = os.open(path, os.O_RDONLY | (os.O_DIRECTORY if path.is_dir() else 0))
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:  # e.g. file systems without fsync on directories
-        pass
-    finally:
-        os.close(fd)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
 
 
 def _fsync_tree(root: Path) -> None:
