@@ -15,7 +15,6 @@ from train_utils import (
     tiny_prior_args,
 )
 
-from glotok_hf.codes import load_code_dataset
 from glotok_hf.training import Stage
 
 
@@ -75,15 +74,6 @@ def test_class_dropout_is_a_per_example_draw():
     assert items[17]["uniform"] == draws[17]  # a function of (seed, epoch, index) only
     items.begin_epoch(1)
     assert items[17]["uniform"] != draws[17]
-
-
-def test_code_items_read_the_extracted_codes(assets):
-    from glotok_hf.training.stage_prior import CodeItems
-
-    dataset, metadata = load_code_dataset(assets["codes"])
-    item = CodeItems(dataset)[3]
-    assert item["codes"].dtype == torch.long and item["codes"].shape == (metadata["num_image_tokens"],)
-    assert item["labels"] == dataset[3]["label"]
 
 
 def test_prior_push_to_hub(assets, fake_hub, tmp_path):

@@ -117,11 +117,8 @@ class CheckpointHooks:
         accelerator.register_load_state_pre_hook(self.load_hook)
 
     def role_of(self, model: torch.nn.Module) -> str:
-        bare = self.unwrap(model)
-        for role, candidate in self.roles.items():
-            if candidate is bare:
-                return role
-        raise ValueError(f"Model of type {type(bare).__name__} has no checkpoint role; known: {list(self.roles)}.")
+        """The folder name of a prepared model (every prepared model has one: see `Stage.checkpoint_roles`)."""
+        return next(role for role, candidate in self.roles.items() if candidate is self.unwrap(model))
 
     def save_hook(self, models: list, weights: list, output_dir: str) -> None:
         output_dir = Path(output_dir)

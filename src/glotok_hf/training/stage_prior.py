@@ -9,7 +9,7 @@ from pathlib import Path
 import torch
 from accelerate import Accelerator
 from accelerate.logging import get_logger
-from torch.utils.data import Dataset
+from torch.utils.data import default_collate
 from transformers import LlamaForCausalLM
 
 from ..codes import load_code_dataset, model_fingerprint
@@ -30,29 +30,6 @@ from .tracking import log_image
 logger = get_logger("glotok_train")
 
 CARD_METRICS = ("prior/loss", "prior/token_accuracy", "prior/grad_norm")
-
-
-class CodeItems(Dataset):
-    """Rows of an extracted code dataset as `{"codes": (N,) LongTensor, "labels": int}`."""
-
-    def __init__(self, dataset):
-        self.dataset = dataset.with_format("torch", columns=["codes", "label"])
-
-    def __len__(self) -> int:
-        return len(self.dataset)
-
-    def __getitem__(self, index: int) -> dict:
-        row = self.dataset[index]
-        return {"codes": row["codes"].long(), "labels": int(row["label"])}
-
-
-def collate_codes(examples: list[dict]) -> dict[str, torch.Tensor]:
-    return {
-        "codes": torch.stack([e["codes"] for e in examples]),
-        "labels": torch.tensor([e["labels"] for e in examples], dtype=torch.long),
-        "index": torch.tensor([e["index"] for e in examples], dtype=torch.long),
-        "uniform": torch.tensor([e["uniform"] for e in examples], dtype=torch.float32),
-    }
 
 
 def weight_decay_groups(model: torch.nn.Module, weight_decay: float) -> list[dict]:
@@ -98,8 +75,9 @@ class PriorStage(BaseStage):
             self.class_names = metadata["label_names"]
             self.num_classes = metadata["num_classes"]
             self.data_description = data_summary(args, metadata["num_images"], self.class_names, codes=metadata)
-            self.items = SeededItems(CodeItems(dataset), seed=args.seed, draw_uniform=True)
-            self.sampler, self.loader = make_loader(self.items, args, self.accelerator.num_processes, collate_codes)
+            rows = dataset.rename_column("label", "labels").with_format("torch", columns=["codes", "labels"])
+            self.items = SeededItems(rows, seed=args.seed, draw_uniform=True)
+            self.sampler, self.loader = make_loader(self.items, args, self.accelerator.num_processes, default_collate)
             self._check_codes(metadata)
         else:
             self.tokenizer_config = self.tokenizer.config
@@ -168,7 +146,7 @@ class PriorStage(BaseStage):
     @torch.no_grad()
     def codes_of(self, batch: dict) -> torch.Tensor:
         if "codes" in batch:
-            return batch["codes"]
+            return batch["codes"].long()  # stored as int32
         encoded = self.tokenizer.encode(batch["pixel_values"].to(self.accelerator.device))
         return self.layout.to_tokens(encoded.visual_indices, encoded.semantic_indices)
 
@@ -176,7 +154,7 @@ class PriorStage(BaseStage):
         """Causal-LM loss on the image tokens; the class is dropped to the null class with the item's own draw."""
         codes = self.codes_of(batch)
         inputs = prior_training_batch(codes, batch["labels"], self.layout, class_dropout_prob=0.0)
-        dropped = batch["uniform"].to(codes.device) < self.args.class_dropout_prob
+        dropped = batch["uniform"].to(codes.device, torch.float32) < self.args.class_dropout_prob
         inputs["input_ids"][dropped, 0] = self.layout.null_class_id
         output = self.model(input_ids=inputs["input_ids"], labels=inputs["labels"])
         self.accelerator.backward(output.loss)
