@@ -59,13 +59,10 @@ def reference(tmp_path_factory, model, dataset):
     return load_code_dataset(out)
 
 
-def expected_tokens(model, dataset, index: int, flipped: bool) -> torch.Tensor:
+def encode_row(model, dataset, index: int, flipped: bool = False):
     pixels = ImageTransform(16)(decode_image(dataset[index]["image"]))[None]
-    if flipped:
-        pixels = pixels.flip(-1)
     with torch.no_grad():
-        encoded = model.encode(pixels)
-    return TokenLayout(16, 12, 2).to_tokens(encoded.visual_indices, encoded.semantic_indices)[0]
+        return model.encode(pixels.flip(-1) if flipped else pixels)
 
 
 def test_codes_round_trip_to_the_tokenizer(model, dataset, reference):
@@ -81,14 +78,13 @@ def test_codes_round_trip_to_the_tokenizer(model, dataset, reference):
     tensors = codes.with_format("torch")[:]
     assert tensors["codes"].shape == (2 * NUM_GOOD, 8 * 8 * 2)
     for row in range(len(codes)):
-        expected = expected_tokens(model, dataset, codes[row]["index"], codes[row]["flipped"])
+        encoded = encode_row(model, dataset, codes[row]["index"], codes[row]["flipped"])
+        expected = TokenLayout(16, 12, 2).to_tokens(encoded.visual_indices, encoded.semantic_indices)[0]
         assert torch.equal(tensors["codes"][row].long(), expected), row
     assert not torch.equal(tensors["codes"][0], tensors["codes"][1])  # flipping changes the codes
     # The codes decode back through the layout to the tokenizer's indices.
     visual, semantic = TokenLayout(16, 12, 2).to_indices(tensors["codes"][:1].long(), grid=(8, 8))
-    pixels = ImageTransform(16)(decode_image(dataset[codes[0]["index"]]["image"]))[None]
-    with torch.no_grad():
-        encoded = model.encode(pixels)
+    encoded = encode_row(model, dataset, codes[0]["index"])
     assert torch.equal(visual, encoded.visual_indices) and torch.equal(semantic, encoded.semantic_indices)
 
     assert metadata["num_images"] == NUM_GOOD and metadata["num_skipped"] == 1 and metadata["num_rows"] == 14

@@ -84,8 +84,8 @@ def _check_labels(labels: list, indices: list[int], num_classes: int | None, lab
 @torch.no_grad()
 def _encode_shard(model: GloTokModel, layout: TokenLayout, loader, *, flip: bool, device: torch.device,
                   autocast_dtype: torch.dtype | None, num_classes: int | None, label_column: str | None,
-                  progress: tqdm) -> dict[str, np.ndarray]:  # fmt: skip
-    """The columns of one shard (each image's row, then its flipped copy's); `{}` when no image was readable."""
+                  progress: tqdm) -> dict[str, list]:  # fmt: skip
+    """The columns of one shard: each readable image's row, then its flipped copy's."""
     columns = {"index": [], "label": [], "flipped": [], "codes": []}
     for batch in loader:
         if batch["skipped"]:
@@ -107,13 +107,11 @@ def _encode_shard(model: GloTokModel, layout: TokenLayout, loader, *, flip: bool
         copies = 2 if flip else 1
         # Row order: each image, then its flipped copy.
         order = torch.arange(n * copies).view(copies, n).t().flatten()
-        columns["codes"].append(tokens[order].numpy())
-        columns["index"].append(np.repeat(batch["index"], copies))
-        columns["label"].append(np.repeat(batch["label"], copies))
-        columns["flipped"].append(np.tile([False, True][:copies], n))
-    if not columns["codes"]:
-        return {}
-    return {name: np.concatenate(parts) for name, parts in columns.items()}
+        columns["codes"].extend(tokens[order].numpy())
+        columns["index"].extend(np.repeat(batch["index"], copies).tolist())
+        columns["label"].extend(np.repeat(batch["label"], copies).tolist())
+        columns["flipped"].extend([False, True][:copies] * n)
+    return columns
 
 
 def extract_codes(
@@ -250,10 +248,6 @@ def extract_codes(
         columns = _encode_shard(model, layout, loader, flip=flip, device=state.device,
                                 autocast_dtype=dtypes[mixed_precision], label_column=label_column,
                                 num_classes=len(label_names) if label_names else None, progress=bar)  # fmt: skip
-        if not columns:
-            columns = {name: [] for name in features}
-        else:
-            columns["codes"] = list(columns["codes"])
         shard = datasets.Dataset.from_dict(columns, features=features)
         tmp = work_dir / f"{_shard_name(k)}.tmp-{os.getpid()}"
         shard.save_to_disk(str(tmp))

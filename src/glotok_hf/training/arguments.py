@@ -11,6 +11,7 @@ the parsed `TrainingArguments`.
 """
 
 import argparse
+import contextlib
 import dataclasses
 import difflib
 import json
@@ -314,12 +315,9 @@ def load_recipe(path: str | Path, parser: argparse.ArgumentParser) -> dict[str, 
                          f"{type(recipe).__name__}.")  # fmt: skip
     recipe = {str(key).replace("-", "_"): value for key, value in recipe.items()}
     actions = {a.dest: a for a in parser._actions if a.dest not in ("help", "config")}
-    unknown = [key for key in recipe if key not in actions]
-    if unknown:
-        hints = []
-        for key in unknown:
-            close = difflib.get_close_matches(str(key), actions, n=1)
-            hints.append(f"{key!r}" + (f" (did you mean {close[0]!r}?)" if close else ""))
+    if unknown := [key for key in recipe if key not in actions]:
+        close = {key: difflib.get_close_matches(key, actions, n=1) for key in unknown}
+        hints = [f"{key!r}" + (f" (did you mean {c[0]!r}?)" if c else "") for key, c in close.items()]
         raise ValueError(f"Unknown key(s) in recipe {str(path)!r}: {', '.join(hints)}. Keys must be argument "
                          "names of train.py (see --help).")  # fmt: skip
     return {key: _check_value(actions[key], value, path) for key, value in recipe.items()}
@@ -336,13 +334,9 @@ def _check_value(action: argparse.Action, value: Any, path: Path) -> Any:
     if value is None:
         return None
     kind = action.type or str
-    if kind is float and isinstance(value, str):  # YAML 1.1 reads `2e-4` as a string
-        try:
+    if kind is float and (is_int(value) or isinstance(value, str)):  # YAML 1.1 reads `2e-4` as a string
+        with contextlib.suppress(ValueError):
             value = float(value)
-        except ValueError:
-            pass
-    if kind is float and is_int(value):
-        value = float(value)
     if not (is_int(value) if kind is int else isinstance(value, kind) and not isinstance(value, bool)):
         raise ValueError(f"{where} must be of type {kind.__name__}, got {type(value).__name__} {value!r}.")
     if action.choices is not None and value not in action.choices:

@@ -105,25 +105,15 @@ class TokenizerStage(BaseStage):
         self.track_ema(model)
         self.items, loader, self.sampler, _ = build_image_data(args, accelerator.num_processes, with_labels=False)
         self.loader = accelerator.prepare(loader)
-        optimizer = build_optimizer(model.parameters(), args, args.learning_rate)
-        d_optimizer = build_optimizer(
-            discriminator.parameters(), args, args.discriminator_learning_rate or args.learning_rate
-        )
-        prepared = accelerator.prepare(
-            model, discriminator, optimizer, d_optimizer,
-            build_scheduler(args, optimizer, self.loader, accelerator.num_processes),
-            build_scheduler(args, d_optimizer, self.loader, accelerator.num_processes),
-        )  # fmt: skip
-        self.model, self.discriminator, self.optimizer, self.d_optimizer, self.lr_scheduler, self.d_scheduler = (
-            prepared
-        )
-        self.usage = {
-            name: CodebookUsageWindow(
-                getattr(self.bare.config, f"{name}_codebook_size"), args.usage_window, device=accelerator.device
-            )  # fmt: skip
-            for name in ("semantic", "visual")
-            if getattr(self.bare.config, f"has_{name}_codebook")
-        }
+        d_learning_rate = args.discriminator_learning_rate or args.learning_rate
+        optimizers = (build_optimizer(model.parameters(), args, args.learning_rate),
+                      build_optimizer(discriminator.parameters(), args, d_learning_rate))  # fmt: skip
+        schedulers = [build_scheduler(args, o, self.loader, accelerator.num_processes) for o in optimizers]
+        (self.model, self.discriminator, self.optimizer, self.d_optimizer, self.lr_scheduler,
+         self.d_scheduler) = accelerator.prepare(model, discriminator, *optimizers, *schedulers)  # fmt: skip
+        sizes = {"semantic": model.config.semantic_codebook_size, "visual": model.config.visual_codebook_size}
+        self.usage = {name: CodebookUsageWindow(size, args.usage_window, device=accelerator.device)
+                      for name, size in sizes.items() if size > 0}  # fmt: skip
         self.validation_images = validation_images(args, args.num_validation_images)
         self.accumulate_models = (self.model, self.discriminator)
         if self.teacher_metadata:
