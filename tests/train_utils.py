@@ -89,15 +89,10 @@ def run_in_process(argv: list[str]):
 
 def launch(script: Path, argv: list[str], config: Path, env: dict, timeout: int = 300) -> subprocess.CompletedProcess:
     """`accelerate launch --config_file config script argv` in a subprocess; raises with its output on failure."""
-    env = dict(env)
-    env.setdefault("OMP_NUM_THREADS", "1")
-    env["ACCELERATE_USE_CPU"] = "true"
+    env = {"OMP_NUM_THREADS": "1", **env, "ACCELERATE_USE_CPU": "true"}
     cmd = [sys.executable, "-m", "accelerate.commands.launch", "--config_file", str(config), str(script), *argv]
     result = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=timeout, cwd=str(REPO_ROOT))
-    if result.returncode != 0:
-        raise AssertionError(
-            f"{' '.join(cmd)} failed ({result.returncode}):\n{result.stdout[-4000:]}\n{result.stderr[-8000:]}"
-        )
+    assert result.returncode == 0, f"{' '.join(cmd)} failed:\n{result.stdout[-4000:]}\n{result.stderr[-8000:]}"
     return result
 
 

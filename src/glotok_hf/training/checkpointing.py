@@ -335,8 +335,7 @@ def prune_checkpoints(output_dir: str | os.PathLike, total_limit: int | None, ke
     if total_limit is None:
         return []
     checkpoints = [p for p in list_checkpoints(output_dir) if p.resolve() != Path(keep).resolve()]
-    excess = len(checkpoints) + 1 - total_limit
-    removed = checkpoints[: max(excess, 0)]
+    removed = checkpoints[: max(len(checkpoints) + 1 - total_limit, 0)]
     for path in removed:
         _remove(path)
     if removed:
