@@ -2,6 +2,8 @@
 checkpoints and an intermediate checkpoint, EMA, validation samples, the model card, per-item class dropout, and the
 upload to the fake Hub."""
 
+import os
+
 import huggingface_hub  # noqa: F401  (imported before the fake Hub fixture patches it)
 import pytest
 import torch
@@ -31,9 +33,7 @@ def test_prior_from_codes_checkpoints_ema_samples_and_card(assets, tmp_path):
     run = run_in_process(tiny_prior_args(out, assets["tokenizer"], assets["codes"], use_ema=True, ema_decay=0.5))
     assert run.state.global_step == 4 and isinstance(run.stage, Stage)
     assert sorted(p.name for p in out.glob("checkpoint-*")) == ["checkpoint-2", "checkpoint-4"]
-    assert {"prior", "prior_ema", "optimizer.bin", "training_state.pt"} <= {
-        p.name for p in (out / "checkpoint-2").iterdir()
-    }
+    assert {"prior", "prior_ema", "optimizer.bin", "training_state.pt"} <= set(os.listdir(out / "checkpoint-2"))
     intermediate = transformers.AutoModelForCausalLM.from_pretrained(out / "checkpoint-2" / "prior")
     final = transformers.AutoModelForCausalLM.from_pretrained(out)
     ema = transformers.AutoModelForCausalLM.from_pretrained(out / "checkpoint-4" / "prior_ema")

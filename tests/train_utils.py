@@ -30,11 +30,7 @@ def load_script(path: Path):
 _SCRIPT = load_script(TRAINING_DIR / "fault_injection.py")
 TINY_MODEL, TINY_DISCRIMINATOR, TINY_PRIOR = _SCRIPT.TINY_TOKENIZER, _SCRIPT.TINY_DISCRIMINATOR, _SCRIPT.TINY_PRIOR
 accelerate_config = _SCRIPT.accelerate_config
-
-
-def make_imagefolder(root: Path, per_class: int = 6, classes=("cat", "dog"), size: int = 20, seed: int = 0) -> Path:
-    """A tiny imagefolder of smooth random RGB images, one sub-folder per class (the fault-injection script's)."""
-    return _SCRIPT.make_images(root, per_class=per_class, classes=classes, size=size, seed=seed)
+make_imagefolder = _SCRIPT.make_images  # (root, per_class, classes, size, seed): smooth random RGB, a folder per class
 
 
 def tiny_tokenizer_args(data_dir: Path, output_dir: Path, **overrides) -> list[str]:

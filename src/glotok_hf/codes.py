@@ -181,9 +181,7 @@ def extract_codes(
             f"resolution must be a positive multiple of the tokenizer's downsampling factor {config.downsample_factor}, "
             f"got {resolution!r}."
         )
-    if label_names is None:
-        label_names = class_names(dataset, label_column)
-    label_names = list(label_names) if label_names is not None else None
+    label_names = list(label_names) if label_names is not None else class_names(dataset, label_column)
     grid = resolution // config.downsample_factor
     layout = TokenLayout(config.visual_codebook_size, config.semantic_codebook_size, max(1, len(label_names or [])))
     num_tokens = layout.num_image_tokens(grid * grid)

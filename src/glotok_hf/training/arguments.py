@@ -263,14 +263,7 @@ def build_parser(suppress_defaults: bool = False) -> argparse.ArgumentParser:
 
 def underscored(argv: list[str]) -> list[str]:
     """The one alias rule: `--train-data-dir` -> `--train_data_dir`, `--no-random-flip` -> `--no-random_flip`."""
-    spelled = []
-    for arg in argv:
-        if arg.startswith("--") and len(arg) > 2:
-            name, eq, value = arg.partition("=")
-            prefix = "--no-" if name.startswith("--no-") else "--"
-            arg = prefix + name[len(prefix) :].replace("-", "_") + eq + value
-        spelled.append(arg)
-    return spelled
+    return [re.sub(r"^(--(?:no-)?)([^=]+)", lambda m: m[1] + m[2].replace("-", "_"), arg) for arg in argv]
 
 
 def parse_args(argv: list[str] | None = None) -> TrainingArguments:
