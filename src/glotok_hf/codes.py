@@ -269,7 +269,6 @@ def _assemble(output_dir, work_dir, num_shards, layout, config, run_config, grid
     result.save_to_disk(str(output_dir))
     columns = result.select_columns(["flipped", "label"]).with_format("numpy")[:]
     num_images = int((~columns["flipped"]).sum())
-    labels = columns["label"]
     label_names = run_config["label_names"]
     metadata = {
         "format": "glotok-codes",
@@ -288,7 +287,7 @@ def _assemble(output_dir, work_dir, num_shards, layout, config, run_config, grid
         "num_skipped": run_config["num_source_rows"] - num_images,
         "num_rows": len(result),
         "label_names": label_names,
-        "num_classes": len(label_names) if label_names else (int(labels.max()) + 1 if len(labels) else 1),
+        "num_classes": len(label_names) if label_names else (int(columns["label"].max()) + 1 if num_images else 1),
         "source": {
             key: run_config[key] for key in ("dataset_fingerprint", "num_source_rows", "image_column", "label_column")
         },
