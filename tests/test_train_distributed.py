@@ -39,8 +39,7 @@ def run_args(data: Path, out: Path, **overrides) -> list[str]:
         max_train_steps=N_STEPS, checkpointing_steps=K_STEPS, gradient_accumulation_steps=2, use_ema=True,
         ema_decay=0.9, center_crop=False, usage_window=64, validation_steps=K_STEPS,
     )  # fmt: skip
-    values.update(overrides)
-    return tiny_tokenizer_args(data, out, **values)
+    return tiny_tokenizer_args(data, out, **{**values, **overrides})
 
 
 def load_checkpoint_tensors(folder: Path) -> dict[str, torch.Tensor]:
@@ -176,8 +175,7 @@ def test_prior_two_processes_resume_exactly_and_agree(tmp_path, subprocess_env):
     def make_args(out, **overrides):
         values = dict(max_train_steps=N_STEPS, checkpointing_steps=K_STEPS, validation_steps=K_STEPS,
                       gradient_accumulation_steps=2, use_ema=True, ema_decay=0.9)  # fmt: skip
-        values.update(overrides)
-        return tiny_prior_args(out, tokenizer, codes, **values)
+        return tiny_prior_args(out, tokenizer, codes, **{**values, **overrides})
 
     full, _ = launch_full_and_resumed(tmp_path, subprocess_env, make_args)
     assert {"prior", "prior_ema", "optimizer.bin"} <= {p.name for p in (full / f"checkpoint-{N_STEPS}").iterdir()}

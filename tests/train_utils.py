@@ -42,8 +42,7 @@ def tiny_tokenizer_args(data_dir: Path, output_dir: Path, **overrides) -> list[s
         "perceptual_weight": 0.0, "histogram_weight": 0.0, "report_to": "none", "usage_window": 4,
         "random_flip": True,
     }  # fmt: skip
-    values.update(overrides)
-    return to_argv(values)
+    return to_argv({**values, **overrides})
 
 
 BOOLEAN_OPTIONAL = {"center_crop", "random_flip", "disc_adaptive_weight"}  # --x / --no-x
@@ -130,5 +129,4 @@ def tiny_prior_args(
         "train_batch_size": 2, "max_train_steps": 4, "checkpointing_steps": 2, "validation_steps": 2,
         "num_validation_images": 2, "learning_rate": 1e-3, "report_to": "none", "class_dropout_prob": 0.25,
     }  # fmt: skip
-    values.update(overrides)
-    return to_argv(values)
+    return to_argv({**values, **overrides})
