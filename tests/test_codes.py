@@ -1,15 +1,14 @@
 """Code extraction: round trip against the tokenizer, flip rows, resume, refusal to overwrite, and accelerate."""
 
-import json
 import subprocess
 
 import numpy as np
 import pytest
 import torch
-from accelerate.utils import write_basic_config
 from conftest import PYTHON, tiny_glotok_model
 from PIL import Image
 from prior_utils import one_torch_thread
+from train_utils import accelerate_config
 
 import glotok_hf.codes as codes_module
 from glotok_hf.cli import main
@@ -60,13 +59,10 @@ def reference(tmp_path_factory, model, dataset):
     return load_code_dataset(out)
 
 
-def expected_tokens(model, dataset, index: int, flipped: bool) -> torch.Tensor:
+def encode_row(model, dataset, index: int, flipped: bool = False):
     pixels = ImageTransform(16)(decode_image(dataset[index]["image"]))[None]
-    if flipped:
-        pixels = pixels.flip(-1)
     with torch.no_grad():
-        encoded = model.encode(pixels)
-    return TokenLayout(16, 12, 2).to_tokens(encoded.visual_indices, encoded.semantic_indices)[0]
+        return model.encode(pixels.flip(-1) if flipped else pixels)
 
 
 def test_codes_round_trip_to_the_tokenizer(model, dataset, reference):
@@ -82,14 +78,13 @@ def test_codes_round_trip_to_the_tokenizer(model, dataset, reference):
     tensors = codes.with_format("torch")[:]
     assert tensors["codes"].shape == (2 * NUM_GOOD, 8 * 8 * 2)
     for row in range(len(codes)):
-        expected = expected_tokens(model, dataset, codes[row]["index"], codes[row]["flipped"])
+        encoded = encode_row(model, dataset, codes[row]["index"], codes[row]["flipped"])
+        expected = TokenLayout(16, 12, 2).to_tokens(encoded.visual_indices, encoded.semantic_indices)[0]
         assert torch.equal(tensors["codes"][row].long(), expected), row
     assert not torch.equal(tensors["codes"][0], tensors["codes"][1])  # flipping changes the codes
     # The codes decode back through the layout to the tokenizer's indices.
     visual, semantic = TokenLayout(16, 12, 2).to_indices(tensors["codes"][:1].long(), grid=(8, 8))
-    pixels = ImageTransform(16)(decode_image(dataset[codes[0]["index"]]["image"]))[None]
-    with torch.no_grad():
-        encoded = model.encode(pixels)
+    encoded = encode_row(model, dataset, codes[0]["index"])
     assert torch.equal(visual, encoded.visual_indices) and torch.equal(semantic, encoded.semantic_indices)
 
     assert metadata["num_images"] == NUM_GOOD and metadata["num_skipped"] == 1 and metadata["num_rows"] == 14
@@ -161,7 +156,7 @@ def test_extract_bad_inputs(tmp_path, model, dataset):
         extract_codes(model, dataset, tmp_path / "a", resolution=15)
     with pytest.raises(ValueError, match="label_column 'class'"):
         extract_codes(model, dataset, tmp_path / "a", label_column="class")
-    with pytest.raises(ValueError, match="shard_size must be a positive int"):
+    with pytest.raises(ValueError, match="shard_size must be an int >= 1"):
         extract_codes(model, dataset, tmp_path / "a", shard_size=0)
     with pytest.raises(ValueError, match="out of range for 1 label names"):
         extract_codes(model, dataset, tmp_path / "a", label_names=["cat"], progress=False)
@@ -213,13 +208,8 @@ def test_two_processes_through_accelerate(tmp_path, image_dir, model, reference,
     """`accelerate launch` with 2 CPU processes writes the same dataset as one process."""
     tokenizer = tmp_path / "tokenizer"
     model.save_pretrained(tokenizer)
-    config_file = tmp_path / "accelerate.json"
-    write_basic_config(mixed_precision="no", save_location=str(config_file))
-    config = json.loads(config_file.read_text())
-    # accelerate starts several CPU processes only through torchrun (its MULTI_CPU type needs mpirun): the
-    # multi-process launcher, then extract_codes joins a gloo group because there is no accelerator.
-    config.update(distributed_type="MULTI_GPU", num_processes=2, use_cpu=False)
-    config_file.write_text(json.dumps(config))
+    # The torchrun launcher (accelerate's MULTI_CPU type needs mpirun); extract_codes then joins a gloo group.
+    config_file = accelerate_config(tmp_path / "accelerate.json", num_processes=2)
     subprocess_env["OMP_NUM_THREADS"] = "1"
     launch = [PYTHON, "-m", "accelerate.commands.launch", "--config_file", str(config_file), "-m", "glotok_hf.cli"]
     result = subprocess.run(

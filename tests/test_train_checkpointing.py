@@ -62,7 +62,9 @@ def test_latest_skips_a_damaged_newest_checkpoint_loudly_and_a_named_one_points_
 
 def test_latest_refuses_to_restart_next_to_checkpoints_without_state(tmp_path):
     make_checkpoint(tmp_path, "checkpoint-2500", complete=False)  # e.g. from another version of the script
-    with pytest.raises(ValueError, match=r"no complete checkpoint .* \['checkpoint-2500'\] lack"):
+    with pytest.raises(
+        ValueError, match=r"is damaged: checkpoint-2500 \(.*not a complete checkpoint .*training_state"
+    ):
         resolve_resume_checkpoint(tmp_path, "latest")
 
 

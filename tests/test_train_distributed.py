@@ -39,8 +39,7 @@ def run_args(data: Path, out: Path, **overrides) -> list[str]:
         max_train_steps=N_STEPS, checkpointing_steps=K_STEPS, gradient_accumulation_steps=2, use_ema=True,
         ema_decay=0.9, center_crop=False, usage_window=64, validation_steps=K_STEPS,
     )  # fmt: skip
-    values.update(overrides)
-    return tiny_tokenizer_args(data, out, **values)
+    return tiny_tokenizer_args(data, out, **{**values, **overrides})
 
 
 def load_checkpoint_tensors(folder: Path) -> dict[str, torch.Tensor]:
@@ -50,9 +49,7 @@ def load_checkpoint_tensors(folder: Path) -> dict[str, torch.Tensor]:
         rel = str(path.relative_to(folder))
         if path.suffix == ".safetensors":
             tensors.update({f"{rel}:{k}": v for k, v in load_file(path).items()})
-        elif path.name.startswith(("optimizer", "scheduler")):
-            tensors.update(flatten(rel, torch.load(path, weights_only=False)))
-        elif path.name == "training_state.pt":
+        elif path.name.startswith(("optimizer", "scheduler", "training_state")):
             tensors.update(flatten(rel, torch.load(path, weights_only=False)))
         elif path.name == "ema_state.json":
             tensors[rel] = torch.tensor(json.loads(path.read_text())["num_updates"])
@@ -60,30 +57,17 @@ def load_checkpoint_tensors(folder: Path) -> dict[str, torch.Tensor]:
 
 
 def flatten(prefix: str, value) -> dict[str, torch.Tensor]:
-    if isinstance(value, dict):
-        out = {}
-        for k, v in value.items():
-            out.update(flatten(f"{prefix}.{k}", v))
-        return out
-    if isinstance(value, (list, tuple)):
-        out = {}
-        for i, v in enumerate(value):
-            out.update(flatten(f"{prefix}.{i}", v))
-        return out
-    if isinstance(value, torch.Tensor):
-        return {prefix: value}
-    if isinstance(value, (int, float, bool)):
-        return {prefix: torch.tensor(value)}
-    return {}
+    """The tensors and numbers of a nested dict/list, keyed by their path."""
+    if isinstance(value, (dict, list, tuple)):
+        items = value.items() if isinstance(value, dict) else enumerate(value)
+        return {name: t for key, item in items for name, t in flatten(f"{prefix}.{key}", item).items()}
+    return {prefix: torch.as_tensor(value)} if isinstance(value, (torch.Tensor, int, float, bool)) else {}
 
 
 def assert_same_tensors(a: dict, b: dict, atol: float = 0.0):
     assert a.keys() == b.keys()
-    for name in a:
-        if atol == 0:
-            assert torch.equal(a[name], b[name]), name
-        else:
-            torch.testing.assert_close(a[name], b[name], atol=atol, rtol=0, msg=name)
+    for name in a:  # atol=0: bit-identical
+        torch.testing.assert_close(a[name], b[name], atol=atol, rtol=0, msg=name)
 
 
 def launch_full_and_resumed(tmp_path, env, make_args) -> tuple[Path, Path]:
@@ -191,8 +175,7 @@ def test_prior_two_processes_resume_exactly_and_agree(tmp_path, subprocess_env):
     def make_args(out, **overrides):
         values = dict(max_train_steps=N_STEPS, checkpointing_steps=K_STEPS, validation_steps=K_STEPS,
                       gradient_accumulation_steps=2, use_ema=True, ema_decay=0.9)  # fmt: skip
-        values.update(overrides)
-        return tiny_prior_args(out, tokenizer, codes, **values)
+        return tiny_prior_args(out, tokenizer, codes, **{**values, **overrides})
 
     full, _ = launch_full_and_resumed(tmp_path, subprocess_env, make_args)
     assert {"prior", "prior_ema", "optimizer.bin"} <= {p.name for p in (full / f"checkpoint-{N_STEPS}").iterdir()}

@@ -2,6 +2,8 @@
 checkpoints and an intermediate checkpoint, EMA, validation samples, the model card, per-item class dropout, and the
 upload to the fake Hub."""
 
+import os
+
 import huggingface_hub  # noqa: F401  (imported before the fake Hub fixture patches it)
 import pytest
 import torch
@@ -15,7 +17,6 @@ from train_utils import (
     tiny_prior_args,
 )
 
-from glotok_hf.codes import load_code_dataset
 from glotok_hf.training import Stage
 
 
@@ -32,9 +33,7 @@ def test_prior_from_codes_checkpoints_ema_samples_and_card(assets, tmp_path):
     run = run_in_process(tiny_prior_args(out, assets["tokenizer"], assets["codes"], use_ema=True, ema_decay=0.5))
     assert run.state.global_step == 4 and isinstance(run.stage, Stage)
     assert sorted(p.name for p in out.glob("checkpoint-*")) == ["checkpoint-2", "checkpoint-4"]
-    assert {"prior", "prior_ema", "optimizer.bin", "training_state.pt"} <= {
-        p.name for p in (out / "checkpoint-2").iterdir()
-    }
+    assert {"prior", "prior_ema", "optimizer.bin", "training_state.pt"} <= set(os.listdir(out / "checkpoint-2"))
     intermediate = transformers.AutoModelForCausalLM.from_pretrained(out / "checkpoint-2" / "prior")
     final = transformers.AutoModelForCausalLM.from_pretrained(out)
     ema = transformers.AutoModelForCausalLM.from_pretrained(out / "checkpoint-4" / "prior_ema")
@@ -75,15 +74,6 @@ def test_class_dropout_is_a_per_example_draw():
     assert items[17]["uniform"] == draws[17]  # a function of (seed, epoch, index) only
     items.begin_epoch(1)
     assert items[17]["uniform"] != draws[17]
-
-
-def test_code_items_read_the_extracted_codes(assets):
-    from glotok_hf.training.stage_prior import CodeItems
-
-    dataset, metadata = load_code_dataset(assets["codes"])
-    item = CodeItems(dataset)[3]
-    assert item["codes"].dtype == torch.long and item["codes"].shape == (metadata["num_image_tokens"],)
-    assert item["labels"] == dataset[3]["label"]
 
 
 def test_prior_push_to_hub(assets, fake_hub, tmp_path):

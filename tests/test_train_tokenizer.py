@@ -15,6 +15,7 @@ from glotok_hf import GloTokModel
 from glotok_hf.losses import GloTokObjective
 from glotok_hf.teacher import random_codebook_teacher
 from glotok_hf.training import Stage, TrainingArguments
+from glotok_hf.training.checkpointing import list_checkpoints
 
 
 @pytest.fixture(scope="module")
@@ -23,8 +24,7 @@ def images(tmp_path_factory):
 
 
 def checkpoint_names(output_dir):
-    names = [p.name for p in output_dir.iterdir() if p.name.startswith("checkpoint-")]
-    return sorted(names, key=lambda name: int(name.split("-")[1]))
+    return [p.name for p in list_checkpoints(output_dir, complete=False)]
 
 
 def test_checkpoints_validation_and_final_model(images, tmp_path):
@@ -35,9 +35,8 @@ def test_checkpoints_validation_and_final_model(images, tmp_path):
     assert isinstance(run.stage, Stage) and isinstance(run.args, TrainingArguments)  # the loop's typed interfaces
     assert checkpoint_names(out) == ["checkpoint-2", "checkpoint-4"]
     checkpoint = out / "checkpoint-2"
-    assert {"tokenizer", "tokenizer_ema", "discriminator", "training_state.pt", "training_args.json"} <= {
-        p.name for p in checkpoint.iterdir()
-    }
+    folders = {"tokenizer", "tokenizer_ema", "discriminator", "training_state.pt", "training_args.json"}
+    assert folders <= set(os.listdir(checkpoint))
     assert not list(checkpoint.glob("model*.safetensors"))  # the models live in the save_pretrained folders only
     intermediate = GloTokModel.from_pretrained(checkpoint / "tokenizer")
     final = GloTokModel.from_pretrained(out)

@@ -6,6 +6,7 @@ import os
 import subprocess
 import sys
 from pathlib import Path
+from unittest import mock
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 TRAINING_DIR = REPO_ROOT / "training"
@@ -29,11 +30,7 @@ def load_script(path: Path):
 _SCRIPT = load_script(TRAINING_DIR / "fault_injection.py")
 TINY_MODEL, TINY_DISCRIMINATOR, TINY_PRIOR = _SCRIPT.TINY_TOKENIZER, _SCRIPT.TINY_DISCRIMINATOR, _SCRIPT.TINY_PRIOR
 accelerate_config = _SCRIPT.accelerate_config
-
-
-def make_imagefolder(root: Path, per_class: int = 6, classes=("cat", "dog"), size: int = 20, seed: int = 0) -> Path:
-    """A tiny imagefolder of smooth random RGB images, one sub-folder per class (the fault-injection script's)."""
-    return _SCRIPT.make_images(root, per_class=per_class, classes=classes, size=size, seed=seed)
+make_imagefolder = _SCRIPT.make_images  # (root, per_class, classes, size, seed): smooth random RGB, a folder per class
 
 
 def tiny_tokenizer_args(data_dir: Path, output_dir: Path, **overrides) -> list[str]:
@@ -45,8 +42,7 @@ def tiny_tokenizer_args(data_dir: Path, output_dir: Path, **overrides) -> list[s
         "perceptual_weight": 0.0, "histogram_weight": 0.0, "report_to": "none", "usage_window": 4,
         "random_flip": True,
     }  # fmt: skip
-    values.update(overrides)
-    return to_argv(values)
+    return to_argv({**values, **overrides})
 
 
 BOOLEAN_OPTIONAL = {"center_crop", "random_flip", "disc_adaptive_weight"}  # --x / --no-x
@@ -72,19 +68,15 @@ def run_in_process(argv: list[str]):
     import torch
     from accelerate.state import AcceleratorState, GradientState, PartialState
 
-    threads, use_cpu = torch.get_num_threads(), os.environ.get("ACCELERATE_USE_CPU")
-    torch.set_num_threads(1)
-    os.environ["ACCELERATE_USE_CPU"] = "true"  # CPU also on a GPU machine: runs compare with the CPU launches
-    try:
-        from glotok_hf.training import main
+    from glotok_hf.training import main
 
-        return main(argv)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:  # CPU also on a GPU machine: runs compare with the CPU launches
+        with mock.patch.dict(os.environ, ACCELERATE_USE_CPU="true"):
+            return main(argv)
     finally:
         torch.set_num_threads(threads)
-        if use_cpu is None:
-            os.environ.pop("ACCELERATE_USE_CPU", None)
-        else:
-            os.environ["ACCELERATE_USE_CPU"] = use_cpu
         AcceleratorState._reset_state(True)
         GradientState._reset_state()
         PartialState._reset_state()
@@ -92,27 +84,18 @@ def run_in_process(argv: list[str]):
 
 def launch(script: Path, argv: list[str], config: Path, env: dict, timeout: int = 300) -> subprocess.CompletedProcess:
     """`accelerate launch --config_file config script argv` in a subprocess; raises with its output on failure."""
-    env = dict(env)
-    env.setdefault("OMP_NUM_THREADS", "1")
-    env["ACCELERATE_USE_CPU"] = "true"
+    env = {"OMP_NUM_THREADS": "1", **env, "ACCELERATE_USE_CPU": "true"}
     cmd = [sys.executable, "-m", "accelerate.commands.launch", "--config_file", str(config), str(script), *argv]
     result = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=timeout, cwd=str(REPO_ROOT))
-    if result.returncode != 0:
-        raise AssertionError(
-            f"{' '.join(cmd)} failed ({result.returncode}):\n{result.stdout[-4000:]}\n{result.stderr[-8000:]}"
-        )
+    assert result.returncode == 0, f"{' '.join(cmd)} failed:\n{result.stdout[-4000:]}\n{result.stderr[-8000:]}"
     return result
 
 
 def read_metrics(output_dir: Path) -> list[dict]:
-    path = Path(output_dir) / "logs" / "metrics.jsonl"
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    """The logged rows of the run in `output_dir` (`glotok_hf.training.tracking.read_metrics` of its log)."""
+    from glotok_hf.training.tracking import METRICS_FILE, read_metrics
 
-
-def env_without_token() -> dict:
-    env = dict(os.environ)
-    env.pop("HF_TOKEN", None)
-    return env
+    return read_metrics(Path(output_dir) / "logs" / METRICS_FILE)
 
 
 def save_tiny_tokenizer(folder: Path, seed: int = 0) -> Path:
@@ -146,5 +129,4 @@ def tiny_prior_args(
         "train_batch_size": 2, "max_train_steps": 4, "checkpointing_steps": 2, "validation_steps": 2,
         "num_validation_images": 2, "learning_rate": 1e-3, "report_to": "none", "class_dropout_prob": 0.25,
     }  # fmt: skip
-    values.update(overrides)
-    return to_argv(values)
+    return to_argv({**values, **overrides})

@@ -87,11 +87,7 @@ def build_model(args, num_classes: int, names: list[str] | None) -> nn.Module:
 def load_splits(args):
     """The train and test splits; without a test split (a plain image folder), a seeded `--holdout` fraction of the
     train split is held out. Returns `(train, test, what the test set is)`."""
-    source = {
-        "dataset_name": args.dataset_name,
-        "train_data_dir": args.train_data_dir,
-        "label_column": args.label_column,
-    }
+    source = dict(dataset_name=args.dataset_name, train_data_dir=args.train_data_dir, label_column=args.label_column)
     train = load_image_dataset(split=args.train_split, **source)
     try:
         return train, load_image_dataset(split=args.test_split, **source), args.test_split

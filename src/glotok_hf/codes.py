@@ -67,14 +67,9 @@ def _shard_name(k: int) -> str:
 
 def _features(num_tokens: int, label_names: Sequence[str] | None) -> datasets.Features:
     label = datasets.ClassLabel(names=list(label_names)) if label_names else datasets.Value("int64")
-    return datasets.Features(
-        {
-            "index": datasets.Value("int64"),
-            "label": label,
-            "flipped": datasets.Value("bool"),
-            "codes": datasets.List(datasets.Value("int32"), length=num_tokens),
-        }
-    )
+    codes = datasets.List(datasets.Value("int32"), length=num_tokens)
+    return datasets.Features({"index": datasets.Value("int64"), "label": label, "flipped": datasets.Value("bool"),
+                              "codes": codes})  # fmt: skip
 
 
 def _check_labels(labels: list, indices: list[int], num_classes: int | None, label_column: str) -> None:
@@ -87,18 +82,10 @@ def _check_labels(labels: list, indices: list[int], num_classes: int | None, lab
 
 # ------------------------------------------------------------------------------------------------ extraction
 @torch.no_grad()
-def _encode_shard(
-    model: GloTokModel,
-    layout: TokenLayout,
-    loader: torch.utils.data.DataLoader,
-    *,
-    flip: bool,
-    device: torch.device,
-    autocast_dtype: torch.dtype | None,
-    num_classes: int | None,
-    label_column: str | None,
-    progress: tqdm,
-) -> dict[str, np.ndarray]:
+def _encode_shard(model: GloTokModel, layout: TokenLayout, loader, *, flip: bool, device: torch.device,
+                  autocast_dtype: torch.dtype | None, num_classes: int | None, label_column: str | None,
+                  progress: tqdm) -> dict[str, list]:  # fmt: skip
+    """The columns of one shard: each readable image's row, then its flipped copy's."""
     columns = {"index": [], "label": [], "flipped": [], "codes": []}
     for batch in loader:
         if batch["skipped"]:
@@ -120,13 +107,11 @@ def _encode_shard(
         copies = 2 if flip else 1
         # Row order: each image, then its flipped copy.
         order = torch.arange(n * copies).view(copies, n).t().flatten()
-        columns["codes"].append(tokens[order].numpy())
-        columns["index"].append(np.repeat(batch["index"], copies))
-        columns["label"].append(np.repeat(batch["label"], copies))
-        columns["flipped"].append(np.tile([False, True][:copies], n))
-    if not columns["codes"]:
-        return {}
-    return {name: np.concatenate(parts) for name, parts in columns.items()}
+        columns["codes"].extend(tokens[order].numpy())
+        columns["index"].extend(np.repeat(batch["index"], copies).tolist())
+        columns["label"].extend(np.repeat(batch["label"], copies).tolist())
+        columns["flipped"].extend([False, True][:copies] * n)
+    return columns
 
 
 def extract_codes(
@@ -174,15 +159,13 @@ def extract_codes(
     Returns:
         `Path` of the output folder; open it with [`load_code_dataset`].
     """
-    if not isinstance(model, GloTokModel):
-        raise TypeError(f"model must be a GloTokModel, got {type(model).__name__}.")
-    if not isinstance(dataset, datasets.Dataset):
-        raise TypeError(f"dataset must be a datasets.Dataset, got {type(dataset).__name__}.")
-    for name, value in (("batch_size", batch_size), ("shard_size", shard_size)):
-        if not is_int(value) or value < 1:
-            raise ValueError(f"{name} must be a positive int, got {value!r}.")
-    if not is_int(num_workers) or num_workers < 0:
-        raise ValueError(f"num_workers must be an int >= 0, got {num_workers!r}.")
+    for name, value, low in (
+        ("batch_size", batch_size, 1),
+        ("shard_size", shard_size, 1),
+        ("num_workers", num_workers, 0),
+    ):
+        if not is_int(value) or value < low:
+            raise ValueError(f"{name} must be an int >= {low}, got {value!r}.")
     dtypes = {"no": None, "bf16": torch.bfloat16, "fp16": torch.float16}
     if mixed_precision not in dtypes:
         raise ValueError(f"mixed_precision must be one of {list(dtypes)}, got {mixed_precision!r}.")
@@ -198,9 +181,7 @@ def extract_codes(
             f"resolution must be a positive multiple of the tokenizer's downsampling factor {config.downsample_factor}, "
             f"got {resolution!r}."
         )
-    if label_names is None:
-        label_names = class_names(dataset, label_column)
-    label_names = list(label_names) if label_names is not None else None
+    label_names = list(label_names) if label_names is not None else class_names(dataset, label_column)
     grid = resolution // config.downsample_factor
     layout = TokenLayout(config.visual_codebook_size, config.semantic_codebook_size, max(1, len(label_names or [])))
     num_tokens = layout.num_image_tokens(grid * grid)
@@ -260,27 +241,11 @@ def extract_codes(
     )
     for k in todo:
         start, stop = k * shard_size, min(len(dataset), (k + 1) * shard_size)
-        loader = torch.utils.data.DataLoader(
-            DecodedImages(dataset, transform, image_column, label_column, indices=range(start, stop)),
-            batch_size=batch_size,
-            num_workers=num_workers,
-            collate_fn=collate_readable,
-        )
-        columns = _encode_shard(
-            model,
-            layout,
-            loader,
-            flip=flip,
-            device=state.device,
-            autocast_dtype=dtypes[mixed_precision],
-            num_classes=len(label_names) if label_names else None,
-            label_column=label_column,
-            progress=bar,
-        )
-        if not columns:
-            columns = {name: [] for name in features}
-        else:
-            columns["codes"] = list(columns["codes"])
+        images = DecodedImages(dataset, transform, image_column, label_column, indices=range(start, stop))
+        loader = torch.utils.data.DataLoader(images, batch_size, num_workers=num_workers, collate_fn=collate_readable)
+        columns = _encode_shard(model, layout, loader, flip=flip, device=state.device,
+                                autocast_dtype=dtypes[mixed_precision], label_column=label_column,
+                                num_classes=len(label_names) if label_names else None, progress=bar)  # fmt: skip
         shard = datasets.Dataset.from_dict(columns, features=features)
         tmp = work_dir / f"{_shard_name(k)}.tmp-{os.getpid()}"
         shard.save_to_disk(str(tmp))
@@ -304,7 +269,6 @@ def _assemble(output_dir, work_dir, num_shards, layout, config, run_config, grid
     result.save_to_disk(str(output_dir))
     columns = result.select_columns(["flipped", "label"]).with_format("numpy")[:]
     num_images = int((~columns["flipped"]).sum())
-    labels = columns["label"]
     label_names = run_config["label_names"]
     metadata = {
         "format": "glotok-codes",
@@ -323,7 +287,7 @@ def _assemble(output_dir, work_dir, num_shards, layout, config, run_config, grid
         "num_skipped": run_config["num_source_rows"] - num_images,
         "num_rows": len(result),
         "label_names": label_names,
-        "num_classes": len(label_names) if label_names else (int(labels.max()) + 1 if len(labels) else 1),
+        "num_classes": len(label_names) if label_names else (int(columns["label"].max()) + 1 if num_images else 1),
         "source": {
             key: run_config[key] for key in ("dataset_fingerprint", "num_source_rows", "image_column", "label_column")
         },

@@ -11,6 +11,7 @@ the parsed `TrainingArguments`.
 """
 
 import argparse
+import contextlib
 import dataclasses
 import difflib
 import json
@@ -40,6 +41,9 @@ STAGE_DEFAULTS = {
 LR_SCHEDULERS = ("constant", "constant_with_warmup", "linear", "cosine", "cosine_with_restarts", "polynomial")
 # Alternatives: a flag on the command line replaces the recipe's value of any other member of its group.
 EXCLUSIVE_GROUPS = (("dataset_name", "train_data_dir", "codes_dir"), ("model_config", "pretrained_model_name_or_path"))
+POSITIVE_OPTIONS = ("train_batch_size", "gradient_accumulation_steps", "checkpointing_steps", "validation_steps",
+                    "usage_window", "max_nonfinite_steps", "num_train_epochs")  # fmt: skip
+OPTIONAL_POSITIVE_OPTIONS = ("max_train_steps", "checkpoints_total_limit", "max_train_samples", "resolution")
 _INLINE_JSON = {"model_config", "discriminator_config"}  # a JSON file, inline JSON, or a mapping inside a recipe
 
 EPILOG = """Every flag is also accepted with dashes instead of underscores (--train-data-dir = --train_data_dir).
@@ -70,9 +74,8 @@ class TrainingArguments:
                                       group="data")  # fmt: skip
     dataset_config_name: str | None = option(None, "Configuration of --dataset_name.")
     dataset_split: str = option("train", "Split to train on.")
-    train_data_dir: str | None = option(
-        None, "A `datasets` imagefolder: one sub-folder per class (class labels from folder names)."
-    )
+    train_data_dir: str | None = option(None, "A `datasets` imagefolder: one sub-folder per class (class labels from "
+                                        "folder names).")  # fmt: skip
     image_column: str = option("image", "Column holding the images.")
     label_column: str = option("label", "Column holding the class labels.")
     cache_dir: str | None = option(None, "Where `datasets` caches.")
@@ -92,17 +95,15 @@ class TrainingArguments:
                                              "mapping). Prior: LlamaConfig overrides on top of --prior_size. Given "
                                              "with a recipe that has one, it is merged into the recipe's mapping "
                                              "(its keys win).", group="models")  # fmt: skip
-    pretrained_model_name_or_path: str | None = option(
-        None, "Start from this saved tokenizer (or prior) instead of a fresh --model_config."
-    )
+    pretrained_model_name_or_path: str | None = option(None, "Start from this saved tokenizer (or prior) instead of a "
+                                                       "fresh --model_config.")  # fmt: skip
     discriminator_config: str | dict | None = option(
         None,
         "A GloTokDiscriminatorConfig JSON file / inline JSON (default: the paper's PatchGAN); merged into the "
         "recipe's mapping like --model_config.",
     )
-    teacher_histogram: str | None = option(
-        None, "Teacher histogram file from `glotok build-teacher` (turns the histogram loss on)."
-    )
+    teacher_histogram: str | None = option(None, "Teacher histogram file from `glotok build-teacher` (turns the "
+                                           "histogram loss on).")  # fmt: skip
     tokenizer_name_or_path: str | None = option(None, "Prior stage: the trained tokenizer (decodes validation "
                                                 "samples; extracts codes on the fly without --codes_dir).")  # fmt: skip
     allow_tokenizer_mismatch: bool = option(False, "Prior stage: accept --codes_dir extracted with other tokenizer "
@@ -110,59 +111,50 @@ class TrainingArguments:
                                             "differs).", switch=True)  # fmt: skip
     prior_size: str = option("B", "Prior stage: LlamaGen size preset (B: 12 layers x 768, L, XL, XXL, 3B).",
                              choices=sorted(PRIOR_SIZES))  # fmt: skip
-    class_dropout_prob: float = option(
-        0.1, "Prior stage: probability of replacing the class by the null class (for CFG)."
-    )
+    class_dropout_prob: float = option(0.1, "Prior stage: probability of replacing the class by the null class (for "
+                                       "CFG).")  # fmt: skip
     gradient_checkpointing: bool = option(False, "Trade compute for memory.", switch=True)
     # optimization
     train_batch_size: int = option(8, "Batch size per device.", group="optimization")
     gradient_accumulation_steps: int = option(1, "Micro-batches per update.")
     max_train_steps: int | None = option(None, "Total updates (overrides epochs).")
     num_train_epochs: int = option(1, "Epochs when --max_train_steps is unset.")
-    learning_rate: float | None = option(
-        None, "Peak learning rate (default: 2e-4 tokenizer, the paper's; 1e-4 prior, LlamaGen's)."
-    )
+    learning_rate: float | None = option(None, "Peak learning rate (default: 2e-4 tokenizer, the paper's; 1e-4 prior, "
+                                         "LlamaGen's).")  # fmt: skip
     discriminator_learning_rate: float | None = option(None, "Discriminator learning rate (default: --learning_rate).")
     lr_scheduler: str = option("constant", "diffusers scheduler name.", choices=LR_SCHEDULERS)
     lr_warmup_steps: int = option(0, "Warm-up updates of the scheduler.")
     adam_beta1: float = option(0.9, "Adam beta1.")
     adam_beta2: float = option(0.95, "Adam beta2 (paper and LlamaGen: 0.95).")
-    adam_weight_decay: float | None = option(
-        None, "Decoupled weight decay (default: 0 tokenizer; 0.05 prior, LlamaGen's)."
-    )
+    adam_weight_decay: float | None = option(None, "Decoupled weight decay (default: 0 tokenizer; 0.05 prior, "
+                                             "LlamaGen's).")  # fmt: skip
     adam_epsilon: float = option(1e-8, "Adam epsilon.")
     max_grad_norm: float | None = option(None, "Gradient clipping norm, 0 for none (default: 1.0).")
     use_ema: bool = option(False, "Keep an exponential moving average of the weights.", switch=True)
     ema_decay: float = option(0.9999, "EMA decay (with diffusers' warm-up).")
-    max_nonfinite_steps: int = option(
-        10, "Stop after this many consecutive updates skipped for NaN/inf loss or gradients."
-    )
+    max_nonfinite_steps: int = option(10, "Stop after this many consecutive updates skipped for NaN/inf loss or "
+                                      "gradients.")  # fmt: skip
     allow_tf32: bool = option(False, "Allow TF32 matmuls on Ampere+ GPUs.", switch=True)
     # run
     output_dir: str | None = option(None, "Where checkpoints, logs and the final model go (required).", group="run")
-    overwrite_output_dir: bool = option(
-        False, "Allow starting a new run in an --output_dir that holds a finished run or checkpoints.", switch=True
-    )
+    overwrite_output_dir: bool = option(False, "Allow starting a new run in an --output_dir that holds a finished run "
+                                        "or checkpoints.", switch=True)  # fmt: skip
     seed: int = option(0, "Seed of initialisation, data order and augmentation.")
-    mixed_precision: str | None = option(
-        None, "Mixed precision (default: the accelerate config's).", choices=("no", "fp16", "bf16")
-    )
+    mixed_precision: str | None = option(None, "Mixed precision (default: the accelerate config's).",
+                                         choices=("no", "fp16", "bf16"))  # fmt: skip
     checkpointing_steps: int = option(500, "Save a checkpoint every N updates.")
     checkpoints_total_limit: int | None = option(None, "Keep at most N checkpoints.")
-    resume_from_checkpoint: str | None = option(
-        None, "A checkpoint folder, or `latest` for the newest complete one in --output_dir."
-    )
-    report_to: str = option("tensorboard", "`tensorboard`, `wandb`, `all` or `none`.")
+    resume_from_checkpoint: str | None = option(None, "A checkpoint folder, or `latest` for the newest complete one "
+                                                "in --output_dir.")  # fmt: skip
+    report_to: str = option("tensorboard", "Trackers to log to.", choices=("tensorboard", "wandb", "all", "none"))
     logging_dir: str = option("logs", "Log folder, relative to --output_dir.")
     tracker_project_name: str | None = option(None, "Tracker project (default: glotok-<stage>).")
     usage_window: int = option(100, "Batches over which codebook usage and perplexity are logged.")
-    validation_steps: int = option(
-        500, "Log and save a grid of reconstructions (tokenizer) or samples (prior) every N updates."
-    )
+    validation_steps: int = option(500, "Log and save a grid of reconstructions (tokenizer) or samples (prior) every "
+                                   "N updates.")  # fmt: skip
     num_validation_images: int = option(8, "Images in the validation grid.")
-    validation_guidance_scale: float = option(
-        2.0, "Prior stage: classifier-free guidance scale of the validation samples."
-    )
+    validation_guidance_scale: float = option(2.0, "Prior stage: classifier-free guidance scale of the validation "
+                                              "samples.")  # fmt: skip
     # hub
     push_to_hub: bool = option(False, "Upload the final model and its card.", switch=True, group="hub")
     hub_model_id: str | None = option(None, "Repository id (default: the --output_dir name).")
@@ -184,15 +176,10 @@ class TrainingArguments:
             raise ValueError(f"--stage is required ({' or '.join(STAGES)}), on the command line or in the recipe.")
         if self.output_dir is None:
             raise ValueError("--output_dir is required, on the command line or in the recipe.")
-        positive = ("train_batch_size", "gradient_accumulation_steps", "checkpointing_steps", "validation_steps",
-                    "usage_window", "max_nonfinite_steps", "num_train_epochs")  # fmt: skip
-        for name in positive:
-            if getattr(self, name) is None or getattr(self, name) <= 0:
-                raise ValueError(f"--{name} must be a positive integer, got {getattr(self, name)!r}.")
-        for name in ("max_train_steps", "checkpoints_total_limit", "max_train_samples", "resolution"):
-            value = getattr(self, name)
-            if value is not None and value <= 0:
-                raise ValueError(f"--{name} must be a positive integer when given, got {value!r}.")
+        for name in POSITIVE_OPTIONS + OPTIONAL_POSITIVE_OPTIONS:
+            value, optional = getattr(self, name), name in OPTIONAL_POSITIVE_OPTIONS
+            if (value is None and not optional) or (value is not None and value <= 0):
+                raise ValueError(f"--{name} must be a positive integer{' when given' * optional}, got {value!r}.")
         if self.num_validation_images < 0 or self.dataloader_num_workers < 0 or self.lr_warmup_steps < 0:
             raise ValueError("--num_validation_images, --dataloader_num_workers and --lr_warmup_steps must be >= 0.")
         if not 0 <= self.class_dropout_prob < 1:
@@ -216,8 +203,6 @@ class TrainingArguments:
                                  "(--dataset_name/--train_data_dir) together with --tokenizer_name_or_path.")  # fmt: skip
             if self.codes_dir is not None and has_images:
                 raise ValueError("Give either --codes_dir or an image dataset for the prior stage, not both.")
-        if self.report_to not in ("tensorboard", "wandb", "all", "none"):
-            raise ValueError(f"--report_to must be tensorboard, wandb, all or none, got {self.report_to!r}.")
 
     def public_dict(self) -> dict[str, Any]:
         """The options as one flat JSON-able dict without secrets (for trackers, saved files and model cards); the
@@ -278,14 +263,7 @@ def build_parser(suppress_defaults: bool = False) -> argparse.ArgumentParser:
 
 def underscored(argv: list[str]) -> list[str]:
     """The one alias rule: `--train-data-dir` -> `--train_data_dir`, `--no-random-flip` -> `--no-random_flip`."""
-    spelled = []
-    for arg in argv:
-        if arg.startswith("--") and len(arg) > 2:
-            name, eq, value = arg.partition("=")
-            prefix = "--no-" if name.startswith("--no-") else "--"
-            arg = prefix + name[len(prefix) :].replace("-", "_") + eq + value
-        spelled.append(arg)
-    return spelled
+    return [re.sub(r"^(--(?:no-)?)([^=]+)", lambda m: m[1] + m[2].replace("-", "_"), arg) for arg in argv]
 
 
 def parse_args(argv: list[str] | None = None) -> TrainingArguments:
@@ -330,12 +308,9 @@ def load_recipe(path: str | Path, parser: argparse.ArgumentParser) -> dict[str, 
                          f"{type(recipe).__name__}.")  # fmt: skip
     recipe = {str(key).replace("-", "_"): value for key, value in recipe.items()}
     actions = {a.dest: a for a in parser._actions if a.dest not in ("help", "config")}
-    unknown = [key for key in recipe if key not in actions]
-    if unknown:
-        hints = []
-        for key in unknown:
-            close = difflib.get_close_matches(str(key), actions, n=1)
-            hints.append(f"{key!r}" + (f" (did you mean {close[0]!r}?)" if close else ""))
+    if unknown := [key for key in recipe if key not in actions]:
+        close = {key: difflib.get_close_matches(key, actions, n=1) for key in unknown}
+        hints = [f"{key!r}" + (f" (did you mean {c[0]!r}?)" if c else "") for key, c in close.items()]
         raise ValueError(f"Unknown key(s) in recipe {str(path)!r}: {', '.join(hints)}. Keys must be argument "
                          "names of train.py (see --help).")  # fmt: skip
     return {key: _check_value(actions[key], value, path) for key, value in recipe.items()}
@@ -352,13 +327,9 @@ def _check_value(action: argparse.Action, value: Any, path: Path) -> Any:
     if value is None:
         return None
     kind = action.type or str
-    if kind is float and isinstance(value, str):  # YAML 1.1 reads `2e-4` as a string
-        try:
+    if kind is float and (is_int(value) or isinstance(value, str)):  # YAML 1.1 reads `2e-4` as a string
+        with contextlib.suppress(ValueError):
             value = float(value)
-        except ValueError:
-            pass
-    if kind is float and is_int(value):
-        value = float(value)
     if not (is_int(value) if kind is int else isinstance(value, kind) and not isinstance(value, bool)):
         raise ValueError(f"{where} must be of type {kind.__name__}, got {type(value).__name__} {value!r}.")
     if action.choices is not None and value not in action.choices:

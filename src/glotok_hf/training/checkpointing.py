@@ -21,6 +21,7 @@ with `torch.load(weights_only=True)`. It would read a registered object's `custo
 accelerate: the hooks write it to `training_state.pt` and read it back with `weights_only=True`.
 """
 
+import contextlib
 import json
 import logging
 import os
@@ -103,33 +104,21 @@ class CheckpointHooks:
     Args:
         accelerator (`Accelerator`): the run's accelerator.
         roles (`dict[str, nn.Module]`): folder name -> unwrapped model, for every model passed to `prepare`.
-        emas (`dict[str, EMA]`, *optional*): folder name of the tracked model -> its `ema.EMA`.
+        emas (`dict[str, EMA]`): folder name of the tracked model -> its `ema.EMA`.
         unwrap (`Callable`): returns the bare model behind a prepared one.
         state (`TrainingState`, *optional*): the run's position, saved and restored with the models.
     """
 
     def __init__(
-        self,
-        accelerator: Accelerator,
-        roles: dict,
-        emas: dict | None = None,
-        unwrap: Callable = None,
-        state: "TrainingState | None" = None,
+        self, accelerator: Accelerator, roles: dict, emas: dict, unwrap: Callable, state: TrainingState | None
     ):
-        self.accelerator = accelerator
-        self.roles = roles
-        self.emas = emas or {}
-        self.unwrap = unwrap or accelerator.unwrap_model
-        self.state = state
+        self.accelerator, self.roles, self.emas, self.unwrap, self.state = accelerator, roles, emas, unwrap, state
         accelerator.register_save_state_pre_hook(self.save_hook)
         accelerator.register_load_state_pre_hook(self.load_hook)
 
     def role_of(self, model: torch.nn.Module) -> str:
-        bare = self.unwrap(model)
-        for role, candidate in self.roles.items():
-            if candidate is bare:
-                return role
-        raise ValueError(f"Model of type {type(bare).__name__} has no checkpoint role; known: {list(self.roles)}.")
+        """The folder name of a prepared model (every prepared model has one: see `Stage.checkpoint_roles`)."""
+        return next(role for role, candidate in self.roles.items() if candidate is self.unwrap(model))
 
     def save_hook(self, models: list, weights: list, output_dir: str) -> None:
         output_dir = Path(output_dir)
@@ -190,13 +179,15 @@ def checkpoint_step(path: Path) -> int | None:
     return int(match.group(1)) if match else None
 
 
-def list_checkpoints(output_dir: str | os.PathLike) -> list[Path]:
+def list_checkpoints(output_dir: str | os.PathLike, complete: bool = True) -> list[Path]:
     """Complete checkpoints in `output_dir` (`checkpoint-<n>` folders holding the training state, written last before
-    the atomic rename), oldest first; partial `.tmp-*` folders are never listed."""
+    the atomic rename; with `complete=False` also those without it), oldest first; partial `.tmp-*` folders are never
+    listed."""
     output_dir = Path(output_dir)
     if not output_dir.is_dir():
         return []
-    found = [p for p in output_dir.iterdir() if checkpoint_step(p) is not None and (p / STATE_FILE).is_file()]
+    found = [p for p in output_dir.iterdir()
+             if checkpoint_step(p) is not None and (not complete or (p / STATE_FILE).is_file())]  # fmt: skip
     return sorted(found, key=checkpoint_step)
 
 
@@ -209,7 +200,7 @@ def resolve_resume_checkpoint(output_dir: str | os.PathLike, value: str | None) 
         return None
     if value == "latest":
         skipped = []
-        for path in reversed(list_checkpoints(output_dir)):
+        for path in reversed(list_checkpoints(output_dir, complete=False)):
             damage = checkpoint_damage(path)
             if damage is None:
                 if skipped:
@@ -220,13 +211,6 @@ def resolve_resume_checkpoint(output_dir: str | os.PathLike, value: str | None) 
         if skipped:
             raise ValueError(f"Every checkpoint in {str(output_dir)!r} is damaged: {'; '.join(skipped)}. Pass "
                              "--overwrite_output_dir to start over, or restore a checkpoint.")  # fmt: skip
-        stateless = sorted(p.name for p in Path(output_dir).glob("checkpoint-*") if checkpoint_step(p) is not None)
-        if stateless:  # never silently restart from scratch next to checkpoints a user may want
-            raise ValueError(
-                f"--resume_from_checkpoint latest found no complete checkpoint in {str(output_dir)!r}, but {stateless} "
-                f"lack {STATE_FILE} (written by another version of this script, or modified). Pass "
-                "--overwrite_output_dir to start over, or restore the checkpoint."
-            )
         return None
     path = Path(value)
     if not path.exists() and not path.is_absolute() and (Path(output_dir) / path).exists():
@@ -238,10 +222,6 @@ def resolve_resume_checkpoint(output_dir: str | os.PathLike, value: str | None) 
         )
     if not path.is_dir():
         raise FileNotFoundError(f"--resume_from_checkpoint {value!r} is not a checkpoint folder.")
-    if not (path / STATE_FILE).is_file():
-        raise ValueError(
-            f"--resume_from_checkpoint {value!r} is not a complete checkpoint of this script ({STATE_FILE} missing)."
-        )
     damage = checkpoint_damage(path)
     if damage is not None:
         intact = next(
@@ -254,11 +234,15 @@ def resolve_resume_checkpoint(output_dir: str | os.PathLike, value: str | None) 
 
 
 def checkpoint_damage(path: Path) -> str | None:
-    """Why the checkpoint `path` cannot be loaded (a truncated, corrupted or unsafe file: a torn copy, a full disk, a
-    tampered file), or `None` when every file opens. Every torch.save file is opened safely, as accelerate loads it
-    (accelerate would silently skip an unreadable RNG file), so a resume never continues with half the state."""
+    """Why the checkpoint `path` cannot be loaded (no training state; a truncated, corrupted or unsafe file: a torn
+    copy, a full disk, a tampered file), or `None` when every file opens. Every torch.save file is opened safely, as
+    accelerate loads it (accelerate would silently skip an unreadable RNG file), so a resume never continues with half
+    the state."""
     from accelerate.utils import load as accelerate_load
 
+    if not (path / STATE_FILE).is_file():  # never silently restart from scratch next to checkpoints a user may want
+        return (f"Checkpoint {str(path)!r} is not a complete checkpoint of this script ({STATE_FILE} missing: written by "
+                "another version of it, or modified).")  # fmt: skip
     for file in sorted(p for p in path.rglob("*") if p.is_file()):
         if file.suffix == ".safetensors":
             try:
@@ -271,21 +255,17 @@ def checkpoint_damage(path: Path) -> str | None:
                 return f"Checkpoint file {str(file)!r} is truncated or corrupted (not a complete torch.save archive)."
             try:
                 accelerate_load(file, map_location="cpu", mmap=True)  # memory-mapped, not read
-            except pickle.UnpicklingError:
-                return (f"Checkpoint file {str(file)!r} cannot be loaded safely: it holds Python objects that "
-                        "torch.load(weights_only=True) refuses to unpickle (it was tampered with, or not written by "
-                        "this script).")  # fmt: skip
             except Exception as err:
-                return (
-                    f"Checkpoint file {str(file)!r} cannot be loaded safely: {type(err).__name__}: {_first_line(err)}."
-                )
+                reason = (f"{type(err).__name__}: {_first_line(err)}" if not isinstance(err, pickle.UnpicklingError)
+                          else "it holds Python objects that torch.load(weights_only=True) refuses to unpickle (it "
+                          "was tampered with, or not written by this script)")  # fmt: skip
+                return f"Checkpoint file {str(file)!r} cannot be loaded safely: {reason}."
     return None
 
 
 def verify_checkpoint(path: Path, stage: str, roles: list[str]) -> None:
     """Check, before anything is loaded, that `path` (intact: see `resolve_resume_checkpoint`) is a checkpoint of
-    `stage` with a model folder per role, so a resume fails with a message naming the problem instead of a deep
-    error."""
+    `stage` (`roles` is kept for callers; each role's folder is checked when it is loaded, by `load_weights_into`)."""
     args_file = path / ARGS_FILE
     if args_file.is_file():
         try:
@@ -298,16 +278,10 @@ def verify_checkpoint(path: Path, stage: str, roles: list[str]) -> None:
                 "Resume from a checkpoint of the same stage (for the prior, start from a trained tokenizer with "
                 "--tokenizer_name_or_path instead)."
             )
-    missing = [role for role in roles if not (path / role / "config.json").is_file()]
-    if missing:
-        raise ValueError(
-            f"Checkpoint {str(path)!r} has no saved {' or '.join(missing)} model (folders: "
-            f"{sorted(p.name for p in path.iterdir() if p.is_dir())}); it is not a checkpoint of this {stage} run."
-        )
 
 
 def load_checkpoint(accelerator: Accelerator, path: Path) -> None:
-    """`accelerator.load_state(path)`, with errors of unreadable files turned into a message naming the file."""
+    """`accelerator.load_state(path)`, with a missing file named (`checkpoint_damage` has opened every other one)."""
     try:
         accelerator.load_state(str(path))
     except FileNotFoundError as err:
@@ -316,11 +290,6 @@ def load_checkpoint(accelerator: Accelerator, path: Path) -> None:
         raise FileNotFoundError(
             f"Checkpoint {str(path)!r} is incomplete: {err.filename} is missing. Resume from another checkpoint."
         ) from err
-    except (RuntimeError, pickle.UnpicklingError, EOFError, KeyError) as err:  # files passed `verify_checkpoint`
-        raise ValueError(
-            f"Cannot resume from checkpoint {str(path)!r}: a file in it is corrupted or was not written by this "
-            f"script ({type(err).__name__}: {_first_line(err)}). Resume from another checkpoint."
-        ) from err
 
 
 def _first_line(err: Exception) -> str:
@@ -328,16 +297,12 @@ def _first_line(err: Exception) -> str:
 
 
 def _fsync(path: Path) -> None:
-    try:
+    with contextlib.suppress(OSError):  # e.g. file systems without fsync on directories
         fd = os.open(path, os.O_RDONLY | (os.O_DIRECTORY if path.is_dir() else 0))
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:  # e.g. file systems without fsync on directories
-        pass
-    finally:
-        os.close(fd)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
 
 
 def _fsync_tree(root: Path) -> None:
@@ -370,8 +335,7 @@ def prune_checkpoints(output_dir: str | os.PathLike, total_limit: int | None, ke
     if total_limit is None:
         return []
     checkpoints = [p for p in list_checkpoints(output_dir) if p.resolve() != Path(keep).resolve()]
-    excess = len(checkpoints) + 1 - total_limit
-    removed = checkpoints[: max(excess, 0)]
+    removed = checkpoints[: max(len(checkpoints) + 1 - total_limit, 0)]
     for path in removed:
         _remove(path)
     if removed:

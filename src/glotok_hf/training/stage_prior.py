@@ -9,7 +9,7 @@ from pathlib import Path
 import torch
 from accelerate import Accelerator
 from accelerate.logging import get_logger
-from torch.utils.data import Dataset
+from torch.utils.data import default_collate
 from transformers import LlamaForCausalLM
 
 from ..codes import load_code_dataset, model_fingerprint
@@ -20,6 +20,7 @@ from ..loading import load_tokenizer
 from ..prior import layout_from_configs, prior_config, prior_training_batch
 from ..sampling import sample_image_tokens
 from .arguments import TrainingArguments
+from .checkpointing import config_differences
 from .loaders import SeededItems, build_image_data, make_loader
 from .publishing import data_summary, training_card
 from .runtime import build_optimizer, build_scheduler
@@ -29,29 +30,6 @@ from .tracking import log_image
 logger = get_logger("glotok_train")
 
 CARD_METRICS = ("prior/loss", "prior/token_accuracy", "prior/grad_norm")
-
-
-class CodeItems(Dataset):
-    """Rows of an extracted code dataset as `{"codes": (N,) LongTensor, "labels": int}`."""
-
-    def __init__(self, dataset):
-        self.dataset = dataset.with_format("torch", columns=["codes", "label"])
-
-    def __len__(self) -> int:
-        return len(self.dataset)
-
-    def __getitem__(self, index: int) -> dict:
-        row = self.dataset[index]
-        return {"codes": row["codes"].long(), "labels": int(row["label"])}
-
-
-def collate_codes(examples: list[dict]) -> dict[str, torch.Tensor]:
-    return {
-        "codes": torch.stack([e["codes"] for e in examples]),
-        "labels": torch.tensor([e["labels"] for e in examples], dtype=torch.long),
-        "index": torch.tensor([e["index"] for e in examples], dtype=torch.long),
-        "uniform": torch.tensor([e["uniform"] for e in examples], dtype=torch.float32),
-    }
 
 
 def weight_decay_groups(model: torch.nn.Module, weight_decay: float) -> list[dict]:
@@ -92,14 +70,14 @@ class PriorStage(BaseStage):
             dataset, metadata = load_code_dataset(args.codes_dir)
             if args.max_train_samples is not None:
                 dataset = dataset.select(range(min(args.max_train_samples, len(dataset))))
-            self.tokenizer_config = GloTokConfig(**_config_fields(metadata["tokenizer_config"]))
-            self.num_positions = metadata["num_positions"]
+            self.tokenizer_config = GloTokConfig.from_dict(metadata["tokenizer_config"])
             self.grid = tuple(metadata["grid"])
-            self.class_names = metadata.get("label_names")
+            self.class_names = metadata["label_names"]
             self.num_classes = metadata["num_classes"]
             self.data_description = data_summary(args, metadata["num_images"], self.class_names, codes=metadata)
-            self.items = SeededItems(CodeItems(dataset), seed=args.seed, draw_uniform=True)
-            self.sampler, self.loader = make_loader(self.items, args, self.accelerator.num_processes, collate_codes)
+            rows = dataset.rename_column("label", "labels").with_format("torch", columns=["codes", "labels"])
+            self.items = SeededItems(rows, seed=args.seed, draw_uniform=True)
+            self.sampler, self.loader = make_loader(self.items, args, self.accelerator.num_processes, default_collate)
             self._check_codes(metadata)
         else:
             self.tokenizer_config = self.tokenizer.config
@@ -111,11 +89,11 @@ class PriorStage(BaseStage):
             self.items, self.loader, self.sampler, self.class_names = build_image_data(
                 args, self.accelerator.num_processes, draw_uniform=True
             )
-            side = self.tokenizer_config.latent_grid_size
-            self.grid, self.num_positions = (side, side), side * side
+            self.grid = (self.tokenizer_config.latent_grid_size,) * 2
             labels = self.items.dataset.dataset[args.label_column]
             self.num_classes = len(self.class_names) if self.class_names else int(max(labels)) + 1
             self.data_description = data_summary(args, len(self.items), self.class_names)
+        self.num_positions = self.grid[0] * self.grid[1]
 
     def _check_codes(self, metadata: dict) -> None:
         """The codes fit the tokenizer: same config (sample_size included), the grid of its sample_size, and, unless
@@ -132,11 +110,9 @@ class PriorStage(BaseStage):
         if self.tokenizer is None:
             logger.warning("No --tokenizer_name_or_path: validation samples are not decoded to images.")
             return
-        saved = _config_fields(metadata["tokenizer_config"])
-        mismatched = [k for k, v in saved.items() if getattr(self.tokenizer.config, k, v) != v]
-        if mismatched:
+        if mismatched := config_differences(self.tokenizer_config, self.tokenizer.config):
             raise ValueError(f"{where} were extracted with another tokenizer than --tokenizer_name_or_path (config "
-                             f"fields {mismatched} differ).")  # fmt: skip
+                             f"fields {list(mismatched)} differ).")  # fmt: skip
         if metadata.get("tokenizer_fingerprint") != model_fingerprint(self.tokenizer):
             message = (f"{where} were extracted with other tokenizer weights than --tokenizer_name_or_path "
                        f"{self.args.tokenizer_name_or_path} (the fingerprints differ): the prior would learn codes the "
@@ -170,7 +146,7 @@ class PriorStage(BaseStage):
     @torch.no_grad()
     def codes_of(self, batch: dict) -> torch.Tensor:
         if "codes" in batch:
-            return batch["codes"]
+            return batch["codes"].long()  # stored as int32
         encoded = self.tokenizer.encode(batch["pixel_values"].to(self.accelerator.device))
         return self.layout.to_tokens(encoded.visual_indices, encoded.semantic_indices)
 
@@ -178,7 +154,7 @@ class PriorStage(BaseStage):
         """Causal-LM loss on the image tokens; the class is dropped to the null class with the item's own draw."""
         codes = self.codes_of(batch)
         inputs = prior_training_batch(codes, batch["labels"], self.layout, class_dropout_prob=0.0)
-        dropped = batch["uniform"].to(codes.device) < self.args.class_dropout_prob
+        dropped = batch["uniform"].to(codes.device, torch.float32) < self.args.class_dropout_prob
         inputs["input_ids"][dropped, 0] = self.layout.null_class_id
         output = self.model(input_ids=inputs["input_ids"], labels=inputs["labels"])
         self.accelerator.backward(output.loss)
@@ -259,9 +235,3 @@ class PriorStage(BaseStage):
                              sample_grid_file=SAMPLE_GRID_FILE if grid is not None else None)  # fmt: skip
         save_model_card(card, folder, sample_grid=grid, overwrite=True)
         logger.info(f"Pipeline saved to {folder}")
-
-
-def _config_fields(config: dict) -> dict:
-    """The GloTokConfig fields of a saved config dict (drops transformers' bookkeeping keys)."""
-    names = set(GloTokConfig.__annotations__)
-    return {k: tuple(v) if k == "block_out_channels" else v for k, v in config.items() if k in names}

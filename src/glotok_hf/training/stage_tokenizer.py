@@ -105,25 +105,15 @@ class TokenizerStage(BaseStage):
         self.track_ema(model)
         self.items, loader, self.sampler, _ = build_image_data(args, accelerator.num_processes, with_labels=False)
         self.loader = accelerator.prepare(loader)
-        optimizer = build_optimizer(model.parameters(), args, args.learning_rate)
-        d_optimizer = build_optimizer(
-            discriminator.parameters(), args, args.discriminator_learning_rate or args.learning_rate
-        )
-        prepared = accelerator.prepare(
-            model, discriminator, optimizer, d_optimizer,
-            build_scheduler(args, optimizer, self.loader, accelerator.num_processes),
-            build_scheduler(args, d_optimizer, self.loader, accelerator.num_processes),
-        )  # fmt: skip
-        self.model, self.discriminator, self.optimizer, self.d_optimizer, self.lr_scheduler, self.d_scheduler = (
-            prepared
-        )
-        self.usage = {
-            name: CodebookUsageWindow(
-                getattr(self.bare.config, f"{name}_codebook_size"), args.usage_window, device=accelerator.device
-            )  # fmt: skip
-            for name in ("semantic", "visual")
-            if getattr(self.bare.config, f"has_{name}_codebook")
-        }
+        d_learning_rate = args.discriminator_learning_rate or args.learning_rate
+        optimizers = (build_optimizer(model.parameters(), args, args.learning_rate),
+                      build_optimizer(discriminator.parameters(), args, d_learning_rate))  # fmt: skip
+        schedulers = [build_scheduler(args, o, self.loader, accelerator.num_processes) for o in optimizers]
+        (self.model, self.discriminator, self.optimizer, self.d_optimizer, self.lr_scheduler,
+         self.d_scheduler) = accelerator.prepare(model, discriminator, *optimizers, *schedulers)  # fmt: skip
+        sizes = {"semantic": model.config.semantic_codebook_size, "visual": model.config.visual_codebook_size}
+        self.usage = {name: CodebookUsageWindow(size, args.usage_window, device=accelerator.device)
+                      for name, size in sizes.items() if size > 0}  # fmt: skip
         self.validation_images = validation_images(args, args.num_validation_images)
         self.accumulate_models = (self.model, self.discriminator)
         if self.teacher_metadata:
@@ -191,18 +181,16 @@ class TokenizerStage(BaseStage):
         return logs
 
     # ------------------------------------------------------------------------------------------------ validation
-    def reconstruct(self, images: torch.Tensor) -> torch.Tensor:
-        """Reconstructions by the (EMA) tokenizer in eval mode."""
-        with self.evaluating() as model:
-            return model(images.to(self.accelerator.device)).sample.float().clamp(-1, 1).cpu()
-
     def validate(self, step: int, folder: Path) -> dict[str, float]:
         """Save and log a grid of validation images over their reconstructions; returns their PSNR to log."""
         if self.validation_images is None:
             return {}
         if getattr(self, "last_validation", {}).get("step") == step:
             return {"validation/psnr": self.last_validation["psnr"]}
-        reconstructions = self.reconstruct(self.validation_images)
+        with self.evaluating() as model:  # the (EMA) tokenizer in eval mode
+            reconstructions = (
+                model(self.validation_images.to(self.accelerator.device)).sample.float().clamp(-1, 1).cpu()
+            )
         mse = torch.mean((reconstructions - self.validation_images) ** 2).item()
         psnr = 10 * math.log10(4.0 / max(mse, 1e-12))  # peak-to-peak range 2 for pixels in [-1, 1]
         grid = image_grid(tensor_to_pil(torch.cat([self.validation_images, reconstructions])), len(reconstructions))
@@ -223,14 +211,13 @@ class TokenizerStage(BaseStage):
             self.last_validation["grid"].save(output_dir / "reconstructions.png")
             image = "reconstructions.png"
         args, config = self.args, self.bare.config
-        side = args.resolution // config.downsample_factor
         data = data_summary(args, len(self.items), class_names(self.items.dataset.dataset, args.label_column))
         if self.teacher_metadata:
             data += "\n\nTeacher histogram of the histogram relation loss (Eq. 7):\n\n```json\n"
             data += json.dumps(self.teacher_metadata, indent=2, default=str) + "\n```"
         details = {
             "resolution": args.resolution,
-            "token grid": f"{side}x{side}",
+            "token grid": f"{config.latent_grid_size}x{config.latent_grid_size}",
             "codebooks": f"{config.semantic_codebook_size} semantic + {config.visual_codebook_size} visual codes of "
             f"dimension {config.codebook_dim}",
             "skipped unreadable images": state.skipped_images,
