@@ -75,11 +75,11 @@ def launch_full_and_resumed(tmp_path, env, make_args) -> tuple[Path, Path]:
     run's checkpoint-k), and check both end in exactly the same state and logged the same values."""
     config = accelerate_config(tmp_path / "accelerate.json", num_processes=2)
     full, resumed = tmp_path / "full", tmp_path / "resumed"
-    launch(ENTRY, make_args(full), config, env)
+    launch(config, make_args(full), env, tmp_path / "full.log", ENTRY)
     assert sorted(p.name for p in full.glob("checkpoint-*")) == [f"checkpoint-{K_STEPS}", f"checkpoint-{N_STEPS}"]
     resumed.mkdir()
     (resumed / f"checkpoint-{K_STEPS}").symlink_to(full / f"checkpoint-{K_STEPS}", target_is_directory=True)
-    launch(ENTRY, [*make_args(resumed), "--resume_from_checkpoint", "latest"], config, env)
+    launch(config, [*make_args(resumed), "--resume_from_checkpoint", "latest"], env, tmp_path / "resumed.log", ENTRY)
     state = torch.load(resumed / f"checkpoint-{N_STEPS}" / "training_state.pt", weights_only=True)
     assert state["global_step"] == N_STEPS and state["epoch"] == 3 and state["batch_in_epoch"] == 0
 

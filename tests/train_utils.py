@@ -3,14 +3,12 @@
 import importlib.util
 import json
 import os
-import subprocess
 import sys
 from pathlib import Path
 from unittest import mock
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 TRAINING_DIR = REPO_ROOT / "training"
-TRAIN_SCRIPT = TRAINING_DIR / "train.py"
 
 
 def load_script(path: Path):
@@ -26,11 +24,14 @@ def load_script(path: Path):
 
 # The training scripts' tiny configs and helpers have one home, training/fault_injection.py: the conftest tiny GloTok
 # (8x8 tokens at 16x16), a 2-layer group-norm PatchGAN (batch-independent, so 1- and 2-process runs agree), a 2-layer
-# Llama prior, tiny imagefolders and accelerate configs (the torchrun path on CPU: this machine has no `mpirun`).
+# Llama prior, tiny imagefolders, codes and accelerate configs (the torchrun path on CPU: this machine has no `mpirun`),
+# and `accelerate launch` runs that raise with their output on failure.
 _SCRIPT = load_script(TRAINING_DIR / "fault_injection.py")
 TINY_MODEL, TINY_DISCRIMINATOR, TINY_PRIOR = _SCRIPT.TINY_TOKENIZER, _SCRIPT.TINY_DISCRIMINATOR, _SCRIPT.TINY_PRIOR
 accelerate_config = _SCRIPT.accelerate_config
 make_imagefolder = _SCRIPT.make_images  # (root, per_class, classes, size, seed): smooth random RGB, a folder per class
+save_tiny_tokenizer, extract_tiny_codes = _SCRIPT.save_tiny_tokenizer, _SCRIPT.extract_tiny_codes
+launch = _SCRIPT.run_to_end  # (config, argv, env, log, script)
 
 
 def tiny_tokenizer_args(data_dir: Path, output_dir: Path, **overrides) -> list[str]:
@@ -82,42 +83,11 @@ def run_in_process(argv: list[str]):
         PartialState._reset_state()
 
 
-def launch(script: Path, argv: list[str], config: Path, env: dict, timeout: int = 300) -> subprocess.CompletedProcess:
-    """`accelerate launch --config_file config script argv` in a subprocess; raises with its output on failure."""
-    env = {"OMP_NUM_THREADS": "1", **env, "ACCELERATE_USE_CPU": "true"}
-    cmd = [sys.executable, "-m", "accelerate.commands.launch", "--config_file", str(config), str(script), *argv]
-    result = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=timeout, cwd=str(REPO_ROOT))
-    assert result.returncode == 0, f"{' '.join(cmd)} failed:\n{result.stdout[-4000:]}\n{result.stderr[-8000:]}"
-    return result
-
-
 def read_metrics(output_dir: Path) -> list[dict]:
     """The logged rows of the run in `output_dir` (`glotok_hf.training.tracking.read_metrics` of its log)."""
     from glotok_hf.training.tracking import METRICS_FILE, read_metrics
 
     return read_metrics(Path(output_dir) / "logs" / METRICS_FILE)
-
-
-def save_tiny_tokenizer(folder: Path, seed: int = 0) -> Path:
-    """The conftest tiny GloTok (random weights), saved with `save_pretrained`."""
-    import torch
-
-    from glotok_hf import GloTokConfig, GloTokModel
-
-    torch.manual_seed(seed)
-    GloTokModel(GloTokConfig(**TINY_MODEL)).save_pretrained(folder)
-    return folder
-
-
-def extract_tiny_codes(tokenizer_dir: Path, images_dir: Path, output_dir: Path) -> Path:
-    """Codes of an imagefolder at 16x16 (8x8 grid), as `glotok extract-codes` writes them."""
-    from glotok_hf import GloTokModel
-    from glotok_hf.codes import extract_codes
-    from glotok_hf.data import load_image_dataset
-
-    model = GloTokModel.from_pretrained(tokenizer_dir)
-    extract_codes(model, load_image_dataset(train_data_dir=images_dir), output_dir, resolution=16, progress=False)
-    return output_dir
 
 
 def tiny_prior_args(

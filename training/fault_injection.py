@@ -58,6 +58,7 @@ TINY_DISCRIMINATOR = {"base_channels": 4, "num_layers": 2, "norm_type": "group",
 TINY_PRIOR = {"num_hidden_layers": 2, "hidden_size": 32, "intermediate_size": 64, "num_attention_heads": 2,
               "num_key_value_heads": 2}  # fmt: skip
 RESUMED_FROM = re.compile(r"Resuming from (\S+)")
+TIMEOUT = 300.0  # seconds a run may take
 
 
 @dataclass
@@ -71,7 +72,6 @@ class Setup:
     checkpointing_steps: int = 2
     total_limit: int = 2
     save_pause: float = 0.6
-    timeout: float = 300.0
     references: dict = field(default_factory=dict)
 
 
@@ -103,25 +103,38 @@ def accelerate_config(path: Path, num_processes: int) -> Path:
     return path
 
 
-def prepare(root: Path, max_train_steps: int = 12, save_pause: float = 0.6, processes=(1, 2)) -> Setup:
-    """Generate the images, a random tiny tokenizer, its codes and the accelerate configs under `root`."""
+def save_tiny_tokenizer(folder: Path, seed: int = 0) -> Path:
+    """The tiny GloTok of the trials (random weights), saved with `save_pretrained`."""
     import torch
 
     from glotok_hf import GloTokConfig, GloTokModel
+
+    torch.manual_seed(seed)
+    GloTokModel(GloTokConfig(**TINY_TOKENIZER)).save_pretrained(folder)
+    return folder
+
+
+def extract_tiny_codes(tokenizer_dir: Path, images_dir: Path, output_dir: Path) -> Path:
+    """Codes of an imagefolder at 16x16 (8x8 grid), as `glotok extract-codes` writes them."""
+    from glotok_hf import GloTokModel
     from glotok_hf.codes import extract_codes
     from glotok_hf.data import load_image_dataset
 
-    make_images(root / "images")
-    torch.manual_seed(0)
-    GloTokModel(GloTokConfig(**TINY_TOKENIZER)).save_pretrained(root / "tokenizer")
+    model = GloTokModel.from_pretrained(tokenizer_dir)
+    extract_codes(model, load_image_dataset(train_data_dir=images_dir), output_dir, resolution=16, progress=False)
+    return output_dir
+
+
+def prepare(root: Path, max_train_steps: int = 12, save_pause: float = 0.6, processes=(1, 2)) -> Setup:
+    """Generate the images, a random tiny tokenizer, its codes and the accelerate configs under `root`."""
+    images, tokenizer = make_images(root / "images"), save_tiny_tokenizer(root / "tokenizer")
     if not (root / "codes").exists():
-        model = GloTokModel.from_pretrained(root / "tokenizer")
-        dataset = load_image_dataset(train_data_dir=root / "images")
-        extract_codes(model, dataset, root / "codes", resolution=16, progress=False)
+        extract_tiny_codes(tokenizer, images, root / "codes")
     configs = {n: accelerate_config(root / f"accelerate-{n}.json", n) for n in processes}
     env = dict(os.environ)
-    env.update(OMP_NUM_THREADS="1", ACCELERATE_USE_CPU="true", PYTHONUNBUFFERED="1", HF_HUB_OFFLINE="1",
-               HF_DATASETS_OFFLINE="1", TQDM_DISABLE="1")  # fmt: skip
+    env.update(
+        OMP_NUM_THREADS="1", PYTHONUNBUFFERED="1", HF_HUB_OFFLINE="1", HF_DATASETS_OFFLINE="1", TQDM_DISABLE="1"
+    )
     env["PYTHONPATH"] = os.pathsep.join([str(REPO_ROOT / "src"), env.get("PYTHONPATH", "")]).rstrip(os.pathsep)
     env.pop("HF_TOKEN", None)
     return Setup(root, configs, env, max_train_steps=max_train_steps, save_pause=save_pause)
@@ -148,14 +161,26 @@ def train_argv(setup: Setup, stage: str, output_dir: Path, num_processes: int) -
     ]  # fmt: skip
 
 
-def launch(setup: Setup, argv: list[str], num_processes: int, log: Path, pause: float | None = None):
-    """Start `accelerate launch train.py argv` (with `pause`: this script, paused saves) in a new session."""
-    script = [str(Path(__file__).resolve()), SAVE_PAUSE_FLAG, str(pause)] if pause else [str(TRAIN_SCRIPT)]
-    cmd = [sys.executable, "-m", "accelerate.commands.launch", "--config_file", str(setup.configs[num_processes]),
-           *script, *argv]  # fmt: skip
+def launch(config: Path, argv: list[str], env: dict, log: Path, script: Path = TRAIN_SCRIPT, pause=None):
+    """Start `accelerate launch --config_file config script argv` on CPU in a new session, its output in `log`; with
+    `pause`, train.py's run goes through this script with paused saves."""
+    script = [str(Path(__file__).resolve()), SAVE_PAUSE_FLAG, str(pause)] if pause else [str(script)]
+    cmd = [sys.executable, "-m", "accelerate.commands.launch", "--config_file", str(config), *script, *argv]
     with log.open("w") as out:
-        return subprocess.Popen(cmd, env=setup.env, stdout=out, stderr=subprocess.STDOUT, cwd=str(REPO_ROOT),
-                                start_new_session=True)  # fmt: skip
+        return subprocess.Popen(cmd, env={**env, "ACCELERATE_USE_CPU": "true"}, stdout=out, stderr=subprocess.STDOUT,
+                                cwd=str(REPO_ROOT), start_new_session=True)  # fmt: skip
+
+
+def run_to_end(config: Path, argv: list[str], env: dict, log: Path, script: Path = TRAIN_SCRIPT) -> None:
+    """[`launch`] and wait; raises with the end of `log` if the run fails or takes over `TIMEOUT` seconds."""
+    proc = launch(config, argv, env, log, script)
+    try:
+        code = proc.wait(timeout=TIMEOUT)
+    except subprocess.TimeoutExpired:
+        kill_tree(proc)
+        raise RuntimeError(f"{log.parent.name}: the run did not finish in {TIMEOUT:.0f} s; see {log}") from None
+    if code != 0:
+        raise RuntimeError(f"{log.parent.name}: the run failed with exit code {code}:\n{log.read_text()[-3000:]}")
 
 
 def install_save_pause(seconds: float) -> None:
@@ -194,17 +219,6 @@ def kill_tree(proc: subprocess.Popen) -> None:
     proc.wait()
 
 
-def run_to_end(setup: Setup, argv: list[str], num_processes: int, log: Path) -> None:
-    proc = launch(setup, argv, num_processes, log)
-    try:
-        code = proc.wait(timeout=setup.timeout)
-    except subprocess.TimeoutExpired:
-        kill_tree(proc)
-        raise RuntimeError(f"{log.parent.name}: the run did not finish in {setup.timeout:.0f} s; see {log}") from None
-    if code != 0:
-        raise RuntimeError(f"{log.parent.name}: the run failed with exit code {code}:\n{log.read_text()[-3000:]}")
-
-
 def last_logged_step(output_dir: Path) -> int:
     return max((row["step"] for row in read_metrics(output_dir / "logs" / METRICS_FILE)), default=0)
 
@@ -220,26 +234,29 @@ def snapshot(output_dir: Path) -> dict[int, dict[str, str]]:
     return {int(checkpoint.name.split("-")[1]): hashes(checkpoint) for checkpoint in list_checkpoints(output_dir)}
 
 
-def final_weights(output_dir: Path, step: int) -> dict[str, str]:
-    """SHA-256 of every safetensors file of `checkpoint-<step>` (model, EMA, discriminator)."""
-    return hashes(output_dir / f"checkpoint-{step}", "*.safetensors")
+def leftovers(output_dir: Path) -> list[Path]:
+    """The `.tmp-*` / `.trash-*` folders of `output_dir`: what an interrupted save or prune left."""
+    return [p for p in sorted(output_dir.iterdir()) if p.name.startswith((".tmp-", ".trash-"))]
 
 
 def reference(setup: Setup, stage: str, num_processes: int) -> dict[str, str]:
-    """The final weights of an uninterrupted run (computed once per stage and process count)."""
+    """The final weights (every safetensors file of the last checkpoint: model, EMA, discriminator) of an
+    uninterrupted run, computed once per stage and process count."""
     key = (stage, num_processes)
     if key not in setup.references:
         out = setup.root / f"reference-{stage}-{num_processes}"
         shutil.rmtree(out, ignore_errors=True)
         out.mkdir(parents=True)
-        run_to_end(setup, train_argv(setup, stage, out, num_processes), num_processes, out / "run.log")
-        setup.references[key] = final_weights(out, setup.max_train_steps)
+        run_to_end(
+            setup.configs[num_processes], train_argv(setup, stage, out, num_processes), setup.env, out / "run.log"
+        )
+        setup.references[key] = hashes(out / f"checkpoint-{setup.max_train_steps}", "*.safetensors")
     return setup.references[key]
 
 
 def kill_at_random_moment(setup: Setup, proc, output_dir: Path, phase: str, rng: random.Random) -> dict:
     """Wait for the chosen moment, kill the run, and describe the moment."""
-    deadline = time.monotonic() + setup.timeout
+    deadline = time.monotonic() + TIMEOUT
     if phase == "step":
         # An update that ends without a checkpoint (their steps are even), then a random time inside the next one.
         target = rng.randrange(1, setup.max_train_steps - 2, 2)
@@ -259,11 +276,7 @@ def kill_at_random_moment(setup: Setup, proc, output_dir: Path, phase: str, rng:
         raise RuntimeError(f"the run ended (exit code {proc.returncode}) before the kill at {moment}")
     kill_tree(proc)
     moment["last_logged_step"] = last_logged_step(output_dir)
-    moment["leftovers"] = {
-        p.name: sorted(str(f.relative_to(p)) for f in p.rglob("*") if f.is_file())
-        for p in sorted(output_dir.iterdir())
-        if p.name.startswith((".tmp-", ".trash-"))
-    }
+    moment["leftovers"] = {p.name: sorted(hashes(p)) for p in leftovers(output_dir)}
     return moment
 
 
@@ -280,11 +293,12 @@ def run_trial(
     try:
         argv = train_argv(setup, stage, out, num_processes)
         pause = setup.save_pause if phase == "save" else None
-        proc = launch(setup, argv, num_processes, out / "killed.log", pause=pause)
+        proc = launch(setup.configs[num_processes], argv, setup.env, out / "killed.log", pause=pause)
         result["killed"] = kill_at_random_moment(setup, proc, out, phase, rng)
         before = snapshot(out)
         result["complete_at_kill"] = sorted(before)
-        run_to_end(setup, [*argv, "--resume_from_checkpoint", "latest"], num_processes, out / "resumed.log")
+        resume = [*argv, "--resume_from_checkpoint", "latest"]
+        run_to_end(setup.configs[num_processes], resume, setup.env, out / "resumed.log")
         match = RESUMED_FROM.search((out / "resumed.log").read_text())
         resumed_from = int(Path(match.group(1)).name.split("-")[1]) if match else None
         result["resumed_from"] = resumed_from
@@ -297,9 +311,9 @@ def run_trial(
         checks["nothing_saved_was_lost"] = not lost and not changed
         result["pruned_after_resume"] = sorted(s for s in before if s not in after and s not in lost)
         checks["reached_max_train_steps"] = setup.max_train_steps in after and (out / "model.safetensors").is_file()
-        checks["no_leftovers"] = not [p.name for p in out.iterdir() if p.name.startswith((".tmp-", ".trash-"))]
+        checks["no_leftovers"] = not leftovers(out)
         if compare:
-            weights = final_weights(out, setup.max_train_steps)
+            weights = hashes(out / f"checkpoint-{setup.max_train_steps}", "*.safetensors")
             checks["final_weights_equal_uninterrupted_run"] = weights == reference(setup, stage, num_processes)
         failed = [name for name, ok in checks.items() if not ok]
         details = {"lost": lost, "changed": changed} if lost or changed else {}
@@ -330,8 +344,7 @@ def run_trials(
         "trials": len(results),
         "passed": sum(r["outcome"] == "ok" for r in results),
         "failed": sum(r["outcome"] != "ok" for r in results),
-        "kills_during_steps": sum(r["kill_phase"] == "step" for r in results),
-        "kills_during_saves": sum(r["kill_phase"] == "save" for r in results),
+        **{f"kills_during_{phase}s": sum(r["kill_phase"] == phase for r in results) for phase in PHASES},
         "partial_checkpoints_left_by_kills": sum(bool(r.get("killed", {}).get("leftovers")) for r in results),
         "max_train_steps": setup.max_train_steps,
         "checkpointing_steps": setup.checkpointing_steps,
