@@ -27,7 +27,6 @@ import shutil
 import statistics
 import subprocess
 import sys
-import time
 import timeit
 from pathlib import Path
 
@@ -44,17 +43,14 @@ DATA_SOURCE = (
 )
 
 
-def run(*command: str) -> None:
-    print("+", " ".join(command), flush=True)
-    subprocess.run(command, cwd=ROOT, check=True, env={**os.environ, "OMP_NUM_THREADS": "1"})
-
-
 def python(*args: str) -> None:
-    run(sys.executable, *args)
+    """Run `python args` in the checkout on one thread; `glotok(...)` is `python -m glotok_hf.cli ...`."""
+    print("+ python", *args, flush=True)
+    subprocess.run([sys.executable, *args], cwd=ROOT, check=True, env={**os.environ, "OMP_NUM_THREADS": "1"})
 
 
 def glotok(*args: str) -> None:
-    run(sys.executable, "-m", "glotok_hf.cli", *args)
+    python("-m", "glotok_hf.cli", *args)
 
 
 STEPS = {
@@ -87,12 +83,10 @@ def evaluate() -> None:
     glotok("eval", "reconstruction", "--model", str(TOKENIZER), "--dataset-name", "data/digits", "--split", "test",
            "--resolution", "24", "--uniformity-images", "500", "--output", str(EVAL / "reconstruction.json"),
            "--overwrite")  # fmt: skip
-    start = time.perf_counter()
     glotok("eval", "generation", "--pipeline", str(PRIOR / "pipeline"), "--num-classes", "10",
            "--images-per-class", "100", "--classifier", "runs/digits_cnn/classifier.pt",
            "--feature-net", "runs/digits_cnn/features.pt", "--reference", "data/digits", "--reference-split", "test",
            "--output", str(EVAL / "generation.json"), "--overwrite")  # fmt: skip
-    (EVAL / "timing.json").write_text(json.dumps({"generation_eval_seconds": time.perf_counter() - start}))
     python("benchmarks/default_pipeline_checks.py", "--pipeline", str(PRIOR / "pipeline"), "--data", "data/digits",
            "--judge", "runs/digits_cnn", "--output", str(EVAL / "checks.json"))  # fmt: skip
 
@@ -249,15 +243,12 @@ def main(argv=None) -> int:
     parser.add_argument("--steps", nargs="+", choices=[*STEPS, "package"], default=[*STEPS, "package"])
     args = parser.parse_args(argv)
     for name in args.steps:
-        if name == "package":
-            package(args.overwrite)
-            continue
-        output, action = STEPS[name]
-        if output.exists():
+        output, action = STEPS.get(name, (None, lambda: package(args.overwrite)))
+        if output and output.exists():
             print(f"[{name}] done ({output.relative_to(ROOT)} exists)")
-            continue
-        print(f"[{name}] running", flush=True)
-        action()
+        else:
+            print(f"[{name}] running", flush=True)
+            action()
     return 0
 
 

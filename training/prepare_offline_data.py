@@ -90,11 +90,8 @@ def build_digits(args) -> datasets.DatasetDict:
         images, labels = opencv_digits(find_opencv_digits(args.digits_png), pad=args.pad)
     else:
         images, labels = sklearn_digits(size=20 + 2 * args.pad)
-    train, test = stratified_split(labels, args.test_per_class, args.seed)
-    return datasets.DatasetDict(
-        train=to_dataset(images[train], labels[train], DIGIT_NAMES),
-        test=to_dataset(images[test], labels[test], DIGIT_NAMES),
-    )
+    splits = zip(("train", "test"), stratified_split(labels, args.test_per_class, args.seed))
+    return datasets.DatasetDict({name: to_dataset(images[i], labels[i], DIGIT_NAMES) for name, i in splits})
 
 
 def parse_args(argv=None) -> argparse.Namespace:

@@ -50,25 +50,16 @@ class SmallCNN(nn.Module):
         return self.head(self.embed(images))
 
 
-class _Embedder(nn.Module):
-    def __init__(self, model: SmallCNN):
+class Adapter(nn.Module):
+    """`call(model, images)` as a module's `forward`: the ViT on pixels in [0, 1] like the CNN (its processor uses
+    mean = std = 0.5, i.e. [-1, 1]), and the CNN's features as the module to export."""
+
+    def __init__(self, model: nn.Module, call):
         super().__init__()
-        self.model = model
+        self.model, self.call = model, call
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
-        return self.model.embed(images)
-
-
-class ViTClassifier(nn.Module):
-    """Adapter so a `ViTForImageClassification` trains on pixels in [0, 1] like the CNN (its processor uses
-    mean = std = 0.5, i.e. [-1, 1])."""
-
-    def __init__(self, model):
-        super().__init__()
-        self.model = model
-
-    def forward(self, images: torch.Tensor) -> torch.Tensor:
-        return self.model(pixel_values=images * 2 - 1).logits
+        return self.call(self.model, images)
 
 
 def build_model(args, num_classes: int, names: list[str] | None) -> nn.Module:
@@ -81,7 +72,7 @@ def build_model(args, num_classes: int, names: list[str] | None) -> nn.Module:
         num_hidden_layers=args.depth, num_attention_heads=max(1, args.width // 32), intermediate_size=4 * args.width,
         num_labels=num_classes, id2label={i: n for i, n in enumerate(names or range(num_classes))},
     )  # fmt: skip
-    return ViTClassifier(ViTForImageClassification(config))
+    return Adapter(ViTForImageClassification(config), lambda vit, images: vit(pixel_values=images * 2 - 1).logits)
 
 
 def load_splits(args):
@@ -166,7 +157,7 @@ def save(model: nn.Module, args, metrics: dict) -> None:
     if args.arch == "cnn":
         example = torch.rand(1, 3, args.resolution, args.resolution)
         torch.jit.trace(model, example).save(str(output / "classifier.pt"))
-        torch.jit.trace(_Embedder(model), example).save(str(output / "features.pt"))
+        torch.jit.trace(Adapter(model, SmallCNN.embed), example).save(str(output / "features.pt"))
     else:
         from transformers import ViTImageProcessorPil as ViTImageProcessor  # PIL backend: no torchvision needed
 
