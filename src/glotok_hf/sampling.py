@@ -109,8 +109,13 @@ class TokenLayout:
     @property
     def code_ranges(self) -> tuple[tuple[int, int], ...]:
         """The id range `[lo, hi)` of each token of a position, in sampling order (visual first)."""
+        return tuple((lo, hi) for _, lo, hi in self._codebooks)
+
+    @property
+    def _codebooks(self) -> tuple[tuple[str, int, int], ...]:
+        """`(name, lo, hi)` of each token of a position, in sampling order (visual first)."""
         v, s = self.visual_codebook_size, self.semantic_codebook_size
-        return tuple(id_range for id_range, size in (((0, v), v), ((v, v + s), s)) if size)
+        return tuple(book for book in (("visual", 0, v), ("semantic", v, v + s)) if book[2] > book[1])
 
     def num_image_tokens(self, num_positions: int) -> int:
         """Image tokens of an image with `num_positions` grid positions (class token excluded)."""
@@ -155,12 +160,11 @@ class TokenLayout:
                 f"{name} must have shape (batch, num_image_tokens) with a multiple of {t} (the tokens per grid "
                 f"position) image tokens per row, got shape {tuple(tokens.shape)}."
             )
-        for slot, (lo, hi) in enumerate(self.code_ranges):
+        for slot, (kind, lo, hi) in enumerate(self._codebooks):
             column = tokens[:, slot::t]
             bad = (column < lo) | (column >= hi)
             if bool(bad.any()):
                 row, pos = bad.nonzero()[0].tolist()
-                kind = "visual" if (lo, hi) == (0, self.visual_codebook_size) else "semantic"
                 raise ValueError(
                     f"{name} break the token layout: row {row}, image token {pos * t + slot} (grid position {pos}) "
                     f"is {int(column[row, pos])}, but that step allows only {kind} code ids in [{lo}, {hi})."
@@ -172,20 +176,15 @@ class TokenLayout:
         """Codebook indices `(B, h, w)` or `(B, h*w)` -> image-token ids `(B, h*w*tokens_per_position)` in layout
         order (visual before semantic at each position, raster order, no class token). Pass the indices of exactly
         the codebooks the layout has; they are trusted to lie in them (e.g. a tokenizer's `encode` output)."""
-        parts = []
-        for name, indices, offset in (
-            ("visual", visual_indices, 0),
-            ("semantic", semantic_indices, self.visual_codebook_size),
-        ):
+        given = {"visual": visual_indices, "semantic": semantic_indices}
+        for name, indices in given.items():
             size = getattr(self, f"{name}_codebook_size")
             if (indices is None) != (size == 0):
                 raise ValueError(
                     f"{name}_indices must be given exactly when the layout has a {name} codebook "
                     f"(it has {size} {name} codes)."
                 )
-            if indices is not None:
-                parts.append(indices.flatten(1).long() + offset)
-        return torch.stack(parts, dim=-1).flatten(1)
+        return torch.stack([given[name].flatten(1).long() + lo for name, lo, _ in self._codebooks], dim=-1).flatten(1)
 
     def to_indices(
         self, tokens: torch.Tensor, grid: tuple[int, int] | int | None = None
@@ -204,8 +203,7 @@ class TokenLayout:
             )
         per_slot = tokens.long().view(tokens.shape[0], num_positions, self.tokens_per_position)
         out = {"visual": None, "semantic": None}
-        for slot, (lo, _) in enumerate(self.code_ranges):
-            name = "visual" if lo == 0 and self.visual_codebook_size else "semantic"
+        for slot, (name, lo, _) in enumerate(self._codebooks):
             out[name] = (per_slot[..., slot] - lo).reshape(tokens.shape[0], *grid)
         return out["visual"], out["semantic"]
 
