@@ -285,9 +285,8 @@ def draw_uniforms(
     draws on its own device; the result is moved to `device`."""
     if isinstance(generator, (list, tuple)):
         return torch.stack([torch.rand(num_steps, generator=g, device=g.device).to(device) for g in generator])
-    if generator is None:
-        return torch.rand(batch_size, num_steps, device=device)
-    return torch.rand(batch_size, num_steps, generator=generator, device=generator.device).to(device)
+    draw_device = device if generator is None else generator.device
+    return torch.rand(batch_size, num_steps, generator=generator, device=draw_device).to(device)
 
 
 def sample_from_logits(logits: torch.Tensor, uniforms: torch.Tensor) -> torch.LongTensor:
