@@ -299,11 +299,12 @@ def _grid_position_embedding(embedding: torch.Tensor, height: int, width: int) -
 class GloTokAdapter(nn.Module):
     """FQGAN-style factorized adapter: a transformer over the encoder's token grid that specialises one branch."""
 
-    def __init__(self, width: int, depth: int, num_heads: int, grid_size: int):
+    def __init__(self, config: GloTokConfig):
         super().__init__()
-        self.position_embedding = nn.Parameter(torch.empty(grid_size * grid_size, width))
+        width, heads = config.block_out_channels[-1], config.adapter_num_heads
+        self.position_embedding = nn.Parameter(torch.empty(config.latent_grid_size**2, width))
         self.norm_pre = nn.LayerNorm(width)
-        self.blocks = nn.ModuleList(GloTokTransformerBlock(width, num_heads) for _ in range(depth))
+        self.blocks = nn.ModuleList(GloTokTransformerBlock(width, heads) for _ in range(config.adapter_depth))
         self.norm_post = nn.LayerNorm(width)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -322,11 +323,12 @@ class GloTokResidualModule(nn.Module):
     projection is zero-initialised, so the module starts as the identity on `z_q + R(z_q)`.
     """
 
-    def __init__(self, dim: int, hidden: int, num_layers: int, num_heads: int, grid_size: int):
+    def __init__(self, config: GloTokConfig):
         super().__init__()
+        dim, hidden, heads = config.codebook_dim, config.residual_hidden_size, config.residual_num_heads
         self.proj_in = nn.Linear(dim, hidden)
-        self.position_embedding = nn.Parameter(torch.empty(grid_size * grid_size, hidden))
-        self.blocks = nn.ModuleList(GloTokTransformerBlock(hidden, num_heads) for _ in range(num_layers))
+        self.position_embedding = nn.Parameter(torch.empty(config.latent_grid_size**2, hidden))
+        self.blocks = nn.ModuleList(GloTokTransformerBlock(hidden, heads) for _ in range(config.residual_num_layers))
         self.norm = nn.LayerNorm(hidden)
         self.proj_out = nn.Linear(hidden, dim)
         self.proj_out._zero_init = True  # read by `_init_weights`
@@ -387,18 +389,13 @@ class GloTokBranch(nn.Module):
 
     def __init__(self, config: GloTokConfig, num_codes: int, with_adapter: bool):
         super().__init__()
-        width, grid, dim = config.block_out_channels[-1], config.latent_grid_size, config.codebook_dim
-        self.adapter = None
-        if with_adapter and config.adapter_depth > 0:
-            self.adapter = GloTokAdapter(width, config.adapter_depth, config.adapter_num_heads, grid)
+        width, dim = config.block_out_channels[-1], config.codebook_dim
+        self.adapter = GloTokAdapter(config) if with_adapter and config.adapter_depth > 0 else None
         self.norm_out = _group_norm(width, config.norm_num_groups)
         self.conv_out = nn.Conv2d(width, config.latent_channels, 3, padding=1)
         self.quant_conv = nn.Conv2d(config.latent_channels, dim, 1)
         self.quantizer = GloTokVectorQuantizer(num_codes, dim, config.codebook_l2_norm)
-        self.residual = None
-        if config.use_residual:
-            hidden, layers, heads = config.residual_hidden_size, config.residual_num_layers, config.residual_num_heads
-            self.residual = GloTokResidualModule(dim, hidden, layers, heads, grid)
+        self.residual = GloTokResidualModule(config) if config.use_residual else None
 
     def project(self, features: torch.Tensor) -> torch.Tensor:
         """Encoder trunk features -> pre-quantization latents `(B, codebook_dim, h, w)`."""
@@ -615,13 +612,12 @@ class GloTokModel(GloTokPreTrainedModel):
         refined = []
         for name, (latents, codes, indices) in self._quantize(pixel_values).items():
             branch = getattr(self, name)
-            vq = vector_quantization_loss(latents, codes, self.config.commitment_beta)
-            out["codebook_loss"] = out["codebook_loss"] + vq["codebook_loss"]
-            out["commitment_loss"] = out["commitment_loss"] + vq["commitment_loss"]
+            losses = vector_quantization_loss(latents, codes, self.config.commitment_beta)
             quantized = latents + (codes - latents).detach()  # straight-through estimator
             refined_codes, residual = branch.refine(quantized)
             if residual is not None:
-                out["residual_loss"] = out["residual_loss"] + residual_loss(residual, latents, codes)
+                losses["residual_loss"] = residual_loss(residual, latents, codes)
+            out.update({key: out[key] + value for key, value in losses.items()})
             refined.append(refined_codes)
             with torch.no_grad():  # scatter_add, not bincount: no device sync
                 flat = indices.flatten()
