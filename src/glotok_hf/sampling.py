@@ -531,17 +531,17 @@ def sample_image_tokens(
     sequences = torch.empty(batch, 1 + num_steps, dtype=torch.long, device=device)
     sequences[:, 0] = class_ids
 
-    def restart(length: int) -> tuple:
-        """A fresh cache, and the first `length` tokens of every row (and of its null-class twin) as the input."""
+    def new_cache() -> DynamicCache | StaticCache:
         static = cache_implementation == "static"
-        cache = StaticCache(config=config, max_cache_len=num_steps) if static else DynamicCache(config=config)
-        prefix = sequences[:, :length]
-        if paired:
-            null = torch.cat([torch.full_like(prefix[:, :1], layout.null_class_id), prefix[:, 1:]], dim=1)
-            prefix = torch.cat([prefix, null])
-        return cache, prefix
+        return StaticCache(config=config, max_cache_len=num_steps) if static else DynamicCache(config=config)
 
-    cache, inputs = restart(1)
+    def model_inputs(start: int, end: int) -> torch.LongTensor:
+        """Tokens `[start, end)` of every row, then of its null-class twin while guidance is on."""
+        rows = sequences[:, start:end]
+        null = torch.cat([torch.full_like(rows[:, :1], layout.null_class_id), rows[:, 1:]], 1) if start == 0 else rows
+        return torch.cat([rows, null]) if paired else rows
+
+    cache, inputs = new_cache(), model_inputs(0, 1)
     for step in range(num_steps):
         logits = prior(input_ids=inputs, use_cache=True, **{keyword: cache}).logits[:, -1]
         lo, hi = ranges[step % per_position]
@@ -560,11 +560,9 @@ def sample_image_tokens(
         if paired and step >= last_guided and isinstance(cache, DynamicCache):
             cache.batch_select_indices(torch.arange(batch, device=device))  # guidance is over: drop uncond rows
             paired = False
-        if rebuild:
-            cache, inputs = restart(step + 2)
-        else:
-            token = sequences[:, step + 1]
-            inputs = (torch.cat([token, token]) if paired else token)[:, None]
+        if rebuild:  # the callback edited earlier tokens: recompute the cache from the whole prefix
+            cache = new_cache()
+        inputs = model_inputs(0 if rebuild else step + 1, step + 2)
     return sequences[:, 1:]
 
 
