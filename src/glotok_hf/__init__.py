@@ -50,10 +50,9 @@ def _register() -> None:
     from .discriminator import GloTokDiscriminator, GloTokDiscriminatorConfig
     from .modeling_glotok import GloTokModel
 
-    AutoConfig.register(GloTokConfig.model_type, GloTokConfig, exist_ok=True)
-    AutoModel.register(GloTokConfig, GloTokModel, exist_ok=True)
-    AutoConfig.register(GloTokDiscriminatorConfig.model_type, GloTokDiscriminatorConfig, exist_ok=True)
-    AutoModel.register(GloTokDiscriminatorConfig, GloTokDiscriminator, exist_ok=True)
+    for config, model in ((GloTokConfig, GloTokModel), (GloTokDiscriminatorConfig, GloTokDiscriminator)):
+        AutoConfig.register(config.model_type, config, exist_ok=True)
+        AutoModel.register(config, model, exist_ok=True)
     GloTokConfig.register_for_auto_class()
     GloTokModel.register_for_auto_class("AutoModel")
 

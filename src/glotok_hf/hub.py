@@ -312,11 +312,8 @@ def model_card(
         datasets=list(datasets) if datasets else None,
     )
     labels = dict(sorted((int(k), v) for k, v in (id2label or {}).items()))
-    if labels:  # a name and an id, e.g. ["seven", 0]
-        name = labels[max(labels)].split(",")[0].strip()
-        example_labels, cli_labels = f"{json.dumps(name)}, 0", f"{json.dumps(name)} 0"
-    else:
-        example_labels, cli_labels = "0", "0"
+    name = json.dumps(labels[max(labels)].split(",")[0].strip()) if labels else None  # a name and an id: "seven", 0
+    example_labels, cli_labels = (f"{name}, 0", f"{name} 0") if labels else ("0", "0")
     sections = [f"# {title}", description or default_description]
     if sample_grid_file:
         sections.append(f"![Samples]({sample_grid_file})")
@@ -334,9 +331,8 @@ def model_card(
         data_text += f"\n\nLicense of the training data: {training_data_license}."
     sections.append("## Training data\n\n" + data_text)
     if metrics:
-        text = _table(
-            ("metric", "value"), [(k, f"{v:.4g}" if isinstance(v, float) else v) for k, v in metrics.items()]
-        )
+        rows = [(k, f"{v:.4g}" if isinstance(v, float) else v) for k, v in metrics.items()]
+        text = _table(("metric", "value"), rows)
         if metrics_description:
             text += "\n\n" + metrics_description
         sections.append("## Metrics\n\n" + text)

@@ -168,32 +168,24 @@ class GloTokSpatialAttention(GradientCheckpointingLayer):
         return x + self.proj_out(y)
 
 
-class GloTokDownsample(nn.Module):
-    """Stride-2 conv3x3 halving the resolution."""
+class GloTokResample(nn.Module):
+    """Resolution change of a level: a stride-2 conv3x3 halving it (`down`), or nearest-neighbour x2 then a conv3x3."""
 
-    def __init__(self, channels: int):
+    def __init__(self, channels: int, down: bool):
         super().__init__()
-        self.conv = nn.Conv2d(channels, channels, 3, stride=2, padding=0)
+        self.down = down
+        self.conv = nn.Conv2d(channels, channels, 3, stride=2 if down else 1, padding=0 if down else 1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.conv(F.pad(x, (0, 1, 0, 1)))  # asymmetric padding, as in VQGAN
-
-
-class GloTokUpsample(nn.Module):
-    """Nearest-neighbour x2 upsampling followed by a conv3x3."""
-
-    def __init__(self, channels: int):
-        super().__init__()
-        self.conv = nn.Conv2d(channels, channels, 3, padding=1)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.down:
+            return self.conv(F.pad(x, (0, 1, 0, 1)))  # asymmetric padding, as in VQGAN
         return self.conv(F.interpolate(x, scale_factor=2.0, mode="nearest"))
 
 
 class GloTokLevel(nn.Module):
-    """One resolution level: ResNet blocks, optional attention after each, optional resampling."""
+    """One resolution level: ResNet blocks, optional attention after each, optional resampling (`down` or up)."""
 
-    def __init__(self, channels_in, channels_out, num_blocks, groups, dropout, attention: bool, resample=None):
+    def __init__(self, channels_in, channels_out, num_blocks, groups, dropout, attention: bool, down: bool | None):
         super().__init__()
         self.resnets = nn.ModuleList(
             GloTokResnetBlock(channels_in if i == 0 else channels_out, channels_out, groups, dropout)
@@ -202,7 +194,7 @@ class GloTokLevel(nn.Module):
         self.attentions = nn.ModuleList(
             GloTokSpatialAttention(channels_out, groups) for _ in range(num_blocks if attention else 0)
         )
-        self.resample = resample(channels_out) if resample is not None else None
+        self.resample = GloTokResample(channels_out, down) if down is not None else None
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         for i, resnet in enumerate(self.resnets):
@@ -210,6 +202,17 @@ class GloTokLevel(nn.Module):
             if self.attentions:
                 x = self.attentions[i](x)
         return self.resample(x) if self.resample is not None else x
+
+
+def _levels(config: GloTokConfig, channels: list[int], num_blocks: int, down: bool) -> nn.ModuleList:
+    """The levels of the encoder (`down`, channels in order) or decoder (channels reversed); attention at the lowest
+    resolution, resampling between levels."""
+    levels, lowest = [], len(channels) - 1 if down else 0
+    for i, (prev, ch) in enumerate(zip([channels[0], *channels], channels)):
+        attention = i == lowest and config.lowest_resolution_attention
+        resample = None if i == len(channels) - 1 else down
+        levels.append(GloTokLevel(prev, ch, num_blocks, config.norm_num_groups, config.dropout, attention, resample))
+    return nn.ModuleList(levels)
 
 
 class GloTokMidBlock(nn.Module):
@@ -232,19 +235,8 @@ class GloTokEncoder(nn.Module):
         super().__init__()
         channels, groups = config.block_out_channels, config.norm_num_groups
         self.conv_in = nn.Conv2d(config.in_channels, channels[0], 3, padding=1)
-        levels, prev = [], channels[0]
-        for i, ch in enumerate(channels):
-            last = i == len(channels) - 1
-            levels.append(
-                GloTokLevel(
-                    prev, ch, config.layers_per_block, groups, config.dropout,
-                    attention=last and config.lowest_resolution_attention,
-                    resample=None if last else GloTokDownsample,
-                )
-            )  # fmt: skip
-            prev = ch
-        self.levels = nn.ModuleList(levels)
-        self.mid = GloTokMidBlock(prev, groups, config.dropout, config.mid_block_add_attention)
+        self.levels = _levels(config, list(channels), config.layers_per_block, down=True)
+        self.mid = GloTokMidBlock(channels[-1], groups, config.dropout, config.mid_block_add_attention)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = self.conv_in(x)
@@ -259,23 +251,11 @@ class GloTokDecoder(nn.Module):
     def __init__(self, config: GloTokConfig):
         super().__init__()
         channels, groups = config.block_out_channels, config.norm_num_groups
-        prev = channels[-1]
-        self.conv_in = nn.Conv2d(config.latent_channels, prev, 3, padding=1)
-        self.mid = GloTokMidBlock(prev, groups, config.dropout, config.mid_block_add_attention)
-        levels = []
-        for i, ch in enumerate(reversed(channels)):
-            first, last = i == 0, i == len(channels) - 1
-            levels.append(
-                GloTokLevel(
-                    prev, ch, config.layers_per_block + 1, groups, config.dropout,
-                    attention=first and config.lowest_resolution_attention,
-                    resample=None if last else GloTokUpsample,
-                )
-            )  # fmt: skip
-            prev = ch
-        self.levels = nn.ModuleList(levels)
-        self.norm_out = _group_norm(prev, groups)
-        self.conv_out = nn.Conv2d(prev, config.out_channels, 3, padding=1)
+        self.conv_in = nn.Conv2d(config.latent_channels, channels[-1], 3, padding=1)
+        self.mid = GloTokMidBlock(channels[-1], groups, config.dropout, config.mid_block_add_attention)
+        self.levels = _levels(config, list(reversed(channels)), config.layers_per_block + 1, down=False)
+        self.norm_out = _group_norm(channels[0], groups)
+        self.conv_out = nn.Conv2d(channels[0], config.out_channels, 3, padding=1)
 
     def forward(self, z: torch.Tensor) -> torch.Tensor:
         x = self.mid(self.conv_in(z))
@@ -319,11 +299,12 @@ def _grid_position_embedding(embedding: torch.Tensor, height: int, width: int) -
 class GloTokAdapter(nn.Module):
     """FQGAN-style factorized adapter: a transformer over the encoder's token grid that specialises one branch."""
 
-    def __init__(self, width: int, depth: int, num_heads: int, grid_size: int):
+    def __init__(self, config: GloTokConfig):
         super().__init__()
-        self.position_embedding = nn.Parameter(torch.empty(grid_size * grid_size, width))
+        width, heads = config.block_out_channels[-1], config.adapter_num_heads
+        self.position_embedding = nn.Parameter(torch.empty(config.latent_grid_size**2, width))
         self.norm_pre = nn.LayerNorm(width)
-        self.blocks = nn.ModuleList(GloTokTransformerBlock(width, num_heads) for _ in range(depth))
+        self.blocks = nn.ModuleList(GloTokTransformerBlock(width, heads) for _ in range(config.adapter_depth))
         self.norm_post = nn.LayerNorm(width)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -342,11 +323,12 @@ class GloTokResidualModule(nn.Module):
     projection is zero-initialised, so the module starts as the identity on `z_q + R(z_q)`.
     """
 
-    def __init__(self, dim: int, hidden: int, num_layers: int, num_heads: int, grid_size: int):
+    def __init__(self, config: GloTokConfig):
         super().__init__()
+        dim, hidden, heads = config.codebook_dim, config.residual_hidden_size, config.residual_num_heads
         self.proj_in = nn.Linear(dim, hidden)
-        self.position_embedding = nn.Parameter(torch.empty(grid_size * grid_size, hidden))
-        self.blocks = nn.ModuleList(GloTokTransformerBlock(hidden, num_heads) for _ in range(num_layers))
+        self.position_embedding = nn.Parameter(torch.empty(config.latent_grid_size**2, hidden))
+        self.blocks = nn.ModuleList(GloTokTransformerBlock(hidden, heads) for _ in range(config.residual_num_layers))
         self.norm = nn.LayerNorm(hidden)
         self.proj_out = nn.Linear(hidden, dim)
         self.proj_out._zero_init = True  # read by `_init_weights`
@@ -407,18 +389,13 @@ class GloTokBranch(nn.Module):
 
     def __init__(self, config: GloTokConfig, num_codes: int, with_adapter: bool):
         super().__init__()
-        width, grid, dim = config.block_out_channels[-1], config.latent_grid_size, config.codebook_dim
-        self.adapter = None
-        if with_adapter and config.adapter_depth > 0:
-            self.adapter = GloTokAdapter(width, config.adapter_depth, config.adapter_num_heads, grid)
+        width, dim = config.block_out_channels[-1], config.codebook_dim
+        self.adapter = GloTokAdapter(config) if with_adapter and config.adapter_depth > 0 else None
         self.norm_out = _group_norm(width, config.norm_num_groups)
         self.conv_out = nn.Conv2d(width, config.latent_channels, 3, padding=1)
         self.quant_conv = nn.Conv2d(config.latent_channels, dim, 1)
         self.quantizer = GloTokVectorQuantizer(num_codes, dim, config.codebook_l2_norm)
-        self.residual = None
-        if config.use_residual:
-            hidden, layers, heads = config.residual_hidden_size, config.residual_num_layers, config.residual_num_heads
-            self.residual = GloTokResidualModule(dim, hidden, layers, heads, grid)
+        self.residual = GloTokResidualModule(config) if config.use_residual else None
 
     def project(self, features: torch.Tensor) -> torch.Tensor:
         """Encoder trunk features -> pre-quantization latents `(B, codebook_dim, h, w)`."""
@@ -635,13 +612,12 @@ class GloTokModel(GloTokPreTrainedModel):
         refined = []
         for name, (latents, codes, indices) in self._quantize(pixel_values).items():
             branch = getattr(self, name)
-            vq = vector_quantization_loss(latents, codes, self.config.commitment_beta)
-            out["codebook_loss"] = out["codebook_loss"] + vq["codebook_loss"]
-            out["commitment_loss"] = out["commitment_loss"] + vq["commitment_loss"]
+            losses = vector_quantization_loss(latents, codes, self.config.commitment_beta)
             quantized = latents + (codes - latents).detach()  # straight-through estimator
             refined_codes, residual = branch.refine(quantized)
             if residual is not None:
-                out["residual_loss"] = out["residual_loss"] + residual_loss(residual, latents, codes)
+                losses["residual_loss"] = residual_loss(residual, latents, codes)
+            out.update({key: out[key] + value for key, value in losses.items()})
             refined.append(refined_codes)
             with torch.no_grad():  # scatter_add, not bincount: no device sync
                 flat = indices.flatten()

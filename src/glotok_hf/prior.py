@@ -91,13 +91,16 @@ def prior_config(
     if num_positions is None:
         num_positions = int(tokenizer_config.latent_grid_size) ** 2
     preset = PRIOR_SIZES[size]
+    width = overrides.get("hidden_size", preset.hidden_size)  # a new width rescales what follows from it
+    heads = max(1, width // 64) if "hidden_size" in overrides else preset.num_attention_heads
+    heads = overrides.get("num_attention_heads", heads)
     kwargs = dict(
         vocab_size=layout.vocab_size,
-        hidden_size=preset.hidden_size,
-        intermediate_size=preset.intermediate_size,
+        hidden_size=width,
+        intermediate_size=swiglu_width(width),
         num_hidden_layers=preset.num_hidden_layers,
-        num_attention_heads=preset.num_attention_heads,
-        num_key_value_heads=preset.num_attention_heads,
+        num_attention_heads=heads,
+        num_key_value_heads=heads,
         hidden_act="silu",
         max_position_embeddings=layout.sequence_length(num_positions),
         image_grid_size=[math.isqrt(num_positions)] * 2 if math.isqrt(num_positions) ** 2 == num_positions else None,
@@ -113,12 +116,6 @@ def prior_config(
         pad_token_id=None,
         architectures=["LlamaForCausalLM"],
     )
-    if "hidden_size" in overrides:
-        width = overrides["hidden_size"]
-        kwargs["intermediate_size"] = swiglu_width(width)
-        kwargs["num_attention_heads"] = kwargs["num_key_value_heads"] = max(1, width // 64)
-    if "num_attention_heads" in overrides and "num_key_value_heads" not in overrides:
-        kwargs["num_key_value_heads"] = overrides["num_attention_heads"]
     kwargs.update(overrides)
     if kwargs["vocab_size"] != layout.vocab_size:
         raise ValueError(

@@ -109,8 +109,13 @@ class TokenLayout:
     @property
     def code_ranges(self) -> tuple[tuple[int, int], ...]:
         """The id range `[lo, hi)` of each token of a position, in sampling order (visual first)."""
+        return tuple((lo, hi) for _, lo, hi in self._codebooks)
+
+    @property
+    def _codebooks(self) -> tuple[tuple[str, int, int], ...]:
+        """`(name, lo, hi)` of each token of a position, in sampling order (visual first)."""
         v, s = self.visual_codebook_size, self.semantic_codebook_size
-        return tuple(id_range for id_range, size in (((0, v), v), ((v, v + s), s)) if size)
+        return tuple(book for book in (("visual", 0, v), ("semantic", v, v + s)) if book[2] > book[1])
 
     def num_image_tokens(self, num_positions: int) -> int:
         """Image tokens of an image with `num_positions` grid positions (class token excluded)."""
@@ -155,12 +160,11 @@ class TokenLayout:
                 f"{name} must have shape (batch, num_image_tokens) with a multiple of {t} (the tokens per grid "
                 f"position) image tokens per row, got shape {tuple(tokens.shape)}."
             )
-        for slot, (lo, hi) in enumerate(self.code_ranges):
+        for slot, (kind, lo, hi) in enumerate(self._codebooks):
             column = tokens[:, slot::t]
             bad = (column < lo) | (column >= hi)
             if bool(bad.any()):
                 row, pos = bad.nonzero()[0].tolist()
-                kind = "visual" if (lo, hi) == (0, self.visual_codebook_size) else "semantic"
                 raise ValueError(
                     f"{name} break the token layout: row {row}, image token {pos * t + slot} (grid position {pos}) "
                     f"is {int(column[row, pos])}, but that step allows only {kind} code ids in [{lo}, {hi})."
@@ -172,20 +176,15 @@ class TokenLayout:
         """Codebook indices `(B, h, w)` or `(B, h*w)` -> image-token ids `(B, h*w*tokens_per_position)` in layout
         order (visual before semantic at each position, raster order, no class token). Pass the indices of exactly
         the codebooks the layout has; they are trusted to lie in them (e.g. a tokenizer's `encode` output)."""
-        parts = []
-        for name, indices, offset in (
-            ("visual", visual_indices, 0),
-            ("semantic", semantic_indices, self.visual_codebook_size),
-        ):
+        given = {"visual": visual_indices, "semantic": semantic_indices}
+        for name, indices in given.items():
             size = getattr(self, f"{name}_codebook_size")
             if (indices is None) != (size == 0):
                 raise ValueError(
                     f"{name}_indices must be given exactly when the layout has a {name} codebook "
                     f"(it has {size} {name} codes)."
                 )
-            if indices is not None:
-                parts.append(indices.flatten(1).long() + offset)
-        return torch.stack(parts, dim=-1).flatten(1)
+        return torch.stack([given[name].flatten(1).long() + lo for name, lo, _ in self._codebooks], dim=-1).flatten(1)
 
     def to_indices(
         self, tokens: torch.Tensor, grid: tuple[int, int] | int | None = None
@@ -204,8 +203,7 @@ class TokenLayout:
             )
         per_slot = tokens.long().view(tokens.shape[0], num_positions, self.tokens_per_position)
         out = {"visual": None, "semantic": None}
-        for slot, (lo, _) in enumerate(self.code_ranges):
-            name = "visual" if lo == 0 and self.visual_codebook_size else "semantic"
+        for slot, (name, lo, _) in enumerate(self._codebooks):
             out[name] = (per_slot[..., slot] - lo).reshape(tokens.shape[0], *grid)
         return out["visual"], out["semantic"]
 
@@ -287,9 +285,8 @@ def draw_uniforms(
     draws on its own device; the result is moved to `device`."""
     if isinstance(generator, (list, tuple)):
         return torch.stack([torch.rand(num_steps, generator=g, device=g.device).to(device) for g in generator])
-    if generator is None:
-        return torch.rand(batch_size, num_steps, device=device)
-    return torch.rand(batch_size, num_steps, generator=generator, device=generator.device).to(device)
+    draw_device = device if generator is None else generator.device
+    return torch.rand(batch_size, num_steps, generator=generator, device=draw_device).to(device)
 
 
 def sample_from_logits(logits: torch.Tensor, uniforms: torch.Tensor) -> torch.LongTensor:
@@ -534,17 +531,17 @@ def sample_image_tokens(
     sequences = torch.empty(batch, 1 + num_steps, dtype=torch.long, device=device)
     sequences[:, 0] = class_ids
 
-    def restart(length: int) -> tuple:
-        """A fresh cache, and the first `length` tokens of every row (and of its null-class twin) as the input."""
+    def new_cache() -> DynamicCache | StaticCache:
         static = cache_implementation == "static"
-        cache = StaticCache(config=config, max_cache_len=num_steps) if static else DynamicCache(config=config)
-        prefix = sequences[:, :length]
-        if paired:
-            null = torch.cat([torch.full_like(prefix[:, :1], layout.null_class_id), prefix[:, 1:]], dim=1)
-            prefix = torch.cat([prefix, null])
-        return cache, prefix
+        return StaticCache(config=config, max_cache_len=num_steps) if static else DynamicCache(config=config)
 
-    cache, inputs = restart(1)
+    def model_inputs(start: int, end: int) -> torch.LongTensor:
+        """Tokens `[start, end)` of every row, then of its null-class twin while guidance is on."""
+        rows = sequences[:, start:end]
+        null = torch.cat([torch.full_like(rows[:, :1], layout.null_class_id), rows[:, 1:]], 1) if start == 0 else rows
+        return torch.cat([rows, null]) if paired else rows
+
+    cache, inputs = new_cache(), model_inputs(0, 1)
     for step in range(num_steps):
         logits = prior(input_ids=inputs, use_cache=True, **{keyword: cache}).logits[:, -1]
         lo, hi = ranges[step % per_position]
@@ -563,11 +560,9 @@ def sample_image_tokens(
         if paired and step >= last_guided and isinstance(cache, DynamicCache):
             cache.batch_select_indices(torch.arange(batch, device=device))  # guidance is over: drop uncond rows
             paired = False
-        if rebuild:
-            cache, inputs = restart(step + 2)
-        else:
-            token = sequences[:, step + 1]
-            inputs = (torch.cat([token, token]) if paired else token)[:, None]
+        if rebuild:  # the callback edited earlier tokens: recompute the cache from the whole prefix
+            cache = new_cache()
+        inputs = model_inputs(0 if rebuild else step + 1, step + 2)
     return sequences[:, 1:]
 
 
