@@ -55,6 +55,12 @@ def model_fingerprint(model: torch.nn.Module) -> str:
     return digest.hexdigest()
 
 
+def count_classes(label_names: Sequence[str] | None, labels) -> int:
+    """The number of classes: that of `label_names` when given, else the largest of the integer `labels` + 1 (1 when
+    there are none)."""
+    return len(label_names) if label_names else int(max(labels, default=0)) + 1
+
+
 def _write_json_atomic(path: Path, payload: dict) -> None:
     tmp = path.with_name(f"{path.name}.tmp-{os.getpid()}")
     tmp.write_text(json.dumps(payload, indent=2, sort_keys=True) + "\n")
@@ -287,7 +293,7 @@ def _assemble(output_dir, work_dir, num_shards, layout, config, run_config, grid
         "num_skipped": run_config["num_source_rows"] - num_images,
         "num_rows": len(result),
         "label_names": label_names,
-        "num_classes": len(label_names) if label_names else (int(columns["label"].max()) + 1 if num_images else 1),
+        "num_classes": count_classes(label_names, columns["label"]),
         "source": {
             key: run_config[key] for key in ("dataset_fingerprint", "num_source_rows", "image_column", "label_column")
         },
@@ -312,4 +318,4 @@ def load_code_dataset(path: str | os.PathLike) -> tuple[datasets.Dataset, dict[s
     return datasets.load_from_disk(str(path)), metadata
 
 
-__all__ = ["METADATA_NAME", "extract_codes", "load_code_dataset", "model_fingerprint"]
+__all__ = ["METADATA_NAME", "count_classes", "extract_codes", "load_code_dataset", "model_fingerprint"]
