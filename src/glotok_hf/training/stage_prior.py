@@ -8,7 +8,6 @@ from pathlib import Path
 
 import torch
 from accelerate import Accelerator
-from accelerate.logging import get_logger
 from torch.utils.data import default_collate
 from transformers import LlamaForCausalLM
 
@@ -23,10 +22,9 @@ from .arguments import TrainingArguments
 from .checkpointing import config_differences
 from .loaders import SeededItems, build_image_data, make_loader
 from .publishing import data_summary, training_card
+from .runtime import logger
 from .stage import BaseStage
 from .tracking import log_image
-
-logger = get_logger("glotok_train")
 
 CARD_METRICS = ("prior/loss", "prior/token_accuracy", "prior/grad_norm")
 

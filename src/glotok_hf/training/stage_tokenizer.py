@@ -9,7 +9,6 @@ from pathlib import Path
 
 import torch
 from accelerate import Accelerator
-from accelerate.logging import get_logger
 
 from ..configuration_glotok import GloTokConfig
 from ..data import class_names, image_grid, tensor_to_pil
@@ -21,11 +20,9 @@ from ..teacher import load_teacher
 from .arguments import TrainingArguments
 from .loaders import build_image_data, validation_images
 from .publishing import data_summary
-from .runtime import unwrap
+from .runtime import logger, unwrap
 from .stage import BaseStage
 from .tracking import guarded_update, log_image
-
-logger = get_logger("glotok_train")
 
 CARD_METRICS = (
     "generator/loss", "generator/reconstruction_loss", "generator/codebook_loss", "generator/commitment_loss",
@@ -110,7 +107,7 @@ class TokenizerStage(BaseStage):
         sizes = {"semantic": model.config.semantic_codebook_size, "visual": model.config.visual_codebook_size}
         self.usage = {name: CodebookUsageWindow(size, args.usage_window, device=accelerator.device)
                       for name, size in sizes.items() if size > 0}  # fmt: skip
-        self.validation_images = validation_images(args, args.num_validation_images)
+        self.validation_images = validation_images(args, self.items, args.num_validation_images)
         self.accumulate_models = (self.model, self.discriminator)
         if self.teacher_metadata:
             self.tracker_extras["teacher"] = json.dumps(self.teacher_metadata, default=str)
