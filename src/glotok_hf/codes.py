@@ -103,20 +103,18 @@ def _encode_shard(model: GloTokModel, layout: TokenLayout, loader, *, flip: bool
             batch["label"] = [0] * len(batch["index"])  # a single class
         else:
             _check_labels(batch["label"], batch["index"], num_classes, label_column)
+        copies = 2 if flip else 1
         pixels = batch["pixel_values"].to(device)
-        if flip:
-            pixels = torch.cat([pixels, pixels.flip(-1)])
+        if flip:  # row order: each image, then its flipped copy
+            pixels = torch.stack([pixels, pixels.flip(-1)], dim=1).flatten(0, 1)
         with torch.autocast(device.type, dtype=autocast_dtype or torch.float32, enabled=autocast_dtype is not None):
             encoded = model.encode(pixels)
-        tokens = layout.to_tokens(encoded.visual_indices, encoded.semantic_indices).to("cpu", torch.int32)
-        n = len(batch["index"])
-        copies = 2 if flip else 1
-        # Row order: each image, then its flipped copy.
-        order = torch.arange(n * copies).view(copies, n).t().flatten()
-        columns["codes"].extend(tokens[order].numpy())
+        columns["codes"].extend(
+            layout.to_tokens(encoded.visual_indices, encoded.semantic_indices).to("cpu", torch.int32).numpy()
+        )
         columns["index"].extend(np.repeat(batch["index"], copies).tolist())
         columns["label"].extend(np.repeat(batch["label"], copies).tolist())
-        columns["flipped"].extend([False, True][:copies] * n)
+        columns["flipped"].extend([False, True][:copies] * len(batch["index"]))
     return columns
 
 
