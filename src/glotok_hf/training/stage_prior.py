@@ -139,16 +139,13 @@ class PriorStage(BaseStage):
         return {"prior": self.bare}
 
     # ------------------------------------------------------------------------------------------------ training
-    @torch.no_grad()
-    def codes_of(self, batch: dict) -> torch.Tensor:
-        if "codes" in batch:
-            return batch["codes"].long()  # stored as int32
-        encoded = self.tokenizer.encode(batch["pixel_values"].to(self.accelerator.device))
-        return self.layout.to_tokens(encoded.visual_indices, encoded.semantic_indices)
-
     def forward_backward(self, batch: dict, global_step: int) -> dict[str, torch.Tensor]:
         """Causal-LM loss on the image tokens; the class is dropped to the null class with the item's own draw."""
-        codes = self.codes_of(batch)
+        if "codes" in batch:
+            codes = batch["codes"].long()  # stored as int32
+        else:  # encoded by the frozen tokenizer (no gradients: its weights do not require them)
+            encoded = self.tokenizer.encode(batch["pixel_values"].to(self.accelerator.device))
+            codes = self.layout.to_tokens(encoded.visual_indices, encoded.semantic_indices)
         inputs = prior_training_batch(codes, batch["labels"], self.layout, class_dropout_prob=0.0)
         dropped = batch["uniform"].to(codes.device, torch.float32) < self.args.class_dropout_prob
         inputs["input_ids"][dropped, 0] = self.layout.null_class_id
@@ -165,10 +162,12 @@ class PriorStage(BaseStage):
 
     # ------------------------------------------------------------------------------------------------ validation
     @torch.no_grad()
-    def sample(self, count: int) -> torch.Tensor | None:
-        """`count` images (labels cycling over the classes, one seeded generator each) -> `(count, 3, R, R)`."""
-        if self.tokenizer is None or count == 0:
-            return None
+    def validate(self, step: int, folder: Path) -> dict:
+        """Save and log a grid of class-conditional samples (rows of 8; labels cycling over the classes, one seeded
+        generator each), decoded by the tokenizer."""
+        count = self.args.num_validation_images
+        if getattr(self, "last_grid_step", None) == step or self.tokenizer is None or count == 0:
+            return {}
         labels = torch.arange(count) % self.layout.num_classes
         generators = [torch.Generator(self.accelerator.device).manual_seed(self.args.seed + i) for i in range(count)]
         with self.evaluating() as prior:
@@ -176,17 +175,8 @@ class PriorStage(BaseStage):
                                          guidance_scale=self.args.validation_guidance_scale, generator=generators)  # fmt: skip
         visual, semantic = self.layout.to_indices(tokens, grid=self.grid)
         images = self.tokenizer.decode(semantic_indices=semantic, visual_indices=visual).sample
-        return images.float().clamp(-1, 1).cpu()
-
-    def validate(self, step: int, folder: Path) -> dict:
-        """Save and log a grid of class-conditional samples (rows of 8)."""
-        if getattr(self, "last_grid_step", None) == step:
-            return {}
-        images = self.sample(self.args.num_validation_images)
-        if images is None:
-            return {}
         self.last_grid_step = step
-        self.last_grid = image_grid(tensor_to_pil(images), cols=8)
+        self.last_grid = image_grid(tensor_to_pil(images.float().clamp(-1, 1).cpu()), cols=8)
         path = log_image(self.accelerator, "samples", self.last_grid, step, folder)
         logger.info(f"Step {step}: validation samples saved to {path}")
         return {}
