@@ -55,6 +55,12 @@ def model_fingerprint(model: torch.nn.Module) -> str:
     return digest.hexdigest()
 
 
+def count_classes(label_names: Sequence[str] | None, labels) -> int:
+    """The number of classes: that of `label_names` when given, else the largest of the integer `labels` + 1 (1 when
+    there are none)."""
+    return len(label_names) if label_names else int(max(labels, default=0)) + 1
+
+
 def _write_json_atomic(path: Path, payload: dict) -> None:
     tmp = path.with_name(f"{path.name}.tmp-{os.getpid()}")
     tmp.write_text(json.dumps(payload, indent=2, sort_keys=True) + "\n")
@@ -97,20 +103,18 @@ def _encode_shard(model: GloTokModel, layout: TokenLayout, loader, *, flip: bool
             batch["label"] = [0] * len(batch["index"])  # a single class
         else:
             _check_labels(batch["label"], batch["index"], num_classes, label_column)
+        copies = 2 if flip else 1
         pixels = batch["pixel_values"].to(device)
-        if flip:
-            pixels = torch.cat([pixels, pixels.flip(-1)])
+        if flip:  # row order: each image, then its flipped copy
+            pixels = torch.stack([pixels, pixels.flip(-1)], dim=1).flatten(0, 1)
         with torch.autocast(device.type, dtype=autocast_dtype or torch.float32, enabled=autocast_dtype is not None):
             encoded = model.encode(pixels)
-        tokens = layout.to_tokens(encoded.visual_indices, encoded.semantic_indices).to("cpu", torch.int32)
-        n = len(batch["index"])
-        copies = 2 if flip else 1
-        # Row order: each image, then its flipped copy.
-        order = torch.arange(n * copies).view(copies, n).t().flatten()
-        columns["codes"].extend(tokens[order].numpy())
+        columns["codes"].extend(
+            layout.to_tokens(encoded.visual_indices, encoded.semantic_indices).to("cpu", torch.int32).numpy()
+        )
         columns["index"].extend(np.repeat(batch["index"], copies).tolist())
         columns["label"].extend(np.repeat(batch["label"], copies).tolist())
-        columns["flipped"].extend([False, True][:copies] * n)
+        columns["flipped"].extend([False, True][:copies] * len(batch["index"]))
     return columns
 
 
@@ -287,7 +291,7 @@ def _assemble(output_dir, work_dir, num_shards, layout, config, run_config, grid
         "num_skipped": run_config["num_source_rows"] - num_images,
         "num_rows": len(result),
         "label_names": label_names,
-        "num_classes": len(label_names) if label_names else (int(columns["label"].max()) + 1 if num_images else 1),
+        "num_classes": count_classes(label_names, columns["label"]),
         "source": {
             key: run_config[key] for key in ("dataset_fingerprint", "num_source_rows", "image_column", "label_column")
         },
@@ -312,4 +316,4 @@ def load_code_dataset(path: str | os.PathLike) -> tuple[datasets.Dataset, dict[s
     return datasets.load_from_disk(str(path)), metadata
 
 
-__all__ = ["METADATA_NAME", "extract_codes", "load_code_dataset", "model_fingerprint"]
+__all__ = ["METADATA_NAME", "count_classes", "extract_codes", "load_code_dataset", "model_fingerprint"]

@@ -183,10 +183,7 @@ def list_checkpoints(output_dir: str | os.PathLike, complete: bool = True) -> li
     """Complete checkpoints in `output_dir` (`checkpoint-<n>` folders holding the training state, written last before
     the atomic rename; with `complete=False` also those without it), oldest first; partial `.tmp-*` folders are never
     listed."""
-    output_dir = Path(output_dir)
-    if not output_dir.is_dir():
-        return []
-    found = [p for p in output_dir.iterdir()
+    found = [p for p in Path(output_dir).glob("checkpoint-*")
              if checkpoint_step(p) is not None and (not complete or (p / STATE_FILE).is_file())]  # fmt: skip
     return sorted(found, key=checkpoint_step)
 
@@ -263,9 +260,9 @@ def checkpoint_damage(path: Path) -> str | None:
     return None
 
 
-def verify_checkpoint(path: Path, stage: str, roles: list[str]) -> None:
+def verify_checkpoint(path: Path, stage: str) -> None:
     """Check, before anything is loaded, that `path` (intact: see `resolve_resume_checkpoint`) is a checkpoint of
-    `stage` (`roles` is kept for callers; each role's folder is checked when it is loaded, by `load_weights_into`)."""
+    `stage` (each model's folder is checked when it is loaded, by `load_weights_into`)."""
     args_file = path / ARGS_FILE
     if args_file.is_file():
         try:
@@ -321,10 +318,7 @@ def _remove(path: Path) -> None:
 
 def remove_partial_checkpoints(output_dir: str | os.PathLike) -> list[Path]:
     """Delete leftovers of interrupted saves or deletions (`.tmp-checkpoint-*`, `.trash-checkpoint-*`)."""
-    output_dir = Path(output_dir)
-    if not output_dir.is_dir():
-        return []
-    leftovers = [p for p in output_dir.iterdir() if p.name.startswith((TMP_PREFIX, TRASH_PREFIX))]
+    leftovers = [p for prefix in (TMP_PREFIX, TRASH_PREFIX) for p in Path(output_dir).glob(f"{prefix}*")]
     for path in leftovers:
         shutil.rmtree(path, ignore_errors=True)
     return leftovers

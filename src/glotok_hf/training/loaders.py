@@ -88,26 +88,21 @@ def collate_with_index(examples: list[dict[str, Any]]) -> dict[str, torch.Tensor
     return batch
 
 
-def load_images(args: TrainingArguments, with_labels: bool = True):
-    """The `datasets.Dataset` of undecoded images the arguments name, cut to `--max_train_samples`."""
-    dataset = load_image_dataset(
+def build_image_data(args: TrainingArguments, num_processes: int, with_labels: bool = True, draw_uniform=False):
+    """Training images (undecoded, cut to `--max_train_samples`) -> (`SeededItems`, `DataLoader`,
+    `EpochShuffleSampler`, class names or None)."""
+    label_column = args.label_column if with_labels else None
+    raw = load_image_dataset(
         dataset_name=args.dataset_name,
         dataset_config_name=args.dataset_config_name,
         train_data_dir=args.train_data_dir,
         split=args.dataset_split,
         image_column=args.image_column,
-        label_column=args.label_column if with_labels else None,
+        label_column=label_column,
         cache_dir=args.cache_dir,
     )
     if args.max_train_samples is not None:
-        dataset = dataset.select(range(min(args.max_train_samples, len(dataset))))
-    return dataset
-
-
-def build_image_data(args: TrainingArguments, num_processes: int, with_labels: bool = True, draw_uniform=False):
-    """Training images -> (`SeededItems`, `DataLoader`, `EpochShuffleSampler`, class names or None)."""
-    raw = load_images(args, with_labels=with_labels)
-    label_column = args.label_column if with_labels else None
+        raw = raw.select(range(min(args.max_train_samples, len(raw))))
     transform = ImageTransform(args.resolution, center_crop=args.center_crop, random_flip=args.random_flip)
     dataset = ImageDataset(raw, transform, args.image_column, label_column)
     items = SeededItems(dataset, seed=args.seed, draw_uniform=draw_uniform)
@@ -136,10 +131,10 @@ def make_loader(items: Dataset, args: TrainingArguments, num_processes: int, col
     return sampler, loader
 
 
-def validation_images(args: TrainingArguments, count: int) -> torch.Tensor | None:
-    """The first `count` readable training images, center-cropped and unflipped: `(count, 3, R, R)` in [-1, 1]."""
+def validation_images(args: TrainingArguments, items: SeededItems, count: int) -> torch.Tensor | None:
+    """The first `count` training images of `items`, center-cropped and unflipped: `(count, 3, R, R)` in [-1, 1]."""
     if count == 0:
         return None
-    raw = load_images(args, with_labels=False)
+    raw = items.dataset.dataset  # the undecoded images
     dataset = ImageDataset(raw, ImageTransform(args.resolution, center_crop=True), args.image_column, None)
     return torch.stack([dataset[i]["pixel_values"] for i in range(min(count, len(dataset)))])

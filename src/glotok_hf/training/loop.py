@@ -86,7 +86,7 @@ def resume(accelerator, stage: Stage, state: TrainingState, args: TrainingArgume
             logger.info(f"No complete checkpoint in {args.output_dir}: starting a new run.")
         return
     logger.info(f"Resuming from {checkpoint}")
-    verify_checkpoint(checkpoint, args.stage, list(stage.checkpoint_roles()))
+    verify_checkpoint(checkpoint, args.stage)
     load_checkpoint(accelerator, checkpoint)
     stage.import_state(state.extra)
     metrics.truncate_after(state.global_step)

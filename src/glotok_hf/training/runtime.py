@@ -64,21 +64,14 @@ def check_output_dir(args: TrainingArguments) -> None:
     if args.resume_from_checkpoint is not None or args.overwrite_output_dir:
         return
     output_dir = Path(args.output_dir)
-    if not output_dir.is_dir():
-        return
     finished = [name for name in ("config.json", "model.safetensors") if (output_dir / name).exists()]  # final model
-    if finished:
-        raise FileExistsError(
-            f"--output_dir {str(output_dir)!r} already holds a finished run's final model ({', '.join(finished)}). "
-            "Choose another --output_dir, continue it with --resume_from_checkpoint latest, or pass "
-            "--overwrite_output_dir to replace it."
-        )
     checkpoints = list_checkpoints(output_dir)
-    if checkpoints:
+    if finished or checkpoints:
+        held = (f"already holds a finished run's final model ({', '.join(finished)})" if finished else
+                f"holds checkpoints of an earlier run ({checkpoints[-1].name} is the newest)")  # fmt: skip
         raise FileExistsError(
-            f"--output_dir {str(output_dir)!r} holds checkpoints of an earlier run ({checkpoints[-1].name} is the "
-            "newest). Continue it with --resume_from_checkpoint latest, choose another --output_dir, or pass "
-            "--overwrite_output_dir."
+            f"--output_dir {str(output_dir)!r} {held}. Choose another --output_dir, continue it with "
+            "--resume_from_checkpoint latest, or pass --overwrite_output_dir to replace it."
         )
 
 

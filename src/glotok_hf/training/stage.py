@@ -9,13 +9,13 @@ from typing import Protocol, runtime_checkable
 
 import torch
 from accelerate import Accelerator
-from huggingface_hub import ModelCard
 
 from .arguments import TrainingArguments
 from .checkpointing import TrainingState
 from .ema import EMA
 from .loaders import EpochShuffleSampler, SeededItems
-from .runtime import unwrap
+from .publishing import training_card
+from .runtime import build_optimizer, build_scheduler, unwrap
 from .tracking import guarded_update
 
 
@@ -74,10 +74,11 @@ class Stage(Protocol):
 class BaseStage(Stage):
     """What both stages share: the options and accelerator, the prepared trained `model` (checkpoint folder `role`)
     with its `optimizer`, `lr_scheduler` and optional EMA, the guarded update of that model, and the final files.
-    A subclass sets those attributes in its `__init__` and adds its data, step, validation and `save_final`; it
-    inherits the `Stage` protocol's do-nothing `export_state` / `import_state`."""
+    A subclass sets those attributes in its `__init__` (`prepare_training`) and adds its data, step, validation and
+    `final_card`; it inherits the `Stage` protocol's do-nothing `export_state` / `import_state`."""
 
     role: str
+    card_metrics: tuple[str, ...]  # the logged values the model card reports, when present
     model: torch.nn.Module
     optimizer: torch.optim.Optimizer
     lr_scheduler: object
@@ -128,7 +129,22 @@ class BaseStage(Stage):
     def step_logs(self) -> dict[str, float]:
         return {"lr": self.lr_scheduler.get_last_lr()[0]}
 
-    def write_final_files(self, output_dir: Path, card: ModelCard) -> None:
-        """The options (no secrets) as `training_args.json` and the model card as `README.md`."""
+    def prepare_training(self, loader, *trained: tuple) -> tuple:
+        """Prepare `loader` (as `self.loader`), then each trained `(model, parameters or groups, learning rate)` with
+        its AdamW and schedule; returns the prepared models, then their optimizers, then their schedulers."""
+        self.loader = self.accelerator.prepare(loader)
+        optimizers = [build_optimizer(params, self.args, lr) for _, params, lr in trained]
+        schedulers = [build_scheduler(self.args, o, self.loader, self.accelerator.num_processes) for o in optimizers]
+        return self.accelerator.prepare(*(model for model, _, _ in trained), *optimizers, *schedulers)
+
+    def final_card(self, output_dir: Path, state: TrainingState, metrics: dict) -> dict:
+        """The stage's files beside the final model, and its `training_card` arguments (details, training data...)."""
+
+    def save_final(self, output_dir: Path, state: TrainingState, logs: dict) -> None:
+        """The final (EMA) model at `output_dir`, the stage's files (`final_card`), the options (no secrets) as
+        `training_args.json` and the model card, filled from the run, as `README.md`."""
+        self.final_model.save_pretrained(output_dir)
+        metrics = {k: v for k, v in logs.items() if k in self.card_metrics}
+        card = training_card(self.role, self, state, metrics=metrics, **self.final_card(output_dir, state, metrics))
         (output_dir / "training_args.json").write_text(json.dumps(self.args.public_dict(), indent=2, default=str))
         card.save(output_dir / "README.md")

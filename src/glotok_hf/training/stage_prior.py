@@ -8,11 +8,10 @@ from pathlib import Path
 
 import torch
 from accelerate import Accelerator
-from accelerate.logging import get_logger
 from torch.utils.data import default_collate
 from transformers import LlamaForCausalLM
 
-from ..codes import load_code_dataset, model_fingerprint
+from ..codes import count_classes, load_code_dataset, model_fingerprint
 from ..configuration_glotok import GloTokConfig
 from ..data import image_grid, tensor_to_pil
 from ..hub import SAMPLE_GRID_FILE, save_model_card
@@ -23,11 +22,9 @@ from .arguments import TrainingArguments
 from .checkpointing import config_differences
 from .loaders import SeededItems, build_image_data, make_loader
 from .publishing import data_summary, training_card
-from .runtime import build_optimizer, build_scheduler
+from .runtime import logger
 from .stage import BaseStage
 from .tracking import log_image
-
-logger = get_logger("glotok_train")
 
 CARD_METRICS = ("prior/loss", "prior/token_accuracy", "prior/grad_norm")
 
@@ -44,7 +41,7 @@ def weight_decay_groups(model: torch.nn.Module, weight_decay: float) -> list[dic
 class PriorStage(BaseStage):
     """Models, data and the step of the prior stage (a `stage.Stage`)."""
 
-    main_loss, role = "prior/loss", "prior"
+    main_loss, role, card_metrics = "prior/loss", "prior", CARD_METRICS
 
     def __init__(self, args: TrainingArguments, accelerator: Accelerator):
         super().__init__(args, accelerator)
@@ -56,10 +53,10 @@ class PriorStage(BaseStage):
         self.prior = self.build_prior()
         self.layout = layout_from_configs(self.tokenizer_config, self.prior.config, self.prior.config.id2label)
         self.track_ema(self.prior)
-        self.loader = accelerator.prepare(self.loader)
-        optimizer = build_optimizer(weight_decay_groups(self.prior, args.adam_weight_decay), args, args.learning_rate)
-        scheduler = build_scheduler(args, optimizer, self.loader, accelerator.num_processes)
-        self.model, self.optimizer, self.lr_scheduler = accelerator.prepare(self.prior, optimizer, scheduler)
+        groups = weight_decay_groups(self.prior, args.adam_weight_decay)
+        self.model, self.optimizer, self.lr_scheduler = self.prepare_training(
+            self.loader, (self.prior, groups, args.learning_rate)
+        )
         self.accumulate_models = (self.model,)
 
     # ---------------------------------------------------------------------------------------------------- setup
@@ -90,8 +87,7 @@ class PriorStage(BaseStage):
                 args, self.accelerator.num_processes, draw_uniform=True
             )
             self.grid = (self.tokenizer_config.latent_grid_size,) * 2
-            labels = self.items.dataset.dataset[args.label_column]
-            self.num_classes = len(self.class_names) if self.class_names else int(max(labels)) + 1
+            self.num_classes = count_classes(self.class_names, self.items.dataset.dataset[args.label_column])
             self.data_description = data_summary(args, len(self.items), self.class_names)
         self.num_positions = self.grid[0] * self.grid[1]
 
@@ -143,16 +139,13 @@ class PriorStage(BaseStage):
         return {"prior": self.bare}
 
     # ------------------------------------------------------------------------------------------------ training
-    @torch.no_grad()
-    def codes_of(self, batch: dict) -> torch.Tensor:
-        if "codes" in batch:
-            return batch["codes"].long()  # stored as int32
-        encoded = self.tokenizer.encode(batch["pixel_values"].to(self.accelerator.device))
-        return self.layout.to_tokens(encoded.visual_indices, encoded.semantic_indices)
-
     def forward_backward(self, batch: dict, global_step: int) -> dict[str, torch.Tensor]:
         """Causal-LM loss on the image tokens; the class is dropped to the null class with the item's own draw."""
-        codes = self.codes_of(batch)
+        if "codes" in batch:
+            codes = batch["codes"].long()  # stored as int32
+        else:  # encoded by the frozen tokenizer (no gradients: its weights do not require them)
+            encoded = self.tokenizer.encode(batch["pixel_values"].to(self.accelerator.device))
+            codes = self.layout.to_tokens(encoded.visual_indices, encoded.semantic_indices)
         inputs = prior_training_batch(codes, batch["labels"], self.layout, class_dropout_prob=0.0)
         dropped = batch["uniform"].to(codes.device, torch.float32) < self.args.class_dropout_prob
         inputs["input_ids"][dropped, 0] = self.layout.null_class_id
@@ -169,10 +162,12 @@ class PriorStage(BaseStage):
 
     # ------------------------------------------------------------------------------------------------ validation
     @torch.no_grad()
-    def sample(self, count: int) -> torch.Tensor | None:
-        """`count` images (labels cycling over the classes, one seeded generator each) -> `(count, 3, R, R)`."""
-        if self.tokenizer is None or count == 0:
-            return None
+    def validate(self, step: int, folder: Path) -> dict:
+        """Save and log a grid of class-conditional samples (rows of 8; labels cycling over the classes, one seeded
+        generator each), decoded by the tokenizer."""
+        count = self.args.num_validation_images
+        if getattr(self, "last_grid_step", None) == step or self.tokenizer is None or count == 0:
+            return {}
         labels = torch.arange(count) % self.layout.num_classes
         generators = [torch.Generator(self.accelerator.device).manual_seed(self.args.seed + i) for i in range(count)]
         with self.evaluating() as prior:
@@ -180,31 +175,21 @@ class PriorStage(BaseStage):
                                          guidance_scale=self.args.validation_guidance_scale, generator=generators)  # fmt: skip
         visual, semantic = self.layout.to_indices(tokens, grid=self.grid)
         images = self.tokenizer.decode(semantic_indices=semantic, visual_indices=visual).sample
-        return images.float().clamp(-1, 1).cpu()
-
-    def validate(self, step: int, folder: Path) -> dict:
-        """Save and log a grid of class-conditional samples (rows of 8)."""
-        if getattr(self, "last_grid_step", None) == step:
-            return {}
-        images = self.sample(self.args.num_validation_images)
-        if images is None:
-            return {}
         self.last_grid_step = step
-        self.last_grid = image_grid(tensor_to_pil(images), cols=8)
+        self.last_grid = image_grid(tensor_to_pil(images.float().clamp(-1, 1).cpu()), cols=8)
         path = log_image(self.accelerator, "samples", self.last_grid, step, folder)
         logger.info(f"Step {step}: validation samples saved to {path}")
         return {}
 
     # ------------------------------------------------------------------------------------------------ the end
-    def save_final(self, output_dir: Path, state, logs: dict) -> None:
-        """The (EMA) prior and its card at `output_dir`, and, with a tokenizer, the ready pipeline in `pipeline/`."""
-        self.final_model.save_pretrained(output_dir)
+    def final_card(self, output_dir: Path, state, metrics: dict) -> dict:
+        """A sample grid beside the (EMA) prior and, with a tokenizer, the ready pipeline in `pipeline/`; the card's
+        data."""
         image = None
         if self.tokenizer is not None and self.args.num_validation_images:
             self.validate(state.global_step, output_dir / "validation")
             self.last_grid.save(output_dir / "samples.png")
             image = "samples.png"
-        metrics = {k: v for k, v in logs.items() if k in CARD_METRICS}
         config, layout = self.bare.config, self.layout
         details = {
             "prior": f"LlamaForCausalLM, {sum(p.numel() for p in self.bare.parameters()) / 1e6:.1f}M parameters, "
@@ -215,11 +200,10 @@ class PriorStage(BaseStage):
             "tokenizer": self.args.tokenizer_name_or_path or "not given",
             "class dropout": self.args.class_dropout_prob,
         }
-        card = training_card("prior", self, state, details=details, metrics=metrics, training_data=self.data_description,
-                             id2label=config.id2label if self.class_names else None, sample_grid_file=image)  # fmt: skip
-        self.write_final_files(output_dir, card)
         if self.tokenizer is not None:
             self.save_pipeline(output_dir / "pipeline", state, metrics)
+        return {"details": details, "training_data": self.data_description, "sample_grid_file": image,
+                "id2label": config.id2label if self.class_names else None}  # fmt: skip
 
     def save_pipeline(self, folder: Path, state, metrics: dict) -> None:
         """The ready-to-use `GloTokPipeline` (tokenizer + final prior + class names) with a model card filled from the

@@ -9,7 +9,6 @@ from pathlib import Path
 
 import torch
 from accelerate import Accelerator
-from accelerate.logging import get_logger
 
 from ..configuration_glotok import GloTokConfig
 from ..data import class_names, image_grid, tensor_to_pil
@@ -20,14 +19,11 @@ from ..modeling_glotok import GloTokModel
 from ..teacher import load_teacher
 from .arguments import TrainingArguments
 from .loaders import build_image_data, validation_images
-from .publishing import data_summary, training_card
-from .runtime import build_optimizer, build_scheduler, unwrap
+from .publishing import data_summary
+from .runtime import logger, unwrap
 from .stage import BaseStage
 from .tracking import guarded_update, log_image
 
-logger = get_logger("glotok_train")
-
-# The card reports these logged values, when present.
 CARD_METRICS = (
     "generator/loss", "generator/reconstruction_loss", "generator/codebook_loss", "generator/commitment_loss",
     "generator/residual_loss", "generator/histogram_loss", "generator/perceptual_loss",
@@ -95,7 +91,7 @@ def build_objective(args: TrainingArguments, model: GloTokModel) -> tuple[GloTok
 class TokenizerStage(BaseStage):
     """Models, data and the two-optimizer step of the tokenizer stage (a `stage.Stage`)."""
 
-    main_loss, role = "generator/loss", "tokenizer"
+    main_loss, role, card_metrics = "generator/loss", "tokenizer", CARD_METRICS
 
     def __init__(self, args: TrainingArguments, accelerator: Accelerator):
         super().__init__(args, accelerator)
@@ -104,17 +100,14 @@ class TokenizerStage(BaseStage):
         self.objective.to(accelerator.device)
         self.track_ema(model)
         self.items, loader, self.sampler, _ = build_image_data(args, accelerator.num_processes, with_labels=False)
-        self.loader = accelerator.prepare(loader)
         d_learning_rate = args.discriminator_learning_rate or args.learning_rate
-        optimizers = (build_optimizer(model.parameters(), args, args.learning_rate),
-                      build_optimizer(discriminator.parameters(), args, d_learning_rate))  # fmt: skip
-        schedulers = [build_scheduler(args, o, self.loader, accelerator.num_processes) for o in optimizers]
         (self.model, self.discriminator, self.optimizer, self.d_optimizer, self.lr_scheduler,
-         self.d_scheduler) = accelerator.prepare(model, discriminator, *optimizers, *schedulers)  # fmt: skip
+         self.d_scheduler) = self.prepare_training(loader, (model, model.parameters(), args.learning_rate),
+                                                   (discriminator, discriminator.parameters(), d_learning_rate))  # fmt: skip
         sizes = {"semantic": model.config.semantic_codebook_size, "visual": model.config.visual_codebook_size}
         self.usage = {name: CodebookUsageWindow(size, args.usage_window, device=accelerator.device)
                       for name, size in sizes.items() if size > 0}  # fmt: skip
-        self.validation_images = validation_images(args, args.num_validation_images)
+        self.validation_images = validation_images(args, self.items, args.num_validation_images)
         self.accumulate_models = (self.model, self.discriminator)
         if self.teacher_metadata:
             self.tracker_extras["teacher"] = json.dumps(self.teacher_metadata, default=str)
@@ -200,11 +193,9 @@ class TokenizerStage(BaseStage):
         return {"validation/psnr": psnr}
 
     # ------------------------------------------------------------------------------------------------ the end
-    def save_final(self, output_dir: Path, state, logs: dict) -> None:
-        """The (EMA) tokenizer in the remote-code layout at `output_dir`, the discriminator, a grid, the card."""
-        self.final_model.save_pretrained(output_dir)
+    def final_card(self, output_dir: Path, state, metrics: dict) -> dict:
+        """The discriminator and the final reconstruction grid beside the (EMA) tokenizer; the card's data."""
         unwrap(self.accelerator, self.discriminator).save_pretrained(output_dir / "discriminator")
-        metrics = {k: v for k, v in logs.items() if k in CARD_METRICS}
         image = None
         if self.validation_images is not None:  # at the final step (reused when it was just validated)
             metrics.update(self.validate(state.global_step, output_dir / "validation"))
@@ -222,6 +213,4 @@ class TokenizerStage(BaseStage):
             f"dimension {config.codebook_dim}",
             "skipped unreadable images": state.skipped_images,
         }
-        card = training_card("tokenizer", self, state, details=details, metrics=metrics, training_data=data,
-                             sample_grid_file=image)  # fmt: skip
-        self.write_final_files(output_dir, card)
+        return {"details": details, "training_data": data, "sample_grid_file": image}

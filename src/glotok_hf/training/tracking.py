@@ -9,10 +9,9 @@ from pathlib import Path
 import numpy as np
 import torch
 from accelerate import Accelerator
-from accelerate.logging import get_logger
 from PIL import Image
 
-logger = get_logger("glotok_train")
+from .runtime import logger
 
 METRICS_FILE = "metrics.jsonl"
 
