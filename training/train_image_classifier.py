@@ -27,6 +27,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from glotok_hf.codes import count_classes
 from glotok_hf.data import ImageDataset, ImageTransform, class_names, collate_images, load_image_dataset
 
 
@@ -122,7 +123,7 @@ def train(args) -> dict:
     train_split, test_split, test_name = load_splits(args)
     names = class_names(train_split, args.label_column)
     train_data, test_data = loader(args, train_split, train=True), loader(args, test_split, train=False)
-    num_classes = len(names) if names else int(max(train_split[args.label_column])) + 1
+    num_classes = count_classes(names, train_split[args.label_column])
     model = build_model(args, num_classes, names)
     optimizer = torch.optim.AdamW(model.parameters(), lr=args.learning_rate, weight_decay=0.05)
     steps = args.epochs * len(train_data)
