@@ -70,7 +70,6 @@ def register(subparsers) -> None:
         help="check offline that a pipeline folder loads from the Hub without glotok-hf, and lint its card",
         description=DESCRIPTION,
         epilog=EPILOG,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument(
         "folder", type=Path, metavar="DIR", help="a pipeline folder (model_index.json, vqmodel/, prior/)"
@@ -92,13 +91,10 @@ def lint_card(folder: Path) -> list[Check]:
     card = ModelCard.load(readme)
     sections = _sections(card.text)
     data = sections.get("training data", "")
+    documented = bool(data) and not data.startswith("Not documented")
     checks = [
         Check("card: license", bool(card.data.license), f"license: {card.data.license or 'missing in the metadata'}"),
-        Check(
-            "card: training data",
-            bool(data) and not data.startswith("Not documented"),
-            "documented" if data and not data.startswith("Not documented") else "missing or 'Not documented'",
-        ),
+        Check("card: training data", documented, "documented" if documented else "missing or 'Not documented'"),
         Check(
             "card: metrics",
             "|" in sections.get("metrics", ""),
@@ -157,29 +153,11 @@ def installed_image(folder: Path, seed: int):
     return pipe([0], generator=[torch.Generator().manual_seed(seed)], output_type="np").images
 
 
-def is_plain_save(folder: Path) -> bool:
-    """Whether model_index.json names the installed class (a plain `save_pretrained`), not the Hub's remote code."""
-    return isinstance(json.loads((folder / "model_index.json").read_text(encoding="utf-8")).get("_class_name"), str)
-
-
-def hub_layout(folder: Path, target: Path) -> Path:
-    """`target` holding the layout push_to_hub uploads for the plain-saved `folder`, with the folder's README.md."""
-    from ..hub import save_remote_code_pipeline
-    from ..loading import load_pipeline
-
-    target.mkdir()
-    if (folder / "README.md").is_file():
-        shutil.copy(folder / "README.md", target / "README.md")
-    save_remote_code_pipeline(load_pipeline(folder, device="cpu"), target, model_card=False)
-    return target
-
-
 def remote_code_checks(folder: Path, seed: int, tolerance: float, timeout: float) -> list[Check]:
     import numpy as np
 
     with tempfile.TemporaryDirectory() as tmp:
-        env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_HOME": os.path.join(tmp, "hf_home"), "PYTHONUNBUFFERED": "1"}
-        env["OMP_NUM_THREADS"] = "1"
+        env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_HOME": os.path.join(tmp, "hf_home"), "OMP_NUM_THREADS": "1"}
         output = os.path.join(tmp, "image.npy")
         try:
             proc = subprocess.run(
@@ -206,13 +184,20 @@ def check_pipeline(
     folder: str | os.PathLike, seed: int = 0, tolerance: float = 1e-5, timeout: float = 600
 ) -> list[Check]:
     """Every check of `glotok check-pipeline` on `folder`, in order."""
+    from ..hub import save_remote_code_pipeline
+    from ..loading import load_pipeline
+
     folder = Path(folder)
     if not (folder / "model_index.json").is_file():
         raise FileNotFoundError(f"{folder} is not a pipeline folder: it has no model_index.json.")
     with tempfile.TemporaryDirectory() as tmp:
         checks, hub = [], folder
-        if is_plain_save(folder):
-            hub = hub_layout(folder, Path(tmp) / "hub")
+        if isinstance(json.loads((folder / "model_index.json").read_text(encoding="utf-8")).get("_class_name"), str):
+            # a plain save_pretrained names the installed class: write the layout push_to_hub uploads, with the card
+            hub = Path(tmp) / "hub"
+            save_remote_code_pipeline(load_pipeline(folder, device="cpu"), hub, model_card=False)
+            if (folder / "README.md").is_file():
+                shutil.copy(folder / "README.md", hub / "README.md")
             note = "a plain save_pretrained: checked in the layout push_to_hub uploads (a temporary copy)"
             checks.append(Check("remote-code layout", True, note))
         paths = local_paths_in_json(hub)

@@ -3,6 +3,9 @@
 
 import argparse
 
+from ..utils import resolve_source
+from . import positive_int
+
 EPILOG = """examples:
   glotok extract-codes --tokenizer out/tokenizer --train-data-dir imagenet/train --output-dir codes/imagenet-256 --flip
   glotok extract-codes --tokenizer my-pipeline --subfolder vqmodel --dataset-name saved/dataset --output-dir codes/x
@@ -22,7 +25,6 @@ def register(subparsers) -> None:
         "prior's token layout, as a datasets Dataset with columns index, label, flipped and codes, plus a "
         "glotok_codes.json metadata file. Resumable by shard; multi-process under `accelerate launch`.",
         epilog=EPILOG,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("--tokenizer", required=True, help="folder (or Hub id) of a saved GloTokModel or pipeline")
     parser.add_argument("--subfolder", default="", help="subfolder of --tokenizer holding the model, e.g. vqmodel")
@@ -38,8 +40,8 @@ def register(subparsers) -> None:
     parser.add_argument("--cache-dir", default=None, help="datasets cache directory")
     parser.add_argument("--output-dir", required=True, help="output folder (new, empty, or an unfinished run)")
     parser.add_argument(
-        "--resolution", type=int, default=None, help="image side after resize + center crop (default: the "
-        "tokenizer's sample_size)"
+        "--resolution", type=positive_int, help="image side after resize + center crop (default: the tokenizer's "
+        "sample_size)"
     )  # fmt: skip
     parser.add_argument("--flip", action="store_true", help="add the codes of each horizontally flipped image")
     parser.add_argument("--batch-size", type=int, default=64, help="images per forward pass (default: %(default)s)")
@@ -53,8 +55,6 @@ def register(subparsers) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..utils import resolve_source
-
     resolve_source(args.tokenizer, "--tokenizer")  # a typo in a local path fails at once, before torch is imported
     from accelerate import PartialState
 

@@ -7,7 +7,8 @@ import sys
 from pathlib import Path
 
 from ..loading import DEFAULT_PIPELINE_ENV
-from .generate import add_model_arguments, check_output_file, image_path, positive_int
+from ..utils import resolve_source
+from . import add_model_arguments, check_output, image_path, positive_int
 
 DESCRIPTION = f"""Reconstruct images with a GloTok tokenizer: encode each to its codebook indices, decode them, write
 a grid with the original (left) and the reconstruction (right) of every image, and print the PSNR.
@@ -30,7 +31,6 @@ def register(subparsers) -> None:
         help="encode and decode images with a GloTok tokenizer",
         description=DESCRIPTION,
         epilog=EPILOG,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("images", nargs="+", type=Path, metavar="IMAGE", help="image files")
     parser.add_argument("--output", type=image_path, required=True, metavar="FILE",
@@ -48,9 +48,7 @@ def warn(message: str) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..utils import resolve_source
-
-    check_output_file(args.output, args.overwrite)
+    check_output(args.output, args.overwrite)
     for path in args.images:
         if not path.is_file():
             raise FileNotFoundError(f"{path}: no such image file.")
