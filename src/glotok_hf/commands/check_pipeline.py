@@ -12,6 +12,7 @@ folder with its own README.md.
 import argparse
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -89,7 +90,8 @@ def lint_card(folder: Path) -> list[Check]:
     from huggingface_hub import ModelCard
 
     card = ModelCard.load(readme)
-    sections = _sections(card.text)
+    chunks = (chunk.partition("\n") for chunk in re.split(r"^## ", card.text, flags=re.MULTILINE)[1:])
+    sections = {heading.strip().lower(): text.strip() for heading, _, text in chunks}  # `## Heading` -> its text
     data = sections.get("training data", "")
     documented = bool(data) and not data.startswith("Not documented")
     checks = [
@@ -107,18 +109,6 @@ def lint_card(folder: Path) -> list[Check]:
         Check("card: images", not missing, f"missing {missing}" if missing else f"{len(images)} shown, all present")
     )
     return checks
-
-
-def _sections(text: str) -> dict[str, str]:
-    """`## Heading` -> its text (lower-case headings)."""
-    out, name = {}, None
-    for line in text.splitlines():
-        if line.startswith("## "):
-            name = line[3:].strip().lower()
-            out[name] = ""
-        elif name is not None:
-            out[name] = (out[name] + "\n" + line).strip()
-    return out
 
 
 def local_paths_in_json(folder: Path) -> list[str]:

@@ -89,10 +89,9 @@ def run(args: argparse.Namespace) -> int:
         reconstructions.append(decoded.float().clamp(-1, 1).cpu())
     originals, reconstructions = torch.cat(originals), torch.cat(reconstructions)
 
-    psnr = [
-        float(peak_signal_noise_ratio((r + 1) / 2, (o + 1) / 2, data_range=1.0))
-        for o, r in zip(originals, reconstructions)
-    ]
+    psnr = peak_signal_noise_ratio(
+        (reconstructions + 1) / 2, (originals + 1) / 2, data_range=1.0, reduction="none", dim=(1, 2, 3)
+    ).tolist()
     for path, value in zip(args.images, psnr):
         print(f"{path}: PSNR {value:.2f} dB")
     if len(psnr) > 1:
