@@ -43,6 +43,16 @@ def add_model_arguments(parser: argparse.ArgumentParser) -> None:
                         help="weights dtype (default: float32)")  # fmt: skip
 
 
+def add_dataset_arguments(group, required: bool = False) -> None:
+    """The image dataset options of the commands that read images: its source (exactly one) and what to read."""
+    source = group.add_mutually_exclusive_group(required=required)
+    source.add_argument("--train-data-dir", help="An image folder (imagefolder layout, one sub-folder per class).")
+    source.add_argument("--dataset-name", help="A folder written by Dataset.save_to_disk, or a (cached) Hub dataset.")
+    group.add_argument("--dataset-config-name", help="The dataset configuration.")
+    group.add_argument("--split", default="train", help="Split (default: %(default)s).")
+    group.add_argument("--image-column", default="image", help="Image column (default: %(default)s).")
+
+
 def check_output(path: str | Path | None, overwrite: bool) -> Path | None:
     """`path` as a `Path`, refused at once (before any work) when it exists without `--overwrite`."""
     if path is not None and Path(path).exists() and not overwrite:

@@ -6,7 +6,7 @@ import inspect
 import json
 
 from ..utils import resolve_source
-from . import check_output
+from . import add_dataset_arguments, check_output
 
 EPILOG = """sources:
   backbone   k-means centres of a vision backbone's patch features over an image dataset (the paper's teacher)
@@ -52,11 +52,7 @@ def register(subparsers) -> None:
 
     backbone = parser.add_argument_group("--source backbone")
     backbone.add_argument("--model", help="Backbone folder or Hub id with its image processor (DINOv2, CLIP ...).")
-    backbone.add_argument("--train-data-dir", help="An image folder (imagefolder layout, one sub-folder per class).")
-    backbone.add_argument("--dataset-name", help="A saved dataset folder or a (cached) Hub dataset name.")
-    backbone.add_argument("--dataset-config-name", help="The dataset configuration.")
-    backbone.add_argument("--split", default="train", help="Split (default 'train').")
-    backbone.add_argument("--image-column", default="image", help="Image column (default 'image').")
+    add_dataset_arguments(backbone)
     backbone.add_argument("--label-column", default="label", help="Class column for --per-class (default 'label').")
     backbone.add_argument("--layer", type=int, default=-1, help="Hidden state index: 0 embeddings, -1 last (default).")
     backbone.add_argument("--pool-size", type=int, help="Average-pool the patch grid to PxP tokens per image.")
@@ -91,7 +87,7 @@ def run(args) -> int:
         raise ValueError(f"--source {args.source} needs {' and '.join(missing)}.")
     if args.source in ("codebook", "backbone"):  # a typo in a local path fails at once, before torch is imported
         resolve_source(getattr(args, needs[0]), f"--{needs[0]}")
-    if args.source == "backbone" and (args.train_data_dir is None) == (args.dataset_name is None):
+    if args.source == "backbone" and args.train_data_dir is None and args.dataset_name is None:
         raise ValueError("--source backbone needs exactly one of --train-data-dir or --dataset-name.")
     import torch
 

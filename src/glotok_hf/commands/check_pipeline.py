@@ -18,7 +18,7 @@ import subprocess
 import sys
 import tempfile
 import textwrap
-from dataclasses import dataclass
+from collections import namedtuple
 from pathlib import Path
 
 # Prepended to the child script: glotok_hf cannot be imported there, as on a machine without glotok-hf.
@@ -58,11 +58,7 @@ EPILOG = """examples:
 Exit status 0 when every check passes, 1 when one fails, 2 for bad arguments."""
 
 
-@dataclass
-class Check:
-    name: str
-    ok: bool
-    detail: str
+Check = namedtuple("Check", ["name", "ok", "detail"])  # one line of the report: PASS/FAIL, what, why
 
 
 def register(subparsers) -> None:

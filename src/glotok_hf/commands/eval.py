@@ -11,7 +11,7 @@ import math
 from pathlib import Path
 
 from ..utils import atomic_write, resolve_source
-from . import check_output, positive_int
+from . import add_dataset_arguments, check_output, positive_int
 
 EPILOG = """examples:
   # PSNR, SSIM, codebook usage/perplexity, LPIPS, rFID with the TorchScript Inception, uniformity of the semantic branch
@@ -69,11 +69,7 @@ def register(subparsers) -> None:
     recon.add_argument("--model", required=True, help="Tokenizer folder (GloTokModel.save_pretrained).")
     recon.add_argument("--subfolder", default="", help="Subfolder of --model, e.g. 'vqmodel' of a pipeline folder.")
     data = recon.add_argument_group("data")
-    data.add_argument("--train-data-dir", help="An image folder (imagefolder layout).")
-    data.add_argument("--dataset-name", help="A saved dataset folder (Dataset.save_to_disk) or a cached Hub dataset.")
-    data.add_argument("--dataset-config-name", help="The dataset configuration.")
-    data.add_argument("--split", default="train", help="Split to evaluate (default 'train', an imagefolder's split).")
-    data.add_argument("--image-column", default="image", help="Image column (default 'image').")
+    add_dataset_arguments(data)
     data.add_argument(
         "--resolution", type=positive_int, help="Resize + center crop side (default: the model's sample_size)."
     )

@@ -4,7 +4,7 @@
 import argparse
 
 from ..utils import resolve_source
-from . import positive_int
+from . import add_dataset_arguments, positive_int
 
 EPILOG = """examples:
   glotok extract-codes --tokenizer out/tokenizer --train-data-dir imagenet/train --output-dir codes/imagenet-256 --flip
@@ -28,12 +28,7 @@ def register(subparsers) -> None:
     )
     parser.add_argument("--tokenizer", required=True, help="folder (or Hub id) of a saved GloTokModel or pipeline")
     parser.add_argument("--subfolder", default="", help="subfolder of --tokenizer holding the model, e.g. vqmodel")
-    data = parser.add_mutually_exclusive_group(required=True)
-    data.add_argument("--train-data-dir", help="an imagefolder directory (one sub-folder per class)")
-    data.add_argument("--dataset-name", help="a Hub dataset name or a folder written by Dataset.save_to_disk")
-    parser.add_argument("--dataset-config-name", default=None, help="configuration of --dataset-name")
-    parser.add_argument("--split", default="train", help="dataset split (default: %(default)s)")
-    parser.add_argument("--image-column", default="image", help="image column (default: %(default)s)")
+    add_dataset_arguments(parser, required=True)
     parser.add_argument(
         "--label-column", default="label", help="class-label column; 'none' for unlabelled data (default: %(default)s)"
     )
