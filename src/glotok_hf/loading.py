@@ -61,13 +61,6 @@ def resolve_device(device: str | torch.device | None) -> torch.device:
     return resolved
 
 
-def _read_config(path: Path) -> dict:
-    try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except ValueError as err:
-        raise OSError(f"{path} is not a valid JSON file ({err}).") from err
-
-
 @contextlib.contextmanager
 def _weights_errors(source: Path | str):
     """Turn the libraries' errors for unreadable weights into one that names the file and the way out."""
@@ -142,16 +135,21 @@ def load_tokenizer(
     device = resolve_device(device)
     kwargs = {"dtype": dtype, "ignore_mismatched_sizes": True, "output_loading_info": True}
     source = default_pipeline_path() if source is None else resolve_source(source, "--model")
+    fields = {}  # a local folder's config.json
     if isinstance(source, Path):
         source, subfolder = source / subfolder, ""
         if (source / "model_index.json").is_file():
             source = source / "vqmodel"
         if not (source / "config.json").is_file():
             raise FileNotFoundError(f"{source} has no config.json: it is not a folder written by save_pretrained.")
-        model_type = _read_config(source / "config.json").get("model_type")
-        if model_type != "glotok":
+        try:
+            fields = json.loads((source / "config.json").read_text(encoding="utf-8"))
+        except ValueError as err:
+            raise OSError(f"{source / 'config.json'} is not a valid JSON file ({err}).") from err
+        if fields.get("model_type") != "glotok":
             raise ValueError(
-                f"{source} is not a GloTok tokenizer folder (its config.json has model_type {model_type!r})."
+                f"{source} is not a GloTok tokenizer folder (its config.json has model_type "
+                f"{fields.get('model_type')!r})."
             )
     with _weights_errors(source):
         try:
@@ -168,7 +166,6 @@ def load_tokenizer(
     if problem:  # a field missing from a local config.json took its default: the usual reason why weights do not fit
         from .configuration_glotok import GloTokConfig
 
-        fields = _read_config(source / "config.json") if isinstance(source, Path) else {}
         missing = [name for name in GloTokConfig.__annotations__ if fields and name not in fields]
         notes = f"; its config.json lacks {missing}, so their defaults were used" if missing else ""
         raise ValueError(

@@ -235,7 +235,7 @@ def run_reconstruction(args) -> int:
     )
     result = {
         "mode": "reconstruction",
-        "model": str(model_path / args.subfolder) if args.subfolder else str(model_path),
+        "model": str(model_path / args.subfolder),  # Path / "" is the path itself
         "dataset": str(args.train_data_dir or args.dataset_name),
         "split": args.split,
         "resolution": resolution,
