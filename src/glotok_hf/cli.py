@@ -1,6 +1,5 @@
 """The `glotok` console script: one subcommand per module of `glotok_hf.commands`."""
 
-import argparse
 import importlib
 import os
 import pkgutil
@@ -15,13 +14,12 @@ EPILOG = """examples:
 """
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+def build_parser() -> commands.Parser:
+    parser = commands.Parser(
         prog="glotok",
         description="GloTok tokenizer, AR prior and pipeline: generate, reconstruct, build teachers, extract codes, "
         "evaluate.",
         epilog=EPILOG,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     subparsers = parser.add_subparsers(dest="command", metavar="<command>")
     for info in sorted(pkgutil.iter_modules(commands.__path__), key=lambda m: m.name):

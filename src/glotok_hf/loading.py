@@ -33,14 +33,9 @@ def embedded_pipeline_path() -> Path:
 
 
 def default_pipeline_path() -> Path:
-    """`$GLOTOK_DEFAULT_PIPELINE` if set, else [`embedded_pipeline_path`]."""
-    if os.environ.get(DEFAULT_PIPELINE_ENV):
-        return Path(os.environ[DEFAULT_PIPELINE_ENV]).expanduser()
-    return embedded_pipeline_path()
-
-
-def _default_pipeline() -> Path:
-    path = default_pipeline_path()
+    """`$GLOTOK_DEFAULT_PIPELINE` if set, else [`embedded_pipeline_path`]; a `FileNotFoundError` saying what to pass
+    when it holds no pipeline."""
+    path = Path(os.environ.get(DEFAULT_PIPELINE_ENV) or embedded_pipeline_path()).expanduser()
     if not (path / "model_index.json").is_file():
         raise FileNotFoundError(
             f"No default pipeline at {path} (it ships with the glotok-hf source checkout). Pass --pipeline with a "
@@ -64,13 +59,6 @@ def resolve_device(device: str | torch.device | None) -> torch.device:
     if resolved.type == "cuda" and not torch.cuda.is_available():
         raise ValueError(f"Device {device!r} was asked for, but CUDA is not available on this machine.")
     return resolved
-
-
-def _read_config(path: Path) -> dict:
-    try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except ValueError as err:
-        raise OSError(f"{path} is not a valid JSON file ({err}).") from err
 
 
 @contextlib.contextmanager
@@ -110,7 +98,7 @@ def load_pipeline(
     `$GLOTOK_DEFAULT_PIPELINE` is not: it needs the flag like any other).
     """
     if source is None:
-        source = _default_pipeline()
+        source = default_pipeline_path()
         trust_remote_code = trust_remote_code or source.resolve() == embedded_pipeline_path()
     else:
         source = resolve_source(source, "--pipeline")
@@ -132,18 +120,6 @@ def load_pipeline(
     return pipe.to(device)
 
 
-def _config_notes(folder: Path | str) -> str:
-    """`"; its config.json lacks [...]"` for a local folder whose config.json misses fields of `GloTokConfig`, which
-    then took their defaults: the usual reason why weights do not fit."""
-    from .configuration_glotok import GloTokConfig
-
-    path = Path(folder) / "config.json"
-    if not path.is_file():
-        return ""
-    missing = [name for name in GloTokConfig.__annotations__ if name not in _read_config(path)]
-    return f"; its config.json lacks {missing}, so their defaults were used" if missing else ""
-
-
 def load_tokenizer(
     source: str | os.PathLike | None = None,
     *,
@@ -158,17 +134,22 @@ def load_tokenizer(
 
     device = resolve_device(device)
     kwargs = {"dtype": dtype, "ignore_mismatched_sizes": True, "output_loading_info": True}
-    source = _default_pipeline() if source is None else resolve_source(source, "--model")
+    source = default_pipeline_path() if source is None else resolve_source(source, "--model")
+    fields = {}  # a local folder's config.json
     if isinstance(source, Path):
         source, subfolder = source / subfolder, ""
         if (source / "model_index.json").is_file():
             source = source / "vqmodel"
         if not (source / "config.json").is_file():
             raise FileNotFoundError(f"{source} has no config.json: it is not a folder written by save_pretrained.")
-        model_type = _read_config(source / "config.json").get("model_type")
-        if model_type != "glotok":
+        try:
+            fields = json.loads((source / "config.json").read_text(encoding="utf-8"))
+        except ValueError as err:
+            raise OSError(f"{source / 'config.json'} is not a valid JSON file ({err}).") from err
+        if fields.get("model_type") != "glotok":
             raise ValueError(
-                f"{source} is not a GloTok tokenizer folder (its config.json has model_type {model_type!r})."
+                f"{source} is not a GloTok tokenizer folder (its config.json has model_type "
+                f"{fields.get('model_type')!r})."
             )
     with _weights_errors(source):
         try:
@@ -182,10 +163,14 @@ def load_tokenizer(
         problem = "do not fit the model built from its config.json (tensor shapes differ)"
     elif len(info["missing_keys"]) >= len(model.state_dict()):  # a few missing ones are initialised, as usual
         problem = f"hold none of the {len(info['missing_keys'])} parameters of GloTokModel"
-    if problem:
+    if problem:  # a field missing from a local config.json took its default: the usual reason why weights do not fit
+        from .configuration_glotok import GloTokConfig
+
+        missing = [name for name in GloTokConfig.__annotations__ if fields and name not in fields]
+        notes = f"; its config.json lacks {missing}, so their defaults were used" if missing else ""
         raise ValueError(
-            f"The weights of {source} {problem}{_config_notes(source)}: the config and the weights come from "
-            "different models, or config.json was edited."
+            f"The weights of {source} {problem}{notes}: the config and the weights come from different models, or "
+            "config.json was edited."
         )
     return model.to(device).eval()
 

@@ -20,11 +20,6 @@ def is_int(value) -> bool:
     return isinstance(value, numbers.Integral) and not isinstance(value, bool)
 
 
-def is_hub_repo_id(source: str) -> bool:
-    """Whether `source` is shaped like a Hub repo id (`owner/name`) rather than a filesystem path."""
-    return bool(_REPO_ID.match(source)) and ".." not in source and not source.endswith((".json", ".safetensors"))
-
-
 def resolve_source(source: str | os.PathLike, what: str = "model") -> Path | str:
     r"""
     The one "local folder or Hub repo id" decision of glotok-hf: an existing local path is returned as a `Path`; a
@@ -40,17 +35,11 @@ def resolve_source(source: str | os.PathLike, what: str = "model") -> Path | str
     path = Path(text).expanduser()
     if path.exists():
         return path
-    looks_local = (
-        isinstance(source, os.PathLike)
-        or path.is_absolute()
-        or text.startswith((".", "~"))
-        or "\\" in text
-        or not is_hub_repo_id(text)
-        or (path.parent != Path(".") and path.parent.is_dir())
-    )
-    if looks_local:
-        parent = path.parent if path.parent.is_dir() else None
-        hint = f" (the folder {str(parent)!r} exists; check the name)" if parent not in (None, Path(".")) else ""
+    # not shaped like `owner/name` (an absolute path, `./x`, `~/x`, `a\\b`, `x.json` ...), or its parent folder exists
+    repo_id = _REPO_ID.match(text) and ".." not in text and not text.endswith((".json", ".safetensors"))
+    parent_exists = path.parent != Path(".") and path.parent.is_dir()
+    if isinstance(source, os.PathLike) or not repo_id or parent_exists:
+        hint = f" (the folder {str(path.parent)!r} exists; check the name)" if parent_exists else ""
         raise FileNotFoundError(
             f"No such file or folder for {what}: {text!r}{hint}. A Hub repo id looks like owner/name."
         )
@@ -74,4 +63,4 @@ def atomic_write(path: str | os.PathLike, write_fn, overwrite: bool = True) -> P
     return path
 
 
-__all__ = ["atomic_write", "is_hub_repo_id", "is_int", "resolve_source"]
+__all__ = ["atomic_write", "is_int", "resolve_source"]

@@ -2,9 +2,11 @@
 """`glotok build-teacher`: build the teacher histogram of histogram relation learning and save it as one small
 safetensors file (histogram, bin centres, alpha, and metadata naming its source)."""
 
-import argparse
 import inspect
 import json
+
+from ..utils import resolve_source
+from . import add_dataset_arguments, check_output
 
 EPILOG = """sources:
   backbone   k-means centres of a vision backbone's patch features over an image dataset (the paper's teacher)
@@ -38,7 +40,6 @@ def register(subparsers) -> None:
         "pairwise cosine similarities of a token set (k-means centres of backbone features, an existing codebook, "
         "or a control), saved with its bin centres, alpha and metadata in one safetensors file.",
         epilog=EPILOG,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("--source", required=True, choices=["backbone", "codebook", "random", "uniform"])
     parser.add_argument("--output", required=True, help="The .safetensors file to write.")
@@ -51,11 +52,7 @@ def register(subparsers) -> None:
 
     backbone = parser.add_argument_group("--source backbone")
     backbone.add_argument("--model", help="Backbone folder or Hub id with its image processor (DINOv2, CLIP ...).")
-    backbone.add_argument("--train-data-dir", help="An image folder (imagefolder layout, one sub-folder per class).")
-    backbone.add_argument("--dataset-name", help="A saved dataset folder or a (cached) Hub dataset name.")
-    backbone.add_argument("--dataset-config-name", help="The dataset configuration.")
-    backbone.add_argument("--split", default="train", help="Split (default 'train').")
-    backbone.add_argument("--image-column", default="image", help="Image column (default 'image').")
+    add_dataset_arguments(backbone)
     backbone.add_argument("--label-column", default="label", help="Class column for --per-class (default 'label').")
     backbone.add_argument("--layer", type=int, default=-1, help="Hidden state index: 0 embeddings, -1 last (default).")
     backbone.add_argument("--pool-size", type=int, help="Average-pool the patch grid to PxP tokens per image.")
@@ -82,25 +79,15 @@ def register(subparsers) -> None:
     parser.set_defaults(func=run)
 
 
-def _require(args, source: str, *names: str) -> None:
-    missing = [f"--{name.replace('_', '-')}" for name in names if getattr(args, name) is None]
-    if missing:
-        raise ValueError(f"--source {source} needs {' and '.join(missing)}.")
-
-
 def run(args) -> int:
-    from pathlib import Path
-
-    from ..utils import resolve_source
-
-    output = Path(args.output)
-    if output.exists() and not args.overwrite:
-        raise FileExistsError(f"{str(output)!r} already exists; pass --overwrite to replace it.")
+    output = check_output(args.output, args.overwrite)
     needs = {"random": ["size", "dim"], "codebook": ["codebook"], "backbone": ["model"]}.get(args.source, [])
-    _require(args, args.source, *needs)
+    missing = [f"--{name}" for name in needs if getattr(args, name) is None]
+    if missing:
+        raise ValueError(f"--source {args.source} needs {' and '.join(missing)}.")
     if args.source in ("codebook", "backbone"):  # a typo in a local path fails at once, before torch is imported
         resolve_source(getattr(args, needs[0]), f"--{needs[0]}")
-    if args.source == "backbone" and (args.train_data_dir is None) == (args.dataset_name is None):
+    if args.source == "backbone" and args.train_data_dir is None and args.dataset_name is None:
         raise ValueError("--source backbone needs exactly one of --train-data-dir or --dataset-name.")
     import torch
 

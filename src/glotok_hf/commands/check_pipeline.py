@@ -12,12 +12,13 @@ folder with its own README.md.
 import argparse
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
 import tempfile
 import textwrap
-from dataclasses import dataclass
+from collections import namedtuple
 from pathlib import Path
 
 # Prepended to the child script: glotok_hf cannot be imported there, as on a machine without glotok-hf.
@@ -57,11 +58,7 @@ EPILOG = """examples:
 Exit status 0 when every check passes, 1 when one fails, 2 for bad arguments."""
 
 
-@dataclass
-class Check:
-    name: str
-    ok: bool
-    detail: str
+Check = namedtuple("Check", ["name", "ok", "detail"])  # one line of the report: PASS/FAIL, what, why
 
 
 def register(subparsers) -> None:
@@ -70,7 +67,6 @@ def register(subparsers) -> None:
         help="check offline that a pipeline folder loads from the Hub without glotok-hf, and lint its card",
         description=DESCRIPTION,
         epilog=EPILOG,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument(
         "folder", type=Path, metavar="DIR", help="a pipeline folder (model_index.json, vqmodel/, prior/)"
@@ -90,15 +86,13 @@ def lint_card(folder: Path) -> list[Check]:
     from huggingface_hub import ModelCard
 
     card = ModelCard.load(readme)
-    sections = _sections(card.text)
+    chunks = (chunk.partition("\n") for chunk in re.split(r"^## ", card.text, flags=re.MULTILINE)[1:])
+    sections = {heading.strip().lower(): text.strip() for heading, _, text in chunks}  # `## Heading` -> its text
     data = sections.get("training data", "")
+    documented = bool(data) and not data.startswith("Not documented")
     checks = [
         Check("card: license", bool(card.data.license), f"license: {card.data.license or 'missing in the metadata'}"),
-        Check(
-            "card: training data",
-            bool(data) and not data.startswith("Not documented"),
-            "documented" if data and not data.startswith("Not documented") else "missing or 'Not documented'",
-        ),
+        Check("card: training data", documented, "documented" if documented else "missing or 'Not documented'"),
         Check(
             "card: metrics",
             "|" in sections.get("metrics", ""),
@@ -111,18 +105,6 @@ def lint_card(folder: Path) -> list[Check]:
         Check("card: images", not missing, f"missing {missing}" if missing else f"{len(images)} shown, all present")
     )
     return checks
-
-
-def _sections(text: str) -> dict[str, str]:
-    """`## Heading` -> its text (lower-case headings)."""
-    out, name = {}, None
-    for line in text.splitlines():
-        if line.startswith("## "):
-            name = line[3:].strip().lower()
-            out[name] = ""
-        elif name is not None:
-            out[name] = (out[name] + "\n" + line).strip()
-    return out
 
 
 def local_paths_in_json(folder: Path) -> list[str]:
@@ -157,29 +139,11 @@ def installed_image(folder: Path, seed: int):
     return pipe([0], generator=[torch.Generator().manual_seed(seed)], output_type="np").images
 
 
-def is_plain_save(folder: Path) -> bool:
-    """Whether model_index.json names the installed class (a plain `save_pretrained`), not the Hub's remote code."""
-    return isinstance(json.loads((folder / "model_index.json").read_text(encoding="utf-8")).get("_class_name"), str)
-
-
-def hub_layout(folder: Path, target: Path) -> Path:
-    """`target` holding the layout push_to_hub uploads for the plain-saved `folder`, with the folder's README.md."""
-    from ..hub import save_remote_code_pipeline
-    from ..loading import load_pipeline
-
-    target.mkdir()
-    if (folder / "README.md").is_file():
-        shutil.copy(folder / "README.md", target / "README.md")
-    save_remote_code_pipeline(load_pipeline(folder, device="cpu"), target, model_card=False)
-    return target
-
-
 def remote_code_checks(folder: Path, seed: int, tolerance: float, timeout: float) -> list[Check]:
     import numpy as np
 
     with tempfile.TemporaryDirectory() as tmp:
-        env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_HOME": os.path.join(tmp, "hf_home"), "PYTHONUNBUFFERED": "1"}
-        env["OMP_NUM_THREADS"] = "1"
+        env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_HOME": os.path.join(tmp, "hf_home"), "OMP_NUM_THREADS": "1"}
         output = os.path.join(tmp, "image.npy")
         try:
             proc = subprocess.run(
@@ -206,13 +170,20 @@ def check_pipeline(
     folder: str | os.PathLike, seed: int = 0, tolerance: float = 1e-5, timeout: float = 600
 ) -> list[Check]:
     """Every check of `glotok check-pipeline` on `folder`, in order."""
+    from ..hub import save_remote_code_pipeline
+    from ..loading import load_pipeline
+
     folder = Path(folder)
     if not (folder / "model_index.json").is_file():
         raise FileNotFoundError(f"{folder} is not a pipeline folder: it has no model_index.json.")
     with tempfile.TemporaryDirectory() as tmp:
         checks, hub = [], folder
-        if is_plain_save(folder):
-            hub = hub_layout(folder, Path(tmp) / "hub")
+        if isinstance(json.loads((folder / "model_index.json").read_text(encoding="utf-8")).get("_class_name"), str):
+            # a plain save_pretrained names the installed class: write the layout push_to_hub uploads, with the card
+            hub = Path(tmp) / "hub"
+            save_remote_code_pipeline(load_pipeline(folder, device="cpu"), hub, model_card=False)
+            if (folder / "README.md").is_file():
+                shutil.copy(folder / "README.md", hub / "README.md")
             note = "a plain save_pretrained: checked in the layout push_to_hub uploads (a temporary copy)"
             checks.append(Check("remote-code layout", True, note))
         paths = local_paths_in_json(hub)

@@ -23,7 +23,6 @@ def register(subparsers) -> None:
         description="Convert torchvision's VGG16 checkpoint and the LPIPS v0.1 VGG linear heads into one safetensors "
         "file for glotok_hf.losses.LPIPS. Both .pth files are read with torch.load(weights_only=True).",
         epilog=EPILOG,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("--vgg16", required=True, help="torchvision's vgg16-397923af.pth")
     parser.add_argument(

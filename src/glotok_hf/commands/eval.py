@@ -10,8 +10,8 @@ import json
 import math
 from pathlib import Path
 
-from ..utils import atomic_write
-from .generate import positive_int
+from ..utils import atomic_write, resolve_source
+from . import add_dataset_arguments, check_output, positive_int
 
 EPILOG = """examples:
   # PSNR, SSIM, codebook usage/perplexity, LPIPS, rFID with the TorchScript Inception, uniformity of the semantic branch
@@ -55,7 +55,6 @@ def register(subparsers) -> None:
         "uniformity) or a GloTok pipeline (balanced per-image-seeded samples, gFID, IS, class consistency, ADM-style "
         ".npz export). Prints a JSON report.",
         epilog=EPILOG,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     modes = parser.add_subparsers(dest="mode", metavar="<mode>")
 
@@ -66,16 +65,11 @@ def register(subparsers) -> None:
         "rFID (with --inception or --feature-net), codebook usage and perplexity per codebook, and optionally the "
         "uniformity of a branch's latent space (GloTok Table 3).",
         epilog=EPILOG,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     recon.add_argument("--model", required=True, help="Tokenizer folder (GloTokModel.save_pretrained).")
     recon.add_argument("--subfolder", default="", help="Subfolder of --model, e.g. 'vqmodel' of a pipeline folder.")
     data = recon.add_argument_group("data")
-    data.add_argument("--train-data-dir", help="An image folder (imagefolder layout).")
-    data.add_argument("--dataset-name", help="A saved dataset folder (Dataset.save_to_disk) or a cached Hub dataset.")
-    data.add_argument("--dataset-config-name", help="The dataset configuration.")
-    data.add_argument("--split", default="train", help="Split to evaluate (default 'train', an imagefolder's split).")
-    data.add_argument("--image-column", default="image", help="Image column (default 'image').")
+    add_dataset_arguments(data)
     data.add_argument(
         "--resolution", type=positive_int, help="Resize + center crop side (default: the model's sample_size)."
     )
@@ -104,7 +98,6 @@ def register(subparsers) -> None:
         "the number of processes), write them losslessly (ADM-style .npz, PNGs), and report gFID and IS (with "
         "--inception or --feature-net and --reference) and class consistency (with --classifier).",
         epilog=EPILOG,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     gen.add_argument("--pipeline", required=True, help="Pipeline folder (GloTokPipeline.save_pretrained).")
     labels = gen.add_mutually_exclusive_group(required=True)
@@ -148,13 +141,6 @@ def _json_safe(value):
     return value
 
 
-def _check_output(args) -> Path | None:
-    """`--output` as a `Path`, refused at once (before any work) when it exists without `--overwrite`."""
-    if args.output is not None and Path(args.output).exists() and not args.overwrite:
-        raise FileExistsError(f"--output {args.output} exists; pass --overwrite to replace it.")
-    return Path(args.output) if args.output is not None else None
-
-
 def _report(result: dict, output: Path | None, is_main: bool) -> int:
     text = json.dumps(_json_safe(result), indent=2, allow_nan=False)
     if is_main:
@@ -196,8 +182,6 @@ def _image_loader(dataset, resolution: int, batch_size: int, num_workers: int, i
 
 def _local_folder(source: str, what: str) -> Path:
     """`source` as an existing local folder (evaluation downloads nothing)."""
-    from glotok_hf.utils import resolve_source
-
     path = resolve_source(source, what)  # a mistyped path: "No such file or folder for --model: ..."
     if not isinstance(path, Path) or not path.is_dir():
         raise FileNotFoundError(f"{what} {source} is not a local folder (evaluation downloads nothing).")
@@ -206,7 +190,7 @@ def _local_folder(source: str, what: str) -> Path:
 
 # --------------------------------------------------------------------------------------------- reconstruction
 def run_reconstruction(args) -> int:
-    output = _check_output(args)
+    output = check_output(args.output, args.overwrite)
     if args.uniformity_images < 0:
         raise ValueError(f"--uniformity-images must be >= 0, got {args.uniformity_images}.")
     model_path = _local_folder(args.model, "--model")  # before torch is imported: a typo fails at once
@@ -251,7 +235,7 @@ def run_reconstruction(args) -> int:
     )
     result = {
         "mode": "reconstruction",
-        "model": str(model_path / args.subfolder) if args.subfolder else str(model_path),
+        "model": str(model_path / args.subfolder),  # Path / "" is the path itself
         "dataset": str(args.train_data_dir or args.dataset_name),
         "split": args.split,
         "resolution": resolution,
@@ -295,7 +279,7 @@ def _reference(args, resolution: int):
 
 
 def run_generation(args) -> int:
-    output = _check_output(args)  # --npz is checked by sample_for_evaluation before sampling
+    output = check_output(args.output, args.overwrite)  # --npz is checked by sample_for_evaluation before sampling
     pipeline_path = _local_folder(args.pipeline, "--pipeline")  # before torch is imported: a typo fails at once
     from glotok_hf.evaluation.consistency import load_image_classifier
     from glotok_hf.evaluation.generation import evaluate_generation

@@ -3,6 +3,9 @@
 
 import argparse
 
+from ..utils import resolve_source
+from . import add_dataset_arguments, positive_int
+
 EPILOG = """examples:
   glotok extract-codes --tokenizer out/tokenizer --train-data-dir imagenet/train --output-dir codes/imagenet-256 --flip
   glotok extract-codes --tokenizer my-pipeline --subfolder vqmodel --dataset-name saved/dataset --output-dir codes/x
@@ -22,24 +25,18 @@ def register(subparsers) -> None:
         "prior's token layout, as a datasets Dataset with columns index, label, flipped and codes, plus a "
         "glotok_codes.json metadata file. Resumable by shard; multi-process under `accelerate launch`.",
         epilog=EPILOG,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("--tokenizer", required=True, help="folder (or Hub id) of a saved GloTokModel or pipeline")
     parser.add_argument("--subfolder", default="", help="subfolder of --tokenizer holding the model, e.g. vqmodel")
-    data = parser.add_mutually_exclusive_group(required=True)
-    data.add_argument("--train-data-dir", help="an imagefolder directory (one sub-folder per class)")
-    data.add_argument("--dataset-name", help="a Hub dataset name or a folder written by Dataset.save_to_disk")
-    parser.add_argument("--dataset-config-name", default=None, help="configuration of --dataset-name")
-    parser.add_argument("--split", default="train", help="dataset split (default: %(default)s)")
-    parser.add_argument("--image-column", default="image", help="image column (default: %(default)s)")
+    add_dataset_arguments(parser, required=True)
     parser.add_argument(
         "--label-column", default="label", help="class-label column; 'none' for unlabelled data (default: %(default)s)"
     )
     parser.add_argument("--cache-dir", default=None, help="datasets cache directory")
     parser.add_argument("--output-dir", required=True, help="output folder (new, empty, or an unfinished run)")
     parser.add_argument(
-        "--resolution", type=int, default=None, help="image side after resize + center crop (default: the "
-        "tokenizer's sample_size)"
+        "--resolution", type=positive_int, help="image side after resize + center crop (default: the tokenizer's "
+        "sample_size)"
     )  # fmt: skip
     parser.add_argument("--flip", action="store_true", help="add the codes of each horizontally flipped image")
     parser.add_argument("--batch-size", type=int, default=64, help="images per forward pass (default: %(default)s)")
@@ -53,8 +50,6 @@ def register(subparsers) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..utils import resolve_source
-
     resolve_source(args.tokenizer, "--tokenizer")  # a typo in a local path fails at once, before torch is imported
     from accelerate import PartialState
 

@@ -7,6 +7,8 @@ import re
 from pathlib import Path
 
 from ..loading import DEFAULT_PIPELINE_ENV
+from ..utils import resolve_source
+from . import add_model_arguments, check_output, image_path, positive_int
 
 DESCRIPTION = f"""Generate class-conditional images with a GloTok pipeline (AR prior + GloTok tokenizer).
 
@@ -23,38 +25,12 @@ EPILOG = """examples:
 """
 
 
-def positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {value}")
-    return value
-
-
-def image_path(text: str) -> Path:
-    from PIL import Image
-
-    path = Path(text).expanduser()
-    if path.suffix.lower() not in Image.registered_extensions():
-        raise argparse.ArgumentTypeError(f"{text!r} needs an image file extension such as .png")
-    return path
-
-
-def add_model_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--device", help="torch device, e.g. cpu, cuda, cuda:1 (default: cuda when available)")
-    parser.add_argument("--dtype", choices=["bfloat16", "float16", "float32"], default="float32",
-                        help="weights dtype (default: float32)")  # fmt: skip
-
-
 def register(subparsers) -> None:
     parser = subparsers.add_parser(
         "generate",
         help="generate class-conditional images",
         description=DESCRIPTION,
         epilog=EPILOG,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("--class-labels", nargs="+", required=True, metavar="LABEL", help="class ids and/or names")
     parser.add_argument("--num-images-per-label", type=positive_int, default=1, metavar="N", help="default: 1")
@@ -73,11 +49,6 @@ def register(subparsers) -> None:
     parser.add_argument("--batch-size", type=positive_int, default=16, help="images per forward pass (default: 16)")
     add_model_arguments(parser)
     parser.set_defaults(func=run)
-
-
-def check_output_file(path: Path | None, overwrite: bool) -> None:
-    if path is not None and path.exists() and not overwrite:
-        raise FileExistsError(f"{path} already exists; pass --overwrite to replace it.")
 
 
 def check_output_memory(count: int, size: int, grid: bool) -> None:
@@ -113,11 +84,9 @@ def per_image_paths(folder: Path, label_ids: list[int], per_label: int, id2label
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..utils import resolve_source
-
     if args.output is None and args.output_dir is None:
         raise ValueError("nothing to write: pass --output FILE (a grid) and/or --output-dir DIR (one PNG per image).")
-    check_output_file(args.output, args.overwrite)
+    check_output(args.output, args.overwrite)
     if args.output_dir is not None and args.output_dir.exists() and not args.output_dir.is_dir():
         raise NotADirectoryError(f"--output-dir {args.output_dir} exists and is not a folder.")
     if args.pipeline is not None:

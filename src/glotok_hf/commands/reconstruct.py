@@ -7,7 +7,8 @@ import sys
 from pathlib import Path
 
 from ..loading import DEFAULT_PIPELINE_ENV
-from .generate import add_model_arguments, check_output_file, image_path, positive_int
+from ..utils import resolve_source
+from . import add_model_arguments, check_output, image_path, positive_int
 
 DESCRIPTION = f"""Reconstruct images with a GloTok tokenizer: encode each to its codebook indices, decode them, write
 a grid with the original (left) and the reconstruction (right) of every image, and print the PSNR.
@@ -30,7 +31,6 @@ def register(subparsers) -> None:
         help="encode and decode images with a GloTok tokenizer",
         description=DESCRIPTION,
         epilog=EPILOG,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("images", nargs="+", type=Path, metavar="IMAGE", help="image files")
     parser.add_argument("--output", type=image_path, required=True, metavar="FILE",
@@ -48,9 +48,7 @@ def warn(message: str) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..utils import resolve_source
-
-    check_output_file(args.output, args.overwrite)
+    check_output(args.output, args.overwrite)
     for path in args.images:
         if not path.is_file():
             raise FileNotFoundError(f"{path}: no such image file.")
@@ -91,10 +89,9 @@ def run(args: argparse.Namespace) -> int:
         reconstructions.append(decoded.float().clamp(-1, 1).cpu())
     originals, reconstructions = torch.cat(originals), torch.cat(reconstructions)
 
-    psnr = [
-        float(peak_signal_noise_ratio((r + 1) / 2, (o + 1) / 2, data_range=1.0))
-        for o, r in zip(originals, reconstructions)
-    ]
+    psnr = peak_signal_noise_ratio(
+        (reconstructions + 1) / 2, (originals + 1) / 2, data_range=1.0, reduction="none", dim=(1, 2, 3)
+    ).tolist()
     for path, value in zip(args.images, psnr):
         print(f"{path}: PSNR {value:.2f} dB")
     if len(psnr) > 1:
