@@ -35,7 +35,7 @@ from tqdm.auto import tqdm
 from .data import DecodedImages, ImageTransform, class_names, collate_readable, warn_unreadable
 from .modeling_glotok import GloTokModel
 from .sampling import TokenLayout
-from .utils import is_int
+from .utils import atomic_write, is_int
 
 METADATA_NAME = "glotok_codes.json"
 WORK_DIR_NAME = ".glotok_shards"
@@ -62,9 +62,7 @@ def count_classes(label_names: Sequence[str] | None, labels) -> int:
 
 
 def _write_json_atomic(path: Path, payload: dict) -> None:
-    tmp = path.with_name(f"{path.name}.tmp-{os.getpid()}")
-    tmp.write_text(json.dumps(payload, indent=2, sort_keys=True) + "\n")
-    os.replace(tmp, path)
+    atomic_write(path, lambda tmp: tmp.write_text(json.dumps(payload, indent=2, sort_keys=True) + "\n"))
 
 
 def _shard_name(k: int) -> str:
