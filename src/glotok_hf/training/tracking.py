@@ -11,6 +11,7 @@ import torch
 from accelerate import Accelerator
 from PIL import Image
 
+from ..utils import atomic_write
 from .runtime import logger
 
 METRICS_FILE = "metrics.jsonl"
@@ -74,9 +75,8 @@ class MetricsLogger:
     def truncate_after(self, step: int) -> None:
         """Drop lines (and a torn line) logged after `step` by an interrupted run that is resumed from `step`."""
         if self.accelerator.is_main_process and self.path.is_file():
-            self.path.write_text(
-                "".join(json.dumps(row) + "\n" for row in read_metrics(self.path) if row["step"] <= step)
-            )
+            kept = "".join(json.dumps(row) + "\n" for row in read_metrics(self.path) if row["step"] <= step)
+            atomic_write(self.path, lambda tmp: tmp.write_text(kept))  # a kill here keeps the whole old log
 
 
 def read_metrics(path: Path) -> list[dict]:
