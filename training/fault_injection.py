@@ -8,20 +8,18 @@ recovers every time.
 
 Each trial launches `accelerate launch training/train.py` (tiny model, generated images, a checkpoint every 2 updates,
 `--checkpoints_total_limit 2`) for one of the two stages, on one process or two, and SIGKILLs the whole process tree
-at a random moment: `step`, shortly after a randomly chosen odd update (which saves no checkpoint) was logged; or
-`save`, inside a checkpoint save. A `save` trial runs training through this script (`fault_injection.py
---train-with-save-pause SECONDS <train.py arguments>`), which wraps the checkpoint save of `glotok_hf.training`
-(`install_save_pause`; the production code has no pause) to pause once the model folders are written and again once
-everything is written but not yet renamed, so the kill finds `.tmp-checkpoint-<n>` half written, complete but not
-renamed, or just renamed.
+at a random moment: `step`, shortly after an odd update (which saves no checkpoint) was logged; or `save`, inside a
+checkpoint save. A `save` trial trains through this script (`fault_injection.py --train-with-save-pause SECONDS
+<train.py arguments>`), whose `install_save_pause` makes every save pause once the model folders are written and
+again before the rename (the production code has no pause), so the kill finds `.tmp-checkpoint-<n>` half written,
+complete but not renamed, or just renamed.
 
-It then hashes the complete checkpoints, resumes with `--resume_from_checkpoint latest` (no pause) and checks that the
-resume started from the newest complete checkpoint at the kill (a fresh start when there was none, never a partial
-one); that every checkpoint that existed at the kill still exists, bit-identical, unless `--checkpoints_total_limit`
-pruned it after the resume wrote newer ones; that training reached `--max_train_steps` without `.tmp-*` / `.trash-*`
-leftovers; and that the final weights equal those of an uninterrupted run, bit for bit. The summary (stdout, and
-`--output`) lists every trial (stage, processes, kill phase and moment, what the kill left, the step the resume
-started from, the outcome); the exit code is 1 if any trial failed.
+The resume (`--resume_from_checkpoint latest`, no pause) must start from the newest complete checkpoint at the kill
+(a fresh start when there was none, never a partial one), keep every checkpoint that existed at the kill
+bit-identical (unless `--checkpoints_total_limit` pruned it after newer ones), reach `--max_train_steps` without
+`.tmp-*` / `.trash-*` leftovers, and end with the weights of an uninterrupted run, bit for bit. The summary (stdout,
+and `--output`) lists every trial (stage, processes, kill moment, what the kill left, the step the resume started
+from, the outcome); the exit code is 1 if any trial failed.
 """
 
 import argparse
@@ -39,12 +37,11 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from glotok_hf.training.checkpointing import list_checkpoints
+from glotok_hf.training.checkpointing import TMP_PREFIX, checkpoint_step, list_checkpoints
 from glotok_hf.training.tracking import METRICS_FILE, read_metrics
 
-TRAINING_DIR = Path(__file__).resolve().parent
-REPO_ROOT = TRAINING_DIR.parent
-TRAIN_SCRIPT = TRAINING_DIR / "train.py"
+REPO_ROOT = Path(__file__).resolve().parents[1]
+TRAIN_SCRIPT = REPO_ROOT / "training" / "train.py"
 SAVE_PAUSE_FLAG = "--train-with-save-pause"  # run training with paused saves (see `install_save_pause`)
 
 STAGES = ("tokenizer", "prior")
@@ -57,20 +54,19 @@ TINY_TOKENIZER = {
 TINY_DISCRIMINATOR = {"base_channels": 4, "num_layers": 2, "norm_type": "group", "norm_num_groups": 2}
 TINY_PRIOR = {"num_hidden_layers": 2, "hidden_size": 32, "intermediate_size": 64, "num_attention_heads": 2,
               "num_key_value_heads": 2}  # fmt: skip
-RESUMED_FROM = re.compile(r"Resuming from (\S+)")
+CHECKPOINTING_STEPS, TOTAL_LIMIT = 2, 2
 TIMEOUT = 300.0  # seconds a run may take
 
 
 @dataclass
 class Setup:
-    """Everything the trials share: generated data, a tiny tokenizer and its codes, accelerate configs."""
+    """What the trials share: `root` (generated images/, a tiny tokenizer/ and its codes/), accelerate configs per
+    process count, the runs' environment, and the final weights of uninterrupted runs once computed."""
 
-    root: Path  # holds images/, tokenizer/ and codes/
+    root: Path
     configs: dict[int, Path]
     env: dict[str, str]
     max_train_steps: int = 12
-    checkpointing_steps: int = 2
-    total_limit: int = 2
     save_pause: float = 0.6
     references: dict = field(default_factory=dict)
 
@@ -126,17 +122,14 @@ def extract_tiny_codes(tokenizer_dir: Path, images_dir: Path, output_dir: Path) 
 
 
 def prepare(root: Path, max_train_steps: int = 12, save_pause: float = 0.6, processes=(1, 2)) -> Setup:
-    """Generate the images, a random tiny tokenizer, its codes and the accelerate configs under `root`."""
     images, tokenizer = make_images(root / "images"), save_tiny_tokenizer(root / "tokenizer")
     if not (root / "codes").exists():
         extract_tiny_codes(tokenizer, images, root / "codes")
     configs = {n: accelerate_config(root / f"accelerate-{n}.json", n) for n in processes}
-    env = dict(os.environ)
+    env = {key: value for key, value in os.environ.items() if key != "HF_TOKEN"}
     env.update(
         OMP_NUM_THREADS="1", PYTHONUNBUFFERED="1", HF_HUB_OFFLINE="1", HF_DATASETS_OFFLINE="1", TQDM_DISABLE="1"
     )
-    env["PYTHONPATH"] = os.pathsep.join([str(REPO_ROOT / "src"), env.get("PYTHONPATH", "")]).rstrip(os.pathsep)
-    env.pop("HF_TOKEN", None)
     return Setup(root, configs, env, max_train_steps=max_train_steps, save_pause=save_pause)
 
 
@@ -144,8 +137,8 @@ def train_argv(setup: Setup, stage: str, output_dir: Path, num_processes: int) -
     """Arguments of a tiny run with the same global batch (4) on 1 or 2 processes."""
     common = [
         "--stage", stage, "--output_dir", str(output_dir), "--train_batch_size", str(4 // num_processes),
-        "--max_train_steps", str(setup.max_train_steps), "--checkpointing_steps", str(setup.checkpointing_steps),
-        "--checkpoints_total_limit", str(setup.total_limit), "--validation_steps", str(setup.max_train_steps),
+        "--max_train_steps", str(setup.max_train_steps), "--checkpointing_steps", str(CHECKPOINTING_STEPS),
+        "--checkpoints_total_limit", str(TOTAL_LIMIT), "--validation_steps", str(setup.max_train_steps),
         "--num_validation_images", "2", "--learning_rate", "1e-3", "--report_to", "none", "--use_ema",
         "--ema_decay", "0.9", "--seed", "0",
     ]  # fmt: skip
@@ -164,7 +157,7 @@ def train_argv(setup: Setup, stage: str, output_dir: Path, num_processes: int) -
 def launch(config: Path, argv: list[str], env: dict, log: Path, script: Path = TRAIN_SCRIPT, pause=None):
     """Start `accelerate launch --config_file config script argv` on CPU in a new session, its output in `log`; with
     `pause`, train.py's run goes through this script with paused saves."""
-    script = [str(Path(__file__).resolve()), SAVE_PAUSE_FLAG, str(pause)] if pause else [str(script)]
+    script = [__file__, SAVE_PAUSE_FLAG, str(pause)] if pause else [str(script)]
     cmd = [sys.executable, "-m", "accelerate.commands.launch", "--config_file", str(config), *script, *argv]
     with log.open("w") as out:
         return subprocess.Popen(cmd, env={**env, "ACCELERATE_USE_CPU": "true"}, stdout=out, stderr=subprocess.STDOUT,
@@ -185,8 +178,8 @@ def run_to_end(config: Path, argv: list[str], env: dict, log: Path, script: Path
 
 def install_save_pause(seconds: float) -> None:
     """Make every checkpoint save of `glotok_hf.training` pause `seconds` twice on the main process: once the models
-    are written (after the save-state hook, before accelerate writes the optimizer, scheduler and RNG files) and once
-    everything is written but not yet flushed and renamed (before `_fsync_tree`)."""
+    are written (before accelerate writes the optimizer, scheduler and RNG files) and once everything is written but
+    not yet flushed and renamed."""
     from glotok_hf.training import checkpointing
 
     save_hook, fsync_tree = checkpointing.CheckpointHooks.save_hook, checkpointing._fsync_tree
@@ -208,14 +201,11 @@ def kill_tree(proc: subprocess.Popen) -> None:
     """SIGKILL the launcher and every descendant (torchrun runs each worker in a session of its own)."""
     import psutil
 
-    try:
+    with contextlib.suppress(psutil.NoSuchProcess):
         launcher = psutil.Process(proc.pid)
-        processes = [*launcher.children(recursive=True), launcher]
-    except psutil.NoSuchProcess:
-        processes = []
-    for process in processes:
-        with contextlib.suppress(psutil.NoSuchProcess):
-            process.kill()
+        for process in [*launcher.children(recursive=True), launcher]:
+            with contextlib.suppress(psutil.NoSuchProcess):
+                process.kill()
     proc.wait()
 
 
@@ -224,24 +214,25 @@ def last_logged_step(output_dir: Path) -> int:
 
 
 def hashes(folder: Path, pattern: str = "*") -> dict[str, str]:
-    """`{relative path: SHA-256}` of the files under `folder` that match `pattern`."""
     return {str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest()
             for p in sorted(folder.rglob(pattern)) if p.is_file()}  # fmt: skip
 
 
 def snapshot(output_dir: Path) -> dict[int, dict[str, str]]:
     """`{step: {relative file: sha256}}` of the complete checkpoints in `output_dir`."""
-    return {int(checkpoint.name.split("-")[1]): hashes(checkpoint) for checkpoint in list_checkpoints(output_dir)}
+    return {checkpoint_step(checkpoint): hashes(checkpoint) for checkpoint in list_checkpoints(output_dir)}
 
 
 def leftovers(output_dir: Path) -> list[Path]:
-    """The `.tmp-*` / `.trash-*` folders of `output_dir`: what an interrupted save or prune left."""
     return [p for p in sorted(output_dir.iterdir()) if p.name.startswith((".tmp-", ".trash-"))]
 
 
+def final_weights(setup: Setup, output_dir: Path) -> dict[str, str]:
+    return hashes(output_dir / f"checkpoint-{setup.max_train_steps}", "*.safetensors")  # model, EMA, discriminator
+
+
 def reference(setup: Setup, stage: str, num_processes: int) -> dict[str, str]:
-    """The final weights (every safetensors file of the last checkpoint: model, EMA, discriminator) of an
-    uninterrupted run, computed once per stage and process count."""
+    """[`final_weights`] of an uninterrupted run, computed once per stage and process count."""
     key = (stage, num_processes)
     if key not in setup.references:
         out = setup.root / f"reference-{stage}-{num_processes}"
@@ -250,27 +241,26 @@ def reference(setup: Setup, stage: str, num_processes: int) -> dict[str, str]:
         run_to_end(
             setup.configs[num_processes], train_argv(setup, stage, out, num_processes), setup.env, out / "run.log"
         )
-        setup.references[key] = hashes(out / f"checkpoint-{setup.max_train_steps}", "*.safetensors")
+        setup.references[key] = final_weights(setup, out)
     return setup.references[key]
 
 
 def kill_at_random_moment(setup: Setup, proc, output_dir: Path, phase: str, rng: random.Random) -> dict:
-    """Wait for the chosen moment, kill the run, and describe the moment."""
+    """Wait for a random moment of `phase`, kill the run, and describe the moment."""
     deadline = time.monotonic() + TIMEOUT
-    if phase == "step":
-        # An update that ends without a checkpoint (their steps are even), then a random time inside the next one.
+    if phase == "step":  # an update that saves no checkpoint (odd step), then a random time inside the next one
         target = rng.randrange(1, setup.max_train_steps - 2, 2)
         while last_logged_step(output_dir) < target and proc.poll() is None and time.monotonic() < deadline:
             time.sleep(0.002)
         time.sleep(rng.uniform(0.0, 0.05))  # a tiny update takes 30-100 ms on a CPU
         moment = {"after_logged_step": target}
-    else:
-        steps = range(setup.checkpointing_steps, setup.max_train_steps, setup.checkpointing_steps)
-        target = rng.choice(list(steps))
-        tmp = output_dir / f".tmp-checkpoint-{target}"
-        while not tmp.exists() and proc.poll() is None and time.monotonic() < deadline:
+    else:  # anywhere in the save's two pauses, or just after
+        target = rng.choice(range(CHECKPOINTING_STEPS, setup.max_train_steps, CHECKPOINTING_STEPS))
+        while (
+            not (output_dir / f"{TMP_PREFIX}{target}").exists() and proc.poll() is None and time.monotonic() < deadline
+        ):
             time.sleep(0.002)
-        time.sleep(rng.uniform(0.0, 2.2 * setup.save_pause))  # anywhere in the save's two pauses, or just after
+        time.sleep(rng.uniform(0.0, 2.2 * setup.save_pause))
         moment = {"during_save_of_step": target}
     if proc.poll() is not None:
         raise RuntimeError(f"the run ended (exit code {proc.returncode}) before the kill at {moment}")
@@ -291,30 +281,28 @@ def run_trial(
     result = {"trial": index, "stage": stage, "processes": num_processes, "kill_phase": phase}
     started = time.monotonic()
     try:
-        argv = train_argv(setup, stage, out, num_processes)
-        pause = setup.save_pause if phase == "save" else None
-        proc = launch(setup.configs[num_processes], argv, setup.env, out / "killed.log", pause=pause)
+        argv, config = train_argv(setup, stage, out, num_processes), setup.configs[num_processes]
+        proc = launch(config, argv, setup.env, out / "killed.log", pause=setup.save_pause if phase == "save" else None)
         result["killed"] = kill_at_random_moment(setup, proc, out, phase, rng)
         before = snapshot(out)
         result["complete_at_kill"] = sorted(before)
-        resume = [*argv, "--resume_from_checkpoint", "latest"]
-        run_to_end(setup.configs[num_processes], resume, setup.env, out / "resumed.log")
-        match = RESUMED_FROM.search((out / "resumed.log").read_text())
-        resumed_from = int(Path(match.group(1)).name.split("-")[1]) if match else None
-        result["resumed_from"] = resumed_from
+        run_to_end(config, [*argv, "--resume_from_checkpoint", "latest"], setup.env, out / "resumed.log")
+        match = re.search(r"Resuming from (\S+)", (out / "resumed.log").read_text())
+        result["resumed_from"] = resumed_from = checkpoint_step(Path(match.group(1))) if match else None
         after = snapshot(out)
         result["complete_after_resume"] = sorted(after)
-        result["checks"] = checks = {}
-        checks["resumed_from_newest_complete"] = resumed_from == max(before, default=None)
-        lost = [s for s in before if s not in after and sum(t > s for t in after) < setup.total_limit]
+        lost = [s for s in before if s not in after and sum(t > s for t in after) < TOTAL_LIMIT]
         changed = [s for s in before if s in after and after[s] != before[s]]
-        checks["nothing_saved_was_lost"] = not lost and not changed
         result["pruned_after_resume"] = sorted(s for s in before if s not in after and s not in lost)
-        checks["reached_max_train_steps"] = setup.max_train_steps in after and (out / "model.safetensors").is_file()
-        checks["no_leftovers"] = not leftovers(out)
+        result["checks"] = checks = {
+            "resumed_from_newest_complete": resumed_from == max(before, default=None),
+            "nothing_saved_was_lost": not lost and not changed,
+            "reached_max_train_steps": setup.max_train_steps in after and (out / "model.safetensors").is_file(),
+            "no_leftovers": not leftovers(out),
+        }
         if compare:
-            weights = hashes(out / f"checkpoint-{setup.max_train_steps}", "*.safetensors")
-            checks["final_weights_equal_uninterrupted_run"] = weights == reference(setup, stage, num_processes)
+            weights_equal = final_weights(setup, out) == reference(setup, stage, num_processes)
+            checks["final_weights_equal_uninterrupted_run"] = weights_equal
         failed = [name for name, ok in checks.items() if not ok]
         details = {"lost": lost, "changed": changed} if lost or changed else {}
         result["outcome"] = "ok" if not failed else f"FAILED: {', '.join(failed)} {details}".strip()
@@ -336,10 +324,7 @@ def run_trials(
     """Run the trials of `plan` (default [`trial_plan`]) and summarise them."""
     started = time.monotonic()
     plan = plan or trial_plan(trials, two_process_trials)
-    results = [
-        run_trial(setup, i, stage, phase, processes, seed * 1000 + i, compare)
-        for i, (stage, phase, processes) in enumerate(plan)
-    ]
+    results = [run_trial(setup, i, *trial, seed * 1000 + i, compare) for i, trial in enumerate(plan)]
     return {
         "trials": len(results),
         "passed": sum(r["outcome"] == "ok" for r in results),
@@ -347,8 +332,8 @@ def run_trials(
         **{f"kills_during_{phase}s": sum(r["kill_phase"] == phase for r in results) for phase in PHASES},
         "partial_checkpoints_left_by_kills": sum(bool(r.get("killed", {}).get("leftovers")) for r in results),
         "max_train_steps": setup.max_train_steps,
-        "checkpointing_steps": setup.checkpointing_steps,
-        "checkpoints_total_limit": setup.total_limit,
+        "checkpointing_steps": CHECKPOINTING_STEPS,
+        "checkpoints_total_limit": TOTAL_LIMIT,
         "seconds": round(time.monotonic() - started, 1),
         "results": results,
     }
