@@ -117,22 +117,12 @@ def markdown_table(rows: list[dict]) -> str:
     return "\n".join("| " + " | ".join(line) + " |" for line in [list(rows[0]), ["---"] * len(rows[0]), *cells])
 
 
-def strip_remote_code(folder: Path) -> None:
-    """The checkout always has `glotok_hf`, so the embedded tokenizer needs no copy of its modeling code (a copy would
-    drift from `src/`); `push_to_hub` writes the remote-code layout fresh."""
-    for module in folder.glob("*.py"):
-        module.unlink()
-    config = json.loads((folder / "config.json").read_text())
-    config.pop("auto_map", None)
-    (folder / "config.json").write_text(json.dumps(config, indent=2, sort_keys=True) + "\n")
-
-
 def package(overwrite: bool) -> None:
     import torch
 
     from glotok_hf import GloTokPipeline
     from glotok_hf.data import image_grid
-    from glotok_hf.hub import SAMPLE_GRID_FILE, pipeline_model_card, save_model_card
+    from glotok_hf.hub import SAMPLE_GRID_FILE, _update_json, pipeline_model_card, save_model_card
 
     if TARGET.exists() and not overwrite:
         raise SystemExit(f"{TARGET} exists; pass --overwrite to replace it.")
@@ -221,10 +211,12 @@ def package(overwrite: bool) -> None:
     staging = TARGET.with_name(TARGET.name + ".tmp")
     shutil.rmtree(staging, ignore_errors=True)
     pipeline.save_pretrained(staging)
-    index = json.loads((staging / "model_index.json").read_text())
-    index.pop("_name_or_path", None)  # the build machine's local path, meaningless elsewhere
-    (staging / "model_index.json").write_text(json.dumps(index, indent=2, sort_keys=True) + "\n")
-    strip_remote_code(staging / "vqmodel")
+    _update_json(staging / "model_index.json", _name_or_path=None)  # the build machine's path, meaningless elsewhere
+    # The checkout always has `glotok_hf`: the embedded tokenizer needs no copy of its modeling code (it would drift
+    # from `src/`); `push_to_hub` writes the remote-code layout fresh.
+    for module in (staging / "vqmodel").glob("*.py"):
+        module.unlink()
+    _update_json(staging / "vqmodel" / "config.json", auto_map=None)
     save_model_card(card, staging, sample_grid=grid, overwrite=True)
     (staging / "training_summary.json").write_text(
         json.dumps({"metrics": metrics, "tokenizer_log": tok_log, "prior_log": prior_log}, indent=2) + "\n"

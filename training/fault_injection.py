@@ -24,6 +24,7 @@ from, the outcome); the exit code is 1 if any trial failed.
 
 import argparse
 import contextlib
+import functools
 import hashlib
 import json
 import os
@@ -34,7 +35,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 from glotok_hf.training.checkpointing import TMP_PREFIX, checkpoint_step, list_checkpoints
@@ -58,17 +59,16 @@ CHECKPOINTING_STEPS, TOTAL_LIMIT = 2, 2
 TIMEOUT = 300.0  # seconds a run may take
 
 
-@dataclass
+@dataclass(eq=False)  # hashed by identity: `reference` caches per setup
 class Setup:
     """What the trials share: `root` (generated images/, a tiny tokenizer/ and its codes/), accelerate configs per
-    process count, the runs' environment, and the final weights of uninterrupted runs once computed."""
+    process count and the runs' environment."""
 
     root: Path
     configs: dict[int, Path]
     env: dict[str, str]
     max_train_steps: int = 12
     save_pause: float = 0.6
-    references: dict = field(default_factory=dict)
 
 
 def make_images(root: Path, per_class: int = 8, classes=("cat", "dog"), size: int = 20, seed: int = 0) -> Path:
@@ -227,22 +227,15 @@ def leftovers(output_dir: Path) -> list[Path]:
     return [p for p in sorted(output_dir.iterdir()) if p.name.startswith((".tmp-", ".trash-"))]
 
 
-def final_weights(setup: Setup, output_dir: Path) -> dict[str, str]:
-    return hashes(output_dir / f"checkpoint-{setup.max_train_steps}", "*.safetensors")  # model, EMA, discriminator
-
-
+@functools.cache
 def reference(setup: Setup, stage: str, num_processes: int) -> dict[str, str]:
-    """[`final_weights`] of an uninterrupted run, computed once per stage and process count."""
-    key = (stage, num_processes)
-    if key not in setup.references:
-        out = setup.root / f"reference-{stage}-{num_processes}"
-        shutil.rmtree(out, ignore_errors=True)
-        out.mkdir(parents=True)
-        run_to_end(
-            setup.configs[num_processes], train_argv(setup, stage, out, num_processes), setup.env, out / "run.log"
-        )
-        setup.references[key] = final_weights(setup, out)
-    return setup.references[key]
+    """The final weights (every safetensors file of the last checkpoint: model, EMA, discriminator) of an
+    uninterrupted run, computed once per stage and process count."""
+    out = setup.root / f"reference-{stage}-{num_processes}"
+    shutil.rmtree(out, ignore_errors=True)
+    out.mkdir(parents=True)
+    run_to_end(setup.configs[num_processes], train_argv(setup, stage, out, num_processes), setup.env, out / "run.log")
+    return hashes(out / f"checkpoint-{setup.max_train_steps}", "*.safetensors")
 
 
 def kill_at_random_moment(setup: Setup, proc, output_dir: Path, phase: str, rng: random.Random) -> dict:
@@ -256,9 +249,8 @@ def kill_at_random_moment(setup: Setup, proc, output_dir: Path, phase: str, rng:
         moment = {"after_logged_step": target}
     else:  # anywhere in the save's two pauses, or just after
         target = rng.choice(range(CHECKPOINTING_STEPS, setup.max_train_steps, CHECKPOINTING_STEPS))
-        while (
-            not (output_dir / f"{TMP_PREFIX}{target}").exists() and proc.poll() is None and time.monotonic() < deadline
-        ):
+        tmp = output_dir / f"{TMP_PREFIX}{target}"
+        while not tmp.exists() and proc.poll() is None and time.monotonic() < deadline:
             time.sleep(0.002)
         time.sleep(rng.uniform(0.0, 2.2 * setup.save_pause))
         moment = {"during_save_of_step": target}
@@ -301,8 +293,8 @@ def run_trial(
             "no_leftovers": not leftovers(out),
         }
         if compare:
-            weights_equal = final_weights(setup, out) == reference(setup, stage, num_processes)
-            checks["final_weights_equal_uninterrupted_run"] = weights_equal
+            weights = hashes(out / f"checkpoint-{setup.max_train_steps}", "*.safetensors")
+            checks["final_weights_equal_uninterrupted_run"] = weights == reference(setup, stage, num_processes)
         failed = [name for name, ok in checks.items() if not ok]
         details = {"lost": lost, "changed": changed} if lost or changed else {}
         result["outcome"] = "ok" if not failed else f"FAILED: {', '.join(failed)} {details}".strip()

@@ -42,7 +42,6 @@ WORK_DIR_NAME = ".glotok_shards"
 FORMAT_VERSION = 1
 
 
-# ---------------------------------------------------------------------------------------------------- helpers
 def model_fingerprint(model: torch.nn.Module) -> str:
     """SHA-256 of a model's state dict (names, shapes and bytes; floats as float32, so bf16 weights loaded in fp32 keep
     their fingerprint): identifies the tokenizer codes were extracted with."""
@@ -69,22 +68,6 @@ def _shard_name(k: int) -> str:
     return f"shard-{k:05d}"
 
 
-def _features(num_tokens: int, label_names: Sequence[str] | None) -> datasets.Features:
-    label = datasets.ClassLabel(names=list(label_names)) if label_names else datasets.Value("int64")
-    codes = datasets.List(datasets.Value("int32"), length=num_tokens)
-    return datasets.Features({"index": datasets.Value("int64"), "label": label, "flipped": datasets.Value("bool"),
-                              "codes": codes})  # fmt: skip
-
-
-def _check_labels(labels: list, indices: list[int], num_classes: int | None, label_column: str) -> None:
-    for index, label in zip(indices, labels):
-        if not is_int(label) or label < 0:
-            raise ValueError(f"Row {index}: {label_column!r} must be a class index >= 0, got {label!r}.")
-        if num_classes is not None and label >= num_classes:
-            raise ValueError(f"Row {index}: label {label} is out of range for {num_classes} label names.")
-
-
-# ------------------------------------------------------------------------------------------------ extraction
 @torch.no_grad()
 def _encode_shard(model: GloTokModel, layout: TokenLayout, loader, *, flip: bool, device: torch.device,
                   autocast_dtype: torch.dtype | None, num_classes: int | None, label_column: str | None,
@@ -99,8 +82,11 @@ def _encode_shard(model: GloTokModel, layout: TokenLayout, loader, *, flip: bool
             continue
         if label_column is None:
             batch["label"] = [0] * len(batch["index"])  # a single class
-        else:
-            _check_labels(batch["label"], batch["index"], num_classes, label_column)
+        for index, label in zip(batch["index"], batch["label"]):
+            if not is_int(label) or label < 0:
+                raise ValueError(f"Row {index}: {label_column!r} must be a class index >= 0, got {label!r}.")
+            if num_classes is not None and label >= num_classes:
+                raise ValueError(f"Row {index}: label {label} is out of range for {num_classes} label names.")
         copies = 2 if flip else 1
         pixels = batch["pixel_values"].to(device)
         if flip:  # row order: each image, then its flipped copy
@@ -236,7 +222,9 @@ def extract_codes(
 
     model = model.to(state.device).eval()
     transform = ImageTransform(resolution, center_crop=True)
-    features = _features(num_tokens, label_names)
+    label = datasets.ClassLabel(names=label_names) if label_names else datasets.Value("int64")
+    features = datasets.Features({"index": datasets.Value("int64"), "label": label, "flipped": datasets.Value("bool"),
+                                  "codes": datasets.List(datasets.Value("int32"), length=num_tokens)})  # fmt: skip
     total = sum(min(len(dataset), (k + 1) * shard_size) - k * shard_size for k in todo)
     bar = tqdm(
         total=total, desc="extracting codes", unit="img", disable=not (progress and state.is_local_main_process)

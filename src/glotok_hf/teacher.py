@@ -62,7 +62,6 @@ FILE_FORMAT = "glotok-teacher-histogram"
 FILE_FORMAT_VERSION = "1"
 
 
-# ------------------------------------------------------------------------------------------------------ the container
 @dataclass
 class TeacherHistogram:
     r"""
@@ -171,7 +170,6 @@ def load_teacher(path: str | os.PathLike, num_bins: int | None = None, alpha: fl
     return teacher
 
 
-# ------------------------------------------------------------------------------------------------------- builders
 def teacher_from_tokens(
     tokens: torch.Tensor,
     num_bins: int = 40,
@@ -295,7 +293,6 @@ def _codebook_from_checkpoint(name_or_path: str, branch: str) -> tuple[torch.Ten
     return tokens, {"model": name_or_path, "branch": branch, "codebook_l2_norm": model.config.codebook_l2_norm}
 
 
-# ------------------------------------------------------------------------------------------- backbone + k-means
 def teacher_from_backbone(
     model_name_or_path: str,
     dataset_name: str | None = None,
@@ -489,7 +486,6 @@ def _preprocess(processor, image) -> torch.Tensor:
 
 
 def _provenance() -> dict[str, str]:
-    """When and with which glotok-hf version a teacher was built (recorded in its metadata)."""
     from . import __version__
 
     return {"created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
