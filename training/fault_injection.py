@@ -14,12 +14,10 @@ checkpoint save. A `save` trial trains through this script (`fault_injection.py 
 again before the rename (the production code has no pause), so the kill finds `.tmp-checkpoint-<n>` half written,
 complete but not renamed, or just renamed.
 
-The resume (`--resume_from_checkpoint latest`, no pause) must start from the newest complete checkpoint at the kill
-(a fresh start when there was none, never a partial one), keep every checkpoint that existed at the kill
-bit-identical (unless `--checkpoints_total_limit` pruned it after newer ones), reach `--max_train_steps` without
-`.tmp-*` / `.trash-*` leftovers, and end with the weights of an uninterrupted run, bit for bit. The summary (stdout,
-and `--output`) lists every trial (stage, processes, kill moment, what the kill left, the step the resume started
-from, the outcome); the exit code is 1 if any trial failed.
+The resume (`--resume_from_checkpoint latest`, no pause) must start from the newest complete checkpoint at the kill,
+lose or change no checkpoint but those pruned after newer ones, reach `--max_train_steps` without `.tmp-*` /
+`.trash-*` leftovers, and end with the weights of an uninterrupted run, bit for bit. The JSON summary (stdout, and
+`--output`) lists every trial; the exit code is 1 if any trial failed.
 """
 
 import argparse

@@ -173,7 +173,6 @@ def config_differences(saved, current) -> dict[str, tuple]:
     return {k: (a.get(k), b.get(k)) for k in sorted(keys) if a.get(k) != b.get(k)}
 
 
-# ----------------------------------------------------------------------------------------------- folder bookkeeping
 def checkpoint_step(path: Path) -> int | None:
     match = CHECKPOINT_PATTERN.match(path.name)
     return int(match.group(1)) if match else None
