@@ -203,10 +203,7 @@ def package(overwrite: bool) -> None:
     )
     card.text += (
         "\n## Training log (summary)\n\nTokenizer (`logs/metrics.jsonl`, values at the logged step):\n\n"
-        + markdown_table(tok_log)
-        + "\n\nPrior:\n\n"
-        + markdown_table(prior_log)
-        + "\n"
+        f"{markdown_table(tok_log)}\n\nPrior:\n\n{markdown_table(prior_log)}\n"
     )
     staging = TARGET.with_name(TARGET.name + ".tmp")
     shutil.rmtree(staging, ignore_errors=True)

@@ -155,7 +155,7 @@ def train_argv(setup: Setup, stage: str, output_dir: Path, num_processes: int) -
 def launch(config: Path, argv: list[str], env: dict, log: Path, script: Path = TRAIN_SCRIPT, pause=None):
     """Start `accelerate launch --config_file config script argv` on CPU in a new session, its output in `log`; with
     `pause`, train.py's run goes through this script with paused saves."""
-    script = [__file__, SAVE_PAUSE_FLAG, str(pause)] if pause else [str(script)]
+    script = [str(Path(__file__).resolve()), SAVE_PAUSE_FLAG, str(pause)] if pause else [str(script)]
     cmd = [sys.executable, "-m", "accelerate.commands.launch", "--config_file", str(config), *script, *argv]
     with log.open("w") as out:
         return subprocess.Popen(cmd, env={**env, "ACCELERATE_USE_CPU": "true"}, stdout=out, stderr=subprocess.STDOUT,
