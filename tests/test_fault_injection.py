@@ -46,7 +46,8 @@ def test_the_save_pause_is_installed_by_the_script_only(monkeypatch, tmp_path):
         is_main_process = True
 
     hooks = checkpointing.CheckpointHooks.__new__(checkpointing.CheckpointHooks)
-    hooks.accelerator, hooks.roles, hooks.emas, hooks.state, hooks.unwrap = Main(), {}, {}, None, lambda m: m
+    hooks.accelerator, hooks.roles, hooks.emas, hooks.unwrap = Main(), {}, {}, lambda m: m
+    hooks.state = checkpointing.TrainingState()
     hooks.save_hook([], [], str(tmp_path))  # the model folders are written: pause
     checkpointing._fsync_tree(tmp_path)  # everything is written, not yet renamed: pause
     assert slept == [0.25, 0.25]

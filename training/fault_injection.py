@@ -36,6 +36,16 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
+import psutil
+import torch
+from accelerate.utils import write_basic_config
+from PIL import Image
+
+from glotok_hf import GloTokConfig, GloTokModel
+from glotok_hf.codes import extract_codes
+from glotok_hf.data import load_image_dataset
+from glotok_hf.training import checkpointing
 from glotok_hf.training.checkpointing import TMP_PREFIX, checkpoint_step, list_checkpoints
 from glotok_hf.training.tracking import METRICS_FILE, read_metrics
 
@@ -71,9 +81,6 @@ class Setup:
 
 def make_images(root: Path, per_class: int = 8, classes=("cat", "dog"), size: int = 20, seed: int = 0) -> Path:
     """A tiny imagefolder of smooth random RGB images, one sub-folder per class."""
-    import numpy as np
-    from PIL import Image
-
     rng = np.random.default_rng(seed)
     for c, name in enumerate(classes):
         folder = root / name
@@ -86,8 +93,6 @@ def make_images(root: Path, per_class: int = 8, classes=("cat", "dog"), size: in
 
 def accelerate_config(path: Path, num_processes: int) -> Path:
     """A local accelerate config; 2 processes use the torchrun path on CPU (gloo), which needs no MPI."""
-    from accelerate.utils import write_basic_config
-
     write_basic_config(mixed_precision="no", save_location=str(path))
     config = json.loads(path.read_text())
     multi = num_processes > 1
@@ -99,10 +104,6 @@ def accelerate_config(path: Path, num_processes: int) -> Path:
 
 def save_tiny_tokenizer(folder: Path, seed: int = 0) -> Path:
     """The tiny GloTok of the trials (random weights), saved with `save_pretrained`."""
-    import torch
-
-    from glotok_hf import GloTokConfig, GloTokModel
-
     torch.manual_seed(seed)
     GloTokModel(GloTokConfig(**TINY_TOKENIZER)).save_pretrained(folder)
     return folder
@@ -110,10 +111,6 @@ def save_tiny_tokenizer(folder: Path, seed: int = 0) -> Path:
 
 def extract_tiny_codes(tokenizer_dir: Path, images_dir: Path, output_dir: Path) -> Path:
     """Codes of an imagefolder at 16x16 (8x8 grid), as `glotok extract-codes` writes them."""
-    from glotok_hf import GloTokModel
-    from glotok_hf.codes import extract_codes
-    from glotok_hf.data import load_image_dataset
-
     model = GloTokModel.from_pretrained(tokenizer_dir)
     extract_codes(model, load_image_dataset(train_data_dir=images_dir), output_dir, resolution=16, progress=False)
     return output_dir
@@ -178,8 +175,6 @@ def install_save_pause(seconds: float) -> None:
     """Make every checkpoint save of `glotok_hf.training` pause `seconds` twice on the main process: once the models
     are written (before accelerate writes the optimizer, scheduler and RNG files) and once everything is written but
     not yet flushed and renamed."""
-    from glotok_hf.training import checkpointing
-
     save_hook, fsync_tree = checkpointing.CheckpointHooks.save_hook, checkpointing._fsync_tree
 
     def paused_save_hook(self, *args) -> None:
@@ -197,8 +192,6 @@ def install_save_pause(seconds: float) -> None:
 
 def kill_tree(proc: subprocess.Popen) -> None:
     """SIGKILL the launcher and every descendant (torchrun runs each worker in a session of its own)."""
-    import psutil
-
     with contextlib.suppress(psutil.NoSuchProcess):
         launcher = psutil.Process(proc.pid)
         for process in [*launcher.children(recursive=True), launcher]:

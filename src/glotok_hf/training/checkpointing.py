@@ -106,12 +106,10 @@ class CheckpointHooks:
         roles (`dict[str, nn.Module]`): folder name -> unwrapped model, for every model passed to `prepare`.
         emas (`dict[str, EMA]`): folder name of the tracked model -> its `ema.EMA`.
         unwrap (`Callable`): returns the bare model behind a prepared one.
-        state (`TrainingState`, *optional*): the run's position, saved and restored with the models.
+        state (`TrainingState`): the run's position, saved and restored with the models.
     """
 
-    def __init__(
-        self, accelerator: Accelerator, roles: dict, emas: dict, unwrap: Callable, state: TrainingState | None
-    ):
+    def __init__(self, accelerator: Accelerator, roles: dict, emas: dict, unwrap: Callable, state: TrainingState):
         self.accelerator, self.roles, self.emas, self.unwrap, self.state = accelerator, roles, emas, unwrap, state
         accelerator.register_save_state_pre_hook(self.save_hook)
         accelerator.register_load_state_pre_hook(self.load_hook)
@@ -130,8 +128,7 @@ class CheckpointHooks:
             self.unwrap(model).save_pretrained(output_dir / role)
         for role, ema in self.emas.items():
             ema.save_pretrained(output_dir / f"{role}_ema")
-        if self.state is not None:
-            torch.save(self.state.state_dict(), output_dir / STATE_FILE)
+        torch.save(self.state.state_dict(), output_dir / STATE_FILE)
 
     def load_hook(self, models: list, input_dir: str) -> None:
         input_dir = Path(input_dir)
@@ -140,8 +137,7 @@ class CheckpointHooks:
             load_weights_into(self.unwrap(model), input_dir / self.role_of(model))
         for role, ema in self.emas.items():
             ema.load_pretrained(input_dir / f"{role}_ema", load_weights_into)
-        if self.state is not None:
-            self.state.load_state_dict(torch.load(input_dir / STATE_FILE, map_location="cpu", weights_only=True))
+        self.state.load_state_dict(torch.load(input_dir / STATE_FILE, map_location="cpu", weights_only=True))
 
 
 def load_weights_into(model: torch.nn.Module, folder: Path) -> None:
@@ -337,13 +333,10 @@ def prune_checkpoints(output_dir: str | os.PathLike, total_limit: int | None, ke
 
 
 def save_checkpoint(
-    accelerator: Accelerator,
-    output_dir: str | os.PathLike,
-    step: int,
-    total_limit: int | None = None,
-    run_args: dict | None = None,
+    accelerator: Accelerator, output_dir: str | os.PathLike, step: int, total_limit: int | None, run_args: dict
 ) -> Path:
-    """Save the full training state atomically as `output_dir/checkpoint-<step>` (all processes must call this)."""
+    """Save the full training state and the run's options (`run_args`, no secrets) atomically as
+    `output_dir/checkpoint-<step>`; all processes must call this."""
     output_dir = Path(output_dir)
     final = output_dir / f"checkpoint-{step}"
     tmp = output_dir / f"{TMP_PREFIX}{step}"
@@ -352,7 +345,7 @@ def save_checkpoint(
         tmp.mkdir(parents=True)
     accelerator.wait_for_everyone()
     accelerator.save_state(str(tmp))
-    if accelerator.is_main_process and run_args is not None:
+    if accelerator.is_main_process:
         (tmp / ARGS_FILE).write_text(json.dumps(run_args, indent=2, default=str))
     accelerator.wait_for_everyone()  # every rank has written its RNG state
     if accelerator.is_main_process:
