@@ -30,6 +30,13 @@ import sys
 import timeit
 from pathlib import Path
 
+import torch
+
+from glotok_hf import GloTokPipeline
+from glotok_hf.data import image_grid
+from glotok_hf.hub import SAMPLE_GRID_FILE, _update_json, pipeline_model_card, save_model_card
+from glotok_hf.training.tracking import METRICS_FILE, read_metrics
+
 ROOT = Path(__file__).resolve().parents[1]
 RUNS = ROOT / "runs"
 TOKENIZER, CODES, PRIOR = RUNS / "glotok-digits-tokenizer", RUNS / "glotok-digits-codes", RUNS / "glotok-digits-prior"
@@ -93,7 +100,6 @@ def evaluate() -> None:
 
 def seconds_per_image(pipeline, batch: int = 10, repeats: int = 3) -> float:
     """Median wall-clock time of one batched call after a warm-up call, per image (CPU, this process's threads)."""
-    import torch
 
     def call():
         pipeline(
@@ -105,8 +111,6 @@ def seconds_per_image(pipeline, batch: int = 10, repeats: int = 3) -> float:
 
 def training_summary(folder: Path, keys: list[str], every: int) -> list[dict]:
     """Rows of the training log at every `every` steps (and the last step)."""
-    from glotok_hf.training.tracking import METRICS_FILE, read_metrics
-
     rows = read_metrics(folder / "logs" / METRICS_FILE)
     picked = [r for r in rows if r["step"] % every == 0 or r["step"] in (1, rows[-1]["step"])]
     return [{"step": r["step"], **{k: r[k] for k in keys if k in r}} for r in picked]
@@ -118,12 +122,6 @@ def markdown_table(rows: list[dict]) -> str:
 
 
 def package(overwrite: bool) -> None:
-    import torch
-
-    from glotok_hf import GloTokPipeline
-    from glotok_hf.data import image_grid
-    from glotok_hf.hub import SAMPLE_GRID_FILE, _update_json, pipeline_model_card, save_model_card
-
     if TARGET.exists() and not overwrite:
         raise SystemExit(f"{TARGET} exists; pass --overwrite to replace it.")
     torch.set_num_threads(1)

@@ -26,6 +26,8 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 from torch import nn
+from transformers import ViTConfig, ViTForImageClassification
+from transformers import ViTImageProcessorPil as ViTImageProcessor  # PIL backend: no torchvision needed
 
 from glotok_hf.codes import count_classes
 from glotok_hf.data import ImageDataset, ImageTransform, class_names, collate_images, load_image_dataset
@@ -66,8 +68,6 @@ class Adapter(nn.Module):
 def build_model(args, num_classes: int, names: list[str] | None) -> nn.Module:
     if args.arch == "cnn":
         return SmallCNN(num_classes, width=args.width)
-    from transformers import ViTConfig, ViTForImageClassification
-
     config = ViTConfig(
         image_size=args.resolution, patch_size=args.patch_size, num_channels=3, hidden_size=args.width,
         num_hidden_layers=args.depth, num_attention_heads=max(1, args.width // 32), intermediate_size=4 * args.width,
@@ -160,8 +160,6 @@ def save(model: nn.Module, args, metrics: dict) -> None:
         torch.jit.trace(model, example).save(str(output / "classifier.pt"))
         torch.jit.trace(Adapter(model, SmallCNN.embed), example).save(str(output / "features.pt"))
     else:
-        from transformers import ViTImageProcessorPil as ViTImageProcessor  # PIL backend: no torchvision needed
-
         model.model.save_pretrained(output)
         ViTImageProcessor(
             size={"height": args.resolution, "width": args.resolution}, image_mean=[0.5] * 3, image_std=[0.5] * 3

@@ -49,6 +49,7 @@ from safetensors import safe_open
 from safetensors.torch import save_file
 from tqdm.auto import tqdm
 
+from . import __version__
 from .losses.histogram import (
     _resolve_alpha,
     check_histogram,
@@ -486,8 +487,6 @@ def _preprocess(processor, image) -> torch.Tensor:
 
 
 def _provenance() -> dict[str, str]:
-    from . import __version__
-
     return {"created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
             "glotok_hf_version": __version__}  # fmt: skip
 

@@ -36,6 +36,7 @@ from typing import Any
 
 import torch
 from accelerate import Accelerator
+from accelerate.utils import load as accelerate_load
 from safetensors import safe_open
 
 logger = logging.getLogger("glotok_train")  # plain logging: these helpers also run without an Accelerator
@@ -230,8 +231,6 @@ def checkpoint_damage(path: Path) -> str | None:
     copy, a full disk, a tampered file), or `None` when every file opens. Every torch.save file is opened safely, as
     accelerate loads it (accelerate would silently skip an unreadable RNG file), so a resume never continues with half
     the state."""
-    from accelerate.utils import load as accelerate_load
-
     if not (path / STATE_FILE).is_file():  # never silently restart from scratch next to checkpoints a user may want
         return (f"Checkpoint {str(path)!r} is not a complete checkpoint of this script ({STATE_FILE} missing: written by "
                 "another version of it, or modified).")  # fmt: skip
