@@ -422,7 +422,6 @@ def teacher_from_backbone(
         "skipped_images": skipped,
         "num_features": int(features.shape[0]),
         "feature_dim": int(features.shape[1]),
-        "num_tokens": int(tokens.shape[0]),
         "seed": seed,
         "kmeans": "sklearn.cluster.MiniBatchKMeans",
     }
