@@ -159,11 +159,12 @@ class TokenizerStage(BaseStage):
     def update(self) -> dict[str, tuple[float, bool]]:
         """At the end of an accumulation: guarded updates of the tokenizer (+EMA) and, once active, the
         discriminator."""
+        if self._discriminator_active:  # fp16: at the scale of its backward, before the tokenizer's step moves it
+            self.accelerator.unscale_gradients(optimizer=self.d_optimizer)
         updates = {"generator": self.update_model()}
         if self._discriminator_active:
-            updates["discriminator"] = guarded_update(
-                self.accelerator, self.discriminator, self.d_optimizer, self.d_scheduler, self.args.max_grad_norm
-            )
+            updates["discriminator"] = guarded_update(self.accelerator, self.discriminator, self.d_optimizer,
+                                                      self.d_scheduler, self.args.max_grad_norm, unscaled=True)  # fmt: skip
         return updates
 
     def step_logs(self) -> dict[str, float]:
