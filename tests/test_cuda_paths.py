@@ -4,12 +4,14 @@ input pipeline and the small device fixes. Each has a CPU test; the `cuda` tests
 `pytest -k cuda`) repeat what needs a GPU."""
 
 import os
+import sys
 from unittest import mock
 
 import pytest
 import torch
 from accelerate import Accelerator
 from accelerate.state import AcceleratorState, GradientState, PartialState
+from torch.utils._python_dispatch import TorchDispatchMode
 from train_utils import make_imagefolder, tiny_tokenizer_args
 
 from glotok_hf.training.arguments import parse_args
@@ -85,3 +87,169 @@ def test_fp16_discriminator_gradients_unscaled_once_cuda(images, tmp_path, fresh
     accelerator = Accelerator(mixed_precision="fp16")
     accelerator.scaler._init_growth_tracker, accelerator.scaler._growth_interval = 0, 1
     check_fp16_gradients_unscaled_once(tokenizer_stage(images, tmp_path, accelerator, mixed_precision="fp16"))
+
+
+# ------------------------------------------------------------------------------------- 2. host syncs per step
+class SyncCounter(TorchDispatchMode):
+    """Counts the calls that make a CUDA device wait for the host to read a value: scalar reads (`.item()`,
+    `float()`, `bool()`: aten `_local_scalar_dense`), `nonzero`, `bincount`, `unique`, `masked_select`, boolean-mask
+    indexing, and `.tolist()` / `.cpu()` / `.numpy()`. On CPU nothing waits, but the same calls are made."""
+
+    OPS = {"_local_scalar_dense", "nonzero", "bincount", "masked_select", "_unique2", "unique_dim", "equal"}
+
+    def __init__(self):
+        super().__init__()
+        self.counts = {}
+
+    def add(self, name):
+        self.counts[name] = self.counts.get(name, 0) + 1
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        name = func.overloadpacket.__name__
+        if name == "_local_scalar_dense" and _called_from("_get_value"):
+            pass  # the optimizers' step counters: CPU tensors on a GPU too
+        elif name in self.OPS:
+            self.add(name)
+        elif name in ("index", "index_put", "index_put_") and any(
+            isinstance(i, torch.Tensor) and i.dtype == torch.bool for i in (args[1] or ())
+        ):
+            self.add(f"{name}(bool mask)")
+        return func(*args, **(kwargs or {}))
+
+    @property
+    def total(self) -> int:
+        return sum(self.counts.values())
+
+
+def _called_from(function: str) -> bool:
+    frame = sys._getframe()
+    while frame is not None and frame.f_code.co_name != function:
+        frame = frame.f_back
+    return frame is not None
+
+
+class HostCopyCounter(torch.overrides.TorchFunctionMode):
+    def __init__(self, counter):
+        super().__init__()
+        self.counter = counter
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        if getattr(func, "__name__", None) in ("tolist", "cpu", "numpy"):
+            self.counter.add(func.__name__)
+        return func(*args, **(kwargs or {}))
+
+
+def count_syncs(fn):
+    counter = SyncCounter()
+    with counter, HostCopyCounter(counter):
+        fn()
+    return counter
+
+
+def training_step(stage, batch, step, log=True):
+    """What `loop.run_epoch` does for one update of one micro-batch (`log`: on a logging step)."""
+    from glotok_hf.training.checkpointing import TrainingState
+    from glotok_hf.training.loop import finish_update, gather_logs
+
+    terms = stage.forward_backward(batch, step)
+    state = TrainingState(global_step=step)
+    updates = finish_update(stage, state)
+    if log:
+        sums = {**terms, "skipped_images": batch.get("num_skipped", 0)}
+        gather_logs(stage.accelerator, stage, state, updates, sums, 1, len(batch["index"]), 0.0)
+
+
+def test_host_syncs_per_training_step(images, tmp_path, fresh_accelerate):
+    """Between logging steps a tokenizer update (discriminator, histogram loss, EMA active) reads two values back,
+    the NaN/inf guard's gradient norms, and a prior update one (12 and 6 before issue 17); a logging step adds the
+    one all-reduced read of the logged values and the codebook statistics."""
+    from train_utils import extract_tiny_codes, save_tiny_tokenizer, tiny_prior_args
+
+    from glotok_hf.teacher import uniform_teacher
+    from glotok_hf.training.stage_prior import PriorStage
+
+    teacher = uniform_teacher().save(tmp_path / "teacher.safetensors")
+    with mock.patch.dict(os.environ, ACCELERATE_USE_CPU="true"):
+        accelerator = Accelerator(cpu=True)
+    stage = tokenizer_stage(images, tmp_path, accelerator, use_ema=True, teacher_histogram=teacher,
+                            histogram_weight=0.01)  # fmt: skip
+    assert stage.objective.histogram_enabled
+    batch = next(iter(stage.loader))
+    training_step(stage, batch, 0)
+    assert count_syncs(lambda: training_step(stage, batch, 1, log=False)).counts == {"_local_scalar_dense": 2}
+    assert count_syncs(lambda: training_step(stage, batch, 2)).total == 2 + 1 + 2 * 3  # usage 1, perplexity 2
+
+    tokenizer = save_tiny_tokenizer(tmp_path / "tokenizer")
+    codes = extract_tiny_codes(tokenizer, images, tmp_path / "codes")
+    args = parse_args(tiny_prior_args(tmp_path / "prior", tokenizer, codes, use_ema=True, class_dropout_prob=0.5))
+    prior = PriorStage(args, accelerator)
+    batch = next(iter(prior.loader))
+    training_step(prior, batch, 0)
+    assert count_syncs(lambda: training_step(prior, batch, 1, log=False)).counts == {"_local_scalar_dense": 1}
+    assert count_syncs(lambda: training_step(prior, batch, 2)).counts == {"_local_scalar_dense": 1, "tolist": 1}
+
+
+# ------------------------------------------------------------------------------------- 3-4. TF32 and autocast
+class MatmulRecorder(torch.overrides.TorchFunctionMode):
+    """Records, at every matmul-like call, the CUDA fp32 matmul precision in force and the dtypes of the operands."""
+
+    NAMES = {"mm", "matmul", "__matmul__", "addmm", "addmm_", "conv2d"}
+
+    def __init__(self):
+        super().__init__()
+        self.calls = []
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        if getattr(func, "__name__", None) in self.NAMES:
+            dtypes = {a.dtype for a in args if isinstance(a, torch.Tensor)}
+            self.calls.append((func.__name__, torch.backends.cuda.matmul.fp32_precision, dtypes))
+        return func(*args, **(kwargs or {}))
+
+
+def fp32_code_paths():
+    """The quantizer's lookup, the histogram (forward and backward) and the entropy regulariser."""
+    from glotok_hf.losses import entropy_loss, soft_cosine_histogram
+    from glotok_hf.modeling_glotok import GloTokVectorQuantizer
+
+    torch.manual_seed(0)
+    quantizer = GloTokVectorQuantizer(64, 8, l2_norm=True)
+    quantizer(torch.randn(2, 8, 4, 4))
+    codebook = torch.randn(64, 8, requires_grad=True)
+    soft_cosine_histogram(codebook, block_size=512)[3].backward()
+    entropy_loss(torch.randn(2, 8, 4, 4), codebook, l2_normalize=True)
+
+
+@pytest.mark.parametrize("api", ["legacy", "fp32_precision"])
+def test_tf32_off_inside_fp32_code_paths(api):
+    saved = torch.backends.fp32_precision, torch.backends.cuda.matmul.fp32_precision
+    try:
+        if api == "legacy":
+            torch.backends.cuda.matmul.allow_tf32 = True  # what --allow_tf32 sets
+        else:
+            torch.backends.fp32_precision = "tf32"
+        outside = torch.backends.cuda.matmul.fp32_precision
+        recorder = MatmulRecorder()
+        with recorder:
+            fp32_code_paths()
+        assert len(recorder.calls) >= 4 and all(precision == "ieee" for _, precision, _ in recorder.calls)
+        assert outside == "tf32" and torch.backends.cuda.matmul.fp32_precision == outside  # restored
+        if api == "legacy":
+            assert torch.backends.cuda.matmul.allow_tf32
+    finally:
+        torch.backends.fp32_precision, torch.backends.cuda.matmul.fp32_precision = saved
+
+
+def test_entropy_logits_and_lpips_heads_in_fp32_under_bf16_autocast():
+    from glotok_hf.losses import LPIPS, entropy_loss
+
+    torch.manual_seed(0)
+    latents, codebook = torch.randn(2, 8, 4, 4), torch.randn(64, 8)
+    reference = entropy_loss(latents, codebook, l2_normalize=True)
+    recorder = MatmulRecorder()
+    with torch.autocast("cpu", dtype=torch.bfloat16), recorder:
+        under_autocast = entropy_loss(latents, codebook, l2_normalize=True)
+        LPIPS()(torch.rand(1, 3, 16, 16) * 2 - 1, torch.rand(1, 3, 16, 16) * 2 - 1)
+    for name, value in reference.items():
+        torch.testing.assert_close(under_autocast[name], value, rtol=1e-5, atol=1e-6)
+    heads = [dtypes for name, _, dtypes in recorder.calls if name == "conv2d" and len(dtypes) == 1][-5:]
+    assert heads == [{torch.float32}] * 5  # the five LPIPS heads (the VGG trunk runs in bf16)

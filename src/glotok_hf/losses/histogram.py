@@ -8,6 +8,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
+from ..modeling_glotok import full_fp32_matmul
 from ..utils import is_int
 
 
@@ -87,7 +88,7 @@ def soft_cosine_histogram(
       weight `w_ij = sum_k g_k dK(s_ij, B_k)/ds` on the same window (a polynomial in `exp(2ahd)` whose coefficients
       are gathered from a `(2J + 1, num_bins)` table, evaluated by Horner's rule), then `grad += w @ unit` on both
       sides of the pair.
-    - Math runs in fp32 (fp64 for fp64 input) with autocast disabled; only device-generic torch ops are used.
+    - Math runs in fp32 (fp64 for fp64 input) with autocast and TF32 disabled; only device-generic torch ops.
 
     Args:
         vectors (`torch.Tensor` of shape `(n, d)`):
@@ -126,7 +127,7 @@ def soft_cosine_histogram(
     if block_size is None:
         block_size = 2**19 if vectors.device.type == "cpu" else 2**21
     dtype = torch.float64 if vectors.dtype == torch.float64 else torch.float32
-    with torch.autocast(device_type=vectors.device.type, enabled=False):
+    with torch.autocast(device_type=vectors.device.type, enabled=False), full_fp32_matmul():
         unit = F.normalize(vectors.to(dtype), dim=-1).contiguous()
         sums = _SoftHistogramSums.apply(unit, _KernelWindow.build(num_bins, alpha), block_size)
         return (sums / sums.sum()).to(dtype)
@@ -318,6 +319,7 @@ class _SoftHistogramSums(torch.autograd.Function):
         return padded[half : half + num_bins].clone()
 
     @staticmethod
+    @full_fp32_matmul()
     def backward(ctx, grad_sums: torch.Tensor):
         (unit,) = ctx.saved_tensors
         window, block_size = ctx.window, ctx.block_size

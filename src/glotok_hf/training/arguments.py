@@ -42,7 +42,7 @@ LR_SCHEDULERS = ("constant", "constant_with_warmup", "linear", "cosine", "cosine
 # Alternatives: a flag on the command line replaces the recipe's value of any other member of its group.
 EXCLUSIVE_GROUPS = (("dataset_name", "train_data_dir", "codes_dir"), ("model_config", "pretrained_model_name_or_path"))
 POSITIVE_OPTIONS = ("train_batch_size", "gradient_accumulation_steps", "checkpointing_steps", "validation_steps",
-                    "usage_window", "max_nonfinite_steps", "num_train_epochs")  # fmt: skip
+                    "logging_steps", "usage_window", "max_nonfinite_steps", "num_train_epochs")  # fmt: skip
 OPTIONAL_POSITIVE_OPTIONS = ("max_train_steps", "checkpoints_total_limit", "max_train_samples", "resolution")
 _INLINE_JSON = {"model_config", "discriminator_config"}  # a JSON file, inline JSON, or a mapping inside a recipe
 
@@ -149,6 +149,11 @@ class TrainingArguments:
     report_to: str = option("tensorboard", "Trackers to log to.", choices=("tensorboard", "wandb", "all", "none"))
     logging_dir: str = option("logs", "Log folder, relative to --output_dir.")
     tracker_project_name: str | None = option(None, "Tracker project (default: glotok-<stage>).")
+    logging_steps: int = option(
+        1,
+        "Log every N updates (the values are averaged over them), and at checkpoints, "
+        "validations and epoch ends; only then are they read from the GPU (try 10-50).",
+    )
     usage_window: int = option(100, "Batches over which codebook usage and perplexity are logged.")
     validation_steps: int = option(500, "Log and save a grid of reconstructions (tokenizer) or samples (prior) every "
                                    "N updates.")  # fmt: skip

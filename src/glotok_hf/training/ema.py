@@ -24,12 +24,10 @@ class EMA(AveragedModel):
     """
 
     def __init__(self, model: nn.Module, decay: float = 0.9999):
-        super().__init__(model, multi_avg_fn=self._update, use_buffers=True)
-        self.decay = decay
+        super().__init__(model, use_buffers=True)
+        self.decay, self._updates = decay, None  # `_updates` mirrors `n_averaged` on the host (None: read it once)
         self.requires_grad_(False)
         self.module.eval()
-
-    step = AveragedModel.update_parameters  # call after each optimizer update
 
     @property
     def num_updates(self) -> int:
@@ -39,11 +37,20 @@ class EMA(AveragedModel):
         return min(self.decay, (1 + num_updates) / (10 + num_updates))
 
     @torch.no_grad()
-    def _update(self, averaged: list[torch.Tensor], current: list[torch.Tensor], num_averaged: torch.Tensor) -> None:
-        if not averaged[0].is_floating_point():  # integer buffers (e.g. BatchNorm's step count) are copied
-            torch._foreach_copy_(averaged, current)
-            return
-        torch._foreach_lerp_(averaged, current, 1.0 - self.decay_at(int(num_averaged)))
+    def step(self, model: nn.Module) -> None:
+        """Fold in the current weights of `model` (call after each optimizer update); reads nothing from the device."""
+        if self._updates is None:
+            self._updates = self.num_updates
+        averaged = [*self.module.parameters(), *self.module.buffers()]
+        pairs = [(a, c.detach().to(a.device)) for a, c in zip(averaged, [*model.parameters(), *model.buffers()])]
+        lerped = [pair for pair in pairs if pair[0].is_floating_point() and self._updates > 0]
+        copied = [pair for pair in pairs if not (pair[0].is_floating_point() and self._updates > 0)]
+        if lerped:
+            torch._foreach_lerp_(*map(list, zip(*lerped)), 1.0 - self.decay_at(self._updates))
+        if copied:  # the first update, and integer buffers (e.g. BatchNorm's step count)
+            torch._foreach_copy_(*map(list, zip(*copied)))
+        self.n_averaged += 1
+        self._updates += 1
 
     def save_pretrained(self, folder: str | Path) -> None:
         """The averaged weights as a `save_pretrained` folder of the tracked class, plus the update count."""
@@ -60,3 +67,4 @@ class EMA(AveragedModel):
             )
         load_weights(self.module, folder)
         self.n_averaged.fill_(json.loads((folder / EMA_STATE_FILE).read_text())["num_updates"])
+        self._updates = None

@@ -148,7 +148,7 @@ class PriorStage(BaseStage):
             codes = self.layout.to_tokens(encoded.visual_indices, encoded.semantic_indices)
         inputs = prior_training_batch(codes, batch["labels"], self.layout, class_dropout_prob=0.0)
         dropped = batch["uniform"].to(codes.device, torch.float32) < self.args.class_dropout_prob
-        inputs["input_ids"][dropped, 0] = self.layout.null_class_id
+        inputs["input_ids"][:, 0].masked_fill_(dropped, self.layout.null_class_id)  # no boolean indexing: no sync
         output = self.model(input_ids=inputs["input_ids"], labels=inputs["labels"])
         self.accelerator.backward(output.loss)
         with torch.no_grad():
