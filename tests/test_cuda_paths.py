@@ -253,3 +253,34 @@ def test_entropy_logits_and_lpips_heads_in_fp32_under_bf16_autocast():
         torch.testing.assert_close(under_autocast[name], value, rtol=1e-5, atol=1e-6)
     heads = [dtypes for name, _, dtypes in recorder.calls if name == "conv2d" and len(dtypes) == 1][-5:]
     assert heads == [{torch.float32}] * 5  # the five LPIPS heads (the VGG trunk runs in bf16)
+
+
+# ------------------------------------------------------------------------------------------- 5. the histogram
+def test_histogram_reads_nothing_back():
+    """Forward and backward of the blocked histogram make no call that would wait for a CUDA device."""
+    from glotok_hf.losses import soft_cosine_histogram
+
+    codebook = torch.randn(300, 8, requires_grad=True)
+    counter = count_syncs(lambda: soft_cosine_histogram(codebook, block_size=4096)[5].backward())
+    assert counter.counts == {}
+
+
+@requires_cuda
+def test_histogram_cuda_matches_cpu_fp64_without_syncs_cuda():
+    from glotok_hf.losses import soft_cosine_histogram
+
+    torch.manual_seed(0)
+    codebook = torch.randn(4096, 8, dtype=torch.float64)
+    weights = torch.rand(40, dtype=torch.float64)
+    results = {}
+    for device, dtype in (("cpu", torch.float64), ("cuda", torch.float32)):
+        vectors = codebook.to(device, dtype).requires_grad_(True)
+        torch.cuda.set_sync_debug_mode("error" if device == "cuda" else "default")
+        try:
+            histogram = soft_cosine_histogram(vectors)
+            (histogram * weights.to(device, dtype)).sum().backward()
+        finally:
+            torch.cuda.set_sync_debug_mode("default")
+        results[device] = histogram.detach().double().cpu(), vectors.grad.double().cpu()
+    for actual, expected in zip(results["cuda"], results["cpu"]):
+        torch.testing.assert_close(actual, expected, rtol=1e-4, atol=1e-9)
