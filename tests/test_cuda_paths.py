@@ -284,3 +284,47 @@ def test_histogram_cuda_matches_cpu_fp64_without_syncs_cuda():
         results[device] = histogram.detach().double().cpu(), vectors.grad.double().cpu()
     for actual, expected in zip(results["cuda"], results["cpu"]):
         torch.testing.assert_close(actual, expected, rtol=1e-4, atol=1e-9)
+
+
+# ------------------------------------------------------------------------------------------- 8. the small ones
+def test_batchnorm_discriminator_under_ddp_needs_torch_2_13():
+    from glotok_hf.training.stage_tokenizer import check_batchnorm_ddp
+
+    with pytest.raises(RuntimeError, match=r"needs torch >= 2.13 \(this is 2.12.1\).*norm_type"):
+        check_batchnorm_ddp("batch", 2, "2.12.1")
+    check_batchnorm_ddp("batch", 2, "2.13.0+cu128")
+    check_batchnorm_ddp("batch", 1, "2.12.1")  # no DDP: no buffer broadcast
+    check_batchnorm_ddp("group", 2, "2.12.1")
+
+
+def test_inception_score_placeholder_follows_the_module_device(monkeypatch):
+    """A process without images joins the all-gather with an empty tensor on the metric's device (NCCL needs it)."""
+    from glotok_hf.evaluation import fid
+
+    score = fid.InceptionScore(
+        torch.nn.Sequential(torch.nn.AdaptiveAvgPool2d(1), torch.nn.Flatten(), torch.nn.Linear(3, 10)), splits=1
+    )
+    score.to("meta")
+    seen = []
+    monkeypatch.setattr(fid, "_distributed", lambda: True)
+    monkeypatch.setattr(score.metric, "compute", lambda: seen.append(score.metric.features[0]) or (1.0, 0.0))
+    score.compute()
+    assert seen[0].device.type == "meta" and seen[0].shape == (0, score.logits_network.num_features)
+
+
+def test_prior_stage_encodes_images_under_the_run_autocast(images, tmp_path, fresh_accelerate):
+    """Without --codes_dir the frozen tokenizer's trunk runs in the run's bf16; its quantizer stays fp32."""
+    from train_utils import save_tiny_tokenizer, tiny_prior_args
+
+    from glotok_hf.training.stage_prior import PriorStage
+
+    tokenizer = save_tiny_tokenizer(tmp_path / "tokenizer")
+    args = parse_args(tiny_prior_args(tmp_path / "prior", tokenizer, train_data_dir=str(images)))
+    with mock.patch.dict(os.environ, ACCELERATE_USE_CPU="true"):
+        stage = PriorStage(args, Accelerator(cpu=True, mixed_precision="bf16"))
+    recorder = MatmulRecorder()
+    with recorder:
+        stage.forward_backward(next(iter(stage.loader)), 0)
+    convs = [dtypes for name, _, dtypes in recorder.calls if name == "conv2d"]
+    assert sum(torch.bfloat16 in dtypes for dtypes in convs) > len(convs) // 2  # the trunk: bf16 (fp32 before)
+    assert {torch.float32} in [dtypes for name, _, dtypes in recorder.calls if name in ("matmul", "__matmul__")]

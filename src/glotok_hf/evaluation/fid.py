@@ -295,6 +295,7 @@ class InceptionScore(nn.Module):
             raise ValueError(f"splits must be a positive int, got {splits!r}.")
         self.logits_network = _feature_network(logits_network, probe_size=64)
         self.quantize, self.seed = quantize, seed
+        self.register_buffer("device_marker", torch.empty(0), persistent=False)  # follows `.to(device)`
         with warnings.catch_warnings():  # torchmetrics warns that it keeps every feature vector: that is intended
             warnings.filterwarnings("ignore", message=".*will save all extracted features.*")
             self.metric = _TorchmetricsInceptionScore(feature=self.logits_network, splits=splits, normalize=False)
@@ -310,8 +311,7 @@ class InceptionScore(nn.Module):
             raise ValueError("The Inception Score needs images; none were added.")
         # torchmetrics all-gathers this list state element by element, so every process must hold the same number
         # of elements whatever its number of batches: exactly one (possibly empty) tensor.
-        device = next(iter(self.metric.buffers()), torch.empty(0)).device
-        empty = torch.zeros(0, self.logits_network.num_features, device=device)
+        empty = torch.zeros(0, self.logits_network.num_features, device=self.device_marker.device)
         self.metric.features = [torch.cat(self.metric.features) if self.metric.features else empty]
         with torch.random.fork_rng(devices=[]), warnings.catch_warnings():
             torch.manual_seed(self.seed)

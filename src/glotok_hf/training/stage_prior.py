@@ -143,8 +143,9 @@ class PriorStage(BaseStage):
         """Causal-LM loss on the image tokens; the class is dropped to the null class with the item's own draw."""
         if "codes" in batch:
             codes = batch["codes"].long()  # stored as int32
-        else:  # encoded by the frozen tokenizer (no gradients: its weights do not require them)
-            encoded = self.tokenizer.encode(batch["pixel_values"].to(self.accelerator.device))
+        else:  # encoded by the frozen tokenizer under the run's autocast (its quantizer stays fp32), no gradients
+            with self.accelerator.autocast():
+                encoded = self.tokenizer.encode(batch["pixel_values"].to(self.accelerator.device))
             codes = self.layout.to_tokens(encoded.visual_indices, encoded.semantic_indices)
         inputs = prior_training_batch(codes, batch["labels"], self.layout, class_dropout_prob=0.0)
         dropped = batch["uniform"].to(codes.device, torch.float32) < self.args.class_dropout_prob

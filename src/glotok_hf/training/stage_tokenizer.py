@@ -9,6 +9,7 @@ from pathlib import Path
 
 import torch
 from accelerate import Accelerator
+from torch.torch_version import TorchVersion
 
 from ..configuration_glotok import GloTokConfig
 from ..data import class_names, image_grid, tensor_to_pil
@@ -70,6 +71,16 @@ def build_discriminator(args: TrainingArguments) -> GloTokDiscriminator:
     return discriminator.train()
 
 
+def check_batchnorm_ddp(norm_type: str, num_processes: int, torch_version: str = torch.__version__) -> None:
+    """The discriminator's two forwards (real, fake) before one backward change BatchNorm's buffers in place, which
+    DDP's buffer broadcast in torch < 2.13 turns into an autograd in-place error at the first backward."""
+    if norm_type == "batch" and num_processes > 1 and TorchVersion(torch_version) < (2, 13):
+        raise RuntimeError(
+            f"A BatchNorm discriminator under DDP needs torch >= 2.13 (this is {torch_version}): upgrade torch, or "
+            'pass --discriminator_config \'{"norm_type": "group"}\'.'
+        )
+
+
 def build_objective(args: TrainingArguments, model: GloTokModel) -> tuple[GloTokObjective, dict | None]:
     """The objective and the teacher's metadata (recorded in trackers and the model card)."""
     loss_config = dataclasses.replace(args.loss, codebook_l2_norm=model.config.codebook_l2_norm)
@@ -96,6 +107,7 @@ class TokenizerStage(BaseStage):
     def __init__(self, args: TrainingArguments, accelerator: Accelerator):
         super().__init__(args, accelerator)
         model, discriminator = build_tokenizer(args), build_discriminator(args)
+        check_batchnorm_ddp(discriminator.config.norm_type, accelerator.num_processes)
         self.objective, self.teacher_metadata = build_objective(args, model)
         self.objective.to(accelerator.device)
         self.track_ema(model)
