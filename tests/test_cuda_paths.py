@@ -328,3 +328,30 @@ def test_prior_stage_encodes_images_under_the_run_autocast(images, tmp_path, fre
     convs = [dtypes for name, _, dtypes in recorder.calls if name == "conv2d"]
     assert sum(torch.bfloat16 in dtypes for dtypes in convs) > len(convs) // 2  # the trunk: bf16 (fp32 before)
     assert {torch.float32} in [dtypes for name, _, dtypes in recorder.calls if name in ("matmul", "__matmul__")]
+
+
+# ------------------------------------------------------------------------------------------- 7. input pipeline
+def test_workers_ship_uint8_converted_on_the_device(images, tmp_path, fresh_accelerate):
+    from glotok_hf.data import ImageDataset, ImageTransform, load_image_dataset
+
+    with mock.patch.dict(os.environ, ACCELERATE_USE_CPU="true"):
+        stage = tokenizer_stage(images, tmp_path, Accelerator(cpu=True), center_crop=True, random_flip=False)
+    batch = next(iter(stage.loader))
+    assert batch["pixel_values"].dtype == torch.uint8
+    raw = load_image_dataset(train_data_dir=str(images), label_column=None)
+    floats = ImageDataset(raw, ImageTransform(16), label_column=None)[int(batch["index"][0])]["pixel_values"]
+    torch.testing.assert_close(batch["pixel_values"][0].float() / 127.5 - 1, floats)  # the same pixels
+    assert "generator/loss" in stage.forward_backward(batch, 0)
+
+
+def test_default_dataloader_workers_from_the_cpu_count(images, tmp_path):
+    argv = tiny_tokenizer_args(images, tmp_path / "run")
+    with mock.patch("torch.cuda.is_available", return_value=False):
+        assert parse_args(argv).dataloader_num_workers == 0
+    with mock.patch("torch.cuda.is_available", return_value=True), mock.patch("torch.cuda.device_count",
+                                                                               return_value=2):  # fmt: skip
+        with mock.patch("os.sched_getaffinity", return_value=set(range(12))):
+            assert parse_args(argv).dataloader_num_workers == 6
+        with mock.patch("os.sched_getaffinity", return_value=set(range(64))):
+            assert parse_args(argv).dataloader_num_workers == 8
+    assert parse_args([*argv, "--dataloader_num_workers", "0"]).dataloader_num_workers == 0

@@ -15,6 +15,7 @@ import contextlib
 import dataclasses
 import difflib
 import json
+import os
 import re
 import sys
 import typing
@@ -22,6 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import torch
 import yaml
 
 from ..losses import GloTokLossConfig
@@ -86,7 +88,8 @@ class TrainingArguments:
                                     "tokenizer (a pretrained one refuses it). Prior stage: must equal it.")  # fmt: skip
     center_crop: bool = option(True, "Center crop (default) or random crop after resizing the short side.")
     random_flip: bool = option(False, "Random horizontal flips.")
-    dataloader_num_workers: int = option(0, "DataLoader worker processes.")
+    dataloader_num_workers: int | None = option(None, "DataLoader worker processes (default: with CUDA, the CPU "
+                                                "cores per GPU, at most 8; else 0).")  # fmt: skip
     codes_dir: str | None = option(None, "Prior stage: codes extracted by `glotok extract-codes`; without it, codes are "
                                    "extracted on the fly from the image dataset with the frozen "
                                    "--tokenizer_name_or_path.")  # fmt: skip
@@ -172,6 +175,9 @@ class TrainingArguments:
         for name, value in STAGE_DEFAULTS.get(self.stage, {}).items():
             if getattr(self, name) is None:
                 setattr(self, name, value)
+        if self.dataloader_num_workers is None:
+            gpus = torch.cuda.device_count() if torch.cuda.is_available() else 0
+            self.dataloader_num_workers = min(8, len(os.sched_getaffinity(0)) // gpus) if gpus else 0
         self._validate()
         for name in _INLINE_JSON:
             setattr(self, name, read_json_argument(getattr(self, name), name))

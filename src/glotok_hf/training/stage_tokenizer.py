@@ -12,7 +12,7 @@ from accelerate import Accelerator
 from torch.torch_version import TorchVersion
 
 from ..configuration_glotok import GloTokConfig
-from ..data import class_names, image_grid, tensor_to_pil
+from ..data import class_names, image_grid, tensor_to_pil, uint8_to_pixels
 from ..discriminator import GloTokDiscriminator, GloTokDiscriminatorConfig
 from ..evaluation import CodebookUsageWindow
 from ..losses import GloTokObjective, default_histogram_alpha
@@ -138,7 +138,7 @@ class TokenizerStage(BaseStage):
     # ------------------------------------------------------------------------------------------------ training
     def forward_backward(self, batch: dict, global_step: int) -> dict[str, torch.Tensor]:
         """Generator loss and backward (discriminator frozen), then the discriminator loss and backward."""
-        pixel_values = batch["pixel_values"]
+        pixel_values = uint8_to_pixels(batch["pixel_values"])  # on the device
         bare, bare_discriminator = self.bare, unwrap(self.accelerator, self.discriminator)
         active = self.objective.discriminator_active(global_step)
         output = self.model(pixel_values)
