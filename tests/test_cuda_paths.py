@@ -355,3 +355,43 @@ def test_default_dataloader_workers_from_the_cpu_count(images, tmp_path):
         with mock.patch("os.sched_getaffinity", return_value=set(range(64))):
             assert parse_args(argv).dataloader_num_workers == 8
     assert parse_args([*argv, "--dataloader_num_workers", "0"]).dataloader_num_workers == 0
+
+
+# ------------------------------------------------------------------------------------------- 6. evaluation
+def test_inception_runs_once_per_batch_for_fid_and_inception_score():
+    from eval_utils import FakeTorchScriptInception
+
+    from glotok_hf.evaluation.fid import FrechetDistance, InceptionScore, TorchScriptInceptionFeatures
+
+    network = FakeTorchScriptInception().eval()
+    pool = TorchScriptInceptionFeatures(network, "pool")
+    fid, score = FrechetDistance(pool), InceptionScore(TorchScriptInceptionFeatures(network, "logits", pool=pool))
+    calls = []
+    network.register_forward_hook(lambda *_: calls.append(1))
+    images = torch.rand(4, 3, 8, 8) * 2 - 1
+    fid.update(images, real=False)
+    score.update(images)
+    assert len(calls) == 1  # the IS reused the pool features of the same images
+    two_passes = InceptionScore(TorchScriptInceptionFeatures(network, "logits"))
+    two_passes.update(images)
+    assert len(calls) == 2
+    torch.testing.assert_close(score.metric.features[0], two_passes.metric.features[0], rtol=1e-5, atol=1e-6)
+
+
+def test_eval_generation_dtype_and_cache_implementation(tmp_path, capsys):
+    import json
+
+    from eval_utils import FakeTorchScriptInception, tiny_pipeline
+
+    from glotok_hf.cli import main
+
+    tiny_pipeline(num_classes=3).save_pretrained(tmp_path / "pipeline")
+    torch.jit.save(torch.jit.script(FakeTorchScriptInception().eval()), tmp_path / "inception-2015-12-05.pt")
+    argv = ["eval", "generation", "--pipeline", str(tmp_path / "pipeline"), "--class-labels", "0", "2",
+            "--images-per-class", "2", "--inception", str(tmp_path / "inception-2015-12-05.pt"), "--is-splits", "1",
+            "--dtype", "bfloat16", "--cache-implementation", "static"]  # fmt: skip
+    assert main(argv) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["dtype"] == "bfloat16" and report["sampling"]["cache_implementation"] == "static"
+    assert report["sampling"]["batch_size"] == (256 if torch.cuda.is_available() else 32)
+    assert 1.0 <= report["inception_score"] <= 4

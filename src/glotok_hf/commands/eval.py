@@ -36,7 +36,9 @@ def _add_common(parser: argparse.ArgumentParser) -> None:
     networks = group.add_mutually_exclusive_group()
     networks.add_argument("--inception", help="Inception-v3 file for FID/IS (see below).")
     networks.add_argument("--feature-net", help="TorchScript feature network for FID (images in [0, 1] -> (B, F)).")
-    group.add_argument("--batch-size", type=positive_int, default=32, help="Images per batch (default 32).")
+    group.add_argument(
+        "--batch-size", type=positive_int, help="Images per batch (default 32; generation on a GPU: 256)."
+    )
     group.add_argument("--seed", type=int, default=0, help="Seed (default 0).")
     group.add_argument(
         "--mixed-precision", choices=["no", "bf16", "fp16"], default="no", help="Autocast dtype for the tokenizer."
@@ -108,6 +110,8 @@ def register(subparsers) -> None:
     gen.add_argument("--temperature", type=float, default=1.0)
     gen.add_argument("--top-k", type=int, default=None)
     gen.add_argument("--top-p", type=float, default=1.0)
+    gen.add_argument("--dtype", choices=["float32", "bfloat16", "float16"], default="float32", help="Pipeline dtype.")
+    gen.add_argument("--cache-implementation", choices=["dynamic", "static"], default="dynamic", help="KV cache.")
     gen.add_argument("--npz", help="Write the samples to this ADM-style .npz (arr_0 uint8 NHWC, arr_1 labels).")
     gen.add_argument("--png-dir", help="Also write every sample as a PNG into this folder.")
     gen.add_argument(
@@ -152,11 +156,11 @@ def _report(result: dict, output: Path | None, is_main: bool) -> int:
 
 def _feature_networks(args, probe_size: int, want_logits: bool):
     """(feature network for FID, logits network for IS, description) from --inception / --feature-net."""
-    from glotok_hf.evaluation.fid import load_feature_network, load_inception
+    from glotok_hf.evaluation.fid import load_feature_network, load_inception, load_inception_pair
 
     if args.inception:
-        logits = load_inception(args.inception, output="logits") if want_logits else None
-        return load_inception(args.inception, output="pool"), logits, f"inception: {Path(args.inception).name}"
+        pool, logits = load_inception_pair(args.inception) if want_logits else (load_inception(args.inception), None)
+        return pool, logits, f"inception: {Path(args.inception).name}"
     if args.feature_net:
         return load_feature_network(args.feature_net, probe_size), None, f"feature-net: {Path(args.feature_net).name}"
     return None, None, None
@@ -209,6 +213,7 @@ def run_reconstruction(args) -> int:
     dataset = load_image_dataset(
         args.dataset_name, args.dataset_config_name, args.train_data_dir, args.split, args.image_column, None
     )
+    args.batch_size = args.batch_size or 32
     loader, num_images = _image_loader(
         dataset, resolution, args.batch_size, args.num_workers, args.image_column, args.max_samples
     )
@@ -281,14 +286,17 @@ def _reference(args, resolution: int):
 def run_generation(args) -> int:
     output = check_output(args.output, args.overwrite)  # --npz is checked by sample_for_evaluation before sampling
     pipeline_path = _local_folder(args.pipeline, "--pipeline")  # before torch is imported: a typo fails at once
+    import torch
+
     from glotok_hf.evaluation.consistency import load_image_classifier
     from glotok_hf.evaluation.generation import evaluate_generation
     from glotok_hf.evaluation.sampling import balanced_class_labels, process_state
     from glotok_hf.loading import load_pipeline
 
     state = process_state()
-    pipeline = load_pipeline(pipeline_path, device=state.device)
+    pipeline = load_pipeline(pipeline_path, device=state.device, dtype=getattr(torch, args.dtype))
     pipeline.set_progress_bar_config(disable=True)
+    args.batch_size = args.batch_size or (256 if state.device.type == "cuda" else 32)
     resolution = pipeline.vqmodel.config.sample_size
     class_ids = args.num_classes if args.num_classes is not None else args.class_labels
     class_labels = balanced_class_labels(class_ids, args.images_per_class)
@@ -324,6 +332,7 @@ def run_generation(args) -> int:
         temperature=args.temperature,
         top_k=args.top_k,
         top_p=args.top_p,
+        cache_implementation=args.cache_implementation,
     )
     result = {
         "mode": "generation",
@@ -333,6 +342,7 @@ def run_generation(args) -> int:
         "reference": Path(args.reference).name if args.reference else None,
         "classifier": Path(args.classifier).name if args.classifier else None,
         "npz": str(args.npz) if args.npz else None,
+        "dtype": args.dtype,
         **result,
     }
     return _report(result, output, state.is_main_process)

@@ -119,21 +119,29 @@ class TorchScriptInceptionFeatures(_FrozenFeatures):
         network (`torch.jit.ScriptModule`): the loaded TorchScript module.
         output (`str`, *optional*, defaults to `"pool"`): `"pool"` (2048 features, `return_features=True`) or
             `"logits"` (log-probabilities over 1008 classes from its softmax without output bias, for the IS).
+        pool ([`TorchScriptInceptionFeatures`], *optional*): a `"pool"` twin over the same network; given images it
+            has just seen, `"logits"` applies the network's bias-free output layer to its features (one pass).
     """
 
-    def __init__(self, network: nn.Module, output: str = "pool"):
+    def __init__(self, network: nn.Module, output: str = "pool", pool: "TorchScriptInceptionFeatures | None" = None):
         super().__init__()
         self.network = network.eval()
-        self.output = output
+        self.output, self.pool, self.last = output, pool, None
         self.name = f"torchscript inception-2015-12-05 ({output})"
         self.num_features = 2048 if output == "pool" else 1008
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         images = (images * 255).round()
         if self.output == "pool":
-            return self.network(images, return_features=True).float()
+            features = self.network(images, return_features=True).float()
+            self.last = images, features
+            return features
+        seen = self.pool.last if self.pool is not None and hasattr(self.network, "output") else None
+        if seen is not None and seen[0].shape == images.shape and torch.equal(seen[0], images):
+            probabilities = (seen[1] @ self.network.output.weight.float().t()).softmax(dim=1)
+        else:
+            probabilities = self.network(images, no_output_bias=True).float()
         # torchmetrics' Inception Score applies a softmax; log-probabilities give back the network's probabilities
-        probabilities = self.network(images, no_output_bias=True).float()
         return probabilities.clamp_min(torch.finfo(torch.float32).tiny).log()
 
 
@@ -166,6 +174,15 @@ def load_inception(weights_path: str | os.PathLike, output: str = "pool") -> nn.
             "no `return_features` argument). Pass a generic TorchScript feature network as a feature network instead."
         )
     return TorchScriptInceptionFeatures(module, output=output)
+
+
+def load_inception_pair(weights_path: str | os.PathLike) -> tuple[nn.Module, nn.Module]:
+    """The `"pool"` (FID) and `"logits"` (IS) networks of [`load_inception`]; the TorchScript Inception is loaded
+    once and, when the IS scores the images FID just saw, run once per batch."""
+    pool = load_inception(weights_path, output="pool")
+    if isinstance(pool, TorchScriptInceptionFeatures):
+        return pool, TorchScriptInceptionFeatures(pool.network, output="logits", pool=pool)
+    return pool, load_inception(weights_path, output="logits")
 
 
 def load_feature_network(path: str | os.PathLike, probe_size: int = 64) -> ImageFeatures:
@@ -352,6 +369,7 @@ __all__ = [
     "TorchScriptInceptionFeatures",
     "load_feature_network",
     "load_inception",
+    "load_inception_pair",
     "load_reference_statistics",
     "save_statistics",
     "to_unit_range",
