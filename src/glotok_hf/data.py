@@ -65,23 +65,16 @@ def decode_image(value: Any) -> Image.Image | None:
     (missing, truncated, corrupt, not an image).
     """
     try:
-        if isinstance(value, Image.Image):
-            image = value
-        elif isinstance(value, dict):
-            if value.get("bytes") is not None:
-                image = Image.open(io.BytesIO(value["bytes"]))
-            elif value.get("path"):
-                image = Image.open(value["path"])
-            else:
-                return None
-        elif isinstance(value, (bytes, bytearray)):
-            image = Image.open(io.BytesIO(value))
-        elif isinstance(value, (str, os.PathLike)):
-            image = Image.open(value)
-        else:
+        if isinstance(value, dict):  # its bytes, else its path
+            value = value["bytes"] if value.get("bytes") is not None else value.get("path")
+        if isinstance(value, (bytes, bytearray)):
+            value = io.BytesIO(value)
+        if isinstance(value, (str, os.PathLike, io.BytesIO)) and value != "":
+            value = Image.open(value)
+        if not isinstance(value, Image.Image):
             return None
-        image.load()  # force a full decode so truncated files fail here, not in a worker later
-        return to_rgb(ImageOps.exif_transpose(image))
+        value.load()  # force a full decode so truncated files fail here, not in a worker later
+        return to_rgb(ImageOps.exif_transpose(value))
     except _DECODE_ERRORS:
         return None
 

@@ -40,9 +40,7 @@ def _add_common(parser: argparse.ArgumentParser) -> None:
         "--batch-size", type=positive_int, help="Images per batch (default 32; generation on a GPU: 256)."
     )
     group.add_argument("--seed", type=int, default=0, help="Seed (default 0).")
-    group.add_argument(
-        "--mixed-precision", choices=["no", "bf16", "fp16"], default="no", help="Autocast dtype for the tokenizer."
-    )
+    group.add_argument("--mixed-precision", choices=["no", "bf16", "fp16"], default="no", help="Tokenizer autocast.")
     group.add_argument("--no-quantize", action="store_true", help="Score float outputs instead of 8-bit images.")
     group.add_argument("--output", help="Also write the JSON report to this file.")
     group.add_argument("--overwrite", action="store_true", help="Allow replacing existing output files.")
@@ -72,20 +70,14 @@ def register(subparsers) -> None:
     recon.add_argument("--subfolder", default="", help="Subfolder of --model, e.g. 'vqmodel' of a pipeline folder.")
     data = recon.add_argument_group("data")
     add_dataset_arguments(data)
-    data.add_argument(
-        "--resolution", type=positive_int, help="Resize + center crop side (default: the model's sample_size)."
-    )
+    data.add_argument("--resolution", type=positive_int, help="Resize + center crop side (default: sample_size).")
     data.add_argument("--max-samples", type=positive_int, help="Evaluate only the first N images.")
     data.add_argument("--num-workers", type=int, default=0, help="Dataloader workers (default 0).")
     recon.add_argument("--lpips", help="LPIPS weights (.safetensors made by `glotok convert-lpips`).")
     uni = recon.add_argument_group("uniformity (VA-VAE protocol)")
     uni.add_argument("--uniformity-images", type=int, default=0, help="Images whose latents are kept (0 = off).")
-    uni.add_argument(
-        "--uniformity-points", type=positive_int, default=10_000, help="t-SNE points per repeat (default 10000)."
-    )
-    uni.add_argument(
-        "--uniformity-repeats", type=positive_int, default=10, help="Repeats, reported as mean/std (default 10)."
-    )
+    uni.add_argument("--uniformity-points", type=positive_int, default=10_000, help="t-SNE points per repeat (10000).")
+    uni.add_argument("--uniformity-repeats", type=positive_int, default=10, help="Repeats, as mean/std (default 10).")
     uni.add_argument("--uniformity-branch", choices=["semantic", "visual"], default="semantic")
     uni.add_argument("--uniformity-no-flip", action="store_true", help="Do not draw from flipped images.")
     uni.add_argument("--uniformity-max-iter", type=int, default=1000, help="t-SNE iterations (default 1000).")
@@ -156,10 +148,11 @@ def _report(result: dict, output: Path | None, is_main: bool) -> int:
 
 def _feature_networks(args, probe_size: int, want_logits: bool):
     """(feature network for FID, logits network for IS, description) from --inception / --feature-net."""
-    from glotok_hf.evaluation.fid import load_feature_network, load_inception, load_inception_pair
+    from glotok_hf.evaluation.fid import load_feature_network, load_inception
 
     if args.inception:
-        pool, logits = load_inception_pair(args.inception) if want_logits else (load_inception(args.inception), None)
+        pool = load_inception(args.inception, output="pool")
+        logits = load_inception(args.inception, output="logits", pool=pool) if want_logits else None
         return pool, logits, f"inception: {Path(args.inception).name}"
     if args.feature_net:
         return load_feature_network(args.feature_net, probe_size), None, f"feature-net: {Path(args.feature_net).name}"

@@ -137,7 +137,7 @@ class TorchScriptInceptionFeatures(_FrozenFeatures):
             self.last = images, features
             return features
         seen = self.pool.last if self.pool is not None and hasattr(self.network, "output") else None
-        if seen is not None and seen[0].shape == images.shape and torch.equal(seen[0], images):
+        if seen is not None and torch.equal(seen[0], images):
             probabilities = (seen[1] @ self.network.output.weight.float().t()).softmax(dim=1)
         else:
             probabilities = self.network(images, no_output_bias=True).float()
@@ -152,7 +152,7 @@ def _existing_file(path: str | os.PathLike, what: str) -> Path:
     return path
 
 
-def load_inception(weights_path: str | os.PathLike, output: str = "pool") -> nn.Module:
+def load_inception(weights_path: str | os.PathLike, output: str = "pool", pool: nn.Module | None = None) -> nn.Module:
     r"""An Inception-v3 feature network from a local file: the TorchScript `inception-2015-12-05.pt`
     ([`TorchScriptInceptionFeatures`]) or torch-fidelity's `weights-inception-2015-12-05-6726825d.pth`
     ([`InceptionV3Features`], needs `torch-fidelity`). The file kind is read from its content.
@@ -160,7 +160,11 @@ def load_inception(weights_path: str | os.PathLike, output: str = "pool") -> nn.
     Args:
         weights_path (`str` or `os.PathLike`): the file.
         output (`str`, *optional*, defaults to `"pool"`): `"pool"` features (FID) or `"logits"` (Inception Score).
+        pool (`nn.Module`, *optional*): the `"pool"` network loaded from the same file; a TorchScript `"logits"` one
+            then shares its network and, for the images it has just seen, its pass (FID and IS in one pass).
     """
+    if isinstance(pool, TorchScriptInceptionFeatures) and output == "logits":
+        return TorchScriptInceptionFeatures(pool.network, output, pool=pool)
     if output not in INCEPTION_FEATURES:
         raise ValueError(f"output must be one of {list(INCEPTION_FEATURES)}, got {output!r}.")
     path = _existing_file(weights_path, "Inception weights")
@@ -174,15 +178,6 @@ def load_inception(weights_path: str | os.PathLike, output: str = "pool") -> nn.
             "no `return_features` argument). Pass a generic TorchScript feature network as a feature network instead."
         )
     return TorchScriptInceptionFeatures(module, output=output)
-
-
-def load_inception_pair(weights_path: str | os.PathLike) -> tuple[nn.Module, nn.Module]:
-    """The `"pool"` (FID) and `"logits"` (IS) networks of [`load_inception`]; the TorchScript Inception is loaded
-    once and, when the IS scores the images FID just saw, run once per batch."""
-    pool = load_inception(weights_path, output="pool")
-    if isinstance(pool, TorchScriptInceptionFeatures):
-        return pool, TorchScriptInceptionFeatures(pool.network, output="logits", pool=pool)
-    return pool, load_inception(weights_path, output="logits")
 
 
 def load_feature_network(path: str | os.PathLike, probe_size: int = 64) -> ImageFeatures:
@@ -369,7 +364,6 @@ __all__ = [
     "TorchScriptInceptionFeatures",
     "load_feature_network",
     "load_inception",
-    "load_inception_pair",
     "load_reference_statistics",
     "save_statistics",
     "to_unit_range",

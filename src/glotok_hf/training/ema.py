@@ -41,14 +41,14 @@ class EMA(AveragedModel):
         """Fold in the current weights of `model` (call after each optimizer update); reads nothing from the device."""
         if self._updates is None:
             self._updates = self.num_updates
-        averaged = [*self.module.parameters(), *self.module.buffers()]
-        pairs = [(a, c.detach().to(a.device)) for a, c in zip(averaged, [*model.parameters(), *model.buffers()])]
-        lerped = [pair for pair in pairs if pair[0].is_floating_point() and self._updates > 0]
-        copied = [pair for pair in pairs if not (pair[0].is_floating_point() and self._updates > 0)]
-        if lerped:
-            torch._foreach_lerp_(*map(list, zip(*lerped)), 1.0 - self.decay_at(self._updates))
-        if copied:  # the first update, and integer buffers (e.g. BatchNorm's step count)
-            torch._foreach_copy_(*map(list, zip(*copied)))
+        weight = 1.0 - self.decay_at(self._updates) if self._updates else 1.0  # the first update copies exactly
+        pairs = [(a, c.detach().to(a.device)) for a, c in zip([*self.module.parameters(), *self.module.buffers()],
+                                                               [*model.parameters(), *model.buffers()])]  # fmt: skip
+        floats = [(a, c) for a, c in pairs if a.is_floating_point()]
+        torch._foreach_lerp_([a for a, _ in floats], [c for _, c in floats], weight)
+        for a, c in pairs:
+            if not a.is_floating_point():  # integer buffers (e.g. BatchNorm's step count) are copied
+                a.copy_(c)
         self.n_averaged += 1
         self._updates += 1
 

@@ -156,12 +156,11 @@ def run_epoch(accelerator, stage, state, args, metrics, progress, max_steps) -> 
             continue
         updates = finish_update(stage, state)
         step = state.global_step
-        if any(step % n == 0 for n in (args.logging_steps, args.checkpointing_steps, args.validation_steps)) or (
-            step >= max_steps or state.batch_in_epoch == 0
-        ):
+        due = [step % n == 0 for n in (args.checkpointing_steps, args.validation_steps, args.logging_steps)]
+        if any(due) or step >= max_steps or state.batch_in_epoch == 0:
             logs = gather_logs(accelerator, stage, state, updates, sums, micro_batches, images, started)
             sums, micro_batches, images = {}, 0, 0
-            if step % args.validation_steps == 0 and accelerator.is_main_process:
+            if due[1] and accelerator.is_main_process:
                 logs.update(stage.validate(step, Path(args.output_dir) / "validation"))
             metrics.log(logs, step=step)
             progress.set_postfix(loss=f"{logs.get(stage.main_loss, math.nan):.4f}",
@@ -169,7 +168,7 @@ def run_epoch(accelerator, stage, state, args, metrics, progress, max_steps) -> 
         stop_if_too_many_nonfinite(state, args.max_nonfinite_steps,
                                    ", ".join(f"{n} grad norm {g:.3g}" for n, (g, _) in updates.items()))  # fmt: skip
         progress.update(1)
-        if step % args.checkpointing_steps == 0 or step >= max_steps:
+        if due[0] or step >= max_steps:
             stage.export_state(state.extra)
             save_checkpoint(accelerator, args.output_dir, step, args.checkpoints_total_limit, args.public_dict())
         if not micro_batches:  # validation and checkpoints are not training time

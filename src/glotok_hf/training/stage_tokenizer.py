@@ -72,8 +72,7 @@ def build_discriminator(args: TrainingArguments) -> GloTokDiscriminator:
 
 
 def check_batchnorm_ddp(norm_type: str, num_processes: int, torch_version: str = torch.__version__) -> None:
-    """The discriminator's two forwards (real, fake) before one backward change BatchNorm's buffers in place, which
-    DDP's buffer broadcast in torch < 2.13 turns into an autograd in-place error at the first backward."""
+    """Two BatchNorm forwards (real, fake) before one backward fail under DDP's buffer broadcast in torch < 2.13."""
     if norm_type == "batch" and num_processes > 1 and TorchVersion(torch_version) < (2, 13):
         raise RuntimeError(
             f"A BatchNorm discriminator under DDP needs torch >= 2.13 (this is {torch_version}): upgrade torch, or "
