@@ -85,7 +85,7 @@ def test_fp16_discriminator_gradients_unscaled_once(images, tmp_path, fresh_acce
 @requires_cuda
 def test_fp16_discriminator_gradients_unscaled_once_cuda(images, tmp_path, fresh_accelerate):
     accelerator = Accelerator(mixed_precision="fp16")
-    accelerator.scaler._init_growth_tracker, accelerator.scaler._growth_interval = 0, 1
+    accelerator.scaler = torch.amp.GradScaler("cuda", init_scale=2.0**8, growth_interval=1)
     check_fp16_gradients_unscaled_once(tokenizer_stage(images, tmp_path, accelerator, mixed_precision="fp16"))
 
 
@@ -274,11 +274,11 @@ def test_histogram_cuda_matches_cpu_fp64_without_syncs_cuda():
     weights = torch.rand(40, dtype=torch.float64)
     results = {}
     for device, dtype in (("cpu", torch.float64), ("cuda", torch.float32)):
-        vectors = codebook.to(device, dtype).requires_grad_(True)
+        vectors, device_weights = codebook.to(device, dtype).requires_grad_(True), weights.to(device, dtype)
         torch.cuda.set_sync_debug_mode("error" if device == "cuda" else "default")
         try:
             histogram = soft_cosine_histogram(vectors)
-            (histogram * weights.to(device, dtype)).sum().backward()
+            (histogram * device_weights).sum().backward()
         finally:
             torch.cuda.set_sync_debug_mode("default")
         results[device] = histogram.detach().double().cpu(), vectors.grad.double().cpu()
