@@ -395,3 +395,21 @@ def test_eval_generation_dtype_and_cache_implementation(tmp_path, capsys):
     assert report["dtype"] == "bfloat16" and report["sampling"]["cache_implementation"] == "static"
     assert report["sampling"]["batch_size"] == (256 if torch.cuda.is_available() else 32)
     assert 1.0 <= report["inception_score"] <= 4
+
+
+def test_logging_steps_average_between_logs(tmp_path):
+    """With --logging_steps 3 the values are logged at step 3 (averaged over steps 1-3) and at the last step 4 (a
+    checkpoint, the end of the epoch), and the counters still count every update."""
+    from train_utils import read_metrics, run_in_process
+
+    images, out = make_imagefolder(tmp_path / "images", per_class=8, size=16), tmp_path / "run"  # 4 updates
+    run = run_in_process(tiny_tokenizer_args(images, out, logging_steps=3, max_train_steps=4, checkpointing_steps=4,
+                                             validation_steps=4, gradient_accumulation_steps=2))  # fmt: skip
+    rows = read_metrics(out)
+    assert [row["step"] for row in rows] == [3, 4] and run.state.global_step == 4
+    assert (
+        run.state.images_seen == 4 * 2 * 2
+        and run.state.epoch == 1
+        and all(row["images_per_second"] > 0 for row in rows)
+    )
+    assert {"generator/loss", "generator/grad_norm", "codebook/semantic_usage", "epoch"} <= set(rows[0])
