@@ -98,7 +98,7 @@ class FakeTorchScriptInception(nn.Module):
         super().__init__()
         torch.manual_seed(0)
         self.proj = nn.Linear(3, 2048)
-        self.head = nn.Linear(2048, 1008)
+        self.output = nn.Linear(2048, 1008)  # the real network's name of its output layer
 
     def forward(
         self, img: torch.Tensor, return_features: bool = False, use_fp16: bool = False, no_output_bias: bool = False
@@ -106,9 +106,9 @@ class FakeTorchScriptInception(nn.Module):
         features = self.proj(img.float().mean(dim=(2, 3)) / 255.0)
         if return_features:
             return features
-        logits = features @ self.head.weight.t()
+        logits = features @ self.output.weight.t()
         if not no_output_bias:
-            logits = logits + self.head.bias
+            logits = logits + self.output.bias
         return logits.softmax(dim=1)
 
 

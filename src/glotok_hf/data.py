@@ -65,29 +65,23 @@ def decode_image(value: Any) -> Image.Image | None:
     (missing, truncated, corrupt, not an image).
     """
     try:
-        if isinstance(value, Image.Image):
-            image = value
-        elif isinstance(value, dict):
-            if value.get("bytes") is not None:
-                image = Image.open(io.BytesIO(value["bytes"]))
-            elif value.get("path"):
-                image = Image.open(value["path"])
-            else:
-                return None
-        elif isinstance(value, (bytes, bytearray)):
-            image = Image.open(io.BytesIO(value))
-        elif isinstance(value, (str, os.PathLike)):
-            image = Image.open(value)
-        else:
+        if isinstance(value, dict):  # its bytes, else its path
+            value = value["bytes"] if value.get("bytes") is not None else value.get("path")
+        if isinstance(value, (bytes, bytearray)):
+            value = io.BytesIO(value)
+        if isinstance(value, (str, os.PathLike, io.BytesIO)) and value != "":
+            value = Image.open(value)
+        if not isinstance(value, Image.Image):
             return None
-        image.load()  # force a full decode so truncated files fail here, not in a worker later
-        return to_rgb(ImageOps.exif_transpose(image))
+        value.load()  # force a full decode so truncated files fail here, not in a worker later
+        return to_rgb(ImageOps.exif_transpose(value))
     except _DECODE_ERRORS:
         return None
 
 
 class ImageTransform:
-    r"""PIL image -> `(3, resolution, resolution)` float tensor in [-1, 1].
+    r"""PIL image -> `(3, resolution, resolution)` float tensor in [-1, 1] (or its uint8 values with `uint8=True`, a
+    quarter of the bytes for dataloader workers to ship; [`uint8_to_pixels`] converts them on the device).
 
     Resize so the shorter side equals `resolution` (bicubic, antialiased), then a center crop or a random crop, then
     an optional horizontal flip with probability 0.5. Random draws use torch's global RNG, which Accelerate seeds and
@@ -97,12 +91,14 @@ class ImageTransform:
         resolution (`int`): output side length.
         center_crop (`bool`, *optional*, defaults to `True`): center crop; otherwise a random crop.
         random_flip (`bool`, *optional*, defaults to `False`): random horizontal flip.
+        uint8 (`bool`, *optional*, defaults to `False`): return the uint8 values `(3, resolution, resolution)`.
     """
 
-    def __init__(self, resolution: int, center_crop: bool = True, random_flip: bool = False):
+    def __init__(self, resolution: int, center_crop: bool = True, random_flip: bool = False, uint8: bool = False):
         if not is_int(resolution) or resolution <= 0:
             raise ValueError(f"resolution must be a positive int, got {resolution!r}.")
         self.resolution, self.center_crop, self.random_flip = resolution, center_crop, random_flip
+        self.uint8 = uint8
 
     def __call__(self, image: Image.Image) -> torch.Tensor:
         image = to_rgb(image)
@@ -120,7 +116,7 @@ class ImageTransform:
         image = image.crop((left, top, left + self.resolution, top + self.resolution))
         if self.random_flip and torch.rand(()).item() < 0.5:
             image = image.transpose(Image.Transpose.FLIP_LEFT_RIGHT)
-        return pil_to_tensor(image)
+        return torch.from_numpy(np.array(image)).permute(2, 0, 1).contiguous() if self.uint8 else pil_to_tensor(image)
 
 
 def uint8_to_pixels(images: torch.Tensor | np.ndarray) -> torch.Tensor:

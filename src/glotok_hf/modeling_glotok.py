@@ -9,6 +9,7 @@ transformers and `configuration_glotok`.
 """
 
 import math
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 import torch
@@ -104,6 +105,17 @@ class GloTokModelOutput(ModelOutput):
     visual_latents: torch.FloatTensor | None = None
     semantic_residual: torch.FloatTensor | None = None
     visual_residual: torch.FloatTensor | None = None
+
+
+@contextmanager
+def full_fp32_matmul():
+    """fp32 matmuls inside run in full fp32, not TF32, whatever `torch.backends` allows globally (restored after)."""
+    matmul = torch.backends.cuda.matmul
+    saved, matmul.fp32_precision = matmul.fp32_precision, "ieee"
+    try:
+        yield
+    finally:
+        matmul.fp32_precision = saved
 
 
 # ------------------------------------------------------------------------------------------------ model-side losses
@@ -344,7 +356,7 @@ class GloTokResidualModule(nn.Module):
 # --------------------------------------------------------------------------------------------------------- quantizer
 class GloTokVectorQuantizer(nn.Module):
     """Nearest-neighbour vector quantizer. With `l2_norm`, latents and codes are l2-normalised and the lookup is by
-    cosine similarity. All of its math runs in fp32 with autocast disabled, whatever the model dtype."""
+    cosine similarity. All of its math runs in fp32 with autocast and TF32 disabled, whatever the model dtype."""
 
     def __init__(self, num_codes: int, dim: int, l2_norm: bool):
         super().__init__()
@@ -362,7 +374,7 @@ class GloTokVectorQuantizer(nn.Module):
 
     def forward(self, latents: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.LongTensor]:
         """`latents (B, D, h, w)` -> (normalised fp32 latents, fp32 code vectors, indices `(B, h, w)`)."""
-        with torch.autocast(device_type=latents.device.type, enabled=False):
+        with torch.autocast(device_type=latents.device.type, enabled=False), full_fp32_matmul():
             z = latents.float().permute(0, 2, 3, 1)
             if self.l2_norm:
                 z = F.normalize(z, dim=-1)

@@ -296,6 +296,7 @@ class GloTokPipeline(DiffusionPipeline):
         top_p: float = 1.0,
         guidance_schedule: str = "constant",
         guidance_interval: tuple[float, float] | None = None,
+        cache_implementation: str = "dynamic",
         output_type: str = "pil",
         return_dict: bool = True,
         callback_on_step_end: Callable[[DiffusionPipeline, int, int, dict], dict] | PipelineCallback | None = None,
@@ -323,6 +324,8 @@ class GloTokPipeline(DiffusionPipeline):
                 `"constant"`, or `"linear"` (the scale ramps from 1 at the first grid position to `guidance_scale`).
             guidance_interval (`tuple[float, float]`, *optional*):
                 `(start, end)` fractions of the grid positions outside which guidance is off.
+            cache_implementation (`str`, *optional*, defaults to `"dynamic"`): the prior's KV cache, `"dynamic"` or
+                `"static"` (pre-allocated, for `pipe.prior.forward = torch.compile(pipe.prior.forward)` on a GPU).
             output_type (`str`, *optional*, defaults to `"pil"`):
                 `"pil"`, `"np"` (float `(B, H, W, 3)` in [0, 1]), `"pt"` (float `(B, 3, H, W)` in [0, 1]) or
                 `"latent"` (no decoding; only the indices are returned).
@@ -347,7 +350,8 @@ class GloTokPipeline(DiffusionPipeline):
         if isinstance(callback_on_step_end, (PipelineCallback, MultiPipelineCallbacks)):
             callback_on_step_end_tensor_inputs = callback_on_step_end.tensor_inputs
         options = dict(guidance_scale=guidance_scale, guidance_schedule=guidance_schedule, top_k=top_k, top_p=top_p,
-                       guidance_interval=guidance_interval, temperature=temperature)  # fmt: skip
+                       guidance_interval=guidance_interval, temperature=temperature,
+                       cache_implementation=cache_implementation)  # fmt: skip
         tensor_inputs = callback_on_step_end_tensor_inputs or []
         self.check_inputs(class_labels, num_images_per_label, generator, output_type, tensor_inputs, **options)
         self._guidance_scale = guidance_scale

@@ -36,11 +36,11 @@ def _add_common(parser: argparse.ArgumentParser) -> None:
     networks = group.add_mutually_exclusive_group()
     networks.add_argument("--inception", help="Inception-v3 file for FID/IS (see below).")
     networks.add_argument("--feature-net", help="TorchScript feature network for FID (images in [0, 1] -> (B, F)).")
-    group.add_argument("--batch-size", type=positive_int, default=32, help="Images per batch (default 32).")
-    group.add_argument("--seed", type=int, default=0, help="Seed (default 0).")
     group.add_argument(
-        "--mixed-precision", choices=["no", "bf16", "fp16"], default="no", help="Autocast dtype for the tokenizer."
+        "--batch-size", type=positive_int, help="Images per batch (default 32; generation on a GPU: 256)."
     )
+    group.add_argument("--seed", type=int, default=0, help="Seed (default 0).")
+    group.add_argument("--mixed-precision", choices=["no", "bf16", "fp16"], default="no", help="Tokenizer autocast.")
     group.add_argument("--no-quantize", action="store_true", help="Score float outputs instead of 8-bit images.")
     group.add_argument("--output", help="Also write the JSON report to this file.")
     group.add_argument("--overwrite", action="store_true", help="Allow replacing existing output files.")
@@ -70,20 +70,14 @@ def register(subparsers) -> None:
     recon.add_argument("--subfolder", default="", help="Subfolder of --model, e.g. 'vqmodel' of a pipeline folder.")
     data = recon.add_argument_group("data")
     add_dataset_arguments(data)
-    data.add_argument(
-        "--resolution", type=positive_int, help="Resize + center crop side (default: the model's sample_size)."
-    )
+    data.add_argument("--resolution", type=positive_int, help="Resize + center crop side (default: sample_size).")
     data.add_argument("--max-samples", type=positive_int, help="Evaluate only the first N images.")
     data.add_argument("--num-workers", type=int, default=0, help="Dataloader workers (default 0).")
     recon.add_argument("--lpips", help="LPIPS weights (.safetensors made by `glotok convert-lpips`).")
     uni = recon.add_argument_group("uniformity (VA-VAE protocol)")
     uni.add_argument("--uniformity-images", type=int, default=0, help="Images whose latents are kept (0 = off).")
-    uni.add_argument(
-        "--uniformity-points", type=positive_int, default=10_000, help="t-SNE points per repeat (default 10000)."
-    )
-    uni.add_argument(
-        "--uniformity-repeats", type=positive_int, default=10, help="Repeats, reported as mean/std (default 10)."
-    )
+    uni.add_argument("--uniformity-points", type=positive_int, default=10_000, help="t-SNE points per repeat (10000).")
+    uni.add_argument("--uniformity-repeats", type=positive_int, default=10, help="Repeats, as mean/std (default 10).")
     uni.add_argument("--uniformity-branch", choices=["semantic", "visual"], default="semantic")
     uni.add_argument("--uniformity-no-flip", action="store_true", help="Do not draw from flipped images.")
     uni.add_argument("--uniformity-max-iter", type=int, default=1000, help="t-SNE iterations (default 1000).")
@@ -108,6 +102,8 @@ def register(subparsers) -> None:
     gen.add_argument("--temperature", type=float, default=1.0)
     gen.add_argument("--top-k", type=int, default=None)
     gen.add_argument("--top-p", type=float, default=1.0)
+    gen.add_argument("--dtype", choices=["float32", "bfloat16", "float16"], default="float32", help="Pipeline dtype.")
+    gen.add_argument("--cache-implementation", choices=["dynamic", "static"], default="dynamic", help="KV cache.")
     gen.add_argument("--npz", help="Write the samples to this ADM-style .npz (arr_0 uint8 NHWC, arr_1 labels).")
     gen.add_argument("--png-dir", help="Also write every sample as a PNG into this folder.")
     gen.add_argument(
@@ -155,8 +151,9 @@ def _feature_networks(args, probe_size: int, want_logits: bool):
     from glotok_hf.evaluation.fid import load_feature_network, load_inception
 
     if args.inception:
-        logits = load_inception(args.inception, output="logits") if want_logits else None
-        return load_inception(args.inception, output="pool"), logits, f"inception: {Path(args.inception).name}"
+        pool = load_inception(args.inception, output="pool")
+        logits = load_inception(args.inception, output="logits", pool=pool) if want_logits else None
+        return pool, logits, f"inception: {Path(args.inception).name}"
     if args.feature_net:
         return load_feature_network(args.feature_net, probe_size), None, f"feature-net: {Path(args.feature_net).name}"
     return None, None, None
@@ -209,6 +206,7 @@ def run_reconstruction(args) -> int:
     dataset = load_image_dataset(
         args.dataset_name, args.dataset_config_name, args.train_data_dir, args.split, args.image_column, None
     )
+    args.batch_size = args.batch_size or 32
     loader, num_images = _image_loader(
         dataset, resolution, args.batch_size, args.num_workers, args.image_column, args.max_samples
     )
@@ -281,14 +279,17 @@ def _reference(args, resolution: int):
 def run_generation(args) -> int:
     output = check_output(args.output, args.overwrite)  # --npz is checked by sample_for_evaluation before sampling
     pipeline_path = _local_folder(args.pipeline, "--pipeline")  # before torch is imported: a typo fails at once
+    import torch
+
     from glotok_hf.evaluation.consistency import load_image_classifier
     from glotok_hf.evaluation.generation import evaluate_generation
     from glotok_hf.evaluation.sampling import balanced_class_labels, process_state
     from glotok_hf.loading import load_pipeline
 
     state = process_state()
-    pipeline = load_pipeline(pipeline_path, device=state.device)
+    pipeline = load_pipeline(pipeline_path, device=state.device, dtype=getattr(torch, args.dtype))
     pipeline.set_progress_bar_config(disable=True)
+    args.batch_size = args.batch_size or (256 if state.device.type == "cuda" else 32)
     resolution = pipeline.vqmodel.config.sample_size
     class_ids = args.num_classes if args.num_classes is not None else args.class_labels
     class_labels = balanced_class_labels(class_ids, args.images_per_class)
@@ -324,6 +325,7 @@ def run_generation(args) -> int:
         temperature=args.temperature,
         top_k=args.top_k,
         top_p=args.top_p,
+        cache_implementation=args.cache_implementation,
     )
     result = {
         "mode": "generation",
@@ -333,6 +335,7 @@ def run_generation(args) -> int:
         "reference": Path(args.reference).name if args.reference else None,
         "classifier": Path(args.classifier).name if args.classifier else None,
         "npz": str(args.npz) if args.npz else None,
+        "dtype": args.dtype,
         **result,
     }
     return _report(result, output, state.is_main_process)

@@ -119,21 +119,29 @@ class TorchScriptInceptionFeatures(_FrozenFeatures):
         network (`torch.jit.ScriptModule`): the loaded TorchScript module.
         output (`str`, *optional*, defaults to `"pool"`): `"pool"` (2048 features, `return_features=True`) or
             `"logits"` (log-probabilities over 1008 classes from its softmax without output bias, for the IS).
+        pool ([`TorchScriptInceptionFeatures`], *optional*): a `"pool"` twin over the same network; given images it
+            has just seen, `"logits"` applies the network's bias-free output layer to its features (one pass).
     """
 
-    def __init__(self, network: nn.Module, output: str = "pool"):
+    def __init__(self, network: nn.Module, output: str = "pool", pool: "TorchScriptInceptionFeatures | None" = None):
         super().__init__()
         self.network = network.eval()
-        self.output = output
+        self.output, self.pool, self.last = output, pool, None
         self.name = f"torchscript inception-2015-12-05 ({output})"
         self.num_features = 2048 if output == "pool" else 1008
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         images = (images * 255).round()
         if self.output == "pool":
-            return self.network(images, return_features=True).float()
+            features = self.network(images, return_features=True).float()
+            self.last = images, features
+            return features
+        seen = self.pool.last if self.pool is not None and hasattr(self.network, "output") else None
+        if seen is not None and torch.equal(seen[0], images):
+            probabilities = (seen[1] @ self.network.output.weight.float().t()).softmax(dim=1)
+        else:
+            probabilities = self.network(images, no_output_bias=True).float()
         # torchmetrics' Inception Score applies a softmax; log-probabilities give back the network's probabilities
-        probabilities = self.network(images, no_output_bias=True).float()
         return probabilities.clamp_min(torch.finfo(torch.float32).tiny).log()
 
 
@@ -144,7 +152,7 @@ def _existing_file(path: str | os.PathLike, what: str) -> Path:
     return path
 
 
-def load_inception(weights_path: str | os.PathLike, output: str = "pool") -> nn.Module:
+def load_inception(weights_path: str | os.PathLike, output: str = "pool", pool: nn.Module | None = None) -> nn.Module:
     r"""An Inception-v3 feature network from a local file: the TorchScript `inception-2015-12-05.pt`
     ([`TorchScriptInceptionFeatures`]) or torch-fidelity's `weights-inception-2015-12-05-6726825d.pth`
     ([`InceptionV3Features`], needs `torch-fidelity`). The file kind is read from its content.
@@ -152,7 +160,11 @@ def load_inception(weights_path: str | os.PathLike, output: str = "pool") -> nn.
     Args:
         weights_path (`str` or `os.PathLike`): the file.
         output (`str`, *optional*, defaults to `"pool"`): `"pool"` features (FID) or `"logits"` (Inception Score).
+        pool (`nn.Module`, *optional*): the `"pool"` network loaded from the same file; a TorchScript `"logits"` one
+            then shares its network and, for the images it has just seen, its pass (FID and IS in one pass).
     """
+    if isinstance(pool, TorchScriptInceptionFeatures) and output == "logits":
+        return TorchScriptInceptionFeatures(pool.network, output, pool=pool)
     if output not in INCEPTION_FEATURES:
         raise ValueError(f"output must be one of {list(INCEPTION_FEATURES)}, got {output!r}.")
     path = _existing_file(weights_path, "Inception weights")
@@ -295,6 +307,7 @@ class InceptionScore(nn.Module):
             raise ValueError(f"splits must be a positive int, got {splits!r}.")
         self.logits_network = _feature_network(logits_network, probe_size=64)
         self.quantize, self.seed = quantize, seed
+        self.register_buffer("device_marker", torch.empty(0), persistent=False)  # follows `.to(device)`
         with warnings.catch_warnings():  # torchmetrics warns that it keeps every feature vector: that is intended
             warnings.filterwarnings("ignore", message=".*will save all extracted features.*")
             self.metric = _TorchmetricsInceptionScore(feature=self.logits_network, splits=splits, normalize=False)
@@ -310,8 +323,7 @@ class InceptionScore(nn.Module):
             raise ValueError("The Inception Score needs images; none were added.")
         # torchmetrics all-gathers this list state element by element, so every process must hold the same number
         # of elements whatever its number of batches: exactly one (possibly empty) tensor.
-        device = next(iter(self.metric.buffers()), torch.empty(0)).device
-        empty = torch.zeros(0, self.logits_network.num_features, device=device)
+        empty = torch.zeros(0, self.logits_network.num_features, device=self.device_marker.device)
         self.metric.features = [torch.cat(self.metric.features) if self.metric.features else empty]
         with torch.random.fork_rng(devices=[]), warnings.catch_warnings():
             torch.manual_seed(self.seed)

@@ -109,8 +109,9 @@ class LPIPS(nn.Module):
         with torch.set_grad_enabled(torch.is_grad_enabled() and target.requires_grad):
             target_features = self._normalized_features(target)
         distance = torch.zeros(input.shape[0], device=input.device, dtype=torch.float32)
-        for head, f, g in zip(self.heads, features, target_features):
-            distance = distance + F.conv2d((f - g).pow(2), head.weight.float()).mean(dim=(1, 2, 3))
+        with torch.autocast(device_type=input.device.type, enabled=False):  # the heads in fp32, as promised
+            for head, f, g in zip(self.heads, features, target_features):
+                distance = distance + F.conv2d((f - g).pow(2), head.weight.float()).mean(dim=(1, 2, 3))
         return distance
 
     def _normalized_features(self, images: torch.Tensor) -> list[torch.Tensor]:

@@ -9,6 +9,8 @@
 import torch
 import torch.nn.functional as F
 
+from ..modeling_glotok import full_fp32_matmul
+
 
 def _flatten_channels_first(latents: torch.Tensor) -> torch.Tensor:
     """`(B, D, h, w)` -> `(B*h*w, D)`; `(N, D)` is returned as is."""
@@ -41,9 +43,10 @@ def entropy_loss(
     codes = codebook.float()
     if l2_normalize:
         z, codes = F.normalize(z, dim=-1), F.normalize(codes, dim=-1)
-    # -||z - e||^2 = 2 z.e - ||e||^2 - ||z||^2; the last term is constant per row and cancels in the softmax.
-    affinity = 2 * z @ codes.t() - codes.pow(2).sum(1)
-    logits = affinity / temperature
+    # -||z - e||^2 = 2 z.e - ||e||^2 - ||z||^2; the last term is constant per row and cancels in the softmax. In
+    # fp32 under autocast too: bf16 affinities / 0.01 would be off by whole logits.
+    with torch.autocast(device_type=z.device.type, enabled=False), full_fp32_matmul():
+        logits = (2 * z @ codes.t() - codes.pow(2).sum(1)) / temperature
     probs = logits.softmax(dim=-1)
     sample_entropy = -(probs * logits.log_softmax(dim=-1)).sum(-1).mean()
     average = probs.mean(0)

@@ -15,6 +15,7 @@ import contextlib
 import dataclasses
 import difflib
 import json
+import os
 import re
 import sys
 import typing
@@ -22,6 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import torch
 import yaml
 
 from ..losses import GloTokLossConfig
@@ -42,7 +44,7 @@ LR_SCHEDULERS = ("constant", "constant_with_warmup", "linear", "cosine", "cosine
 # Alternatives: a flag on the command line replaces the recipe's value of any other member of its group.
 EXCLUSIVE_GROUPS = (("dataset_name", "train_data_dir", "codes_dir"), ("model_config", "pretrained_model_name_or_path"))
 POSITIVE_OPTIONS = ("train_batch_size", "gradient_accumulation_steps", "checkpointing_steps", "validation_steps",
-                    "usage_window", "max_nonfinite_steps", "num_train_epochs")  # fmt: skip
+                    "logging_steps", "usage_window", "max_nonfinite_steps", "num_train_epochs")  # fmt: skip
 OPTIONAL_POSITIVE_OPTIONS = ("max_train_steps", "checkpoints_total_limit", "max_train_samples", "resolution")
 _INLINE_JSON = {"model_config", "discriminator_config"}  # a JSON file, inline JSON, or a mapping inside a recipe
 
@@ -70,12 +72,10 @@ class TrainingArguments:
     config: str | None = option(None, "Recipe file (.json, .yaml or .yml) of argument values.")
     stage: str | None = option(None, "What to train (required).", choices=STAGES)
     # data
-    dataset_name: str | None = option(None, "Hub dataset name or a folder written by `Dataset.save_to_disk`.",
-                                      group="data")  # fmt: skip
+    dataset_name: str | None = option(None, "Hub dataset name or a `Dataset.save_to_disk` folder.", group="data")
     dataset_config_name: str | None = option(None, "Configuration of --dataset_name.")
     dataset_split: str = option("train", "Split to train on.")
-    train_data_dir: str | None = option(None, "A `datasets` imagefolder: one sub-folder per class (class labels from "
-                                        "folder names).")  # fmt: skip
+    train_data_dir: str | None = option(None, "An imagefolder: one sub-folder per class, named after the class.")
     image_column: str = option("image", "Column holding the images.")
     label_column: str = option("label", "Column holding the class labels.")
     cache_dir: str | None = option(None, "Where `datasets` caches.")
@@ -86,7 +86,7 @@ class TrainingArguments:
                                     "tokenizer (a pretrained one refuses it). Prior stage: must equal it.")  # fmt: skip
     center_crop: bool = option(True, "Center crop (default) or random crop after resizing the short side.")
     random_flip: bool = option(False, "Random horizontal flips.")
-    dataloader_num_workers: int = option(0, "DataLoader worker processes.")
+    dataloader_num_workers: int | None = option(None, "Loader workers (default: CPU cores per GPU, <= 8; CPU: 0).")
     codes_dir: str | None = option(None, "Prior stage: codes extracted by `glotok extract-codes`; without it, codes are "
                                    "extracted on the fly from the image dataset with the frozen "
                                    "--tokenizer_name_or_path.")  # fmt: skip
@@ -95,24 +95,17 @@ class TrainingArguments:
                                              "mapping). Prior: LlamaConfig overrides on top of --prior_size. Given "
                                              "with a recipe that has one, it is merged into the recipe's mapping "
                                              "(its keys win).", group="models")  # fmt: skip
-    pretrained_model_name_or_path: str | None = option(None, "Start from this saved tokenizer (or prior) instead of a "
-                                                       "fresh --model_config.")  # fmt: skip
-    discriminator_config: str | dict | None = option(
-        None,
-        "A GloTokDiscriminatorConfig JSON file / inline JSON (default: the paper's PatchGAN); merged into the "
-        "recipe's mapping like --model_config.",
-    )
-    teacher_histogram: str | None = option(None, "Teacher histogram file from `glotok build-teacher` (turns the "
-                                           "histogram loss on).")  # fmt: skip
+    pretrained_model_name_or_path: str | None = option(None, "Start from this saved tokenizer (or prior).")
+    discriminator_config: str | dict | None = option(None, "GloTokDiscriminatorConfig JSON (file or inline; default: "
+                                                     "the paper's PatchGAN), merged like --model_config.")  # fmt: skip
+    teacher_histogram: str | None = option(None, "`glotok build-teacher` file (turns the histogram loss on).")
     tokenizer_name_or_path: str | None = option(None, "Prior stage: the trained tokenizer (decodes validation "
                                                 "samples; extracts codes on the fly without --codes_dir).")  # fmt: skip
     allow_tokenizer_mismatch: bool = option(False, "Prior stage: accept --codes_dir extracted with other tokenizer "
                                             "weights than --tokenizer_name_or_path's (the codes' fingerprint "
                                             "differs).", switch=True)  # fmt: skip
-    prior_size: str = option("B", "Prior stage: LlamaGen size preset (B: 12 layers x 768, L, XL, XXL, 3B).",
-                             choices=sorted(PRIOR_SIZES))  # fmt: skip
-    class_dropout_prob: float = option(0.1, "Prior stage: probability of replacing the class by the null class (for "
-                                       "CFG).")  # fmt: skip
+    prior_size: str = option("B", "Prior stage: LlamaGen size (B: 12 layers x 768).", choices=sorted(PRIOR_SIZES))
+    class_dropout_prob: float = option(0.1, "Prior stage: probability of the null class instead (for CFG).")
     gradient_checkpointing: bool = option(False, "Trade compute for memory.", switch=True)
     # optimization
     train_batch_size: int = option(8, "Batch size per device.", group="optimization")
@@ -126,35 +119,30 @@ class TrainingArguments:
     lr_warmup_steps: int = option(0, "Warm-up updates of the scheduler.")
     adam_beta1: float = option(0.9, "Adam beta1.")
     adam_beta2: float = option(0.95, "Adam beta2 (paper and LlamaGen: 0.95).")
-    adam_weight_decay: float | None = option(None, "Decoupled weight decay (default: 0 tokenizer; 0.05 prior, "
-                                             "LlamaGen's).")  # fmt: skip
+    adam_weight_decay: float | None = option(None, "Weight decay (default: 0 tokenizer; 0.05 prior, LlamaGen's).")
     adam_epsilon: float = option(1e-8, "Adam epsilon.")
     max_grad_norm: float | None = option(None, "Gradient clipping norm, 0 for none (default: 1.0).")
     use_ema: bool = option(False, "Keep an exponential moving average of the weights.", switch=True)
     ema_decay: float = option(0.9999, "EMA decay (with diffusers' warm-up).")
-    max_nonfinite_steps: int = option(10, "Stop after this many consecutive updates skipped for NaN/inf loss or "
-                                      "gradients.")  # fmt: skip
+    max_nonfinite_steps: int = option(10, "Stop after N consecutive updates skipped for NaN/inf losses or gradients.")
     allow_tf32: bool = option(False, "Allow TF32 matmuls on Ampere+ GPUs.", switch=True)
     # run
     output_dir: str | None = option(None, "Where checkpoints, logs and the final model go (required).", group="run")
-    overwrite_output_dir: bool = option(False, "Allow starting a new run in an --output_dir that holds a finished run "
-                                        "or checkpoints.", switch=True)  # fmt: skip
+    overwrite_output_dir: bool = option(False, "Start anew in an --output_dir with a run or checkpoints.", switch=True)
     seed: int = option(0, "Seed of initialisation, data order and augmentation.")
-    mixed_precision: str | None = option(None, "Mixed precision (default: the accelerate config's).",
-                                         choices=("no", "fp16", "bf16"))  # fmt: skip
+    mixed_precision: str | None = option(None, "Default: the accelerate config's.", choices=("no", "fp16", "bf16"))
     checkpointing_steps: int = option(500, "Save a checkpoint every N updates.")
     checkpoints_total_limit: int | None = option(None, "Keep at most N checkpoints.")
-    resume_from_checkpoint: str | None = option(None, "A checkpoint folder, or `latest` for the newest complete one "
-                                                "in --output_dir.")  # fmt: skip
+    resume_from_checkpoint: str | None = option(None, "A checkpoint folder, or `latest` (newest in --output_dir).")
     report_to: str = option("tensorboard", "Trackers to log to.", choices=("tensorboard", "wandb", "all", "none"))
     logging_dir: str = option("logs", "Log folder, relative to --output_dir.")
     tracker_project_name: str | None = option(None, "Tracker project (default: glotok-<stage>).")
+    logging_steps: int = option(1, "Log every N updates (averages; also at checkpoints, validations, epoch ends); "
+                                "only then are values read from the GPU (try 10-50).")  # fmt: skip
     usage_window: int = option(100, "Batches over which codebook usage and perplexity are logged.")
-    validation_steps: int = option(500, "Log and save a grid of reconstructions (tokenizer) or samples (prior) every "
-                                   "N updates.")  # fmt: skip
+    validation_steps: int = option(500, "Save and log a grid of reconstructions or samples every N updates.")
     num_validation_images: int = option(8, "Images in the validation grid.")
-    validation_guidance_scale: float = option(2.0, "Prior stage: classifier-free guidance scale of the validation "
-                                              "samples.")  # fmt: skip
+    validation_guidance_scale: float = option(2.0, "Prior stage: CFG scale of the validation samples.")
     # hub
     push_to_hub: bool = option(False, "Upload the final model and its card.", switch=True, group="hub")
     hub_model_id: str | None = option(None, "Repository id (default: the --output_dir name).")
@@ -167,6 +155,9 @@ class TrainingArguments:
         for name, value in STAGE_DEFAULTS.get(self.stage, {}).items():
             if getattr(self, name) is None:
                 setattr(self, name, value)
+        if self.dataloader_num_workers is None:
+            gpus = torch.cuda.device_count() if torch.cuda.is_available() else 0
+            self.dataloader_num_workers = min(8, len(os.sched_getaffinity(0)) // gpus) if gpus else 0
         self._validate()
         for name in _INLINE_JSON:
             setattr(self, name, read_json_argument(getattr(self, name), name))

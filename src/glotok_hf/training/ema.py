@@ -24,12 +24,10 @@ class EMA(AveragedModel):
     """
 
     def __init__(self, model: nn.Module, decay: float = 0.9999):
-        super().__init__(model, multi_avg_fn=self._update, use_buffers=True)
-        self.decay = decay
+        super().__init__(model, use_buffers=True)
+        self.decay, self._updates = decay, None  # `_updates` mirrors `n_averaged` on the host (None: read it once)
         self.requires_grad_(False)
         self.module.eval()
-
-    step = AveragedModel.update_parameters  # call after each optimizer update
 
     @property
     def num_updates(self) -> int:
@@ -39,11 +37,20 @@ class EMA(AveragedModel):
         return min(self.decay, (1 + num_updates) / (10 + num_updates))
 
     @torch.no_grad()
-    def _update(self, averaged: list[torch.Tensor], current: list[torch.Tensor], num_averaged: torch.Tensor) -> None:
-        if not averaged[0].is_floating_point():  # integer buffers (e.g. BatchNorm's step count) are copied
-            torch._foreach_copy_(averaged, current)
-            return
-        torch._foreach_lerp_(averaged, current, 1.0 - self.decay_at(int(num_averaged)))
+    def step(self, model: nn.Module) -> None:
+        """Fold in the current weights of `model` (call after each optimizer update); reads nothing from the device."""
+        if self._updates is None:
+            self._updates = self.num_updates
+        weight = 1.0 - self.decay_at(self._updates) if self._updates else 1.0  # the first update copies exactly
+        pairs = [(a, c.detach().to(a.device)) for a, c in zip([*self.module.parameters(), *self.module.buffers()],
+                                                               [*model.parameters(), *model.buffers()])]  # fmt: skip
+        floats = [(a, c) for a, c in pairs if a.is_floating_point()]
+        torch._foreach_lerp_([a for a, _ in floats], [c for _, c in floats], weight)
+        for a, c in pairs:
+            if not a.is_floating_point():  # integer buffers (e.g. BatchNorm's step count) are copied
+                a.copy_(c)
+        self.n_averaged += 1
+        self._updates += 1
 
     def save_pretrained(self, folder: str | Path) -> None:
         """The averaged weights as a `save_pretrained` folder of the tracked class, plus the update count."""
@@ -60,3 +67,4 @@ class EMA(AveragedModel):
             )
         load_weights(self.module, folder)
         self.n_averaged.fill_(json.loads((folder / EMA_STATE_FILE).read_text())["num_updates"])
+        self._updates = None

@@ -103,7 +103,8 @@ def build_image_data(args: TrainingArguments, num_processes: int, with_labels: b
     )
     if args.max_train_samples is not None:
         raw = raw.select(range(min(args.max_train_samples, len(raw))))
-    transform = ImageTransform(args.resolution, center_crop=args.center_crop, random_flip=args.random_flip)
+    # uint8 from the workers (a quarter of float32's bytes); the stages convert on the device (`uint8_to_pixels`)
+    transform = ImageTransform(args.resolution, args.center_crop, args.random_flip, uint8=True)
     dataset = ImageDataset(raw, transform, args.image_column, label_column)
     items = SeededItems(dataset, seed=args.seed, draw_uniform=draw_uniform)
     sampler, loader = make_loader(items, args, num_processes, collate_with_index)

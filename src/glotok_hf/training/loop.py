@@ -130,7 +130,9 @@ def run_training(accelerator: Accelerator, stage: Stage, args: TrainingArguments
 
 
 def run_epoch(accelerator, stage, state, args, metrics, progress, max_steps) -> dict:
-    """Train until the end of the current epoch or `max_steps`; returns the last logged values."""
+    """Train until the end of the current epoch or `max_steps`; returns the last logged values. Values are read back
+    from the device only on logging steps (every `--logging_steps` updates, checkpoints, validations, an epoch's end);
+    in between, the NaN/inf guard's gradient norms are the only reads."""
     stage.sampler.begin_epoch(state.epoch)
     stage.items.begin_epoch(state.epoch)
     loader = stage.loader
@@ -146,47 +148,55 @@ def run_epoch(accelerator, stage, state, args, metrics, progress, max_steps) -> 
             sums[name] = sums.get(name, 0.0) + torch.as_tensor(value).detach().float()
         micro_batches += 1
         images += len(batch["index"])
+        state.images_seen += len(batch["index"]) * accelerator.num_processes
         state.batch_in_epoch += 1
         if state.batch_in_epoch == len(stage.loader):  # the last batch of an epoch always ends an update
             state.epoch, state.batch_in_epoch = state.epoch + 1, 0
         if not accelerator.sync_gradients:
             continue
-        logs, details = finish_update(accelerator, stage, state, sums, micro_batches, images, started)
-        sums, micro_batches, images = {}, 0, 0
-        if state.global_step % args.validation_steps == 0 and accelerator.is_main_process:
-            logs.update(stage.validate(state.global_step, Path(args.output_dir) / "validation"))
-        metrics.log(logs, step=state.global_step)
-        stop_if_too_many_nonfinite(state, args.max_nonfinite_steps, details)
+        updates = finish_update(stage, state)
+        step = state.global_step
+        due = [step % n == 0 for n in (args.checkpointing_steps, args.validation_steps, args.logging_steps)]
+        if any(due) or step >= max_steps or state.batch_in_epoch == 0:
+            logs = gather_logs(accelerator, stage, state, updates, sums, micro_batches, images, started)
+            sums, micro_batches, images = {}, 0, 0
+            if due[1] and accelerator.is_main_process:
+                logs.update(stage.validate(step, Path(args.output_dir) / "validation"))
+            metrics.log(logs, step=step)
+            progress.set_postfix(loss=f"{logs.get(stage.main_loss, math.nan):.4f}",
+                                 img_s=f"{logs['images_per_second']:.1f}")  # fmt: skip
+        stop_if_too_many_nonfinite(state, args.max_nonfinite_steps,
+                                   ", ".join(f"{n} grad norm {g:.3g}" for n, (g, _) in updates.items()))  # fmt: skip
         progress.update(1)
-        progress.set_postfix(
-            loss=f"{logs.get(stage.main_loss, math.nan):.4f}", img_s=f"{logs['images_per_second']:.1f}"
-        )
-        if state.global_step % args.checkpointing_steps == 0 or state.global_step >= max_steps:
+        if due[0] or step >= max_steps:
             stage.export_state(state.extra)
-            save_checkpoint(accelerator, args.output_dir, state.global_step, args.checkpoints_total_limit,
-                            args.public_dict())  # fmt: skip
-        started = time.perf_counter()  # validation and checkpoints are not training time
-        if state.global_step >= max_steps:
+            save_checkpoint(accelerator, args.output_dir, step, args.checkpoints_total_limit, args.public_dict())
+        if not micro_batches:  # validation and checkpoints are not training time
+            started = time.perf_counter()
+        if step >= max_steps:
             break
     return logs
 
 
-def finish_update(accelerator, stage, state, sums, micro_batches, images, started) -> tuple[dict, str]:
-    """Step the optimizers (guarded), advance the counters; returns the update's logs and its gradient norms."""
+def finish_update(stage, state) -> dict[str, tuple[float, bool]]:
+    """Step the optimizers (guarded) and advance the counters; returns `{name: (grad_norm, updated)}`."""
     updates = stage.update()
-    local = {name: value / micro_batches for name, value in sums.items()}
-    local["skipped_images"] = sums["skipped_images"]
-    logs = reduce_mean(accelerator, local)  # one all-reduce for every scalar
-    logs["skipped_images"] *= accelerator.num_processes  # mean over processes x their number = global sum
     state.global_step += 1
-    state.images_seen += images * accelerator.num_processes
-    state.skipped_images += round(logs.pop("skipped_images"))
-    for name, (grad_norm, _) in updates.items():
-        logs[f"{name}/grad_norm"] = grad_norm
-    logs.update(stage.step_logs())
-    logs["images_per_second"] = images * accelerator.num_processes / (time.perf_counter() - started)
     updated = all(ok for _, ok in updates.values())
     state.nonfinite_steps += not updated
     state.consecutive_nonfinite_steps = 0 if updated else state.consecutive_nonfinite_steps + 1
+    return updates
+
+
+def gather_logs(accelerator, stage, state, updates, sums, micro_batches, images, started) -> dict:
+    """The values of a logging step: the terms averaged over the micro-batches since the last one and over the
+    processes (one all-reduce), the last gradient norms, the stage's logs and the counters."""
+    local = {name: value / micro_batches for name, value in sums.items()}
+    local["skipped_images"] = sums["skipped_images"]
+    logs = reduce_mean(accelerator, local)
+    state.skipped_images += round(logs.pop("skipped_images") * accelerator.num_processes)  # the global sum
+    logs.update({f"{name}/grad_norm": grad_norm for name, (grad_norm, _) in updates.items()})
+    logs.update(stage.step_logs())
+    logs["images_per_second"] = images * accelerator.num_processes / (time.perf_counter() - started)
     logs.update(skipped_images=state.skipped_images, epoch=state.epoch, nonfinite_steps=state.nonfinite_steps)
-    return logs, ", ".join(f"{n} grad norm {g:.3g}" for n, (g, _) in updates.items())
+    return logs

@@ -13,7 +13,7 @@ from transformers import LlamaForCausalLM
 
 from ..codes import count_classes, load_code_dataset, model_fingerprint
 from ..configuration_glotok import GloTokConfig
-from ..data import image_grid, tensor_to_pil
+from ..data import image_grid, tensor_to_pil, uint8_to_pixels
 from ..hub import SAMPLE_GRID_FILE, save_model_card
 from ..loading import load_tokenizer
 from ..prior import layout_from_configs, prior_config, prior_training_batch
@@ -143,12 +143,13 @@ class PriorStage(BaseStage):
         """Causal-LM loss on the image tokens; the class is dropped to the null class with the item's own draw."""
         if "codes" in batch:
             codes = batch["codes"].long()  # stored as int32
-        else:  # encoded by the frozen tokenizer (no gradients: its weights do not require them)
-            encoded = self.tokenizer.encode(batch["pixel_values"].to(self.accelerator.device))
+        else:  # encoded by the frozen tokenizer under the run's autocast (its quantizer stays fp32), no gradients
+            with self.accelerator.autocast():
+                encoded = self.tokenizer.encode(uint8_to_pixels(batch["pixel_values"].to(self.accelerator.device)))
             codes = self.layout.to_tokens(encoded.visual_indices, encoded.semantic_indices)
         inputs = prior_training_batch(codes, batch["labels"], self.layout, class_dropout_prob=0.0)
         dropped = batch["uniform"].to(codes.device, torch.float32) < self.args.class_dropout_prob
-        inputs["input_ids"][dropped, 0] = self.layout.null_class_id
+        inputs["input_ids"][:, 0].masked_fill_(dropped, self.layout.null_class_id)  # no boolean indexing: no sync
         output = self.model(input_ids=inputs["input_ids"], labels=inputs["labels"])
         self.accelerator.backward(output.loss)
         with torch.no_grad():

@@ -9,9 +9,10 @@ from pathlib import Path
 
 import torch
 from accelerate import Accelerator
+from torch.torch_version import TorchVersion
 
 from ..configuration_glotok import GloTokConfig
-from ..data import class_names, image_grid, tensor_to_pil
+from ..data import class_names, image_grid, tensor_to_pil, uint8_to_pixels
 from ..discriminator import GloTokDiscriminator, GloTokDiscriminatorConfig
 from ..evaluation import CodebookUsageWindow
 from ..losses import GloTokObjective, default_histogram_alpha
@@ -70,6 +71,15 @@ def build_discriminator(args: TrainingArguments) -> GloTokDiscriminator:
     return discriminator.train()
 
 
+def check_batchnorm_ddp(norm_type: str, num_processes: int, torch_version: str = torch.__version__) -> None:
+    """Two BatchNorm forwards (real, fake) before one backward fail under DDP's buffer broadcast in torch < 2.13."""
+    if norm_type == "batch" and num_processes > 1 and TorchVersion(torch_version) < (2, 13):
+        raise RuntimeError(
+            f"A BatchNorm discriminator under DDP needs torch >= 2.13 (this is {torch_version}): upgrade torch, or "
+            'pass --discriminator_config \'{"norm_type": "group"}\'.'
+        )
+
+
 def build_objective(args: TrainingArguments, model: GloTokModel) -> tuple[GloTokObjective, dict | None]:
     """The objective and the teacher's metadata (recorded in trackers and the model card)."""
     loss_config = dataclasses.replace(args.loss, codebook_l2_norm=model.config.codebook_l2_norm)
@@ -96,6 +106,7 @@ class TokenizerStage(BaseStage):
     def __init__(self, args: TrainingArguments, accelerator: Accelerator):
         super().__init__(args, accelerator)
         model, discriminator = build_tokenizer(args), build_discriminator(args)
+        check_batchnorm_ddp(discriminator.config.norm_type, accelerator.num_processes)
         self.objective, self.teacher_metadata = build_objective(args, model)
         self.objective.to(accelerator.device)
         self.track_ema(model)
@@ -126,7 +137,7 @@ class TokenizerStage(BaseStage):
     # ------------------------------------------------------------------------------------------------ training
     def forward_backward(self, batch: dict, global_step: int) -> dict[str, torch.Tensor]:
         """Generator loss and backward (discriminator frozen), then the discriminator loss and backward."""
-        pixel_values = batch["pixel_values"]
+        pixel_values = uint8_to_pixels(batch["pixel_values"])  # on the device
         bare, bare_discriminator = self.bare, unwrap(self.accelerator, self.discriminator)
         active = self.objective.discriminator_active(global_step)
         output = self.model(pixel_values)
@@ -159,11 +170,12 @@ class TokenizerStage(BaseStage):
     def update(self) -> dict[str, tuple[float, bool]]:
         """At the end of an accumulation: guarded updates of the tokenizer (+EMA) and, once active, the
         discriminator."""
+        if self._discriminator_active:  # fp16: at the scale of its backward, before the tokenizer's step moves it
+            self.accelerator.unscale_gradients(optimizer=self.d_optimizer)
         updates = {"generator": self.update_model()}
         if self._discriminator_active:
-            updates["discriminator"] = guarded_update(
-                self.accelerator, self.discriminator, self.d_optimizer, self.d_scheduler, self.args.max_grad_norm
-            )
+            updates["discriminator"] = guarded_update(self.accelerator, self.discriminator, self.d_optimizer,
+                                                      self.d_scheduler, self.args.max_grad_norm, unscaled=True)  # fmt: skip
         return updates
 
     def step_logs(self) -> dict[str, float]:

@@ -24,15 +24,21 @@ def reduce_mean(accelerator: Accelerator, values: dict[str, torch.Tensor | float
     return dict(zip(values, accelerator.reduce(stacked, reduction="mean").tolist()))
 
 
-def guarded_update(accelerator: Accelerator, model, optimizer, scheduler, max_grad_norm: float) -> tuple[float, bool]:
-    """Clip the (already all-reduced, so every process decides alike) gradients and step unless their norm is NaN/inf
-    (with an fp16 scaler the optimizer steps anyway: the scaler skips it); zero the gradients. `(grad_norm, updated)`."""
+def guarded_update(accelerator: Accelerator, model, optimizer, scheduler, max_grad_norm: float,
+                   unscaled: bool = False) -> tuple[float, bool]:  # fmt: skip
+    """Unscale (fp16) and clip the (already all-reduced, so every process decides alike) gradients of `optimizer`
+    only, and step unless their norm is NaN/inf; zero the gradients. `(grad_norm, updated)`. With an fp16 scaler
+    the optimizer steps through it (it skips a non-finite step and updates the scale); `unscaled=True`: the caller
+    unscaled the gradients before an earlier step moved the scale, so the bare optimizer steps, once finite."""
+    if not unscaled:
+        accelerator.unscale_gradients(optimizer=optimizer)
     max_norm = max_grad_norm if max_grad_norm and max_grad_norm > 0 else math.inf
-    grad_norm = accelerator.clip_grad_norm_(model.parameters(), max_norm)
-    grad_norm = float(grad_norm) if grad_norm is not None else math.nan
+    grad_norm = float(torch.nn.utils.clip_grad_norm_(model.parameters(), max_norm))  # the guard's one sync
     updated = math.isfinite(grad_norm)
-    if updated or accelerator.scaler is not None:
+    if accelerator.scaler is not None and not unscaled:
         optimizer.step()
+    elif updated:
+        getattr(optimizer, "optimizer", optimizer).step()
     if updated:
         scheduler.step()
     optimizer.zero_grad(set_to_none=True)
