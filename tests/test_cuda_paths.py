@@ -357,6 +357,15 @@ def test_default_dataloader_workers_from_the_cpu_count(images, tmp_path):
     assert parse_args([*argv, "--dataloader_num_workers", "0"]).dataloader_num_workers == 0
 
 
+def test_device_copies_are_non_blocking_exactly_where_loaders_pin_memory(images, tmp_path, fresh_accelerate):
+    from glotok_hf.training.runtime import build_accelerator
+
+    with mock.patch.dict(os.environ, ACCELERATE_USE_CPU="true"):
+        accelerator = build_accelerator(parse_args(tiny_tokenizer_args(images, tmp_path / "run")))
+        stage = tokenizer_stage(images, tmp_path, accelerator, center_crop=True, random_flip=False)
+    assert accelerator.non_blocking is stage.loader.pin_memory is torch.cuda.is_available()
+
+
 # ------------------------------------------------------------------------------------------- 6. evaluation
 def test_inception_runs_once_per_batch_for_fid_and_inception_score():
     from eval_utils import FakeTorchScriptInception

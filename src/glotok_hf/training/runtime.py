@@ -10,7 +10,7 @@ import torch
 import transformers
 from accelerate import Accelerator
 from accelerate.logging import get_logger
-from accelerate.utils import DistributedType, ProjectConfiguration, set_seed
+from accelerate.utils import DataLoaderConfiguration, DistributedType, ProjectConfiguration, set_seed
 from transformers import get_scheduler
 
 from .arguments import TrainingArguments
@@ -32,6 +32,8 @@ def build_accelerator(args: TrainingArguments) -> Accelerator:
         mixed_precision=args.mixed_precision,
         log_with=None if args.report_to == "none" else args.report_to,
         project_config=project_config,
+        # Loaders pin memory on CUDA (loaders.make_loader), so host-to-device copies can overlap compute.
+        dataloader_config=DataLoaderConfiguration(non_blocking=torch.cuda.is_available()),
     )
     check_distributed_type(accelerator.distributed_type)
     logging.basicConfig(
