@@ -77,9 +77,12 @@ def build_demo(pipeline=None, tokenizer=None, *, device=None, trust_remote_code:
         for i, image in enumerate(out.images):
             image = upscale(image)
             codes = {"semantic": out.semantic_indices, "visual": out.visual_indices}
-            maps = code_maps(image.width, {k: v if v is None else v[i] for k, v in codes.items()}, sizes)
+            maps = code_maps(image.width // 2, {k: v if v is None else v[i] for k, v in codes.items()}, sizes)
+            sheet = Image.new("RGB", (image.width, image.height + image.width // 2), "white")
+            sheet.paste(image)
+            sheet.paste(image_grid(maps, cols=2), (0, image.height))
             label = label_ids[i // per_label]
-            shown.append((image_grid([image, *maps], cols=3), f"{label} {names[label]}, seed {int(seed) + i}"))
+            shown.append((sheet, f"{label} {names[label]}, seed {int(seed) + i}"))
         return shown
 
     @friendly
@@ -124,8 +127,8 @@ def build_demo(pipeline=None, tokenizer=None, *, device=None, trust_remote_code:
                 temperature = gr.Slider(0.05, 2, value=1.0, step=0.05, label="Temperature")
                 top_k = gr.Number(0, precision=0, minimum=0, label="Top-k (0: all codes)")
             button = gr.Button("Generate", variant="primary", elem_id="generate")
-            gallery = gr.Gallery(label="image | semantic codes | visual codes", columns=2, format="png",
-                                 elem_id="gallery")  # fmt: skip
+            gallery = gr.Gallery(label="image; below: semantic | visual codes", columns=4, object_fit="contain",
+                                 height="auto", format="png", elem_id="gallery")  # fmt: skip
             button.click(generate, [classes, per_label, guidance, temperature, top_k, seed], gallery)
         with gr.Tab("Tokenize"):
             upload = gr.File(label="Image", file_types=["image"], elem_id="upload")

@@ -261,7 +261,7 @@ def push_space(
     api = HfApi(token=token)
     repo_id = api.create_repo(repo_id, repo_type="space", space_sdk="gradio", private=private, exist_ok=True).repo_id
     with tempfile.TemporaryDirectory() as folder:
-        described = None if pipeline is None else f"pipeline `{Path(sources['pipeline']).name}`"
+        described = None if pipeline is None else f"pipeline `{getattr(sources['pipeline'], 'name', pipeline)}`"
         for name, text in space_files(described).items():
             (Path(folder) / name).write_text(text, encoding="utf-8")
         settings = {"trust_remote_code": trust_remote_code}
