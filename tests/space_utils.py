@@ -28,12 +28,12 @@ def free_port() -> int:
 
 @contextlib.contextmanager
 def serve(log: Path, *args: str, env: dict | None = None, timeout: float = 120):
-    """Run `glotok demo --port <free port> *args` and yield `(url, process)` once its page answers; the server is
-    stopped (SIGTERM, then SIGKILL after 10 s) on exit, whatever happened."""
+    """Run `glotok demo --port <free port> *args` (offline, one torch thread unless `env` says otherwise) and yield
+    `(url, process)` once its page answers; the server is stopped (SIGTERM, then SIGKILL after 10 s) on exit."""
     port = free_port()
-    env = {**os.environ, **(env or {})}
+    offline = {"HF_HUB_OFFLINE": "1", "GRADIO_ANALYTICS_ENABLED": "False", "OMP_NUM_THREADS": "1"}
+    env = {**os.environ, **offline, "PYTHONUNBUFFERED": "1", **(env or {})}
     env["PYTHONPATH"] = os.pathsep.join([str(ROOT / "src"), env.get("PYTHONPATH", "")]).rstrip(os.pathsep)
-    env.update(HF_HUB_OFFLINE="1", GRADIO_ANALYTICS_ENABLED="False", OMP_NUM_THREADS="1", PYTHONUNBUFFERED="1")
     command = [sys.executable, "-m", "glotok_hf.cli", "demo", "--port", str(port), *args]
     with open(log, "wb") as out:
         process = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT, env=env)
@@ -81,9 +81,11 @@ def chromium(width: int = 1280, height: int = 1400):
 
 
 def wait(driver, condition, timeout: float = 60, what: str = "the page"):
+    from selenium.common.exceptions import StaleElementReferenceException
     from selenium.webdriver.support.ui import WebDriverWait
 
-    return WebDriverWait(driver, timeout).until(condition, f"{what} did not show up within {timeout} s")
+    waiting = WebDriverWait(driver, timeout, ignored_exceptions=[StaleElementReferenceException])  # re-rendered
+    return waiting.until(condition, f"{what} did not show up within {timeout} s")
 
 
 def element(driver, css: str, timeout: float = 30):
@@ -121,6 +123,14 @@ def set_number(driver, elem_id: str, value) -> None:
 
 def click(driver, css: str) -> None:
     element(driver, css).click()
+
+
+def click_text(driver, text: str) -> None:
+    """Click the innermost element that shows exactly `text` (an example, a tab, ...)."""
+    from selenium.webdriver.common.by import By
+
+    xpath = f"//*[normalize-space(text())='{text}']"
+    wait(driver, lambda d: d.find_elements(By.XPATH, xpath), 10, text)[0].click()
 
 
 def open_tab(driver, name: str) -> None:

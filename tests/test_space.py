@@ -22,6 +22,7 @@ from space_utils import (
     ROOT,
     chromium,
     click,
+    click_text,
     gallery_images,
     open_app,
     open_tab,
@@ -31,6 +32,7 @@ from space_utils import (
     set_classes,
     set_number,
     upload,
+    wait,
     wait_text,
 )
 
@@ -100,6 +102,11 @@ def test_tokenize_in_the_browser_shows_the_psnr_of_glotok_reconstruct(app, pipe,
     assert shown.group(1) == printed.group(1)
     grid = pipe.vqmodel.config.latent_grid_size
     assert all(1 <= int(n) <= grid * grid for n in shown.groups()[1:])
+
+    click_text(driver, "1_one.png")  # an example: a sample of class 1 made at start-up
+    click(driver, "#tokenize")
+    wait(driver, lambda d: shown.group(0) not in d.find_element("tag name", "body").text, 30, "a new PSNR")
+    wait_text(driver, r"PSNR \d+\.\d+ dB")
 
 
 def test_bad_inputs_show_a_message_not_a_traceback(app, tmp_path):

@@ -25,19 +25,14 @@ def upscale(image: Image.Image, size: int = VIEW_SIZE) -> Image.Image:
     return image.resize((image.width * factor, image.height * factor), Image.Resampling.NEAREST)
 
 
-def code_maps(size: int, codes: dict[str, torch.Tensor | None], codebook_sizes: dict[str, int]) -> list[Image.Image]:
-    """The `(h, w)` index grids `codes` as `size` x `size` pictures, a fixed colour per code id of each codebook."""
-    maps = []
-    for name, indices in codes.items():
-        if indices is not None:
-            palette = np.random.default_rng(0).integers(0, 256, (codebook_sizes[name], 3), dtype=np.uint8)
-            grid = Image.fromarray(palette[indices.cpu().numpy()])
-            maps.append(grid.resize((size, size), Image.Resampling.NEAREST))
-    return maps
+def code_map(indices: torch.Tensor, codebook_size: int, size: int) -> Image.Image:
+    """An `(h, w)` index grid as a `size` x `size` picture, one fixed colour per code id."""
+    palette = np.random.default_rng(0).integers(0, 256, (codebook_size, 3), dtype=np.uint8)
+    return Image.fromarray(palette[indices.cpu().numpy()]).resize((size, size), Image.Resampling.NEAREST)
 
 
 def friendly(handler):
-    """Show a handler's user errors (and those of the pipeline's checks) as a message in the page."""
+    """Show a handler's user errors (and the pipeline's) as a message in the page, never a traceback."""
 
     @functools.wraps(handler)  # keeps the signature: gradio finds the `gr.Progress` argument through it
     def wrapped(*args, **kwargs):
@@ -55,6 +50,10 @@ def build_demo(pipeline=None, tokenizer=None, *, device=None, trust_remote_code:
     pipe = load_pipeline(pipeline, device=device, trust_remote_code=trust_remote_code)
     model = pipe.vqmodel if tokenizer is None else load_tokenizer(tokenizer, device=device)
     sizes = {name: getattr(model.config, f"{name}_codebook_size") for name in ("semantic", "visual")}
+
+    def code_maps(size: int, i: int, **indices) -> list[Image.Image]:
+        return [code_map(v[i], sizes[name], size) for name, v in indices.items() if v is not None]
+
     names = pipe.id2label or {i: str(i) for i in range(pipe.num_classes)}
 
     @friendly
@@ -76,11 +75,10 @@ def build_demo(pipeline=None, tokenizer=None, *, device=None, trust_remote_code:
         shown = []
         for i, image in enumerate(out.images):
             image = upscale(image)
-            codes = {"semantic": out.semantic_indices, "visual": out.visual_indices}
-            maps = code_maps(image.width // 2, {k: v if v is None else v[i] for k, v in codes.items()}, sizes)
             sheet = Image.new("RGB", (image.width, image.height + image.width // 2), "white")
             sheet.paste(image)
-            sheet.paste(image_grid(maps, cols=2), (0, image.height))
+            codes = code_maps(image.width // 2, i, semantic=out.semantic_indices, visual=out.visual_indices)
+            sheet.paste(image_grid(codes, cols=2), (0, image.height))
             label = label_ids[i // per_label]
             shown.append((sheet, f"{label} {names[label]}, seed {int(seed) + i}"))
         return shown
@@ -99,17 +97,15 @@ def build_demo(pipeline=None, tokenizer=None, *, device=None, trust_remote_code:
                                        reduction="none", dim=(1, 2, 3)).item()  # fmt: skip
         error = ((reconstruction - original).abs().mean(1, keepdim=True) * 4 - 1).clamp(-1, 1).expand(-1, 3, -1, -1)
         views = [upscale(x) for x in tensor_to_pil(torch.cat([original, reconstruction, error]))]
-        indices = {"semantic": codes.semantic_indices, "visual": codes.visual_indices}
-        maps = code_maps(views[0].width, {k: v if v is None else v[0] for k, v in indices.items()}, sizes)
-        usage = [f"{name} codes: {v.unique().numel()} distinct of {sizes[name]}" for name, v in indices.items()
-                 if v is not None]  # fmt: skip
-        return image_grid(views, cols=3), image_grid(maps, cols=2), f"PSNR {psnr:.2f} dB · " + " · ".join(usage)
+        usage = [f"{name} codes: {v.unique().numel()} distinct of {sizes[name]}" for name, v in
+                 (("semantic", codes.semantic_indices), ("visual", codes.visual_indices)) if v is not None]  # fmt: skip
+        grids = code_maps(views[0].width, 0, semantic=codes.semantic_indices, visual=codes.visual_indices)
+        return image_grid(views, cols=3), image_grid(grids, cols=2), f"PSNR {psnr:.2f} dB · " + " · ".join(usage)
 
     pipe.set_progress_bar_config(disable=True)  # the page shows the progress
-    examples = Path(tempfile.mkdtemp(prefix="glotok-demo-"))
+    examples = Path(tempfile.mkdtemp(prefix="glotok-demo-"))  # a sample of the first classes (this warms up too)
     count = min(pipe.num_classes, 4)
-    generators = [torch.Generator().manual_seed(i) for i in range(count)]
-    for i, image in enumerate(pipe(list(range(count)), generator=generators).images):
+    for i, image in enumerate(pipe(list(range(count)), generator=torch.Generator().manual_seed(0)).images):
         image.save(examples / f"{i}_{names[i]}.png")
 
     with gr.Blocks(title="GloTok") as demo:
