@@ -174,3 +174,25 @@ def test_demo_command_help_and_bad_paths(tmp_path, capsys):
     assert "--pipeline" in capsys.readouterr().out
     assert main(["demo", "--pipeline", str(tmp_path / "missing")]) == 2
     assert "No such file or folder for --pipeline" in capsys.readouterr().err
+
+
+def test_tokenize_tab_takes_another_tokenizer_and_errors_are_gradio_messages(tmp_path):
+    """`glotok demo --tokenizer FOLDER`, in process: the handlers behind the buttons, without a browser."""
+    import gradio as gr
+    from conftest import tiny_glotok_model
+
+    from glotok_hf.demo import build_demo
+
+    tiny_glotok_model(visual_codebook_size=0).save_pretrained(tmp_path / "tokenizer")  # semantic codebook only
+    demo = build_demo(tokenizer=str(tmp_path / "tokenizer"))
+    generate, tokenize = (next(f.fn for f in demo.fns.values() if f.name == name) for name in ("generate", "tokenize"))
+    Image.new("RGBA", (40, 30), (200, 10, 10, 128)).save(tmp_path / "wide.png")
+    views, maps, stats = tokenize(str(tmp_path / "wide.png"))
+    assert re.fullmatch(r"PSNR -?\d+\.\d+ dB · semantic codes: \d+ distinct of 12", stats)
+    assert views.size == (3 * 16 * 12, 16 * 12) and maps.size == (16 * 12, 16 * 12)  # 16-pixel images, upscaled x12
+    with pytest.raises(gr.Error, match="1 classes x 10000 images asked for"):
+        generate(["3"], 10000, 2.0, 1.0, 0, 0)
+    with pytest.raises(gr.Error, match="Class id 12 is out of range"):
+        generate(["12"], 1, 2.0, 1.0, 0, 0)
+    with pytest.raises(gr.Error, match="top_k"):
+        generate(["3"], 1, 2.0, 1.0, -5, 0)
