@@ -132,7 +132,7 @@ def pixels_to_uint8(images: torch.Tensor) -> torch.Tensor:
 
 def pil_to_tensor(image: Image.Image) -> torch.Tensor:
     """RGB PIL image -> `(3, H, W)` float32 tensor in [-1, 1]."""
-    return uint8_to_pixels(np.asarray(to_rgb(image))).permute(2, 0, 1).contiguous()
+    return uint8_to_pixels(np.array(to_rgb(image))).permute(2, 0, 1).contiguous()  # a writable copy for torch
 
 
 def tensor_to_pil(images: torch.Tensor) -> list[Image.Image]:
