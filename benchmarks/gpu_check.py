@@ -900,8 +900,9 @@ def environment(ctx: Context) -> dict:
     for package in ("transformers", "diffusers", "accelerate", "datasets"):
         with contextlib.suppress(importlib.metadata.PackageNotFoundError):
             info[package] = importlib.metadata.version(package)
-    git = subprocess.run(["git", "rev-parse", "HEAD"], cwd=ROOT, capture_output=True, text=True, check=False)
-    info["git_commit"] = git.stdout.strip() or None
+    with contextlib.suppress(OSError):  # no git on the machine
+        git = subprocess.run(["git", "rev-parse", "HEAD"], cwd=ROOT, capture_output=True, text=True, check=False)
+        info["git_commit"] = git.stdout.strip() or None
     return info
 
 
