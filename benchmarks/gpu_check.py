@@ -30,6 +30,7 @@ The exit status is 1 when a section failed (raised, or one of its `checks` is fa
 
 import argparse
 import contextlib
+import copy
 import datetime
 import functools
 import gc
@@ -96,7 +97,7 @@ FULL = dict(
         histogram=90,
         tokenizer_update=150,
         train_script=150,
-        sampling=150,
+        sampling=240,
         factorized_prior=5,
         fsdp=5,
         decode_fp16=60,
@@ -153,6 +154,7 @@ class Context:
     workdir: Path
     deadline: float  # time.monotonic() at which the whole check must end
     sizes: dict = field(default_factory=dict)
+    section_deadline: float = math.inf  # and the running section
     _files: dict = field(default_factory=dict)
 
     @property
@@ -160,7 +162,8 @@ class Context:
         return self.device.type == "cuda"
 
     def left(self) -> float:
-        return self.deadline - time.monotonic()
+        """Seconds left to the running section (its budget, within the whole check's)."""
+        return min(self.deadline, self.section_deadline) - time.monotonic()
 
     def env(self, **extra) -> dict:
         """Environment of the subprocesses: this checkout's sources first, offline, no progress bars."""
@@ -546,7 +549,7 @@ def section_tokenizer_update(ctx: Context, out: dict) -> None:
         ("channels_last", []),
     ):
         if ctx.cuda and ctx.left() < 45:
-            out[variant] = {"skipped": "time budget of the whole check used up"}
+            out[variant] = {"skipped": "not enough time left in the section's budget"}
             continue
         out[variant] = _measure_update(ctx, argv + extra, variant == "channels_last", reference)
         reset_accelerate()
@@ -707,20 +710,24 @@ def section_sampling(ctx: Context, out: dict) -> None:
     torch.manual_seed(0)
     base = build_prior(config).eval()
     out["setup"]["parameters"] = sum(p.numel() for p in base.parameters())
-    cases = [
-        (dtype, batch, method)
-        for dtype in ("bf16", "fp32")
-        for batch in ctx.sizes["sampling_batches"]
-        for method in ("dynamic", "static", "generate", "static_compiled")[: 4 if dtype == "bf16" else 3]
-    ]
-    cases.sort(key=lambda c: (c[0] != "bf16", c[2] == "static_compiled", c[1]))  # the most telling first
+    # the most telling first: each case runs only if it still fits in the section's time
+    order = (
+        ("dynamic", "bf16"),
+        ("static", "bf16"),
+        ("generate", "bf16"),
+        ("dynamic", "fp32"),
+        ("static", "fp32"),
+        ("static_compiled", "bf16"),
+        ("generate", "fp32"),
+    )
+    cases = [(method, dtype, batch) for method, dtype in order for batch in ctx.sizes["sampling_batches"]]
     results = out.setdefault("cases", {})
-    for dtype, batch, method in cases:
+    for method, dtype, batch in cases:
         name = f"{method}_{dtype}_batch{batch}"
-        if ctx.cuda and ctx.left() < (90 if method == "static_compiled" else 30):
-            results[name] = {"skipped": "time budget of the whole check used up"}
+        if ctx.cuda and ctx.left() < (120 if method == "static_compiled" else 30):
+            results[name] = {"skipped": "not enough time left in the section's budget"}
             continue
-        prior = base.to(ctx.device, torch.bfloat16 if dtype == "bf16" else torch.float32)  # in place
+        prior = copy.deepcopy(base).to(ctx.device, torch.bfloat16 if dtype == "bf16" else torch.float32)
         labels = torch.arange(batch, device=ctx.device) * 7 % ctx.sizes["num_classes"]
 
         def sample(num_positions, prior=prior, batch=batch, labels=labels, method=method):
@@ -760,11 +767,10 @@ def section_sampling(ctx: Context, out: dict) -> None:
         except Exception as err:  # e.g. torch.compile failing: recorded, the other cases go on
             results[name] = {"error": f"{type(err).__name__}: {err}"[:500]}
         finally:
-            if prior.__dict__.pop("forward", None) is not None:
+            del prior, sample
+            if method == "static_compiled":
                 torch._dynamo.reset()
-        if ctx.cuda:
             release_memory(ctx)
-    del base
     release_memory(ctx)
     fast = {n: r["images_per_second"] for n, r in results.items() if "images_per_second" in r}
     top = max(fast, key=fast.get) if fast else None
@@ -843,6 +849,7 @@ def run_section(ctx: Context, name: str) -> dict:
     try:
         if budget < 1:
             raise Skip("time budget of the whole check used up")
+        ctx.section_deadline = time.monotonic() + budget
         with time_limit(budget):
             SECTIONS[name](ctx, out)
         failed = [check for check, ok in out.get("checks", {}).items() if not ok]
@@ -855,6 +862,7 @@ def run_section(ctx: Context, name: str) -> dict:
         status, out["error"] = "failed", f"{type(err).__name__}: {err}"[:2000]
         out["traceback"] = traceback.format_exc()[-4000:]
     finally:
+        ctx.section_deadline = math.inf
         if ctx.cuda:
             with contextlib.suppress(Exception):
                 torch.cuda.set_sync_debug_mode(0)

@@ -6,6 +6,7 @@ import os
 import subprocess
 import sys
 import time
+import warnings
 from collections import Counter
 from pathlib import Path
 
@@ -165,6 +166,23 @@ def test_cpu_sync_count_takes_the_projects_own_calls_and_not_torchs(tmp_path):
         torch.ones(2).sum().item()  # a test's own call: not project code
     assert sum(sites.values()) >= 1 and isinstance(sites, Counter)
     assert all(site.startswith("src/glotok_hf/losses/histogram.py:") for site in sites), sites
+
+
+def test_cuda_sync_count_reads_the_sync_debug_warnings_and_passes_other_warnings_on(tmp_path, monkeypatch):
+    """The CUDA branch of `count_syncs` with the device calls stubbed: torch's sync debug mode warns once per
+    synchronising call ("called a synchronizing CUDA operation"); other warnings still reach the user."""
+    modes = []
+    monkeypatch.setattr(torch.cuda, "synchronize", lambda *args: None)
+    monkeypatch.setattr(torch.cuda, "set_sync_debug_mode", modes.append)
+    ctx = context(tmp_path)
+    ctx.device = torch.device("cuda")
+    with pytest.warns(UserWarning, match="unrelated") as caught:
+        with gpu_check.count_syncs(ctx) as sites:
+            for _ in range(3):
+                warnings.warn("called a synchronizing CUDA operation", UserWarning, stacklevel=1)
+            warnings.warn("unrelated", UserWarning, stacklevel=1)
+    assert sum(sites.values()) == 3 and len(sites) == 1 and modes == ["warn", 0]
+    assert [str(w.message) for w in caught] == ["unrelated"]
 
 
 def test_peak_table_matches_the_card_names():
