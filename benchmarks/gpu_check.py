@@ -576,6 +576,7 @@ def _accelerate_config(ctx: Context, path: Path) -> Path:
         gpu_ids="all",
         use_cpu=not ctx.cuda,
         distributed_type="MULTI_GPU" if ctx.cuda else "MULTI_CPU",
+        main_process_port=_free_port(),
     )
     path.write_text(json.dumps(config))
     return path
@@ -751,7 +752,7 @@ def section_sampling(ctx: Context, out: dict) -> None:
                     first = timed(ctx, functools.partial(sample, positions))[0]  # compiles
                 else:
                     first = None
-                    sample(min(positions, 4))  # warm-up: kernels, allocator
+                    sample(max(1, min(positions // 4, 4)))  # warm-up (a few positions): kernels, allocator
                 reset_peak(ctx)
                 seconds, tokens = timed(ctx, functools.partial(sample, positions))
                 layout.validate_tokens(tokens)
