@@ -524,6 +524,7 @@ def _measure_update(ctx: Context, argv: list[str], channels_last: bool, flops_re
     peak = peak_tflops(torch.cuda.get_device_name()) if ctx.cuda else None
     record = {
         "tokenizer_parameters": sum(p.numel() for p in stage.accumulate_models[0].parameters()),
+        "discriminator_norm": getattr(getattr(stage.accumulate_models[-1], "config", None), "norm_type", None),
         "batch": len(batch["pixel_values"]),
         "resolution": args.resolution,
         "update_seconds": round(seconds, 4),
@@ -647,6 +648,8 @@ def section_train_script(ctx: Context, out: dict) -> None:
         ),
         f"backend_{expected_backend}": all(out[run]["backend"] == expected_backend for run in ("first", "resumed")),
         "final_model_saved": (output_dir / "config.json").is_file(),
+        "batchnorm_discriminator": json.loads((output_dir / "discriminator/config.json").read_text())["norm_type"]
+        == "batch",
         "resumed_from_checkpoint": bool(
             re.search(
                 rf"Resuming from \S*checkpoint-{half}\b",

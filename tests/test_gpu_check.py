@@ -78,6 +78,7 @@ def test_dry_run_figures_have_their_schema(dry_run):
         update = sections["tokenizer_update"][variant]
         assert update["images_per_second"] > 0 and update["counted_tflops_per_update"] > 0 and update["batch"] == 2
         assert update["mfu"] is None and update["peak_memory_mib"] is None  # CPU: no peak, no memory figure
+        assert update["discriminator_norm"] == "batch"
         assert update["syncs"] == sum(update["sync_sites"].values())
         assert all(site.startswith(("src/", "training/")) for site in update["sync_sites"])
 
