@@ -23,9 +23,11 @@ Sections (one function each; each catches its own failure, records it and the ne
   tokenizer): finite or not, and the difference to fp32.
 
 Host syncs are counted on CUDA with `torch.cuda.set_sync_debug_mode("warn")` (one warning per synchronising call,
-attributed to the innermost line of `src/` or `training/`); on CPU (dry run) the calls that would synchronise on CUDA
-(`item()`, `nonzero`, `bincount`, ...) are counted instead. Timings synchronise the device around each call.
-The exit status is 1 when a section failed (raised, or one of its `checks` is false), else 0.
+attributed to the innermost line of `src/` or `training/`); on CPU (dry run) the calls made by those lines that would
+synchronise on CUDA (`item()`, `nonzero`, `bincount`, ...) are counted instead. Timings synchronise the device around
+each call. Every section has a time budget inside the whole check's (`--budget`, 8 minutes counted from the start of
+gpu_check.sh, install included); what no longer fits is recorded as skipped. The exit status is 1 when a section
+failed (raised, ran past its budget, or one of its `checks` is false), else 0.
 """
 
 import argparse
