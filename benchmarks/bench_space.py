@@ -4,20 +4,26 @@ helpers of tests/test_space.py: seconds from starting `glotok demo` to the first
 the Generate click to the 10 images of 10 digits (first click and the next ones), the server's peak resident memory,
 and the versions used.
 
-Usage: `PYTHONPATH=src python benchmarks/bench_space.py [--threads 2] [--repeats 3]`; prints JSON.
+Usage: `PYTHONPATH=src:tests python benchmarks/bench_space.py [--threads 2] [--repeats 3]`; prints JSON.
 """
 
 import argparse
 import json
 import platform
 import statistics
-import sys
 import tempfile
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
-from space_utils import chromium, click, gallery_images, open_app, serve, set_classes, set_number  # noqa: E402
+from space_utils import (  # tests/ on PYTHONPATH
+    chromium,
+    click,
+    gallery_images,
+    open_app,
+    serve,
+    set_classes,
+    set_number,
+)
 
 
 def peak_rss_mib(pid: int) -> float:
