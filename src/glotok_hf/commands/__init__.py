@@ -8,6 +8,7 @@ subcommands share live here (a module of their own would be taken for a subcomma
 """
 
 import argparse
+import inspect
 from pathlib import Path
 
 
@@ -58,3 +59,10 @@ def check_output(path: str | Path | None, overwrite: bool) -> Path | None:
     if path is not None and Path(path).exists() and not overwrite:
         raise FileExistsError(f"{path} already exists; pass --overwrite to replace it.")
     return None if path is None else Path(path)
+
+
+def options_for(function, args: argparse.Namespace, **overrides) -> dict:
+    """The options of `args` named like the parameters of `function` (flags are named after the library's arguments),
+    updated with `overrides`."""
+    parameters = inspect.signature(function).parameters
+    return {name: value for name, value in vars(args).items() if name in parameters} | overrides

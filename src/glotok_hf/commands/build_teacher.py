@@ -1,12 +1,12 @@
 # Copyright 2026 The glotok-hf authors. Licensed under the Apache License, Version 2.0.
-"""`glotok build-teacher`: build the teacher histogram of histogram relation learning and save it as one small
-safetensors file (histogram, bin centres, alpha, and metadata naming its source)."""
+"""`glotok build-teacher`: build the fixed teacher histogram of GloTok's histogram relation learning: the soft
+histogram of pairwise cosine similarities of a token set (k-means centres of backbone features, an existing codebook,
+or a control), saved with its bin centres, alpha and metadata in one safetensors file."""
 
-import inspect
 import json
 
 from ..utils import resolve_source
-from . import add_dataset_arguments, check_output
+from . import add_dataset_arguments, check_output, options_for
 
 EPILOG = """sources:
   backbone   k-means centres of a vision backbone's patch features over an image dataset (the paper's teacher)
@@ -32,15 +32,8 @@ Train with the same --num-bins and --alpha; the training script checks them agai
 
 
 def register(subparsers) -> None:
-    parser = subparsers.add_parser(
-        "build-teacher",
-        help="Build a teacher histogram (backbone k-means, codebook, random or uniform) for histogram relation "
-        "learning.",
-        description="Build the fixed teacher histogram of GloTok's histogram relation learning: the soft histogram of "
-        "pairwise cosine similarities of a token set (k-means centres of backbone features, an existing codebook, "
-        "or a control), saved with its bin centres, alpha and metadata in one safetensors file.",
-        epilog=EPILOG,
-    )
+    summary = "Build a histogram relation learning teacher (backbone k-means, codebook, random or uniform)."
+    parser = subparsers.add_parser("build-teacher", help=summary, description=__doc__, epilog=EPILOG)
     parser.add_argument("--source", required=True, choices=["backbone", "codebook", "random", "uniform"])
     parser.add_argument("--output", required=True, help="The .safetensors file to write.")
     parser.add_argument("--overwrite", action="store_true", help="Replace --output if it exists.")
@@ -103,9 +96,8 @@ def run(args) -> int:
             args.codebook, key=args.key, branch=args.branch, device=args.device, **common
         )
     else:
-        parameters = inspect.signature(teachers.teacher_from_backbone).parameters
-        options = {name: value for name, value in vars(args).items() if name in parameters}  # flags = its arguments
-        options.update(dtype=getattr(torch, args.dtype), progress=not args.no_progress)
+        dtype, progress = getattr(torch, args.dtype), not args.no_progress
+        options = options_for(teachers.teacher_from_backbone, args, dtype=dtype, progress=progress)
         teacher = teachers.teacher_from_backbone(args.model, **options)
     teacher.save(output, overwrite=args.overwrite, include_tokens=args.save_tokens)
     print(f"Saved the {teacher.metadata['source']} teacher histogram to {output}")

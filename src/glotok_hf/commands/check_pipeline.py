@@ -62,14 +62,10 @@ Check = namedtuple("Check", ["name", "ok", "detail"])  # one line of the report:
 
 
 def register(subparsers) -> None:
-    parser = subparsers.add_parser(
-        "check-pipeline",
-        help="check offline that a pipeline folder loads from the Hub without glotok-hf, and lint its card",
-        description=DESCRIPTION,
-        epilog=EPILOG,
-    )
+    summary = "check offline that a pipeline folder loads from the Hub without glotok-hf, and lint its card"
+    parser = subparsers.add_parser("check-pipeline", help=summary, description=DESCRIPTION, epilog=EPILOG)
     parser.add_argument(
-        "folder", type=Path, metavar="DIR", help="a pipeline folder (model_index.json, vqmodel/, prior/)"
+        "folder", type=Path, metavar="DIR", help="pipeline folder (model_index.json, vqmodel/, prior/)"
     )
     parser.add_argument("--seed", type=int, default=0, help="seed of the generated image (default: 0)")
     parser.add_argument("--tolerance", type=float, default=1e-5,

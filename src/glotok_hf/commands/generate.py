@@ -27,10 +27,7 @@ EPILOG = """examples:
 
 def register(subparsers) -> None:
     parser = subparsers.add_parser(
-        "generate",
-        help="generate class-conditional images",
-        description=DESCRIPTION,
-        epilog=EPILOG,
+        "generate", help="generate class-conditional images", description=DESCRIPTION, epilog=EPILOG
     )
     parser.add_argument("--class-labels", nargs="+", required=True, metavar="LABEL", help="class ids and/or names")
     parser.add_argument("--num-images-per-label", type=positive_int, default=1, metavar="N", help="default: 1")
