@@ -29,6 +29,17 @@ def codebook_perplexity(counts: torch.Tensor) -> float:
     return torch.special.entr(counts.double() / total).sum().exp().item() if total > 0 else 1.0  # entr(0) = 0
 
 
+def codebook_statistics(counts: torch.Tensor) -> dict:
+    """`size` (codes), `usage`, `perplexity` and `normalized_perplexity` (perplexity / size) of `(num_codes,)` counts."""
+    perplexity = codebook_perplexity(counts)
+    return {
+        "size": len(counts),
+        "usage": codebook_usage(counts),
+        "perplexity": perplexity,
+        "normalized_perplexity": perplexity / len(counts),
+    }
+
+
 class CodebookUsageWindow:
     r"""Code counts summed over the last `window` updates and over all processes.
 
@@ -97,4 +108,4 @@ class CodebookUsageWindow:
         self.num_updates = int(state["num_updates"])
 
 
-__all__ = ["CodebookUsageWindow", "code_counts", "codebook_perplexity", "codebook_usage"]
+__all__ = ["CodebookUsageWindow", "code_counts", "codebook_perplexity", "codebook_statistics", "codebook_usage"]

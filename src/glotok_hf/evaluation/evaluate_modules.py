@@ -39,17 +39,29 @@ def metric_path(name: str) -> str:
     return str(folder)
 
 
-def per_image_mean(metric_fn, predictions, references, data_range: float) -> float:
-    """Mean over image pairs of `metric_fn(prediction, reference, data_range=data_range)`: the shared loop of the psnr
-    and ssim scripts. Images are `(height, width, channels)` arrays, passed on as float64 `(1, C, H, W)` tensors."""
-    pairs = [[torch.from_numpy(np.asarray(x, dtype=np.float64)).permute(2, 0, 1)[None] for x in pair]
-             for pair in zip(predictions, references)]  # fmt: skip
-    if not pairs or len(predictions) != len(references) or any(a.shape != b.shape for a, b in pairs):
-        raise ValueError(
-            "Need one or more predictions and as many references, each one (height, width, channels) image of the "
-            "same shape as its reference."
-        )
-    return float(np.mean([float(metric_fn(a, b, data_range=float(data_range))) for a, b in pairs]))
+def image_pair_metric(name: str, metric_fn, description: str, inputs_description: str, citation: str = "") -> type:
+    """The `evaluate.Metric` class (named `name.capitalize()`) of the psnr and ssim scripts: `{name: mean over image
+    pairs of metric_fn(prediction, reference, data_range=data_range)}`, images being `(height, width, channels)`."""
+    import datasets
+    import evaluate
+
+    def _info(self):
+        image = datasets.List(datasets.List(datasets.List(datasets.Value("float32"))))
+        features = datasets.Features({"predictions": image, "references": image})
+        return evaluate.MetricInfo(description, citation, inputs_description=inputs_description, features=features)
+
+    def _compute(self, predictions, references, data_range=2.0):
+        pairs = [[torch.from_numpy(np.asarray(x, dtype=np.float64)).permute(2, 0, 1)[None] for x in pair]
+                 for pair in zip(predictions, references)]  # fmt: skip
+        if not pairs or len(predictions) != len(references) or any(a.shape != b.shape for a, b in pairs):
+            raise ValueError(
+                "Need one or more predictions and as many references, each one (height, width, channels) image of "
+                "the same shape as its reference."
+            )
+        return {name: float(np.mean([float(metric_fn(a, b, data_range=float(data_range))) for a, b in pairs]))}
+
+    attributes = {"__doc__": description + inputs_description, "_info": _info, "_compute": _compute}
+    return type(name.capitalize(), (evaluate.Metric,), attributes)
 
 
-__all__ = ["available_metrics", "metric_path", "per_image_mean"]
+__all__ = ["available_metrics", "image_pair_metric", "metric_path"]

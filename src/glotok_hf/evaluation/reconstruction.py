@@ -17,7 +17,7 @@ from torchmetrics.image import PeakSignalNoiseRatio, StructuralSimilarityIndexMe
 from tqdm.auto import tqdm
 
 from ..data import pixels_to_uint8, uint8_to_pixels
-from .codebook import code_counts, codebook_perplexity, codebook_usage
+from .codebook import code_counts, codebook_statistics
 from .fid import FrechetDistance
 from .uniformity import latent_uniformity
 
@@ -159,18 +159,10 @@ def evaluate_reconstruction(
                     flipped = model.encode(images[:missing].flip(-1))
                 kept_flipped.append(getattr(flipped, f"{uniformity_branch}_quantized").float().cpu())
     result = metrics.compute()
-    result["codebooks"] = {}
-    for name, branch_counts in counts.items():
-        total = branch_counts.clone()
+    for branch_counts in counts.values():
         if num_processes > 1:
-            torch.distributed.all_reduce(total, op=torch.distributed.ReduceOp.SUM)
-        perplexity = codebook_perplexity(total)
-        result["codebooks"][name] = {
-            "size": len(total),
-            "usage": codebook_usage(total),
-            "perplexity": perplexity,
-            "normalized_perplexity": perplexity / len(total),
-        }
+            torch.distributed.all_reduce(branch_counts, op=torch.distributed.ReduceOp.SUM)
+    result["codebooks"] = {name: codebook_statistics(branch_counts) for name, branch_counts in counts.items()}
     if uniformity_images:
         maps = _gather_maps(kept, num_processes)[:uniformity_images]
         flipped_maps = _gather_maps(kept_flipped, num_processes)[:uniformity_images] if uniformity_flip else None

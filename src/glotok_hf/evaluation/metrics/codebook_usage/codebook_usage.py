@@ -6,7 +6,7 @@ import evaluate
 import numpy as np
 import torch
 
-from glotok_hf.evaluation.codebook import code_counts, codebook_perplexity, codebook_usage
+from glotok_hf.evaluation.codebook import code_counts, codebook_statistics
 from glotok_hf.utils import is_int
 
 _DESCRIPTION = """
@@ -51,12 +51,6 @@ class CodebookUsage(evaluate.Metric):
         indices = np.concatenate([np.asarray(p, dtype=np.int64).reshape(-1) for p in predictions] or [np.zeros(0)])
         if indices.size == 0 or indices.min() < 0 or indices.max() >= num_codes:
             raise ValueError(f"codebook_usage needs one or more code indices in [0, {num_codes}), got {indices}.")
-        indices = torch.from_numpy(indices.astype(np.int64))
-        counts = code_counts(indices, num_codes)
-        perplexity = codebook_perplexity(counts)
-        return {
-            "usage": codebook_usage(counts),
-            "perplexity": perplexity,
-            "normalized_perplexity": perplexity / num_codes,
-            "num_indices": int(indices.numel()),
-        }
+        statistics = codebook_statistics(code_counts(torch.from_numpy(indices), num_codes))
+        del statistics["size"]  # num_codes, given
+        return {**statistics, "num_indices": int(indices.size)}

@@ -2,11 +2,9 @@
 """PSNR as an `evaluate` metric (a thin wrapper of torchmetrics; for many images use the torch API of
 `glotok_hf.evaluation.reconstruction`, which avoids the Arrow round trip)."""
 
-import datasets
-import evaluate
 from torchmetrics.functional.image import peak_signal_noise_ratio
 
-from glotok_hf.evaluation.evaluate_modules import per_image_mean
+from glotok_hf.evaluation.evaluate_modules import image_pair_metric
 
 _DESCRIPTION = """
 Peak signal-to-noise ratio in dB, computed per image as 10 log10(data_range^2 / MSE) and averaged over images.
@@ -32,16 +30,4 @@ Examples:
 _CITATION = ""
 
 
-@evaluate.utils.file_utils.add_start_docstrings(_DESCRIPTION, _KWARGS_DESCRIPTION)
-class Psnr(evaluate.Metric):
-    def _info(self):
-        image = datasets.List(datasets.List(datasets.List(datasets.Value("float32"))))
-        return evaluate.MetricInfo(
-            description=_DESCRIPTION,
-            citation=_CITATION,
-            inputs_description=_KWARGS_DESCRIPTION,
-            features=datasets.Features({"predictions": image, "references": image}),
-        )
-
-    def _compute(self, predictions, references, data_range=2.0):
-        return {"psnr": per_image_mean(peak_signal_noise_ratio, predictions, references, data_range)}
+Psnr = image_pair_metric("psnr", peak_signal_noise_ratio, _DESCRIPTION, _KWARGS_DESCRIPTION, _CITATION)

@@ -2,11 +2,9 @@
 """SSIM as an `evaluate` metric (a thin wrapper of torchmetrics; for many images use the torch API of
 `glotok_hf.evaluation.reconstruction`, which avoids the Arrow round trip)."""
 
-import datasets
-import evaluate
 from torchmetrics.functional.image import structural_similarity_index_measure
 
-from glotok_hf.evaluation.evaluate_modules import per_image_mean
+from glotok_hf.evaluation.evaluate_modules import image_pair_metric
 
 _DESCRIPTION = """
 Structural similarity (Wang et al. 2004) with torchmetrics' Gaussian window (11x11, sigma 1.5), per image, averaged
@@ -39,16 +37,4 @@ _CITATION = """
 """
 
 
-@evaluate.utils.file_utils.add_start_docstrings(_DESCRIPTION, _KWARGS_DESCRIPTION)
-class Ssim(evaluate.Metric):
-    def _info(self):
-        image = datasets.List(datasets.List(datasets.List(datasets.Value("float32"))))
-        return evaluate.MetricInfo(
-            description=_DESCRIPTION,
-            citation=_CITATION,
-            inputs_description=_KWARGS_DESCRIPTION,
-            features=datasets.Features({"predictions": image, "references": image}),
-        )
-
-    def _compute(self, predictions, references, data_range=2.0):
-        return {"ssim": per_image_mean(structural_similarity_index_measure, predictions, references, data_range)}
+Ssim = image_pair_metric("ssim", structural_similarity_index_measure, _DESCRIPTION, _KWARGS_DESCRIPTION, _CITATION)
