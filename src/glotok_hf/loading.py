@@ -1,11 +1,7 @@
 # Copyright 2026 The glotok-hf authors. Licensed under the Apache License, Version 2.0.
-"""Finding and loading pipelines and tokenizers for the command line: a local folder, a Hub repo id, or the pipeline
-embedded in the source checkout (`pipelines/glotok-digits`, or the folder named by `$GLOTOK_DEFAULT_PIPELINE`).
-
-The model and pipeline classes load as transformers and diffusers load anything. This layer adds the clear errors for
-a broken folder: it checks what it can before loading (a folder's `config.json`, its `model_type`, a pipeline's
-remote code) and catches the libraries' own exceptions by type (safetensors' `SafetensorError`, the
-`pickle.UnpicklingError` of `torch.load(weights_only=True)`), and compares transformers' loading info afterwards.
+"""Loading pipelines and tokenizers for the command line from a local folder, a Hub repo id, or the pipeline embedded
+in the source checkout, with clear errors for a broken folder: it checks what it can before loading, catches the
+libraries' own exceptions by type (`SafetensorError`, `pickle.UnpicklingError`) and reads transformers' loading info.
 """
 
 from __future__ import annotations  # torch is imported on use: the CLI's --help must not wait for it
@@ -33,8 +29,7 @@ def embedded_pipeline_path() -> Path:
 
 
 def default_pipeline_path() -> Path:
-    """`$GLOTOK_DEFAULT_PIPELINE` if set, else [`embedded_pipeline_path`]; a `FileNotFoundError` saying what to pass
-    when it holds no pipeline."""
+    """`$GLOTOK_DEFAULT_PIPELINE` if set, else [`embedded_pipeline_path`]; it must hold a pipeline."""
     path = Path(os.environ.get(DEFAULT_PIPELINE_ENV) or embedded_pipeline_path()).expanduser()
     if not (path / "model_index.json").is_file():
         raise FileNotFoundError(

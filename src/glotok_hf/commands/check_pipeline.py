@@ -64,9 +64,7 @@ Check = namedtuple("Check", ["name", "ok", "detail"])  # one line of the report:
 def register(subparsers) -> None:
     summary = "check offline that a pipeline folder loads from the Hub without glotok-hf, and lint its card"
     parser = subparsers.add_parser("check-pipeline", help=summary, description=DESCRIPTION, epilog=EPILOG)
-    parser.add_argument(
-        "folder", type=Path, metavar="DIR", help="pipeline folder (model_index.json, vqmodel/, prior/)"
-    )
+    parser.add_argument("folder", type=Path, metavar="DIR", help="model_index.json, vqmodel/ and prior/ folder")
     parser.add_argument("--seed", type=int, default=0, help="seed of the generated image (default: 0)")
     parser.add_argument("--tolerance", type=float, default=1e-5,
                         help="largest pixel difference (in [0, 1]) allowed between the two images (default: 1e-5)")  # fmt: skip
@@ -117,26 +115,15 @@ def local_paths_in_json(folder: Path) -> list[str]:
     return found
 
 
-def installed_image(folder: Path, seed: int):
-    """The image the installed glotok-hf generates from the folder's weights (label 0, one generator)."""
+def remote_code_checks(folder: Path, seed: int, tolerance: float, timeout: float) -> list[Check]:
+    """The folder loads where glotok-hf cannot be imported, and generates the image (label 0) that the installed
+    glotok-hf generates from its weights with the same seed."""
+    import numpy as np
     import torch
     from transformers import AutoModelForCausalLM
 
     from ..modeling_glotok import GloTokModel
     from ..pipeline_glotok import GloTokPipeline
-
-    index = json.loads((folder / "model_index.json").read_text(encoding="utf-8"))
-    pipe = GloTokPipeline(
-        GloTokModel.from_pretrained(folder / "vqmodel"),
-        AutoModelForCausalLM.from_pretrained(folder / "prior"),
-        id2label=index.get("id2label"),
-    )
-    pipe.set_progress_bar_config(disable=True)
-    return pipe([0], generator=[torch.Generator().manual_seed(seed)], output_type="np").images
-
-
-def remote_code_checks(folder: Path, seed: int, tolerance: float, timeout: float) -> list[Check]:
-    import numpy as np
 
     with tempfile.TemporaryDirectory() as tmp:
         env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_HOME": os.path.join(tmp, "hf_home"), "OMP_NUM_THREADS": "1"}
@@ -152,10 +139,13 @@ def remote_code_checks(folder: Path, seed: int, tolerance: float, timeout: float
             last = (proc.stderr.strip().splitlines() or ["(no output)"])[-1]
             return [Check("loads without glotok-hf", False, last)]
         remote = np.load(output)
-    import torch
-
     torch.set_num_threads(1)  # the same thread count as the child: the same float results
-    difference = float(np.abs(remote - installed_image(folder, seed)).max())
+    id2label = json.loads((folder / "model_index.json").read_text(encoding="utf-8")).get("id2label")
+    prior = AutoModelForCausalLM.from_pretrained(folder / "prior")
+    pipe = GloTokPipeline(GloTokModel.from_pretrained(folder / "vqmodel"), prior, id2label=id2label)
+    pipe.set_progress_bar_config(disable=True)
+    installed = pipe([0], generator=[torch.Generator().manual_seed(seed)], output_type="np").images
+    difference = float(np.abs(remote - installed).max())
     return [
         Check("loads without glotok-hf", True, f"DiffusionPipeline -> {proc.stdout.strip().splitlines()[-1]}"),
         Check("same image as glotok-hf", difference <= tolerance, f"max pixel difference {difference:.2e}"),

@@ -128,13 +128,11 @@ def evaluate_reconstruction(
         (per enabled codebook: `size`, `usage`, `perplexity`, `normalized_perplexity = perplexity / size`), and
         `uniformity` when asked.
     """
-    if uniformity_branch not in ("semantic", "visual"):
-        raise ValueError(f"uniformity_branch must be 'semantic' or 'visual', got {uniformity_branch!r}.")
-    if uniformity_images and getattr(model, uniformity_branch, None) is None:
+    branches = [name for name in ("semantic", "visual") if getattr(model, name, None) is not None]
+    if uniformity_images and uniformity_branch not in branches:
         raise ValueError(f"The tokenizer has no {uniformity_branch} codebook to measure the uniformity of.")
     device = next(model.parameters()).device
     metrics = ReconstructionMetrics(lpips=lpips, feature_network=feature_network, quantize=quantize).to(device)
-    branches = [name for name in ("semantic", "visual") if getattr(model, name, None) is not None]
     counts = {
         name: torch.zeros(getattr(model, name).quantizer.num_codes, dtype=torch.long, device=device)
         for name in branches
@@ -180,9 +178,4 @@ def _gather_maps(chunks: list[torch.Tensor], num_processes: int) -> torch.Tensor
     return torch.cat([t for t in gathered if t.numel()])
 
 
-__all__ = [
-    "DATA_RANGE",
-    "ReconstructionMetrics",
-    "evaluate_reconstruction",
-    "prepare_images",
-]
+__all__ = ["DATA_RANGE", "ReconstructionMetrics", "evaluate_reconstruction", "prepare_images"]
