@@ -7,7 +7,7 @@ import re
 from pathlib import Path
 
 from ..loading import DEFAULT_PIPELINE_ENV
-from ..utils import resolve_source
+from ..utils import atomic_write, resolve_source
 from . import add_model_arguments, check_output, image_path, positive_int
 
 DESCRIPTION = f"""Generate class-conditional images with a GloTok pipeline (AR prior + GloTok tokenizer).
@@ -109,8 +109,7 @@ def run(args: argparse.Namespace) -> int:
 
     print(f"Generated {len(images)} images of classes {label_ids} (seeds {seed}..{seed + len(images) - 1}).")
     if args.output is not None:
-        args.output.parent.mkdir(parents=True, exist_ok=True)
-        image_grid(images, cols=per_label).save(args.output)
+        atomic_write(args.output, image_grid(images, cols=per_label).save)
         print(f"Wrote {args.output}: one row per label, {per_label} image{'s' if per_label > 1 else ''} per row.")
     if args.output_dir is not None:
         args.output_dir.mkdir(parents=True, exist_ok=True)

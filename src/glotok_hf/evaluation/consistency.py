@@ -1,11 +1,6 @@
 # Copyright 2026 The glotok-hf authors. Licensed under the Apache License, Version 2.0.
-"""Class consistency of class-conditional samples: how often a given classifier recognises the class each image was
-generated for, overall and per class (torchmetrics `MulticlassStatScores`).
-
-A classifier is any callable `images -> logits`, where images are float32 `(batch, 3, H, W)` in [-1, 1] and logits
-`(batch, num_classes)`; its class ids must be the generator's. [`load_image_classifier`] builds one from a local
-transformers image-classification folder (`AutoModelForImageClassification` + `AutoImageProcessor`) or a TorchScript
-file (which receives float32 images in [0, 1], like the FID feature networks).
+"""Class consistency of class-conditional samples: how often a classifier (any callable `images in [-1, 1] ->
+logits` whose class ids are the generator's) recognises the class each image was generated for, overall and per class.
 """
 
 import os
@@ -92,10 +87,8 @@ class TransformersImageClassifier(nn.Module):
     @torch.no_grad()
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         arrays = list(pixels_to_uint8(images).permute(0, 2, 3, 1).cpu().numpy())
-        inputs = self.processor(images=arrays, return_tensors="pt")
-        device = next(self.model.parameters()).device
-        pixel_values = inputs["pixel_values"].to(device, next(self.model.parameters()).dtype)
-        return self.model(pixel_values=pixel_values).logits.float()
+        pixel_values = self.processor(images=arrays, return_tensors="pt")["pixel_values"]
+        return self.model(pixel_values=pixel_values.to(self.model.device, self.model.dtype)).logits.float()
 
 
 class TorchScriptClassifier(nn.Module):

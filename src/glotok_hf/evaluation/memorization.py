@@ -2,15 +2,13 @@
 """Memorisation check of a generator trained on a small dataset: the pixel distance from every generated image to its
 nearest training image, beside the same distance for held-out real images (which the generator never saw).
 
-A classifier trained on the same training images scores a copied training image as correct, so class consistency
-alone cannot tell a generator that draws new images from one that replays its training set. Copies show up here as
-samples much closer to the training set than held-out real images are: exact copies at distance 0, near copies below
-the smallest held-out distance (closer to a training image than any real unseen image of the held-out set).
+A classifier trained on the training images scores a copied training image as correct, so class consistency alone
+cannot tell new images from replayed ones. Copies show up here as samples much closer to the training set than
+held-out real images are: exact copies at distance 0, near copies below the smallest held-out distance.
 
-The distance is the L2 norm over all pixel values of uint8 images scaled to [0, 1] (for `(H, W, 3)` images,
-`sqrt(sum((a - b)^2)) / 255`). Pixels, not a classifier's features: a copy is a pixel-level fact, and a classifier's
-features are trained to put all well-formed digits of one class close together, which hides copies among new images.
-It is not shift-invariant: a training image moved by a pixel counts as new.
+The distance is the L2 norm over all pixel values of uint8 images scaled to [0, 1] (`sqrt(sum((a - b)^2)) / 255`):
+pixels, not a classifier's features, which put all well-formed digits of one class close together and hide copies
+among new images. It is not shift-invariant: a training image moved by a pixel counts as new.
 """
 
 import numpy as np
