@@ -43,8 +43,6 @@ def resolve_device(device: str | torch.device | None) -> torch.device:
     """`None` -> CUDA when available, else CPU; otherwise the named device, which must exist."""
     import torch
 
-    if isinstance(device, torch.device):
-        return device
     if device is None:
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     try:

@@ -82,23 +82,16 @@ def lint_card(folder: Path) -> list[Check]:
     card = ModelCard.load(readme)
     chunks = (chunk.partition("\n") for chunk in re.split(r"^## ", card.text, flags=re.MULTILINE)[1:])
     sections = {heading.strip().lower(): text.strip() for heading, _, text in chunks}  # `## Heading` -> its text
-    data = sections.get("training data", "")
+    data, table = sections.get("training data", ""), "|" in sections.get("metrics", "")
     documented = bool(data) and not data.startswith("Not documented")
-    checks = [
-        Check("card: license", bool(card.data.license), f"license: {card.data.license or 'missing in the metadata'}"),
-        Check("card: training data", documented, "documented" if documented else "missing or 'Not documented'"),
-        Check(
-            "card: metrics",
-            "|" in sections.get("metrics", ""),
-            "a metrics table" if "metrics" in sections else "no Metrics section",
-        ),
-    ]
     images = [line.split("](", 1)[1].split(")", 1)[0] for line in card.text.splitlines() if line.startswith("![")]
     missing = [name for name in images if "://" not in name and not (folder / name).is_file()]
-    checks.append(
-        Check("card: images", not missing, f"missing {missing}" if missing else f"{len(images)} shown, all present")
-    )
-    return checks
+    return [
+        Check("card: license", bool(card.data.license), f"license: {card.data.license or 'missing in the metadata'}"),
+        Check("card: training data", documented, "documented" if documented else "missing or 'Not documented'"),
+        Check("card: metrics", table, "a metrics table" if table else "no metrics table in a Metrics section"),
+        Check("card: images", not missing, f"missing {missing}" if missing else f"{len(images)} shown, all present"),
+    ]
 
 
 def local_paths_in_json(folder: Path) -> list[str]:

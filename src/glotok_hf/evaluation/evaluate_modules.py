@@ -39,11 +39,24 @@ def metric_path(name: str) -> str:
     return str(folder)
 
 
-def image_pair_metric(name: str, metric_fn, description: str, inputs_description: str, citation: str = "") -> type:
+IMAGE_PAIR_INPUTS = """
+Args:
+    predictions (`list` of images): reconstructed images, each an array of shape (height, width, channels).
+    references (`list` of images): original images of the same shapes.
+    data_range (`float`, *optional*, defaults to 2.0): max - min of the value range: 2.0 for images in [-1, 1] (the
+        glotok-hf convention), 255 for uint8 images, 1.0 for images in [0, 1].
+Returns:
+"""
+
+
+def image_pair_metric(name: str, metric_fn, description: str, returns: str, citation: str = "") -> type:
     """The `evaluate.Metric` class (named `name.capitalize()`) of the psnr and ssim scripts: `{name: mean over image
-    pairs of metric_fn(prediction, reference, data_range=data_range)}`, images being `(height, width, channels)`."""
+    pairs of metric_fn(prediction, reference, data_range=data_range)}`, images being `(height, width, channels)`;
+    `returns` documents the result and gives examples."""
     import datasets
     import evaluate
+
+    inputs_description = IMAGE_PAIR_INPUTS + returns
 
     def _info(self):
         image = datasets.List(datasets.List(datasets.List(datasets.Value("float32"))))

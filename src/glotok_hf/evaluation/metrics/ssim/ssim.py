@@ -8,17 +8,10 @@ from glotok_hf.evaluation.evaluate_modules import image_pair_metric
 
 _DESCRIPTION = """
 Structural similarity (Wang et al. 2004) with torchmetrics' Gaussian window (11x11, sigma 1.5), per image, averaged
-over images. Identical images give 1. The default data_range of 2.0 is for images in [-1, 1] (the glotok-hf
-convention); use 255 for uint8 images and 1.0 for images in [0, 1].
+over images. Identical images give 1.
 """
 
-_KWARGS_DESCRIPTION = """
-Args:
-    predictions (`list` of images): reconstructed images, each an array of shape (height, width, channels).
-    references (`list` of images): original images of the same shapes.
-    data_range (`float`, *optional*, defaults to 2.0): max - min of the value range.
-Returns:
-    ssim (`float`): mean per-image SSIM.
+_RETURNS = """    ssim (`float`): mean per-image SSIM.
 Examples:
     >>> import numpy as np
     >>> ssim = evaluate.load("path/to/glotok_hf/evaluation/metrics/ssim")
@@ -37,4 +30,4 @@ _CITATION = """
 """
 
 
-Ssim = image_pair_metric("ssim", structural_similarity_index_measure, _DESCRIPTION, _KWARGS_DESCRIPTION, _CITATION)
+Ssim = image_pair_metric("ssim", structural_similarity_index_measure, _DESCRIPTION, _RETURNS, _CITATION)
