@@ -62,7 +62,7 @@ def check_output(path: str | Path | None, overwrite: bool) -> Path | None:
 
 
 def options_for(function, args: argparse.Namespace, **overrides) -> dict:
-    """The options of `args` named like the parameters of `function` (flags are named after the library's arguments),
-    updated with `overrides`."""
+    """The options of `args`, updated with `overrides`, that are named like a parameter of `function` (the flags are
+    named after the library's arguments)."""
     parameters = inspect.signature(function).parameters
-    return {name: value for name, value in vars(args).items() if name in parameters} | overrides
+    return {name: value for name, value in (vars(args) | overrides).items() if name in parameters}

@@ -86,19 +86,10 @@ def run(args) -> int:
 
     from .. import teacher as teachers
 
-    common = {"num_bins": args.num_bins, "alpha": args.alpha}
-    if args.source == "uniform":
-        teacher = teachers.uniform_teacher(**common)
-    elif args.source == "random":
-        teacher = teachers.random_codebook_teacher(args.size, args.dim, seed=args.seed, device=args.device, **common)
-    elif args.source == "codebook":
-        teacher = teachers.teacher_from_codebook(
-            args.codebook, key=args.key, branch=args.branch, device=args.device, **common
-        )
-    else:
-        dtype, progress = getattr(torch, args.dtype), not args.no_progress
-        options = options_for(teachers.teacher_from_backbone, args, dtype=dtype, progress=progress)
-        teacher = teachers.teacher_from_backbone(args.model, **options)
+    names = {"uniform": "uniform_teacher", "random": "random_codebook_teacher", "codebook": "teacher_from_codebook"}
+    build = getattr(teachers, names.get(args.source, "teacher_from_backbone"))
+    dtype, progress = getattr(torch, args.dtype), not args.no_progress
+    teacher = build(**options_for(build, args, model_name_or_path=args.model, dtype=dtype, progress=progress))
     teacher.save(output, overwrite=args.overwrite, include_tokens=args.save_tokens)
     print(f"Saved the {teacher.metadata['source']} teacher histogram to {output}")
     print(teacher.summary())
