@@ -151,15 +151,13 @@ def load_tokenizer(
             if isinstance(source, Path) or subfolder:
                 raise
             model, info = GloTokModel.from_pretrained(source, subfolder="vqmodel", **kwargs)
-    problem = None
-    if info["mismatched_keys"]:
-        problem = "do not fit the model built from its config.json (tensor shapes differ)"
-    elif len(info["missing_keys"]) >= len(model.state_dict()):  # a few missing ones are initialised, as usual
+    # a few missing weights are initialised, as usual; none at all, or the wrong shapes, mean another model's weights
+    if info["mismatched_keys"] or len(info["missing_keys"]) >= len(model.state_dict()):
         problem = f"hold none of the {len(info['missing_keys'])} parameters of GloTokModel"
-    if problem:  # a field missing from a local config.json took its default: the usual reason why weights do not fit
-        from .configuration_glotok import GloTokConfig
-
-        missing = [name for name in GloTokConfig.__annotations__ if fields and name not in fields]
+        if info["mismatched_keys"]:
+            problem = "do not fit the model built from its config.json (tensor shapes differ)"
+        # a field missing from a local config.json took its default: the usual reason why weights do not fit
+        missing = [name for name in type(model.config).__annotations__ if fields and name not in fields]
         notes = f"; its config.json lacks {missing}, so their defaults were used" if missing else ""
         raise ValueError(
             f"The weights of {source} {problem}{notes}: the config and the weights come from different models, or "

@@ -28,9 +28,7 @@ def density_statistics(density: np.ndarray | torch.Tensor) -> dict[str, float]:
         `dict` with `density_cv` (population standard deviation over mean), `normalized_entropy` (`H(p) / log2(n)`
         with `p = density / density.sum()`) and `gini`, as Python floats.
     """
-    if isinstance(density, torch.Tensor):
-        density = density.detach().cpu().numpy()
-    density = np.asarray(density, dtype=np.float64)
+    density = torch.as_tensor(density).detach().cpu().double().numpy()
     if density.ndim != 1 or density.size < 2 or not np.isfinite(density).all() or (density <= 0).any():
         raise ValueError(f"density must be a 1-d array of at least 2 finite positive values, got {density!r}.")
     n = density.size
@@ -46,12 +44,10 @@ def density_statistics(density: np.ndarray | torch.Tensor) -> dict[str, float]:
 
 
 def _as_latent_maps(latents, name: str) -> np.ndarray:
-    if isinstance(latents, torch.Tensor):
-        latents = latents.detach().float().cpu().numpy()
-    latents = np.asarray(latents)
+    latents = torch.as_tensor(latents).detach().cpu().double().numpy()
     if latents.ndim != 4 or not np.isfinite(latents).all():
         raise ValueError(f"{name} must be finite, of shape (num_images, dim, height, width), got {latents.shape}.")
-    return latents.astype(np.float64, copy=False)
+    return latents
 
 
 def sample_latent_vectors(
