@@ -86,7 +86,7 @@ def run(args: argparse.Namespace) -> int:
     originals, reconstructions = torch.cat(originals), torch.cat(reconstructions)
 
     psnr = peak_signal_noise_ratio(
-        reconstructions, originals, data_range=2.0, reduction="none", dim=(1, 2, 3)
+        (reconstructions + 1) / 2, (originals + 1) / 2, data_range=1.0, reduction="none", dim=(1, 2, 3)
     ).tolist()
     for path, value in zip(args.images, psnr):
         print(f"{path}: PSNR {value:.2f} dB")
