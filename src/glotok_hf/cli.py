@@ -36,8 +36,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return int(args.func(args) or 0)
     except (ValueError, TypeError, OSError, ImportError) as err:
-        # User errors (and a missing optional package) carry an actionable message; show it without a traceback
-        # (GLOTOK_DEBUG=1 shows it).
+        # a user error (or a missing optional package) carries an actionable message: no traceback (GLOTOK_DEBUG=1)
         if os.environ.get("GLOTOK_DEBUG"):
             raise
         print(f"glotok {args.command}: error: {err}", file=sys.stderr)

@@ -1,10 +1,7 @@
-"""Subcommands of the `glotok` console script.
-
-Every module in this package is one subcommand. It defines `register(subparsers)`, which adds its parser (with a
-description, examples in the epilog, and `set_defaults(func=run)` where `run(args) -> int | None`). `glotok_hf.cli`
-discovers the modules itself, so adding a subcommand never touches a shared file. The argument helpers the
-subcommands share live here (a module of their own would be taken for a subcommand); they import no torch, so
-`--help` and argument errors answer at once.
+"""Subcommands of the `glotok` console script, one per module, which `glotok_hf.cli` discovers: each defines
+`register(subparsers)`, adding its parser (a description, examples in the epilog, `set_defaults(func=run)` where
+`run(args) -> int | None`). The argument helpers they share live here and import no torch, so `--help` and argument
+errors answer at once.
 """
 
 import argparse
