@@ -49,9 +49,7 @@ def register(subparsers) -> None:
     backbone.add_argument("--label-column", default="label", help="Class column for --per-class (default 'label').")
     backbone.add_argument("--layer", type=int, default=-1, help="Hidden state index: 0 embeddings, -1 last (default).")
     backbone.add_argument("--pool-size", type=int, help="Average-pool the patch grid to PxP tokens per image.")
-    backbone.add_argument(
-        "--num-clusters", type=int, default=4096, help="k-means centres (per class with --per-class)."
-    )
+    backbone.add_argument("--num-clusters", type=int, default=4096, help="k-means centres (per class: --per-class).")
     backbone.add_argument("--per-class", action="store_true", help="Cluster each class separately (VQGAN-LC).")
     backbone.add_argument("--normalize-features", action="store_true", help="l2-normalise features before k-means.")
     backbone.add_argument("--max-images", type=int, help="Use a seeded random subset of N images.")

@@ -66,8 +66,7 @@ def register(subparsers) -> None:
     parser = subparsers.add_parser("check-pipeline", help=summary, description=DESCRIPTION, epilog=EPILOG)
     parser.add_argument("folder", type=Path, metavar="DIR", help="model_index.json, vqmodel/ and prior/ folder")
     parser.add_argument("--seed", type=int, default=0, help="seed of the generated image (default: 0)")
-    parser.add_argument("--tolerance", type=float, default=1e-5,
-                        help="largest pixel difference (in [0, 1]) allowed between the two images (default: 1e-5)")  # fmt: skip
+    parser.add_argument("--tolerance", type=float, default=1e-5, help="max pixel difference in [0, 1] (default: 1e-5)")
     parser.add_argument("--timeout", type=float, default=600, help="seconds the child process may take (default: 600)")
     parser.set_defaults(func=run)
 

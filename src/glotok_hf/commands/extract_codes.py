@@ -27,22 +27,15 @@ def register(subparsers) -> None:
     parser.add_argument("--tokenizer", required=True, help="folder (or Hub id) of a saved GloTokModel or pipeline")
     parser.add_argument("--subfolder", default="", help="subfolder of --tokenizer holding the model, e.g. vqmodel")
     add_dataset_arguments(parser, required=True)
-    parser.add_argument(
-        "--label-column", default="label", help="class-label column; 'none' for unlabelled data (default: %(default)s)"
-    )
+    parser.add_argument("--label-column", default="label", help="class-label column or 'none' (default: %(default)s)")
     parser.add_argument("--cache-dir", default=None, help="datasets cache directory")
     parser.add_argument("--output-dir", required=True, help="output folder (new, empty, or an unfinished run)")
-    parser.add_argument(
-        "--resolution", type=positive_int, help="image side after resize + center crop (default: the tokenizer's "
-        "sample_size)"
-    )  # fmt: skip
+    parser.add_argument("--resolution", type=positive_int, help="resize + center-crop side (default: sample_size)")
     parser.add_argument("--flip", action="store_true", help="add the codes of each horizontally flipped image")
     parser.add_argument("--batch-size", type=int, default=64, help="images per forward pass (default: %(default)s)")
     parser.add_argument("--shard-size", type=int, default=10_000, help="images per shard (default: %(default)s)")
     parser.add_argument("--num-workers", type=int, default=4, help="image-decoding workers (default: %(default)s)")
-    parser.add_argument(
-        "--mixed-precision", choices=["no", "bf16", "fp16"], default="no", help="encoder autocast (default: no)"
-    )
+    parser.add_argument("--mixed-precision", choices=["no", "bf16", "fp16"], default="no", help="encoder autocast")
     parser.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     parser.set_defaults(func=run)
 
