@@ -29,7 +29,6 @@ class BlockGloTok(importlib.abc.MetaPathFinder):
     def find_spec(self, name, path, target=None):
         if name == "glotok_hf" or name.startswith("glotok_hf."):
             raise ImportError("glotok_hf is blocked: this process stands for a machine without glotok-hf")
-        return None
 
 sys.meta_path.insert(0, BlockGloTok())
 """
