@@ -26,9 +26,8 @@ EPILOG = """examples:
 
 
 def register(subparsers) -> None:
-    parser = subparsers.add_parser(
-        "generate", help="generate class-conditional images", description=DESCRIPTION, epilog=EPILOG
-    )
+    summary = "generate class-conditional images"
+    parser = subparsers.add_parser("generate", help=summary, description=DESCRIPTION, epilog=EPILOG)
     parser.add_argument("--class-labels", nargs="+", required=True, metavar="LABEL", help="class ids and/or names")
     parser.add_argument("--num-images-per-label", type=positive_int, default=1, metavar="N", help="default: 1")
     parser.add_argument("--output", type=image_path, metavar="FILE", help="write a grid: one row per label")

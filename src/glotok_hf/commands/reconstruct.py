@@ -26,9 +26,8 @@ EPILOG = """examples:
 
 
 def register(subparsers) -> None:
-    parser = subparsers.add_parser(
-        "reconstruct", help="encode and decode images with a GloTok tokenizer", description=DESCRIPTION, epilog=EPILOG
-    )
+    summary = "encode and decode images with a GloTok tokenizer"
+    parser = subparsers.add_parser("reconstruct", help=summary, description=DESCRIPTION, epilog=EPILOG)
     parser.add_argument("images", nargs="+", type=Path, metavar="IMAGE", help="image files")
     parser.add_argument("--output", type=image_path, required=True, metavar="FILE",
                         help="grid with one row per image: original | reconstruction")  # fmt: skip

@@ -1,11 +1,7 @@
 # Copyright 2026 The glotok-hf authors. Licensed under the Apache License, Version 2.0.
 """Reconstruction metrics of a tokenizer: PSNR, SSIM (torchmetrics), LPIPS (local weights), rFID, codebook usage and
-perplexity per codebook, and optionally the uniformity of a branch's latent space.
-
-Images are in [-1, 1] (`data_range = 2`); reconstructions are clamped and, with `quantize=True` (the default), rounded
-to 8-bit levels, i.e. scored as the PNG a user would save. PSNR is the mean of the per-image `10 log10(4 / MSE)` (as
-LlamaGen and FQGAN report it; `inf` for an exact copy); SSIM is torchmetrics' Gaussian-window SSIM (11x11, sigma 1.5),
-which differs slightly from skimage's default 7x7 window. The definitions of every figure: docs/evaluation.md.
+perplexity per codebook, and optionally the uniformity of a branch's latent space, on images in [-1, 1] with the
+reconstructions clamped and (by default) rounded to 8-bit levels. Definitions: docs/evaluation.md.
 """
 
 from collections.abc import Iterable

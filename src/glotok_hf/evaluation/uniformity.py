@@ -1,15 +1,7 @@
 # Copyright 2026 The glotok-hf authors. Licensed under the Apache License, Version 2.0.
-"""Uniformity of a latent space (GloTok Table 3), following the VA-VAE / LightningDiT `tools/latent_vis.py` protocol.
-
-One latent vector is drawn per image (a random spatial position, optionally of the horizontally flipped image), the
-vectors are standardised per channel, embedded in 2-D with t-SNE, and a Gaussian KDE gives a density at every point.
-A uniform latent space spreads the points evenly, so its densities vary little:
-
-- density CV `std(d) / mean(d)` (lower is more uniform; 0 for equal densities),
-- normalised entropy `H(p) / log2(n)` in bits with `p = d / sum(d)` (higher is more uniform; 1 for equal densities),
-- Gini coefficient `sum_i (2i - n - 1) s_i / (n sum_i s_i)` over the ascending densities `s` (lower is more uniform).
-
-t-SNE and the random draws make one run noisy, so the protocol repeats it and reports mean and standard deviation.
+"""Uniformity of a latent space (GloTok Table 3), following the VA-VAE / LightningDiT `tools/latent_vis.py` protocol:
+one standardised latent vector per image, t-SNE to 2-D, a Gaussian KDE at every point, and the spread of those
+densities (density CV, normalised entropy, Gini), repeated. Definitions: docs/evaluation.md.
 """
 
 from dataclasses import asdict, dataclass, field
