@@ -1,9 +1,6 @@
 # Copyright 2026 The glotok-hf authors. Licensed under the Apache License, Version 2.0.
-"""The `evaluate` metric scripts shipped with glotok-hf (package data under `glotok_hf/evaluation/metrics/`).
-
-Load one offline with `evaluate.load(metric_path("psnr"))`; nothing is fetched from the Hub. The scripts wrap the
-same computations as the torch API (`glotok_hf.evaluation.reconstruction`, `glotok_hf.evaluation.codebook`) for
-code that already reports through `evaluate`; for many or large images the torch API is much faster (no Arrow).
+"""The `evaluate` metric scripts shipped with glotok-hf (`glotok_hf/evaluation/metrics/`), loaded offline with
+`evaluate.load(metric_path("psnr"))`; for many or large images the torch API is much faster (no Arrow).
 """
 
 from pathlib import Path
