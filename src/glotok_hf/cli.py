@@ -7,6 +7,9 @@ import sys
 
 from . import commands
 
+DESCRIPTION = (
+    "GloTok tokenizer, AR prior and pipeline: generate, reconstruct, build teachers, extract codes, evaluate."
+)
 EPILOG = """examples:
   glotok generate --class-labels 3 7 seven --num-images-per-label 4 --seed 0 --output grid.png
   glotok reconstruct photo.png --output recon.png
@@ -15,12 +18,7 @@ EPILOG = """examples:
 
 
 def build_parser() -> commands.Parser:
-    parser = commands.Parser(
-        prog="glotok",
-        description="GloTok tokenizer, AR prior and pipeline: generate, reconstruct, build teachers, extract codes, "
-        "evaluate.",
-        epilog=EPILOG,
-    )
+    parser = commands.Parser(prog="glotok", description=DESCRIPTION, epilog=EPILOG)
     subparsers = parser.add_subparsers(dest="command", metavar="<command>")
     for info in sorted(pkgutil.iter_modules(commands.__path__), key=lambda m: m.name):
         importlib.import_module(f"{commands.__name__}.{info.name}").register(subparsers)

@@ -1,8 +1,6 @@
 # Copyright 2026 The glotok-hf authors. Licensed under the Apache License, Version 2.0.
 """Small helpers with one home each: the integer check, the "local folder or Hub repo id" decision and the atomic
-file write.
-
-This module is inlined into the Hub remote-code files (`glotok_hf.hub.bundle_module`), so it imports only the standard
+file write. Inlined into the Hub remote-code files (`glotok_hf.hub.bundle_module`), so it imports only the standard
 library.
 """
 
