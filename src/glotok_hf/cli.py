@@ -7,9 +7,7 @@ import sys
 
 from . import commands
 
-DESCRIPTION = (
-    "GloTok tokenizer, AR prior and pipeline: generate, reconstruct, build teachers, extract codes, evaluate."
-)
+DESCRIPTION = "GloTok tokenizer, AR prior and pipeline: generate, reconstruct, build teachers, extract codes, eval."
 EPILOG = """examples:
   glotok generate --class-labels 3 7 seven --num-images-per-label 4 --seed 0 --output grid.png
   glotok reconstruct photo.png --output recon.png
