@@ -1,14 +1,9 @@
 # Copyright 2026 The glotok-hf authors. Licensed under the Apache License, Version 2.0.
-"""Memorisation check of a generator trained on a small dataset: the pixel distance from every generated image to its
-nearest training image, beside the same distance for held-out real images (which the generator never saw).
-
-A classifier trained on the training images scores a copied training image as correct, so class consistency alone
-cannot tell new images from replayed ones. Copies show up here as samples much closer to the training set than
-held-out real images are: exact copies at distance 0, near copies below the smallest held-out distance.
-
-The distance is the L2 norm over all pixel values of uint8 images scaled to [0, 1] (`sqrt(sum((a - b)^2)) / 255`):
-pixels, not a classifier's features, which put all well-formed digits of one class close together and hide copies
-among new images. It is not shift-invariant: a training image moved by a pixel counts as new.
+"""Memorisation check of a generator trained on a small dataset: the L2 distance over all pixel values of uint8 images
+scaled to [0, 1] from every generated image to its nearest training image, beside the same distance for held-out real
+images. Copies, which a classifier trained on the same images scores as correct, show up as samples much closer to the
+training set than held-out images are: exact copies at 0, near copies below the smallest held-out distance. Pixels,
+not a classifier's features (which put all digits of a class close together); not shift-invariant.
 """
 
 import numpy as np
