@@ -6,9 +6,9 @@ import argparse
 from ..utils import resolve_source
 from . import add_dataset_arguments, options_for, positive_int
 
-DESCRIPTION = """Encode every image of a dataset with a frozen GloTok tokenizer and save the codes, in the prior's token
-layout, as a datasets Dataset with columns index, label, flipped and codes, plus a glotok_codes.json metadata file.
-Resumable by shard; multi-process under `accelerate launch`."""
+DESCRIPTION = """Encode every image of a dataset (resized and center-cropped) with a frozen GloTok tokenizer and save
+the codes, in the prior's token layout, as a datasets Dataset with columns index, label, flipped and codes, plus a
+glotok_codes.json metadata file. Resumable by shard; multi-process under `accelerate launch`."""
 
 EPILOG = """examples:
   glotok extract-codes --tokenizer out/tokenizer --train-data-dir imagenet/train --output-dir codes/imagenet-256 --flip
@@ -30,7 +30,7 @@ def register(subparsers) -> None:
     parser.add_argument("--label-column", default="label", help="class-label column or 'none' (default: %(default)s)")
     parser.add_argument("--cache-dir", default=None, help="datasets cache directory")
     parser.add_argument("--output-dir", required=True, help="output folder (new, empty, or an unfinished run)")
-    parser.add_argument("--resolution", type=positive_int, help="resize + center-crop side (default: sample_size)")
+    parser.add_argument("--resolution", type=positive_int, help="crop side (default: the tokenizer's sample_size)")
     parser.add_argument("--flip", action="store_true", help="add the codes of each horizontally flipped image")
     parser.add_argument("--batch-size", type=int, default=64, help="images per forward pass (default: %(default)s)")
     parser.add_argument("--shard-size", type=int, default=10_000, help="images per shard (default: %(default)s)")

@@ -114,7 +114,6 @@ def run(args: argparse.Namespace) -> int:
         args.output_dir.mkdir(parents=True, exist_ok=True)
         paths = per_image_paths(args.output_dir, label_ids, per_label, pipe.id2label)
         for image, path in zip(images, paths):
-            with open(path, "xb") as f:  # "x": fail rather than overwrite
-                image.save(f, format="PNG")
+            atomic_write(path, image.save, overwrite=False)
         print(f"Wrote {len(paths)} images to {args.output_dir}/ ({paths[0].name}, ...).")
     return 0

@@ -77,9 +77,8 @@ def run(args: argparse.Namespace) -> int:
     originals, reconstructions = [], []
     for start in range(0, len(pixels), args.batch_size):
         batch = torch.stack(pixels[start : start + args.batch_size]).to(model.device, model.dtype)
-        with torch.no_grad():
-            codes = model.encode(batch, validate=True)  # the images come from the user: check their range
-            decoded = model.decode(**codes.indices).sample
+        with torch.no_grad():  # the images come from the user: encode checks their range
+            decoded = model.decode(**model.encode(batch, validate=True).indices).sample
         originals.append(batch.float().cpu())
         reconstructions.append(decoded.float().clamp(-1, 1).cpu())
     originals, reconstructions = torch.cat(originals), torch.cat(reconstructions)
