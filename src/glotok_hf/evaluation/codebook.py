@@ -30,7 +30,7 @@ def codebook_perplexity(counts: torch.Tensor) -> float:
 
 
 def codebook_statistics(counts: torch.Tensor) -> dict:
-    """`size` (codes), `usage`, `perplexity` and `normalized_perplexity` (perplexity / size) of `(num_codes,)` counts."""
+    """`size`, `usage`, `perplexity` and `normalized_perplexity` (perplexity / size) of `(num_codes,)` code counts."""
     perplexity = codebook_perplexity(counts)
     return {
         "size": len(counts),
