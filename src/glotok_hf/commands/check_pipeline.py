@@ -17,7 +17,6 @@ import shutil
 import subprocess
 import sys
 import tempfile
-import textwrap
 from collections import namedtuple
 from pathlib import Path
 
@@ -33,21 +32,19 @@ class BlockGloTok(importlib.abc.MetaPathFinder):
 sys.meta_path.insert(0, BlockGloTok())
 """
 
-_CHILD = BLOCK_GLOTOK_HF + textwrap.dedent(
-    """
-    import numpy as np
-    import torch
-    from diffusers import DiffusionPipeline
+_CHILD = f"""{BLOCK_GLOTOK_HF}
+import numpy as np
+import torch
+from diffusers import DiffusionPipeline
 
-    folder, label, seed, output = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), sys.argv[4]
-    torch.set_num_threads(1)
-    pipe = DiffusionPipeline.from_pretrained(folder, trust_remote_code=True)
-    pipe.set_progress_bar_config(disable=True)
-    generator = [torch.Generator().manual_seed(seed)]
-    np.save(output, pipe([label], generator=generator, output_type="np").images)
-    print(type(pipe).__module__)
-    """
-)
+folder, label, seed, output = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), sys.argv[4]
+torch.set_num_threads(1)
+pipe = DiffusionPipeline.from_pretrained(folder, trust_remote_code=True)
+pipe.set_progress_bar_config(disable=True)
+generator = [torch.Generator().manual_seed(seed)]
+np.save(output, pipe([label], generator=generator, output_type="np").images)
+print(type(pipe).__module__)
+"""
 
 DESCRIPTION = __doc__.split("\n", 1)[1].strip()
 EPILOG = """examples:
