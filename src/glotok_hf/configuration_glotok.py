@@ -1,8 +1,6 @@
 # Copyright 2026 The glotok-hf authors. Licensed under the Apache License, Version 2.0.
-"""Configuration of the GloTok image tokenizer.
-
-This file is shipped next to `modeling_glotok.py` as Hub remote code, so it imports only `transformers` and
-`utils` (which the remote-code bundle inlines).
+"""Configuration of the GloTok image tokenizer. Shipped next to `modeling_glotok.py` as Hub remote code, so it imports
+only `transformers` and `utils` (which the remote-code bundle inlines).
 """
 
 from transformers import PreTrainedConfig

@@ -6,7 +6,7 @@ or a control), saved with its bin centres, alpha and metadata in one safetensors
 import json
 
 from ..utils import resolve_source
-from . import add_dataset_arguments, check_output, options_for
+from . import add_dataset_arguments, add_model_arguments, check_output, options_for
 
 EPILOG = """sources:
   backbone   k-means centres of a vision backbone's patch features over an image dataset (the paper's teacher)
@@ -39,7 +39,7 @@ def register(subparsers) -> None:
     parser.add_argument("--overwrite", action="store_true", help="Replace --output if it exists.")
     parser.add_argument("--num-bins", type=int, default=40, help="Bin centres on [-1, 1] (default 40).")
     parser.add_argument("--alpha", type=float, help="Kernel sharpness (default: bandwidth = bin spacing, 190.125).")
-    parser.add_argument("--device", help="Device for features and histogram (default: accelerator if any, else cpu).")
+    add_model_arguments(parser)  # --device for features and histogram, --dtype of the backbone
     parser.add_argument("--seed", type=int, default=0, help="Seed of the random codebook, image subset, k-means.")
     parser.add_argument("--save-tokens", action="store_true", help="Also store the token set (centres, codebook).")
 
@@ -55,7 +55,6 @@ def register(subparsers) -> None:
     backbone.add_argument("--max-images", type=int, help="Use a seeded random subset of N images.")
     backbone.add_argument("--batch-size", type=int, default=32, help="Images per forward pass (default 32).")
     backbone.add_argument("--num-workers", type=int, default=0, help="Image decoding workers (default 0).")
-    backbone.add_argument("--dtype", choices=["float32", "bfloat16", "float16"], default="float32")
     backbone.add_argument("--cache-dir", help="Cache folder for datasets and transformers.")
     backbone.add_argument("--no-progress", action="store_true", help="Hide the progress bar.")
 
