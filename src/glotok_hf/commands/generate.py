@@ -60,16 +60,13 @@ def check_output_memory(count: int, size: int, grid: bool) -> None:
         )
 
 
-def slug(name: str) -> str:
-    """First synonym of a label name, as a file-name-safe lower-case word (`"tench, Tinca tinca"` -> `tench`)."""
-    return re.sub(r"[^a-z0-9]+", "-", name.split(",")[0].strip().lower()).strip("-")
-
-
 def per_image_paths(folder: Path, label_ids: list[int], per_label: int, id2label: dict | None) -> list[Path]:
     """`<classid>_<label>_<n>.png` for every image; `n` skips numbers whose file exists, so nothing is overwritten."""
     taken, paths = set(), []
     for label in label_ids:
-        stem = f"{label}_{slug(id2label[label])}" if id2label and slug(id2label[label]) else str(label)
+        name = id2label[label].split(",")[0].strip().lower() if id2label else ""  # "tench, Tinca tinca" -> "tench"
+        slug = re.sub(r"[^a-z0-9]+", "-", name).strip("-")  # file-name safe
+        stem = f"{label}_{slug}" if slug else str(label)
         n = 0
         for _ in range(per_label):
             while (path := folder / f"{stem}_{n}.png") in taken or path.exists():
