@@ -129,10 +129,8 @@ def evaluate_reconstruction(
         raise ValueError(f"The tokenizer has no {uniformity_branch} codebook to measure the uniformity of.")
     device = next(model.parameters()).device
     metrics = ReconstructionMetrics(lpips=lpips, feature_network=feature_network, quantize=quantize).to(device)
-    counts = {
-        name: torch.zeros(getattr(model, name).quantizer.num_codes, dtype=torch.long, device=device)
-        for name in branches
-    }
+    sizes = {name: getattr(model, name).quantizer.num_codes for name in branches}
+    counts = {name: torch.zeros(size, dtype=torch.long, device=device) for name, size in sizes.items()}
     num_processes = torch.distributed.get_world_size() if torch.distributed.is_initialized() else 1
     keep_per_process = -(-uniformity_images // num_processes)
     kept, kept_flipped = [], []
@@ -144,7 +142,7 @@ def evaluate_reconstruction(
             reconstructions = model.decode(**encoded.indices).sample
         metrics.update(reconstructions.float(), images)
         for name in branches:
-            counts[name] += code_counts(getattr(encoded, f"{name}_indices"), len(counts[name]))
+            counts[name] += code_counts(getattr(encoded, f"{name}_indices"), sizes[name])
         missing = keep_per_process - sum(len(k) for k in kept)
         if missing > 0:
             kept.append(getattr(encoded, f"{uniformity_branch}_quantized")[:missing].float().cpu())
