@@ -6,14 +6,13 @@ in a fresh process where glotok-hf cannot be imported; that process generates on
 the installed glotok-hf generates from the same weights and seed. The model card is linted (license, training data,
 metrics, sample image), and no JSON file may carry a local absolute path. A folder saved with plain `save_pretrained`
 (its model_index.json names glotok_hf modules) is checked in the layout push_to_hub uploads, written to a temporary
-folder with its own README.md.
+folder.
 """
 
 import argparse
 import json
 import os
 import re
-import shutil
 import subprocess
 import sys
 import tempfile
@@ -153,11 +152,10 @@ def check_pipeline(
     with tempfile.TemporaryDirectory() as tmp:
         checks, hub = [], folder
         if isinstance(json.loads((folder / "model_index.json").read_text(encoding="utf-8")).get("_class_name"), str):
-            # a plain save_pretrained names the installed class: write the layout push_to_hub uploads, with the card
+            # a plain save_pretrained names the installed class: write the layout push_to_hub uploads (its card is
+            # the folder's own README.md, linted there)
             hub = Path(tmp) / "hub"
             save_remote_code_pipeline(load_pipeline(folder, device="cpu"), hub, model_card=False)
-            if (folder / "README.md").is_file():
-                shutil.copy(folder / "README.md", hub / "README.md")
             note = "a plain save_pretrained: checked in the layout push_to_hub uploads (a temporary copy)"
             checks.append(Check("remote-code layout", True, note))
         paths = local_paths_in_json(hub)
