@@ -98,11 +98,9 @@ def load_pipeline(
         if isinstance(source, Path) and not (source / "model_index.json").is_file():
             raise FileNotFoundError(f"{source} is not a pipeline folder: it has no model_index.json.")
     device = resolve_device(device)
-    from diffusers import DiffusionPipeline
-
     from .pipeline_glotok import GloTokPipeline
 
-    if isinstance(DiffusionPipeline.load_config(source).get("_class_name"), list) and not trust_remote_code:
+    if isinstance(GloTokPipeline.load_config(source).get("_class_name"), list) and not trust_remote_code:
         raise ValueError(
             f"{source} ships its own pipeline code (the Hub layout). Read it, then pass --trust-remote-code to run it."
         )
