@@ -11,8 +11,9 @@ from glotok_hf.utils import is_int
 
 _DESCRIPTION = """
 How much of a codebook a tokenizer uses. From all code indices given: usage is the fraction of the num_codes codes that
-occur at least once; perplexity is exp(H(p)) of the code frequencies p, the effective number of codes in use (num_codes
-when all codes are equally frequent, 1 when one code takes everything); normalized_perplexity is perplexity / num_codes.
+occur at least once; perplexity is exp(H(p)) of the code frequencies p, the effective number of codes in use
+(num_codes when all are equally frequent, 1 when one code takes everything); normalized_perplexity = perplexity /
+num_codes.
 """
 
 _KWARGS_DESCRIPTION = """
@@ -30,18 +31,12 @@ Examples:
     {'usage': 0.5, 'perplexity': 4.0, 'normalized_perplexity': 0.5, 'num_indices': 4}
 """
 
-_CITATION = ""
-
 
 @evaluate.utils.file_utils.add_start_docstrings(_DESCRIPTION, _KWARGS_DESCRIPTION)
 class CodebookUsage(evaluate.Metric):
     def _info(self):
-        return evaluate.MetricInfo(
-            description=_DESCRIPTION,
-            citation=_CITATION,
-            inputs_description=_KWARGS_DESCRIPTION,
-            features=datasets.Features({"predictions": datasets.List(datasets.Value("int64"))}),
-        )
+        features = datasets.Features({"predictions": datasets.List(datasets.Value("int64"))})
+        return evaluate.MetricInfo(_DESCRIPTION, "", inputs_description=_KWARGS_DESCRIPTION, features=features)
 
     def _compute(self, predictions, num_codes=None):
         if not is_int(num_codes) or num_codes <= 0:
