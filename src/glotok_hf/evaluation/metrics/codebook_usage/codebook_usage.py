@@ -10,10 +10,9 @@ from glotok_hf.evaluation.codebook import code_counts, codebook_statistics
 from glotok_hf.utils import is_int
 
 _DESCRIPTION = """
-How much of a codebook a tokenizer uses. From all code indices given: usage is the fraction of the num_codes codes that
-occur at least once; perplexity is exp(H(p)) of the code frequencies p, the effective number of codes in use
-(num_codes when all are equally frequent, 1 when one code takes everything); normalized_perplexity = perplexity /
-num_codes.
+How much of a codebook a tokenizer uses, from all code indices given: usage is the fraction of the num_codes codes that
+occur at least once; perplexity is exp(H(p)) of the code frequencies p, the effective number of codes in use (num_codes
+when all are equally frequent, 1 when one takes everything); normalized_perplexity is perplexity / num_codes.
 """
 
 _KWARGS_DESCRIPTION = """
