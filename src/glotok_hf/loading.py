@@ -137,10 +137,9 @@ def load_tokenizer(
             fields = json.loads((source / "config.json").read_text(encoding="utf-8"))
         except ValueError as err:
             raise OSError(f"{source / 'config.json'} is not a valid JSON file ({err}).") from err
-        if fields.get("model_type") != "glotok":
+        if (model_type := fields.get("model_type")) != "glotok":
             raise ValueError(
-                f"{source} is not a GloTok tokenizer folder (its config.json has model_type "
-                f"{fields.get('model_type')!r})."
+                f"{source} is not a GloTok tokenizer folder (its config.json has model_type {model_type!r})."
             )
     with _weights_errors(source):
         try:

@@ -13,9 +13,7 @@ import torch
 def _as_flat_uint8(images, name: str) -> torch.Tensor:
     images = torch.as_tensor(images)
     if images.dtype != torch.uint8 or images.ndim < 2 or images.shape[0] == 0:
-        raise ValueError(
-            f"{name} must be a non-empty uint8 array of images (N, ...), got {images.dtype} {tuple(images.shape)}."
-        )
+        raise ValueError(f"{name} must be non-empty uint8 images (N, ...), got {images.dtype} {tuple(images.shape)}.")
     return images.reshape(images.shape[0], -1)
 
 
