@@ -47,19 +47,6 @@ def register(subparsers) -> None:
     parser.set_defaults(func=run)
 
 
-def check_output_memory(count: int, size: int, grid: bool) -> None:
-    """The images are kept until they are written: refuse a count whose pixels (twice, with a grid) cannot fit."""
-    from ..sampling import available_memory_bytes
-
-    needed = count * size * size * 3 * (2 if grid else 1)
-    available = available_memory_bytes("cpu")
-    if available is not None and needed > available:
-        raise ValueError(
-            f"{count} images of {size}x{size} pixels need {needed / 2**30:.3g} GiB of memory until they are written, "
-            f"more than the {available / 2**30:.3g} GiB available: ask for fewer images per call."
-        )
-
-
 def per_image_paths(folder: Path, label_ids: list[int], per_label: int, id2label: dict | None) -> list[Path]:
     """`<classid>_<label>_<n>.png` for every image; `n` skips numbers whose file exists, so nothing is overwritten."""
     taken, paths = set(), []
@@ -88,14 +75,22 @@ def run(args: argparse.Namespace) -> int:
 
     from ..data import image_grid
     from ..loading import load_pipeline
+    from ..sampling import available_memory_bytes
 
     pipe = load_pipeline(args.pipeline, device=args.device, dtype=getattr(torch, args.dtype),
                          trust_remote_code=args.trust_remote_code)  # fmt: skip
     label_ids = pipe.get_label_ids(args.class_labels)
     seed = args.seed if args.seed is not None else random.randrange(2**31)
     per_label = args.num_images_per_label
-    check_output_memory(len(label_ids) * per_label, pipe.vqmodel.config.sample_size, grid=args.output is not None)
     labels = [label for label in label_ids for _ in range(per_label)]
+    count, size = len(labels), pipe.vqmodel.config.sample_size
+    needed = count * size * size * 3 * (2 if args.output else 1)  # kept until written (twice, with a grid)
+    available = available_memory_bytes("cpu")
+    if available is not None and needed > available:
+        raise ValueError(
+            f"{count} images of {size}x{size} pixels need {needed / 2**30:.3g} GiB of memory until they are written, "
+            f"more than the {available / 2**30:.3g} GiB available: ask for fewer images per call."
+        )
     images = []
     for start in range(0, len(labels), args.batch_size):
         chunk = labels[start : start + args.batch_size]
@@ -108,7 +103,6 @@ def run(args: argparse.Namespace) -> int:
         atomic_write(args.output, image_grid(images, cols=per_label).save)
         print(f"Wrote {args.output}: one row per label, {per_label} image{'s' if per_label > 1 else ''} per row.")
     if args.output_dir is not None:
-        args.output_dir.mkdir(parents=True, exist_ok=True)
         paths = per_image_paths(args.output_dir, label_ids, per_label, pipe.id2label)
         for image, path in zip(images, paths):
             atomic_write(path, image.save, overwrite=False)

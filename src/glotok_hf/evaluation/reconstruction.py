@@ -75,12 +75,6 @@ class ReconstructionMetrics(nn.Module):
         return out
 
 
-def _pixel_values(batch) -> torch.Tensor:
-    if isinstance(batch, dict):
-        return batch["pixel_values"]
-    return batch[0] if isinstance(batch, (list, tuple)) else batch
-
-
 @torch.no_grad()
 def evaluate_reconstruction(
     model: nn.Module,
@@ -136,7 +130,9 @@ def evaluate_reconstruction(
     kept, kept_flipped = [], []
     autocast = torch.autocast(device.type, dtype=autocast_dtype or torch.bfloat16, enabled=autocast_dtype is not None)
     for batch in tqdm(batches, desc="reconstruction", disable=not progress):
-        images = _pixel_values(batch).to(device)
+        if isinstance(batch, (dict, list, tuple)):  # a collate_images dict, or a tuple whose first item is the images
+            batch = batch["pixel_values"] if isinstance(batch, dict) else batch[0]
+        images = batch.to(device)
         with autocast:
             encoded = model.encode(images, validate=True)  # an entry point: reject e.g. [0, 255] images clearly
             reconstructions = model.decode(**encoded.indices).sample
