@@ -82,8 +82,7 @@ def run(args: argparse.Namespace) -> int:
     label_ids = pipe.get_label_ids(args.class_labels)
     seed = args.seed if args.seed is not None else random.randrange(2**31)
     per_label = args.num_images_per_label
-    labels = [label for label in label_ids for _ in range(per_label)]
-    count, size = len(labels), pipe.vqmodel.config.sample_size
+    count, size = len(label_ids) * per_label, pipe.vqmodel.config.sample_size
     needed = count * size * size * 3 * (2 if args.output else 1)  # kept until written (twice, with a grid)
     available = available_memory_bytes("cpu")
     if available is not None and needed > available:
@@ -91,6 +90,7 @@ def run(args: argparse.Namespace) -> int:
             f"{count} images of {size}x{size} pixels need {needed / 2**30:.3g} GiB of memory until they are written, "
             f"more than the {available / 2**30:.3g} GiB available: ask for fewer images per call."
         )
+    labels = [label for label in label_ids for _ in range(per_label)]
     images = []
     for start in range(0, len(labels), args.batch_size):
         chunk = labels[start : start + args.batch_size]
