@@ -23,15 +23,12 @@ def density_statistics(density: np.ndarray | torch.Tensor) -> dict[str, float]:
     density = torch.as_tensor(density).detach().cpu().double().numpy()
     if density.ndim != 1 or density.size < 2 or not np.isfinite(density).all() or (density <= 0).any():
         raise ValueError(f"density must be a 1-d array of at least 2 finite positive values, got {density!r}.")
-    n = density.size
+    n, s = density.size, np.sort(density)
     p = density / density.sum()
-    entropy = -(p * np.log2(p)).sum()
-    s = np.sort(density)
-    ranks = np.arange(1, n + 1)
     return {
         "density_cv": float(density.std() / density.mean()),
-        "normalized_entropy": float(entropy / np.log2(n)),
-        "gini": float(((2 * ranks - n - 1) * s).sum() / (n * s.sum())),
+        "normalized_entropy": float(-(p * np.log2(p)).sum() / np.log2(n)),
+        "gini": float(((2 * np.arange(1, n + 1) - n - 1) * s).sum() / (n * s.sum())),  # s: ascending densities
     }
 
 
