@@ -1,9 +1,7 @@
 # Copyright 2026 The glotok-hf authors. Licensed under the Apache License, Version 2.0.
-#
-# The PatchGAN layout follows pix2pix (Isola et al. 2017) as used by taming-transformers, LlamaGen and FQGAN;
-# it is re-implemented here, nothing is copied.
-"""PatchGAN discriminator of the GloTok tokenizer's adversarial loss, as a transformers model (safetensors
-`save_pretrained` / `from_pretrained`, `AutoModel` once registered)."""
+"""PatchGAN discriminator of the GloTok tokenizer's adversarial loss, as a transformers model (safetensors weights,
+`AutoModel` once registered). The layout follows pix2pix (Isola et al. 2017) as used by taming-transformers, LlamaGen
+and FQGAN; it is re-implemented here, nothing is copied."""
 
 from functools import partial
 
