@@ -56,15 +56,15 @@ def naive_nearest_neighbor_distances(queries, references) -> tuple[np.ndarray, n
     return best.numpy(), index.numpy()
 
 
-def _summary(distances: np.ndarray, near_copy_threshold: float, held_out_p5: float) -> dict:
+def _summary(distances: np.ndarray, held_out: np.ndarray) -> dict:
     return {
         "count": int(distances.size),
         "median": float(np.median(distances)),
         "p5": float(np.percentile(distances, 5)),
         "min": float(distances.min()),
         "exact_copy_fraction": float((distances == 0).mean()),
-        "near_copy_fraction": float((distances < near_copy_threshold).mean()),
-        "below_held_out_p5_fraction": float((distances < held_out_p5).mean()),
+        "near_copy_fraction": float((distances < held_out.min()).mean()),
+        "below_held_out_p5_fraction": float((distances < np.percentile(held_out, 5)).mean()),
     }
 
 
@@ -85,14 +85,12 @@ def memorization_report(samples, held_out, training, batch_size: int = 256) -> d
     """
     sample_distances, _ = nearest_neighbor_distances(samples, training, batch_size)
     held_out_distances, _ = nearest_neighbor_distances(held_out, training, batch_size)
-    threshold = float(held_out_distances.min())
-    held_out_p5 = float(np.percentile(held_out_distances, 5))
     return {
         "distance": "L2 over all pixel values of [0, 1]-scaled images to the nearest training image",
         "num_training_images": int(torch.as_tensor(training).shape[0]),
-        "near_copy_threshold": threshold,
-        "samples": _summary(sample_distances, threshold, held_out_p5),
-        "held_out": _summary(held_out_distances, threshold, held_out_p5),
+        "near_copy_threshold": float(held_out_distances.min()),
+        "samples": _summary(sample_distances, held_out_distances),
+        "held_out": _summary(held_out_distances, held_out_distances),
     }
 
 
