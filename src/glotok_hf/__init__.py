@@ -1,13 +1,11 @@
 # Copyright 2026 The glotok-hf authors. Licensed under the Apache License, Version 2.0.
 """glotok-hf: GloTok (Global Perspective Tokenizer, AAAI-26) for the Hugging Face ecosystem.
 
-Importing the package registers `GloTokConfig` / `GloTokModel` with transformers' `AutoConfig` / `AutoModel`, and marks
-them for `auto_map` export so `save_pretrained` folders also load with `trust_remote_code=True` where this package is
-not installed.
-
-The import itself is light (the `glotok` command's `--help` must not wait for torch): the public names are imported on
-first use, and the registration runs at once when transformers is already imported, else as soon as transformers (or a
-model module of this package) finishes importing, so `import glotok_hf; AutoModel.from_pretrained(folder)` works in
+Importing the package registers its configs and models with transformers' `AutoConfig` / `AutoModel` and marks
+`GloTokConfig` / `GloTokModel` for `auto_map` export, so `save_pretrained` folders also load with
+`trust_remote_code=True` where this package is not installed. The import stays light (`glotok --help` must not wait
+for torch): public names are imported on first use, and the registration runs as soon as transformers (or a model
+module of this package) has finished importing, so `import glotok_hf; AutoModel.from_pretrained(folder)` works in
 either import order.
 """
 

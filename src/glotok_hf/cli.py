@@ -7,6 +7,7 @@ import sys
 
 from . import commands
 
+DESCRIPTION = "GloTok tokenizer, AR prior and pipeline: generate, reconstruct, build teachers, extract codes, eval."
 EPILOG = """examples:
   glotok generate --class-labels 3 7 seven --num-images-per-label 4 --seed 0 --output grid.png
   glotok reconstruct photo.png --output recon.png
@@ -15,12 +16,7 @@ EPILOG = """examples:
 
 
 def build_parser() -> commands.Parser:
-    parser = commands.Parser(
-        prog="glotok",
-        description="GloTok tokenizer, AR prior and pipeline: generate, reconstruct, build teachers, extract codes, "
-        "evaluate.",
-        epilog=EPILOG,
-    )
+    parser = commands.Parser(prog="glotok", description=DESCRIPTION, epilog=EPILOG)
     subparsers = parser.add_subparsers(dest="command", metavar="<command>")
     for info in sorted(pkgutil.iter_modules(commands.__path__), key=lambda m: m.name):
         importlib.import_module(f"{commands.__name__}.{info.name}").register(subparsers)
@@ -36,8 +32,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return int(args.func(args) or 0)
     except (ValueError, TypeError, OSError, ImportError) as err:
-        # User errors (and a missing optional package) carry an actionable message; show it without a traceback
-        # (GLOTOK_DEBUG=1 shows it).
+        # a user error (or a missing optional package) carries an actionable message: no traceback (GLOTOK_DEBUG=1)
         if os.environ.get("GLOTOK_DEBUG"):
             raise
         print(f"glotok {args.command}: error: {err}", file=sys.stderr)

@@ -1,8 +1,6 @@
 # Copyright 2026 The glotok-hf authors. Licensed under the Apache License, Version 2.0.
-"""Configuration of the GloTok image tokenizer.
-
-This file is shipped next to `modeling_glotok.py` as Hub remote code, so it imports only `transformers` and
-`utils` (which the remote-code bundle inlines).
+"""Configuration of the GloTok image tokenizer. Shipped next to `modeling_glotok.py` as Hub remote code, so it imports
+only `transformers` and `utils` (which the remote-code bundle inlines).
 """
 
 from transformers import PreTrainedConfig
@@ -111,7 +109,6 @@ class GloTokConfig(PreTrainedConfig):
         self._validate()
         super().__post_init__(**kwargs)
 
-    # ------------------------------------------------------------------ derived quantities
     @property
     def downsample_factor(self) -> int:
         """Ratio of image side to token-grid side: `2 ** (len(block_out_channels) - 1)`."""
@@ -134,23 +131,16 @@ class GloTokConfig(PreTrainedConfig):
     def num_codebooks(self) -> int:
         return int(self.has_semantic_codebook) + int(self.has_visual_codebook)
 
-    # ------------------------------------------------------------------ validation
     def _validate(self) -> None:
         """The one validation of a GloTokConfig, run once by `__post_init__` (the model and its forward trust it)."""
         # Not transformers' `@strict`/`validate_architecture`: they raise `StrictDataclass*Error`s, reject `dropout=0`.
-        name = type(self).__name__
-        ints = ("in_channels", "out_channels", "layers_per_block", "norm_num_groups", "latent_channels", "adapter_depth",
-                "adapter_num_heads", "semantic_codebook_size", "visual_codebook_size", "codebook_dim",
-                "residual_hidden_size", "residual_num_heads", "residual_num_layers", "sample_size")  # fmt: skip
-        bools = ("mid_block_add_attention", "lowest_resolution_attention", "codebook_l2_norm", "use_residual")
-        for fields, check, kind in ((ints, is_int, "an int"), (bools, lambda v: isinstance(v, bool), "a bool"),
-                                    (("commitment_beta", "dropout"), lambda v: is_int(v) or isinstance(v, float),
-                                     "a float")):  # fmt: skip
-            for field in fields:
-                value = getattr(self, field)
-                if not check(value):
-                    raise TypeError(f"{name}.{field} must be {kind}, got {type(value).__name__} {value!r}.")
-        channels = self.block_out_channels
+        name, channels = type(self).__name__, self.block_out_channels
+        kinds = {int: (is_int, "an int"), bool: (lambda v: isinstance(v, bool), "a bool"),
+                 float: (lambda v: is_int(v) or isinstance(v, float), "a float")}  # fmt: skip
+        for field, annotation in GloTokConfig.__annotations__.items():  # the type of every field but the channels
+            check, kind = kinds.get(annotation, (None, None))
+            if check is not None and not check(value := getattr(self, field)):
+                raise TypeError(f"{name}.{field} must be {kind}, got {type(value).__name__} {value!r}.")
         if not isinstance(channels, tuple) or len(channels) == 0 or not all(is_int(c) and c > 0 for c in channels):
             raise TypeError(f"{name}.block_out_channels must be a non-empty list of positive ints, got {channels!r}.")
         minimums = {field: 1 for field in ("in_channels", "out_channels", "layers_per_block", "norm_num_groups",

@@ -1,9 +1,9 @@
 # Copyright 2026 The glotok-hf authors. Licensed under the Apache License, Version 2.0.
-#
-# The PatchGAN layout follows pix2pix (Isola et al. 2017) as used by taming-transformers, LlamaGen and FQGAN;
-# it is re-implemented here, nothing is copied.
-"""PatchGAN discriminator of the GloTok tokenizer's adversarial loss, as a transformers model (safetensors
-`save_pretrained` / `from_pretrained`, `AutoModel` once registered)."""
+"""PatchGAN discriminator of the GloTok tokenizer's adversarial loss, as a transformers model (safetensors weights,
+`AutoModel` once registered). The layout follows pix2pix (Isola et al. 2017) as used by taming-transformers, LlamaGen
+and FQGAN; it is re-implemented here, nothing is copied."""
+
+from functools import partial
 
 import torch
 from torch import nn
@@ -105,21 +105,15 @@ class GloTokDiscriminator(PreTrainedModel):
     def __init__(self, config: GloTokDiscriminatorConfig):
         super().__init__(config)
         channels, slope = config.channels, config.leaky_relu_slope
+        norms = {"batch": nn.BatchNorm2d, "group": partial(nn.GroupNorm, config.norm_num_groups), "none": nn.Identity}
         layers = [nn.Conv2d(config.in_channels, channels[0], 4, stride=2, padding=1), nn.LeakyReLU(slope)]
         for n in range(1, config.num_layers + 1):
             stride = 2 if n < config.num_layers else 1  # the last inner convolution keeps the resolution (-1 px)
             conv = nn.Conv2d(channels[n - 1], channels[n], 4, stride, padding=1, bias=config.norm_type == "none")
-            layers += [conv, self._norm(channels[n]), nn.LeakyReLU(slope)]
+            layers += [conv, norms[config.norm_type](channels[n]), nn.LeakyReLU(slope)]
         layers.append(nn.Conv2d(channels[-1], 1, 4, stride=1, padding=1))
         self.layers = nn.Sequential(*layers)
         self.post_init()
-
-    def _norm(self, channels: int) -> nn.Module:
-        if self.config.norm_type == "batch":
-            return nn.BatchNorm2d(channels)
-        if self.config.norm_type == "group":
-            return nn.GroupNorm(self.config.norm_num_groups, channels)
-        return nn.Identity()
 
     @torch.no_grad()
     def _init_weights(self, module: nn.Module) -> None:

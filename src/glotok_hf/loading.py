@@ -1,11 +1,7 @@
 # Copyright 2026 The glotok-hf authors. Licensed under the Apache License, Version 2.0.
-"""Finding and loading pipelines and tokenizers for the command line: a local folder, a Hub repo id, or the pipeline
-embedded in the source checkout (`pipelines/glotok-digits`, or the folder named by `$GLOTOK_DEFAULT_PIPELINE`).
-
-The model and pipeline classes load as transformers and diffusers load anything. This layer adds the clear errors for
-a broken folder: it checks what it can before loading (a folder's `config.json`, its `model_type`, a pipeline's
-remote code) and catches the libraries' own exceptions by type (safetensors' `SafetensorError`, the
-`pickle.UnpicklingError` of `torch.load(weights_only=True)`), and compares transformers' loading info afterwards.
+"""Loading pipelines and tokenizers for the command line from a local folder, a Hub repo id, or the pipeline embedded
+in the source checkout, with clear errors for a broken folder: it checks what it can before loading, catches the
+libraries' own exceptions by type (`SafetensorError`, `pickle.UnpicklingError`) and reads transformers' loading info.
 """
 
 from __future__ import annotations  # torch is imported on use: the CLI's --help must not wait for it
@@ -33,8 +29,7 @@ def embedded_pipeline_path() -> Path:
 
 
 def default_pipeline_path() -> Path:
-    """`$GLOTOK_DEFAULT_PIPELINE` if set, else [`embedded_pipeline_path`]; a `FileNotFoundError` saying what to pass
-    when it holds no pipeline."""
+    """`$GLOTOK_DEFAULT_PIPELINE` if set, else [`embedded_pipeline_path`]; it must hold a pipeline."""
     path = Path(os.environ.get(DEFAULT_PIPELINE_ENV) or embedded_pipeline_path()).expanduser()
     if not (path / "model_index.json").is_file():
         raise FileNotFoundError(
@@ -48,8 +43,6 @@ def resolve_device(device: str | torch.device | None) -> torch.device:
     """`None` -> CUDA when available, else CPU; otherwise the named device, which must exist."""
     import torch
 
-    if isinstance(device, torch.device):
-        return device
     if device is None:
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     try:
@@ -105,11 +98,9 @@ def load_pipeline(
         if isinstance(source, Path) and not (source / "model_index.json").is_file():
             raise FileNotFoundError(f"{source} is not a pipeline folder: it has no model_index.json.")
     device = resolve_device(device)
-    from diffusers import DiffusionPipeline
-
     from .pipeline_glotok import GloTokPipeline
 
-    if isinstance(DiffusionPipeline.load_config(source).get("_class_name"), list) and not trust_remote_code:
+    if isinstance(GloTokPipeline.load_config(source).get("_class_name"), list) and not trust_remote_code:
         raise ValueError(
             f"{source} ships its own pipeline code (the Hub layout). Read it, then pass --trust-remote-code to run it."
         )
@@ -146,10 +137,9 @@ def load_tokenizer(
             fields = json.loads((source / "config.json").read_text(encoding="utf-8"))
         except ValueError as err:
             raise OSError(f"{source / 'config.json'} is not a valid JSON file ({err}).") from err
-        if fields.get("model_type") != "glotok":
+        if (model_type := fields.get("model_type")) != "glotok":
             raise ValueError(
-                f"{source} is not a GloTok tokenizer folder (its config.json has model_type "
-                f"{fields.get('model_type')!r})."
+                f"{source} is not a GloTok tokenizer folder (its config.json has model_type {model_type!r})."
             )
     with _weights_errors(source):
         try:
@@ -158,15 +148,13 @@ def load_tokenizer(
             if isinstance(source, Path) or subfolder:
                 raise
             model, info = GloTokModel.from_pretrained(source, subfolder="vqmodel", **kwargs)
-    problem = None
-    if info["mismatched_keys"]:
-        problem = "do not fit the model built from its config.json (tensor shapes differ)"
-    elif len(info["missing_keys"]) >= len(model.state_dict()):  # a few missing ones are initialised, as usual
+    # a few missing weights are initialised, as usual; none at all, or the wrong shapes, mean another model's weights
+    if info["mismatched_keys"] or len(info["missing_keys"]) >= len(model.state_dict()):
         problem = f"hold none of the {len(info['missing_keys'])} parameters of GloTokModel"
-    if problem:  # a field missing from a local config.json took its default: the usual reason why weights do not fit
-        from .configuration_glotok import GloTokConfig
-
-        missing = [name for name in GloTokConfig.__annotations__ if fields and name not in fields]
+        if info["mismatched_keys"]:
+            problem = "do not fit the model built from its config.json (tensor shapes differ)"
+        # a field missing from a local config.json took its default: the usual reason why weights do not fit
+        missing = [name for name in type(model.config).__annotations__ if fields and name not in fields]
         notes = f"; its config.json lacks {missing}, so their defaults were used" if missing else ""
         raise ValueError(
             f"The weights of {source} {problem}{notes}: the config and the weights come from different models, or "

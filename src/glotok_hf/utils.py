@@ -1,8 +1,6 @@
 # Copyright 2026 The glotok-hf authors. Licensed under the Apache License, Version 2.0.
 """Small helpers with one home each: the integer check, the "local folder or Hub repo id" decision and the atomic
-file write.
-
-This module is inlined into the Hub remote-code files (`glotok_hf.hub.bundle_module`), so it imports only the standard
+file write. Inlined into the Hub remote-code files (`glotok_hf.hub.bundle_module`), so it imports only the standard
 library.
 """
 
@@ -40,9 +38,7 @@ def resolve_source(source: str | os.PathLike, what: str = "model") -> Path | str
     parent_exists = path.parent != Path(".") and path.parent.is_dir()
     if isinstance(source, os.PathLike) or not repo_id or parent_exists:
         hint = f" (the folder {str(path.parent)!r} exists; check the name)" if parent_exists else ""
-        raise FileNotFoundError(
-            f"No such file or folder for {what}: {text!r}{hint}. A Hub repo id looks like owner/name."
-        )
+        raise FileNotFoundError(f"No such file or folder for {what}: {text!r}{hint}. A Hub id looks like owner/name.")
     return text
 
 

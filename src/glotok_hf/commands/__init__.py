@@ -1,13 +1,11 @@
-"""Subcommands of the `glotok` console script.
-
-Every module in this package is one subcommand. It defines `register(subparsers)`, which adds its parser (with a
-description, examples in the epilog, and `set_defaults(func=run)` where `run(args) -> int | None`). `glotok_hf.cli`
-discovers the modules itself, so adding a subcommand never touches a shared file. The argument helpers the
-subcommands share live here (a module of their own would be taken for a subcommand); they import no torch, so
-`--help` and argument errors answer at once.
+"""Subcommands of the `glotok` console script, one per module, which `glotok_hf.cli` discovers: each defines
+`register(subparsers)`, adding its parser (a description, examples in the epilog, `set_defaults(func=run)` where
+`run(args) -> int | None`). The argument helpers they share live here and import no torch, so `--help` and argument
+errors answer at once.
 """
 
 import argparse
+import inspect
 from pathlib import Path
 
 
@@ -58,3 +56,10 @@ def check_output(path: str | Path | None, overwrite: bool) -> Path | None:
     if path is not None and Path(path).exists() and not overwrite:
         raise FileExistsError(f"{path} already exists; pass --overwrite to replace it.")
     return None if path is None else Path(path)
+
+
+def options_for(function, args: argparse.Namespace, **overrides) -> dict:
+    """The options of `args`, updated with `overrides`, that are named like a parameter of `function` (the flags are
+    named after the library's arguments)."""
+    parameters = inspect.signature(function).parameters
+    return {name: value for name, value in (vars(args) | overrides).items() if name in parameters}

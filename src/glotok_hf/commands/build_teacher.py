@@ -1,12 +1,12 @@
 # Copyright 2026 The glotok-hf authors. Licensed under the Apache License, Version 2.0.
-"""`glotok build-teacher`: build the teacher histogram of histogram relation learning and save it as one small
-safetensors file (histogram, bin centres, alpha, and metadata naming its source)."""
+"""`glotok build-teacher`: build the fixed teacher histogram of GloTok's histogram relation learning: the soft
+histogram of pairwise cosine similarities of a token set (k-means centres of backbone features, an existing codebook,
+or a control), saved with its bin centres, alpha and metadata in one safetensors file."""
 
-import inspect
 import json
 
 from ..utils import resolve_source
-from . import add_dataset_arguments, check_output
+from . import add_dataset_arguments, add_model_arguments, check_output, options_for
 
 EPILOG = """sources:
   backbone   k-means centres of a vision backbone's patch features over an image dataset (the paper's teacher)
@@ -32,21 +32,14 @@ Train with the same --num-bins and --alpha; the training script checks them agai
 
 
 def register(subparsers) -> None:
-    parser = subparsers.add_parser(
-        "build-teacher",
-        help="Build a teacher histogram (backbone k-means, codebook, random or uniform) for histogram relation "
-        "learning.",
-        description="Build the fixed teacher histogram of GloTok's histogram relation learning: the soft histogram of "
-        "pairwise cosine similarities of a token set (k-means centres of backbone features, an existing codebook, "
-        "or a control), saved with its bin centres, alpha and metadata in one safetensors file.",
-        epilog=EPILOG,
-    )
+    summary = "Build a histogram relation learning teacher (backbone k-means, codebook, random or uniform)."
+    parser = subparsers.add_parser("build-teacher", help=summary, description=__doc__, epilog=EPILOG)
     parser.add_argument("--source", required=True, choices=["backbone", "codebook", "random", "uniform"])
     parser.add_argument("--output", required=True, help="The .safetensors file to write.")
     parser.add_argument("--overwrite", action="store_true", help="Replace --output if it exists.")
     parser.add_argument("--num-bins", type=int, default=40, help="Bin centres on [-1, 1] (default 40).")
     parser.add_argument("--alpha", type=float, help="Kernel sharpness (default: bandwidth = bin spacing, 190.125).")
-    parser.add_argument("--device", help="Device for features and histogram (default: accelerator if any, else cpu).")
+    add_model_arguments(parser)  # --device for features and histogram, --dtype of the backbone
     parser.add_argument("--seed", type=int, default=0, help="Seed of the random codebook, image subset, k-means.")
     parser.add_argument("--save-tokens", action="store_true", help="Also store the token set (centres, codebook).")
 
@@ -56,15 +49,12 @@ def register(subparsers) -> None:
     backbone.add_argument("--label-column", default="label", help="Class column for --per-class (default 'label').")
     backbone.add_argument("--layer", type=int, default=-1, help="Hidden state index: 0 embeddings, -1 last (default).")
     backbone.add_argument("--pool-size", type=int, help="Average-pool the patch grid to PxP tokens per image.")
-    backbone.add_argument(
-        "--num-clusters", type=int, default=4096, help="k-means centres (per class with --per-class)."
-    )
+    backbone.add_argument("--num-clusters", type=int, default=4096, help="k-means centres (per class: --per-class).")
     backbone.add_argument("--per-class", action="store_true", help="Cluster each class separately (VQGAN-LC).")
     backbone.add_argument("--normalize-features", action="store_true", help="l2-normalise features before k-means.")
     backbone.add_argument("--max-images", type=int, help="Use a seeded random subset of N images.")
     backbone.add_argument("--batch-size", type=int, default=32, help="Images per forward pass (default 32).")
     backbone.add_argument("--num-workers", type=int, default=0, help="Image decoding workers (default 0).")
-    backbone.add_argument("--dtype", choices=["float32", "bfloat16", "float16"], default="float32")
     backbone.add_argument("--cache-dir", help="Cache folder for datasets and transformers.")
     backbone.add_argument("--no-progress", action="store_true", help="Hide the progress bar.")
 
@@ -93,20 +83,10 @@ def run(args) -> int:
 
     from .. import teacher as teachers
 
-    common = {"num_bins": args.num_bins, "alpha": args.alpha}
-    if args.source == "uniform":
-        teacher = teachers.uniform_teacher(**common)
-    elif args.source == "random":
-        teacher = teachers.random_codebook_teacher(args.size, args.dim, seed=args.seed, device=args.device, **common)
-    elif args.source == "codebook":
-        teacher = teachers.teacher_from_codebook(
-            args.codebook, key=args.key, branch=args.branch, device=args.device, **common
-        )
-    else:
-        parameters = inspect.signature(teachers.teacher_from_backbone).parameters
-        options = {name: value for name, value in vars(args).items() if name in parameters}  # flags = its arguments
-        options.update(dtype=getattr(torch, args.dtype), progress=not args.no_progress)
-        teacher = teachers.teacher_from_backbone(args.model, **options)
+    names = {"uniform": "uniform_teacher", "random": "random_codebook_teacher", "codebook": "teacher_from_codebook"}
+    build = getattr(teachers, names.get(args.source, "teacher_from_backbone"))
+    dtype, progress = getattr(torch, args.dtype), not args.no_progress
+    teacher = build(**options_for(build, args, model_name_or_path=args.model, dtype=dtype, progress=progress))
     teacher.save(output, overwrite=args.overwrite, include_tokens=args.save_tokens)
     print(f"Saved the {teacher.metadata['source']} teacher histogram to {output}")
     print(teacher.summary())

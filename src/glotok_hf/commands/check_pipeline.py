@@ -6,18 +6,16 @@ in a fresh process where glotok-hf cannot be imported; that process generates on
 the installed glotok-hf generates from the same weights and seed. The model card is linted (license, training data,
 metrics, sample image), and no JSON file may carry a local absolute path. A folder saved with plain `save_pretrained`
 (its model_index.json names glotok_hf modules) is checked in the layout push_to_hub uploads, written to a temporary
-folder with its own README.md.
+folder.
 """
 
 import argparse
 import json
 import os
 import re
-import shutil
 import subprocess
 import sys
 import tempfile
-import textwrap
 from collections import namedtuple
 from pathlib import Path
 
@@ -29,26 +27,23 @@ class BlockGloTok(importlib.abc.MetaPathFinder):
     def find_spec(self, name, path, target=None):
         if name == "glotok_hf" or name.startswith("glotok_hf."):
             raise ImportError("glotok_hf is blocked: this process stands for a machine without glotok-hf")
-        return None
 
 sys.meta_path.insert(0, BlockGloTok())
 """
 
-_CHILD = BLOCK_GLOTOK_HF + textwrap.dedent(
-    """
-    import numpy as np
-    import torch
-    from diffusers import DiffusionPipeline
+_CHILD = f"""{BLOCK_GLOTOK_HF}
+import numpy as np
+import torch
+from diffusers import DiffusionPipeline
 
-    folder, label, seed, output = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), sys.argv[4]
-    torch.set_num_threads(1)
-    pipe = DiffusionPipeline.from_pretrained(folder, trust_remote_code=True)
-    pipe.set_progress_bar_config(disable=True)
-    generator = [torch.Generator().manual_seed(seed)]
-    np.save(output, pipe([label], generator=generator, output_type="np").images)
-    print(type(pipe).__module__)
-    """
-)
+folder, label, seed, output = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), sys.argv[4]
+torch.set_num_threads(1)
+pipe = DiffusionPipeline.from_pretrained(folder, trust_remote_code=True)
+pipe.set_progress_bar_config(disable=True)
+generator = [torch.Generator().manual_seed(seed)]
+np.save(output, pipe([label], generator=generator, output_type="np").images)
+print(type(pipe).__module__)
+"""
 
 DESCRIPTION = __doc__.split("\n", 1)[1].strip()
 EPILOG = """examples:
@@ -62,18 +57,11 @@ Check = namedtuple("Check", ["name", "ok", "detail"])  # one line of the report:
 
 
 def register(subparsers) -> None:
-    parser = subparsers.add_parser(
-        "check-pipeline",
-        help="check offline that a pipeline folder loads from the Hub without glotok-hf, and lint its card",
-        description=DESCRIPTION,
-        epilog=EPILOG,
-    )
-    parser.add_argument(
-        "folder", type=Path, metavar="DIR", help="a pipeline folder (model_index.json, vqmodel/, prior/)"
-    )
+    summary = "check offline that a pipeline folder loads from the Hub without glotok-hf, and lint its card"
+    parser = subparsers.add_parser("check-pipeline", help=summary, description=DESCRIPTION, epilog=EPILOG)
+    parser.add_argument("folder", type=Path, metavar="DIR", help="model_index.json, vqmodel/ and prior/ folder")
     parser.add_argument("--seed", type=int, default=0, help="seed of the generated image (default: 0)")
-    parser.add_argument("--tolerance", type=float, default=1e-5,
-                        help="largest pixel difference (in [0, 1]) allowed between the two images (default: 1e-5)")  # fmt: skip
+    parser.add_argument("--tolerance", type=float, default=1e-5, help="max pixel difference in [0, 1] (default: 1e-5)")
     parser.add_argument("--timeout", type=float, default=600, help="seconds the child process may take (default: 600)")
     parser.set_defaults(func=run)
 
@@ -88,23 +76,16 @@ def lint_card(folder: Path) -> list[Check]:
     card = ModelCard.load(readme)
     chunks = (chunk.partition("\n") for chunk in re.split(r"^## ", card.text, flags=re.MULTILINE)[1:])
     sections = {heading.strip().lower(): text.strip() for heading, _, text in chunks}  # `## Heading` -> its text
-    data = sections.get("training data", "")
+    data, table = sections.get("training data", ""), "|" in sections.get("metrics", "")
     documented = bool(data) and not data.startswith("Not documented")
-    checks = [
-        Check("card: license", bool(card.data.license), f"license: {card.data.license or 'missing in the metadata'}"),
-        Check("card: training data", documented, "documented" if documented else "missing or 'Not documented'"),
-        Check(
-            "card: metrics",
-            "|" in sections.get("metrics", ""),
-            "a metrics table" if "metrics" in sections else "no Metrics section",
-        ),
-    ]
     images = [line.split("](", 1)[1].split(")", 1)[0] for line in card.text.splitlines() if line.startswith("![")]
     missing = [name for name in images if "://" not in name and not (folder / name).is_file()]
-    checks.append(
-        Check("card: images", not missing, f"missing {missing}" if missing else f"{len(images)} shown, all present")
-    )
-    return checks
+    return [
+        Check("card: license", bool(card.data.license), f"license: {card.data.license or 'missing in the metadata'}"),
+        Check("card: training data", documented, "documented" if documented else "missing or 'Not documented'"),
+        Check("card: metrics", table, "a metrics table" if table else "no metrics table in a Metrics section"),
+        Check("card: images", not missing, f"missing {missing}" if missing else f"{len(images)} shown, all present"),
+    ]
 
 
 def local_paths_in_json(folder: Path) -> list[str]:
@@ -121,26 +102,15 @@ def local_paths_in_json(folder: Path) -> list[str]:
     return found
 
 
-def installed_image(folder: Path, seed: int):
-    """The image the installed glotok-hf generates from the folder's weights (label 0, one generator)."""
+def remote_code_checks(folder: Path, seed: int, tolerance: float, timeout: float) -> list[Check]:
+    """The folder loads where glotok-hf cannot be imported, and generates the image (label 0) that the installed
+    glotok-hf generates from its weights with the same seed."""
+    import numpy as np
     import torch
     from transformers import AutoModelForCausalLM
 
     from ..modeling_glotok import GloTokModel
     from ..pipeline_glotok import GloTokPipeline
-
-    index = json.loads((folder / "model_index.json").read_text(encoding="utf-8"))
-    pipe = GloTokPipeline(
-        GloTokModel.from_pretrained(folder / "vqmodel"),
-        AutoModelForCausalLM.from_pretrained(folder / "prior"),
-        id2label=index.get("id2label"),
-    )
-    pipe.set_progress_bar_config(disable=True)
-    return pipe([0], generator=[torch.Generator().manual_seed(seed)], output_type="np").images
-
-
-def remote_code_checks(folder: Path, seed: int, tolerance: float, timeout: float) -> list[Check]:
-    import numpy as np
 
     with tempfile.TemporaryDirectory() as tmp:
         env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_HOME": os.path.join(tmp, "hf_home"), "OMP_NUM_THREADS": "1"}
@@ -156,10 +126,13 @@ def remote_code_checks(folder: Path, seed: int, tolerance: float, timeout: float
             last = (proc.stderr.strip().splitlines() or ["(no output)"])[-1]
             return [Check("loads without glotok-hf", False, last)]
         remote = np.load(output)
-    import torch
-
     torch.set_num_threads(1)  # the same thread count as the child: the same float results
-    difference = float(np.abs(remote - installed_image(folder, seed)).max())
+    id2label = json.loads((folder / "model_index.json").read_text(encoding="utf-8")).get("id2label")
+    prior = AutoModelForCausalLM.from_pretrained(folder / "prior")
+    pipe = GloTokPipeline(GloTokModel.from_pretrained(folder / "vqmodel"), prior, id2label=id2label)
+    pipe.set_progress_bar_config(disable=True)
+    installed = pipe([0], generator=[torch.Generator().manual_seed(seed)], output_type="np").images
+    difference = float(np.abs(remote - installed).max())
     return [
         Check("loads without glotok-hf", True, f"DiffusionPipeline -> {proc.stdout.strip().splitlines()[-1]}"),
         Check("same image as glotok-hf", difference <= tolerance, f"max pixel difference {difference:.2e}"),
@@ -179,11 +152,10 @@ def check_pipeline(
     with tempfile.TemporaryDirectory() as tmp:
         checks, hub = [], folder
         if isinstance(json.loads((folder / "model_index.json").read_text(encoding="utf-8")).get("_class_name"), str):
-            # a plain save_pretrained names the installed class: write the layout push_to_hub uploads, with the card
+            # a plain save_pretrained names the installed class: write the layout push_to_hub uploads (its card is
+            # the folder's own README.md, linted there)
             hub = Path(tmp) / "hub"
             save_remote_code_pipeline(load_pipeline(folder, device="cpu"), hub, model_card=False)
-            if (folder / "README.md").is_file():
-                shutil.copy(folder / "README.md", hub / "README.md")
             note = "a plain save_pretrained: checked in the layout push_to_hub uploads (a temporary copy)"
             checks.append(Check("remote-code layout", True, note))
         paths = local_paths_in_json(hub)

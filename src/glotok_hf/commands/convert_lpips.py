@@ -1,6 +1,7 @@
 # Copyright 2026 The glotok-hf authors. Licensed under the Apache License, Version 2.0.
-"""`glotok convert-lpips`: turn torchvision's VGG16 and the LPIPS heads into the one safetensors file the perceptual
-loss loads (nothing is ever downloaded at training time)."""
+"""`glotok convert-lpips`: convert torchvision's VGG16 checkpoint and the LPIPS v0.1 VGG linear heads into the one
+safetensors file that the perceptual loss (glotok_hf.losses.LPIPS) loads, so nothing is ever downloaded at training
+time. Both .pth files are read with torch.load(weights_only=True)."""
 
 import argparse
 
@@ -17,20 +18,11 @@ then point GloTokLossConfig.perceptual_model_path (the training script's percept
 
 
 def register(subparsers) -> None:
-    parser = subparsers.add_parser(
-        "convert-lpips",
-        help="convert VGG16 + LPIPS heads (.pth) into the safetensors file of the perceptual loss",
-        description="Convert torchvision's VGG16 checkpoint and the LPIPS v0.1 VGG linear heads into one safetensors "
-        "file for glotok_hf.losses.LPIPS. Both .pth files are read with torch.load(weights_only=True).",
-        epilog=EPILOG,
-    )
+    summary = "convert VGG16 + LPIPS heads (.pth) into the safetensors file of the perceptual loss"
+    parser = subparsers.add_parser("convert-lpips", help=summary, description=__doc__, epilog=EPILOG)
     parser.add_argument("--vgg16", required=True, help="torchvision's vgg16-397923af.pth")
-    parser.add_argument(
-        "--heads", default=None, help="LPIPS v0.1 VGG heads vgg.pth (default: the copy shipped with torchmetrics)"
-    )
-    parser.add_argument(
-        "--output", default="lpips_vgg16.safetensors", help="output .safetensors file (default: %(default)s)"
-    )
+    parser.add_argument("--heads", help="LPIPS v0.1 VGG heads vgg.pth (default: the copy shipped with torchmetrics)")
+    parser.add_argument("--output", default="lpips_vgg16.safetensors", help="output file (default: %(default)s)")
     parser.add_argument("--overwrite", action="store_true", help="replace an existing output file")
     parser.set_defaults(func=run)
 

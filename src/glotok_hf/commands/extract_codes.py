@@ -4,7 +4,11 @@
 import argparse
 
 from ..utils import resolve_source
-from . import add_dataset_arguments, positive_int
+from . import add_dataset_arguments, options_for, positive_int
+
+DESCRIPTION = """Encode every image of a dataset (resized and center-cropped) with a frozen GloTok tokenizer and save
+the codes, in the prior's token layout, as a datasets Dataset with columns index, label, flipped and codes, plus a
+glotok_codes.json metadata file. Resumable by shard; multi-process under `accelerate launch`."""
 
 EPILOG = """examples:
   glotok extract-codes --tokenizer out/tokenizer --train-data-dir imagenet/train --output-dir codes/imagenet-256 --flip
@@ -18,33 +22,20 @@ glotok_hf.codes.load_code_dataset (or datasets.load_from_disk) and feeds `traini
 
 
 def register(subparsers) -> None:
-    parser = subparsers.add_parser(
-        "extract-codes",
-        help="encode an image dataset into GloTok codes (a datasets Dataset) for training the prior",
-        description="Encode every image of a dataset with a frozen GloTok tokenizer and save the codes, in the "
-        "prior's token layout, as a datasets Dataset with columns index, label, flipped and codes, plus a "
-        "glotok_codes.json metadata file. Resumable by shard; multi-process under `accelerate launch`.",
-        epilog=EPILOG,
-    )
+    summary = "encode an image dataset into GloTok codes (a datasets Dataset) for training the prior"
+    parser = subparsers.add_parser("extract-codes", help=summary, description=DESCRIPTION, epilog=EPILOG)
     parser.add_argument("--tokenizer", required=True, help="folder (or Hub id) of a saved GloTokModel or pipeline")
     parser.add_argument("--subfolder", default="", help="subfolder of --tokenizer holding the model, e.g. vqmodel")
     add_dataset_arguments(parser, required=True)
-    parser.add_argument(
-        "--label-column", default="label", help="class-label column; 'none' for unlabelled data (default: %(default)s)"
-    )
+    parser.add_argument("--label-column", default="label", help="class-label column or 'none' (default: %(default)s)")
     parser.add_argument("--cache-dir", default=None, help="datasets cache directory")
     parser.add_argument("--output-dir", required=True, help="output folder (new, empty, or an unfinished run)")
-    parser.add_argument(
-        "--resolution", type=positive_int, help="image side after resize + center crop (default: the tokenizer's "
-        "sample_size)"
-    )  # fmt: skip
+    parser.add_argument("--resolution", type=positive_int, help="crop side (default: the tokenizer's sample_size)")
     parser.add_argument("--flip", action="store_true", help="add the codes of each horizontally flipped image")
     parser.add_argument("--batch-size", type=int, default=64, help="images per forward pass (default: %(default)s)")
     parser.add_argument("--shard-size", type=int, default=10_000, help="images per shard (default: %(default)s)")
     parser.add_argument("--num-workers", type=int, default=4, help="image-decoding workers (default: %(default)s)")
-    parser.add_argument(
-        "--mixed-precision", choices=["no", "bf16", "fp16"], default="no", help="encoder autocast (default: no)"
-    )
+    parser.add_argument("--mixed-precision", choices=["no", "bf16", "fp16"], default="no", help="encoder autocast")
     parser.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     parser.set_defaults(func=run)
 
@@ -59,29 +50,9 @@ def run(args: argparse.Namespace) -> int:
 
     label_column = None if args.label_column.lower() == "none" else args.label_column
     model = load_tokenizer(args.tokenizer, subfolder=args.subfolder, device="cpu")  # extract_codes places it
-    dataset = load_image_dataset(
-        dataset_name=args.dataset_name,
-        dataset_config_name=args.dataset_config_name,
-        train_data_dir=args.train_data_dir,
-        split=args.split,
-        image_column=args.image_column,
-        label_column=label_column,
-        cache_dir=args.cache_dir,
-    )
-    output_dir = extract_codes(
-        model,
-        dataset,
-        args.output_dir,
-        resolution=args.resolution,
-        image_column=args.image_column,
-        label_column=label_column,
-        flip=args.flip,
-        batch_size=args.batch_size,
-        shard_size=args.shard_size,
-        num_workers=args.num_workers,
-        mixed_precision=args.mixed_precision,
-        progress=not args.no_progress,
-    )
+    dataset = load_image_dataset(**options_for(load_image_dataset, args, label_column=label_column))
+    options = options_for(extract_codes, args, label_column=label_column, progress=not args.no_progress)
+    output_dir = extract_codes(model, dataset, **options)
     state = PartialState()
     if state.is_main_process:
         _, metadata = load_code_dataset(output_dir)

@@ -7,7 +7,7 @@ import re
 from pathlib import Path
 
 from ..loading import DEFAULT_PIPELINE_ENV
-from ..utils import resolve_source
+from ..utils import atomic_write, resolve_source
 from . import add_model_arguments, check_output, image_path, positive_int
 
 DESCRIPTION = f"""Generate class-conditional images with a GloTok pipeline (AR prior + GloTok tokenizer).
@@ -26,12 +26,8 @@ EPILOG = """examples:
 
 
 def register(subparsers) -> None:
-    parser = subparsers.add_parser(
-        "generate",
-        help="generate class-conditional images",
-        description=DESCRIPTION,
-        epilog=EPILOG,
-    )
+    summary = "generate class-conditional images"
+    parser = subparsers.add_parser("generate", help=summary, description=DESCRIPTION, epilog=EPILOG)
     parser.add_argument("--class-labels", nargs="+", required=True, metavar="LABEL", help="class ids and/or names")
     parser.add_argument("--num-images-per-label", type=positive_int, default=1, metavar="N", help="default: 1")
     parser.add_argument("--output", type=image_path, metavar="FILE", help="write a grid: one row per label")
@@ -51,29 +47,13 @@ def register(subparsers) -> None:
     parser.set_defaults(func=run)
 
 
-def check_output_memory(count: int, size: int, grid: bool) -> None:
-    """The images are kept until they are written: refuse a count whose pixels (twice, with a grid) cannot fit."""
-    from ..sampling import available_memory_bytes
-
-    needed = count * size * size * 3 * (2 if grid else 1)
-    available = available_memory_bytes("cpu")
-    if available is not None and needed > available:
-        raise ValueError(
-            f"{count} images of {size}x{size} pixels need {needed / 2**30:.3g} GiB of memory until they are written, "
-            f"more than the {available / 2**30:.3g} GiB available: ask for fewer images per call."
-        )
-
-
-def slug(name: str) -> str:
-    """First synonym of a label name, as a file-name-safe lower-case word (`"tench, Tinca tinca"` -> `tench`)."""
-    return re.sub(r"[^a-z0-9]+", "-", name.split(",")[0].strip().lower()).strip("-")
-
-
 def per_image_paths(folder: Path, label_ids: list[int], per_label: int, id2label: dict | None) -> list[Path]:
     """`<classid>_<label>_<n>.png` for every image; `n` skips numbers whose file exists, so nothing is overwritten."""
     taken, paths = set(), []
     for label in label_ids:
-        stem = f"{label}_{slug(id2label[label])}" if id2label and slug(id2label[label]) else str(label)
+        name = id2label[label].split(",")[0].strip().lower() if id2label else ""  # "tench, Tinca tinca" -> "tench"
+        slug = re.sub(r"[^a-z0-9]+", "-", name).strip("-")  # file-name safe
+        stem = f"{label}_{slug}" if slug else str(label)
         n = 0
         for _ in range(per_label):
             while (path := folder / f"{stem}_{n}.png") in taken or path.exists():
@@ -95,13 +75,21 @@ def run(args: argparse.Namespace) -> int:
 
     from ..data import image_grid
     from ..loading import load_pipeline
+    from ..sampling import available_memory_bytes
 
     pipe = load_pipeline(args.pipeline, device=args.device, dtype=getattr(torch, args.dtype),
                          trust_remote_code=args.trust_remote_code)  # fmt: skip
     label_ids = pipe.get_label_ids(args.class_labels)
     seed = args.seed if args.seed is not None else random.randrange(2**31)
     per_label = args.num_images_per_label
-    check_output_memory(len(label_ids) * per_label, pipe.vqmodel.config.sample_size, grid=args.output is not None)
+    count, size = len(label_ids) * per_label, pipe.vqmodel.config.sample_size
+    needed = count * size * size * 3 * (2 if args.output else 1)  # kept until written (twice, with a grid)
+    available = available_memory_bytes("cpu")
+    if available is not None and needed > available:
+        raise ValueError(
+            f"{count} images of {size}x{size} pixels need {needed / 2**30:.3g} GiB of memory until they are written, "
+            f"more than the {available / 2**30:.3g} GiB available: ask for fewer images per call."
+        )
     labels = [label for label in label_ids for _ in range(per_label)]
     images = []
     for start in range(0, len(labels), args.batch_size):
@@ -112,14 +100,11 @@ def run(args: argparse.Namespace) -> int:
 
     print(f"Generated {len(images)} images of classes {label_ids} (seeds {seed}..{seed + len(images) - 1}).")
     if args.output is not None:
-        args.output.parent.mkdir(parents=True, exist_ok=True)
-        image_grid(images, cols=per_label).save(args.output)
+        atomic_write(args.output, image_grid(images, cols=per_label).save)
         print(f"Wrote {args.output}: one row per label, {per_label} image{'s' if per_label > 1 else ''} per row.")
     if args.output_dir is not None:
-        args.output_dir.mkdir(parents=True, exist_ok=True)
         paths = per_image_paths(args.output_dir, label_ids, per_label, pipe.id2label)
         for image, path in zip(images, paths):
-            with open(path, "xb") as f:  # "x": fail rather than overwrite
-                image.save(f, format="PNG")
+            atomic_write(path, image.save, overwrite=False)
         print(f"Wrote {len(paths)} images to {args.output_dir}/ ({paths[0].name}, ...).")
     return 0

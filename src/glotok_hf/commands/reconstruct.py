@@ -7,7 +7,7 @@ import sys
 from pathlib import Path
 
 from ..loading import DEFAULT_PIPELINE_ENV
-from ..utils import resolve_source
+from ..utils import atomic_write, resolve_source
 from . import add_model_arguments, check_output, image_path, positive_int
 
 DESCRIPTION = f"""Reconstruct images with a GloTok tokenizer: encode each to its codebook indices, decode them, write
@@ -26,12 +26,8 @@ EPILOG = """examples:
 
 
 def register(subparsers) -> None:
-    parser = subparsers.add_parser(
-        "reconstruct",
-        help="encode and decode images with a GloTok tokenizer",
-        description=DESCRIPTION,
-        epilog=EPILOG,
-    )
+    summary = "encode and decode images with a GloTok tokenizer"
+    parser = subparsers.add_parser("reconstruct", help=summary, description=DESCRIPTION, epilog=EPILOG)
     parser.add_argument("images", nargs="+", type=Path, metavar="IMAGE", help="image files")
     parser.add_argument("--output", type=image_path, required=True, metavar="FILE",
                         help="grid with one row per image: original | reconstruction")  # fmt: skip
@@ -79,12 +75,10 @@ def run(args: argparse.Namespace) -> int:
              "or pass --model with a converted public tokenizer (ImageNet ones, once available).")  # fmt: skip
 
     originals, reconstructions = [], []
-    device, dtype = model.device, model.dtype
     for start in range(0, len(pixels), args.batch_size):
-        batch = torch.stack(pixels[start : start + args.batch_size]).to(device, dtype)
-        with torch.no_grad():
-            codes = model.encode(batch, validate=True)  # the images come from the user: check their range
-            decoded = model.decode(**codes.indices).sample
+        batch = torch.stack(pixels[start : start + args.batch_size]).to(model.device, model.dtype)
+        with torch.no_grad():  # the images come from the user: encode checks their range
+            decoded = model.decode(**model.encode(batch, validate=True).indices).sample
         originals.append(batch.float().cpu())
         reconstructions.append(decoded.float().clamp(-1, 1).cpu())
     originals, reconstructions = torch.cat(originals), torch.cat(reconstructions)
@@ -98,8 +92,7 @@ def run(args: argparse.Namespace) -> int:
         print(f"mean PSNR over {len(psnr)} images: {sum(psnr) / len(psnr):.2f} dB")
 
     pairs = [image for o, r in zip(originals, reconstructions) for image in tensor_to_pil(torch.stack([o, r]))]
-    args.output.parent.mkdir(parents=True, exist_ok=True)
-    image_grid(pairs, cols=2).save(args.output)
+    atomic_write(args.output, image_grid(pairs, cols=2).save)
     rows = f"{len(args.images)} row{'s' if len(args.images) > 1 else ''}"
     print(f"Wrote {args.output} ({rows}: original | reconstruction).")
     return 0

@@ -29,6 +29,17 @@ def codebook_perplexity(counts: torch.Tensor) -> float:
     return torch.special.entr(counts.double() / total).sum().exp().item() if total > 0 else 1.0  # entr(0) = 0
 
 
+def codebook_statistics(counts: torch.Tensor) -> dict:
+    """`size`, `usage`, `perplexity` and `normalized_perplexity` (perplexity / size) of `(num_codes,)` code counts."""
+    perplexity = codebook_perplexity(counts)
+    return {
+        "size": len(counts),
+        "usage": codebook_usage(counts),
+        "perplexity": perplexity,
+        "normalized_perplexity": perplexity / len(counts),
+    }
+
+
 class CodebookUsageWindow:
     r"""Code counts summed over the last `window` updates and over all processes.
 
@@ -62,7 +73,6 @@ class CodebookUsageWindow:
         self.all_reduce = all_reduce
         self._buffer = torch.zeros(window, num_codes, dtype=torch.long, device=device)
         self._position = 0
-        self.num_updates = 0
 
     @torch.no_grad()
     def update(self, indices: torch.Tensor) -> torch.LongTensor:
@@ -72,7 +82,6 @@ class CodebookUsageWindow:
             dist.all_reduce(counts, op=dist.ReduceOp.SUM)
         self._buffer[self._position] = counts
         self._position = (self._position + 1) % self.window
-        self.num_updates += 1
         return counts
 
     @property
@@ -89,12 +98,11 @@ class CodebookUsageWindow:
         return codebook_perplexity(self.counts)
 
     def state_dict(self) -> dict:
-        return {"buffer": self._buffer.cpu(), "position": self._position, "num_updates": self.num_updates}
+        return {"buffer": self._buffer.cpu(), "position": self._position}
 
     def load_state_dict(self, state: dict) -> None:
         self._buffer.copy_(state["buffer"])
         self._position = int(state["position"])
-        self.num_updates = int(state["num_updates"])
 
 
-__all__ = ["CodebookUsageWindow", "code_counts", "codebook_perplexity", "codebook_usage"]
+__all__ = ["CodebookUsageWindow", "code_counts", "codebook_perplexity", "codebook_statistics", "codebook_usage"]

@@ -1,11 +1,6 @@
 # Copyright 2026 The glotok-hf authors. Licensed under the Apache License, Version 2.0.
-"""Class consistency of class-conditional samples: how often a given classifier recognises the class each image was
-generated for, overall and per class (torchmetrics `MulticlassStatScores`).
-
-A classifier is any callable `images -> logits`, where images are float32 `(batch, 3, H, W)` in [-1, 1] and logits
-`(batch, num_classes)`; its class ids must be the generator's. [`load_image_classifier`] builds one from a local
-transformers image-classification folder (`AutoModelForImageClassification` + `AutoImageProcessor`) or a TorchScript
-file (which receives float32 images in [0, 1], like the FID feature networks).
+"""Class consistency of class-conditional samples: how often a classifier (any callable `images in [-1, 1] ->
+logits` whose class ids are the generator's) recognises the class each image was generated for, overall and per class.
 """
 
 import os
@@ -76,39 +71,23 @@ class ClassConsistency(nn.Module):
         }
 
 
-class TransformersImageClassifier(nn.Module):
-    r"""A transformers image-classification model with its image processor, as `images in [-1, 1] -> logits`.
-
-    The processor gets the images as 8-bit RGB arrays, exactly as it would get decoded files, so its resizing,
-    cropping and normalisation are the ones the classifier was trained with.
+class ImageClassifier(nn.Module):
+    r"""A classifier as `images in [-1, 1] -> logits`: a transformers image-classification model fed through its image
+    processor (8-bit RGB arrays, exactly as decoded files, so the resizing, cropping and normalisation are the ones it
+    was trained with), or a TorchScript network fed float32 images in [0, 1] (`processor=None`).
     """
 
-    def __init__(self, model: nn.Module, processor):
+    def __init__(self, model: nn.Module, processor=None, num_classes: int | None = None):
         super().__init__()
-        self.model = model.eval()
-        self.processor = processor
-        self.num_classes = int(model.config.num_labels)
+        self.model, self.processor, self.num_classes = model.eval(), processor, num_classes
 
     @torch.no_grad()
     def forward(self, images: torch.Tensor) -> torch.Tensor:
+        if self.processor is None:
+            return self.model((images.detach().float().clamp(-1, 1) + 1) / 2).float()
         arrays = list(pixels_to_uint8(images).permute(0, 2, 3, 1).cpu().numpy())
-        inputs = self.processor(images=arrays, return_tensors="pt")
-        device = next(self.model.parameters()).device
-        pixel_values = inputs["pixel_values"].to(device, next(self.model.parameters()).dtype)
-        return self.model(pixel_values=pixel_values).logits.float()
-
-
-class TorchScriptClassifier(nn.Module):
-    """A TorchScript classifier that takes float32 images in [0, 1], as `images in [-1, 1] -> logits`."""
-
-    def __init__(self, network: nn.Module, num_classes: int | None = None):
-        super().__init__()
-        self.network = network.eval()
-        self.num_classes = num_classes
-
-    @torch.no_grad()
-    def forward(self, images: torch.Tensor) -> torch.Tensor:
-        return self.network((images.detach().float().clamp(-1, 1) + 1) / 2).float()
+        pixel_values = self.processor(images=arrays, return_tensors="pt")["pixel_values"]
+        return self.model(pixel_values=pixel_values.to(self.model.device, self.model.dtype)).logits.float()
 
 
 def load_image_classifier(path: str | os.PathLike, device: torch.device | str = "cpu") -> nn.Module:
@@ -116,19 +95,20 @@ def load_image_classifier(path: str | os.PathLike, device: torch.device | str = 
     A classifier `images in [-1, 1] (batch, 3, H, W) -> logits (batch, num_classes)` from a local path:
 
     - a folder saved by transformers (`config.json` + weights + `preprocessor_config.json`), loaded with
-      `AutoModelForImageClassification` and `AutoImageProcessor` ([`TransformersImageClassifier`]);
-    - a TorchScript file taking float32 images in [0, 1] ([`TorchScriptClassifier`]).
+      `AutoModelForImageClassification` and `AutoImageProcessor`;
+    - a TorchScript file taking float32 images in [0, 1].
 
-    The result has a `num_classes` attribute (`None` for TorchScript).
+    The result is an [`ImageClassifier`] with a `num_classes` attribute (`None` for TorchScript).
     """
     path = Path(path).expanduser()
     if not path.is_dir():  # torch.jit.load names a missing or foreign file
-        return TorchScriptClassifier(torch.jit.load(str(path), map_location=device))
+        return ImageClassifier(torch.jit.load(str(path), map_location=device))
     from transformers import AutoImageProcessor, AutoModelForImageClassification
 
     # never transformers' interactive trust prompt: a classifier that ships its own code is refused with an error
     model = AutoModelForImageClassification.from_pretrained(path, trust_remote_code=False).to(device)
-    return TransformersImageClassifier(model, AutoImageProcessor.from_pretrained(path, trust_remote_code=False))
+    processor = AutoImageProcessor.from_pretrained(path, trust_remote_code=False)
+    return ImageClassifier(model, processor, num_classes=model.config.num_labels)
 
 
 def class_consistency(
@@ -149,10 +129,4 @@ def class_consistency(
     return metric.compute()
 
 
-__all__ = [
-    "ClassConsistency",
-    "TorchScriptClassifier",
-    "TransformersImageClassifier",
-    "class_consistency",
-    "load_image_classifier",
-]
+__all__ = ["ClassConsistency", "ImageClassifier", "class_consistency", "load_image_classifier"]

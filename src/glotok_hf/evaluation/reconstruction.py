@@ -1,11 +1,7 @@
 # Copyright 2026 The glotok-hf authors. Licensed under the Apache License, Version 2.0.
 """Reconstruction metrics of a tokenizer: PSNR, SSIM (torchmetrics), LPIPS (local weights), rFID, codebook usage and
-perplexity per codebook, and optionally the uniformity of a branch's latent space.
-
-Images are in [-1, 1] (`data_range = 2`); reconstructions are clamped and, with `quantize=True` (the default), rounded
-to 8-bit levels, i.e. scored as the PNG a user would save. PSNR is the mean of the per-image `10 log10(4 / MSE)` (as
-LlamaGen and FQGAN report it; `inf` for an exact copy); SSIM is torchmetrics' Gaussian-window SSIM (11x11, sigma 1.5),
-which differs slightly from skimage's default 7x7 window. The definitions of every figure: docs/evaluation.md.
+perplexity per codebook, and optionally the uniformity of a branch's latent space, on images in [-1, 1] with the
+reconstructions clamped and (by default) rounded to 8-bit levels. Definitions: docs/evaluation.md.
 """
 
 from collections.abc import Iterable
@@ -17,7 +13,7 @@ from torchmetrics.image import PeakSignalNoiseRatio, StructuralSimilarityIndexMe
 from tqdm.auto import tqdm
 
 from ..data import pixels_to_uint8, uint8_to_pixels
-from .codebook import code_counts, codebook_perplexity, codebook_usage
+from .codebook import code_counts, codebook_statistics
 from .fid import FrechetDistance
 from .uniformity import latent_uniformity
 
@@ -79,12 +75,6 @@ class ReconstructionMetrics(nn.Module):
         return out
 
 
-def _pixel_values(batch) -> torch.Tensor:
-    if isinstance(batch, dict):
-        return batch["pixel_values"]
-    return batch[0] if isinstance(batch, (list, tuple)) else batch
-
-
 @torch.no_grad()
 def evaluate_reconstruction(
     model: nn.Module,
@@ -128,29 +118,27 @@ def evaluate_reconstruction(
         (per enabled codebook: `size`, `usage`, `perplexity`, `normalized_perplexity = perplexity / size`), and
         `uniformity` when asked.
     """
-    if uniformity_branch not in ("semantic", "visual"):
-        raise ValueError(f"uniformity_branch must be 'semantic' or 'visual', got {uniformity_branch!r}.")
-    if uniformity_images and getattr(model, uniformity_branch, None) is None:
+    branches = [name for name in ("semantic", "visual") if getattr(model, name, None) is not None]
+    if uniformity_images and uniformity_branch not in branches:
         raise ValueError(f"The tokenizer has no {uniformity_branch} codebook to measure the uniformity of.")
     device = next(model.parameters()).device
     metrics = ReconstructionMetrics(lpips=lpips, feature_network=feature_network, quantize=quantize).to(device)
-    branches = [name for name in ("semantic", "visual") if getattr(model, name, None) is not None]
-    counts = {
-        name: torch.zeros(getattr(model, name).quantizer.num_codes, dtype=torch.long, device=device)
-        for name in branches
-    }
+    sizes = {name: getattr(model, name).quantizer.num_codes for name in branches}
+    counts = {name: torch.zeros(size, dtype=torch.long, device=device) for name, size in sizes.items()}
     num_processes = torch.distributed.get_world_size() if torch.distributed.is_initialized() else 1
     keep_per_process = -(-uniformity_images // num_processes)
     kept, kept_flipped = [], []
     autocast = torch.autocast(device.type, dtype=autocast_dtype or torch.bfloat16, enabled=autocast_dtype is not None)
     for batch in tqdm(batches, desc="reconstruction", disable=not progress):
-        images = _pixel_values(batch).to(device)
+        if isinstance(batch, (dict, list, tuple)):  # a collate_images dict, or a tuple whose first item is the images
+            batch = batch["pixel_values"] if isinstance(batch, dict) else batch[0]
+        images = batch.to(device)
         with autocast:
             encoded = model.encode(images, validate=True)  # an entry point: reject e.g. [0, 255] images clearly
             reconstructions = model.decode(**encoded.indices).sample
         metrics.update(reconstructions.float(), images)
         for name in branches:
-            counts[name] += code_counts(getattr(encoded, f"{name}_indices"), len(counts[name]))
+            counts[name] += code_counts(getattr(encoded, f"{name}_indices"), sizes[name])
         missing = keep_per_process - sum(len(k) for k in kept)
         if missing > 0:
             kept.append(getattr(encoded, f"{uniformity_branch}_quantized")[:missing].float().cpu())
@@ -159,18 +147,10 @@ def evaluate_reconstruction(
                     flipped = model.encode(images[:missing].flip(-1))
                 kept_flipped.append(getattr(flipped, f"{uniformity_branch}_quantized").float().cpu())
     result = metrics.compute()
-    result["codebooks"] = {}
-    for name, branch_counts in counts.items():
-        total = branch_counts.clone()
+    for branch_counts in counts.values():
         if num_processes > 1:
-            torch.distributed.all_reduce(total, op=torch.distributed.ReduceOp.SUM)
-        perplexity = codebook_perplexity(total)
-        result["codebooks"][name] = {
-            "size": len(total),
-            "usage": codebook_usage(total),
-            "perplexity": perplexity,
-            "normalized_perplexity": perplexity / len(total),
-        }
+            torch.distributed.all_reduce(branch_counts, op=torch.distributed.ReduceOp.SUM)
+    result["codebooks"] = {name: codebook_statistics(branch_counts) for name, branch_counts in counts.items()}
     if uniformity_images:
         maps = _gather_maps(kept, num_processes)[:uniformity_images]
         flipped_maps = _gather_maps(kept_flipped, num_processes)[:uniformity_images] if uniformity_flip else None
@@ -188,9 +168,4 @@ def _gather_maps(chunks: list[torch.Tensor], num_processes: int) -> torch.Tensor
     return torch.cat([t for t in gathered if t.numel()])
 
 
-__all__ = [
-    "DATA_RANGE",
-    "ReconstructionMetrics",
-    "evaluate_reconstruction",
-    "prepare_images",
-]
+__all__ = ["DATA_RANGE", "ReconstructionMetrics", "evaluate_reconstruction", "prepare_images"]

@@ -1,23 +1,13 @@
 # Copyright 2026 The glotok-hf authors. Licensed under the Apache License, Version 2.0.
-"""Uniformity of a latent space (GloTok Table 3), following the VA-VAE / LightningDiT `tools/latent_vis.py` protocol.
-
-One latent vector is drawn per image (a random spatial position, optionally of the horizontally flipped image), the
-vectors are standardised per channel, embedded in 2-D with t-SNE, and a Gaussian KDE gives a density at every point.
-A uniform latent space spreads the points evenly, so its densities vary little:
-
-- density CV `std(d) / mean(d)` (lower is more uniform; 0 for equal densities),
-- normalised entropy `H(p) / log2(n)` in bits with `p = d / sum(d)` (higher is more uniform; 1 for equal densities),
-- Gini coefficient `sum_i (2i - n - 1) s_i / (n sum_i s_i)` over the ascending densities `s` (lower is more uniform).
-
-t-SNE and the random draws make one run noisy, so the protocol repeats it and reports mean and standard deviation.
+"""Uniformity of a latent space (GloTok Table 3), following the VA-VAE / LightningDiT `tools/latent_vis.py` protocol:
+one standardised latent vector per image, t-SNE to 2-D, a Gaussian KDE at every point, and the spread of those
+densities (density CV, normalised entropy, Gini), repeated. Definitions: docs/evaluation.md.
 """
 
 from dataclasses import asdict, dataclass, field
 
 import numpy as np
 import torch
-
-UNIFORMITY_METRICS = ("density_cv", "normalized_entropy", "gini")
 
 
 def density_statistics(density: np.ndarray | torch.Tensor) -> dict[str, float]:
@@ -30,57 +20,23 @@ def density_statistics(density: np.ndarray | torch.Tensor) -> dict[str, float]:
         `dict` with `density_cv` (population standard deviation over mean), `normalized_entropy` (`H(p) / log2(n)`
         with `p = density / density.sum()`) and `gini`, as Python floats.
     """
-    if isinstance(density, torch.Tensor):
-        density = density.detach().cpu().numpy()
-    density = np.asarray(density, dtype=np.float64)
+    density = torch.as_tensor(density).detach().cpu().double().numpy()
     if density.ndim != 1 or density.size < 2 or not np.isfinite(density).all() or (density <= 0).any():
         raise ValueError(f"density must be a 1-d array of at least 2 finite positive values, got {density!r}.")
-    n = density.size
+    n, s = density.size, np.sort(density)
     p = density / density.sum()
-    entropy = -(p * np.log2(p)).sum()
-    s = np.sort(density)
-    ranks = np.arange(1, n + 1)
     return {
         "density_cv": float(density.std() / density.mean()),
-        "normalized_entropy": float(entropy / np.log2(n)),
-        "gini": float(((2 * ranks - n - 1) * s).sum() / (n * s.sum())),
+        "normalized_entropy": float(-(p * np.log2(p)).sum() / np.log2(n)),
+        "gini": float(((2 * np.arange(1, n + 1) - n - 1) * s).sum() / (n * s.sum())),  # s: ascending densities
     }
 
 
-def tsne_kde_density(
-    vectors: np.ndarray,
-    seed: int = 42,
-    perplexity: float = 30.0,
-    max_iter: int = 1000,
-    num_threads: int | None = None,
-) -> tuple[np.ndarray, np.ndarray]:
-    r"""Embed `vectors` `(n, dim)` in 2-D with t-SNE (scikit-learn, Barnes-Hut, PCA init) and evaluate a Gaussian
-    KDE (scipy, default Scott bandwidth) of the embedding at every embedded point.
-
-    `num_threads` caps the OpenMP threads of t-SNE (`None` = all cores). On a shared, busy machine one thread is often
-    much faster, because the OpenMP workers spin while waiting for cores.
-
-    Returns:
-        `(points, density)`: the `(n, 2)` embedding and the `(n,)` densities.
-    """
-    from scipy.stats import gaussian_kde
-    from sklearn.manifold import TSNE
-    from threadpoolctl import threadpool_limits
-
-    vectors = np.asarray(vectors, dtype=np.float64)  # scikit-learn checks the shape and perplexity < n
-    tsne = TSNE(n_components=2, perplexity=perplexity, max_iter=max_iter, random_state=seed, init="pca")
-    with threadpool_limits(limits=num_threads, user_api="openmp"):
-        points = tsne.fit_transform(vectors)
-    return points, gaussian_kde(points.T)(points.T)
-
-
 def _as_latent_maps(latents, name: str) -> np.ndarray:
-    if isinstance(latents, torch.Tensor):
-        latents = latents.detach().float().cpu().numpy()
-    latents = np.asarray(latents)
+    latents = torch.as_tensor(latents).detach().cpu().double().numpy()
     if latents.ndim != 4 or not np.isfinite(latents).all():
         raise ValueError(f"{name} must be finite, of shape (num_images, dim, height, width), got {latents.shape}.")
-    return latents.astype(np.float64, copy=False)
+    return latents
 
 
 def sample_latent_vectors(
@@ -156,7 +112,8 @@ def latent_uniformity(
 
     Each repeat `r` draws one vector per image (random position, random flip when `flipped_latents` is given; seed
     `seed + r`), standardises every channel with the mean and standard deviation over all positions of all given maps,
-    runs t-SNE (`random_state = seed + r`) and a Gaussian KDE, and computes [`density_statistics`].
+    embeds the vectors in 2-D with t-SNE (scikit-learn, Barnes-Hut, PCA init, `random_state = seed + r`), evaluates a
+    Gaussian KDE (scipy, Scott bandwidth) of the embedding at every point, and computes [`density_statistics`].
 
     Args:
         latents (`np.ndarray` or `torch.Tensor` of shape `(num_images, dim, h, w)`): latent maps, e.g. the semantic
@@ -167,20 +124,29 @@ def latent_uniformity(
         seed (`int`, *optional*, defaults to 42): base seed (VA-VAE uses t-SNE `random_state=42`).
         perplexity (`float`, *optional*, defaults to 30): t-SNE perplexity.
         max_iter (`int`, *optional*, defaults to 1000): t-SNE iterations.
-        num_threads (`int`, *optional*): cap on t-SNE's OpenMP threads (see [`tsne_kde_density`]).
+        num_threads (`int`, *optional*): cap on t-SNE's OpenMP threads (`None` = all cores). On a shared, busy
+            machine one thread is often much faster, because the OpenMP workers spin while waiting for cores.
     """
+    from scipy.stats import gaussian_kde
+    from sklearn.manifold import TSNE
+    from threadpoolctl import threadpool_limits
+
     maps = _as_latent_maps(latents, "latents")
-    all_maps = maps if flipped_latents is None else np.concatenate([maps, _as_latent_maps(flipped_latents, "flipped")])
-    mean = all_maps.mean(axis=(0, 2, 3))
-    std = np.maximum(all_maps.std(axis=(0, 2, 3)), 1e-12)
+    flipped = None if flipped_latents is None else _as_latent_maps(flipped_latents, "flipped_latents")
+    all_maps = maps if flipped is None else np.concatenate([maps, flipped])
+    mean = all_maps.mean(axis=(0, 2, 3), keepdims=True)[0]
+    std = np.maximum(all_maps.std(axis=(0, 2, 3), keepdims=True)[0], 1e-12)
+    maps = (maps - mean) / std  # every channel standardised
+    flipped = None if flipped is None else (flipped - mean) / std
     num_points = min(maps.shape[0], num_points) if num_points is not None else maps.shape[0]
     repeats = []
     for r in range(num_repeats):
-        vectors = sample_latent_vectors(maps, flipped_latents, num_points=num_points, seed=seed + r)
-        standardized = (vectors - mean) / std
-        _, density = tsne_kde_density(standardized, seed + r, perplexity, max_iter, num_threads=num_threads)
-        repeats.append(density_statistics(density))
-    table = {name: np.array([rep[name] for rep in repeats]) for name in UNIFORMITY_METRICS}
+        vectors = sample_latent_vectors(maps, flipped, num_points=num_points, seed=seed + r)
+        tsne = TSNE(n_components=2, perplexity=perplexity, max_iter=max_iter, random_state=seed + r, init="pca")
+        with threadpool_limits(limits=num_threads, user_api="openmp"):  # scikit-learn checks perplexity < n
+            points = tsne.fit_transform(vectors).T
+        repeats.append(density_statistics(gaussian_kde(points)(points)))
+    table = {name: np.array([rep[name] for rep in repeats]) for name in ("density_cv", "normalized_entropy", "gini")}
     return UniformityResult(
         **{name: float(values.mean()) for name, values in table.items()},
         **{f"{name}_std": float(values.std()) for name, values in table.items()},
@@ -189,11 +155,4 @@ def latent_uniformity(
     )
 
 
-__all__ = [
-    "UNIFORMITY_METRICS",
-    "UniformityResult",
-    "density_statistics",
-    "latent_uniformity",
-    "sample_latent_vectors",
-    "tsne_kde_density",
-]
+__all__ = ["UniformityResult", "density_statistics", "latent_uniformity", "sample_latent_vectors"]

@@ -6,13 +6,13 @@ import evaluate
 import numpy as np
 import torch
 
-from glotok_hf.evaluation.codebook import code_counts, codebook_perplexity, codebook_usage
+from glotok_hf.evaluation.codebook import code_counts, codebook_statistics
 from glotok_hf.utils import is_int
 
 _DESCRIPTION = """
-How much of a codebook a tokenizer uses. From all code indices given: usage is the fraction of the num_codes codes that
+How much of a codebook a tokenizer uses, from all code indices given: usage is the fraction of the num_codes codes that
 occur at least once; perplexity is exp(H(p)) of the code frequencies p, the effective number of codes in use (num_codes
-when all codes are equally frequent, 1 when one code takes everything); normalized_perplexity is perplexity / num_codes.
+when all are equally frequent, 1 when one takes everything); normalized_perplexity is perplexity / num_codes.
 """
 
 _KWARGS_DESCRIPTION = """
@@ -30,18 +30,12 @@ Examples:
     {'usage': 0.5, 'perplexity': 4.0, 'normalized_perplexity': 0.5, 'num_indices': 4}
 """
 
-_CITATION = ""
-
 
 @evaluate.utils.file_utils.add_start_docstrings(_DESCRIPTION, _KWARGS_DESCRIPTION)
 class CodebookUsage(evaluate.Metric):
     def _info(self):
-        return evaluate.MetricInfo(
-            description=_DESCRIPTION,
-            citation=_CITATION,
-            inputs_description=_KWARGS_DESCRIPTION,
-            features=datasets.Features({"predictions": datasets.List(datasets.Value("int64"))}),
-        )
+        features = datasets.Features({"predictions": datasets.List(datasets.Value("int64"))})
+        return evaluate.MetricInfo(_DESCRIPTION, "", inputs_description=_KWARGS_DESCRIPTION, features=features)
 
     def _compute(self, predictions, num_codes=None):
         if not is_int(num_codes) or num_codes <= 0:
@@ -51,12 +45,6 @@ class CodebookUsage(evaluate.Metric):
         indices = np.concatenate([np.asarray(p, dtype=np.int64).reshape(-1) for p in predictions] or [np.zeros(0)])
         if indices.size == 0 or indices.min() < 0 or indices.max() >= num_codes:
             raise ValueError(f"codebook_usage needs one or more code indices in [0, {num_codes}), got {indices}.")
-        indices = torch.from_numpy(indices.astype(np.int64))
-        counts = code_counts(indices, num_codes)
-        perplexity = codebook_perplexity(counts)
-        return {
-            "usage": codebook_usage(counts),
-            "perplexity": perplexity,
-            "normalized_perplexity": perplexity / num_codes,
-            "num_indices": int(indices.numel()),
-        }
+        statistics = codebook_statistics(code_counts(torch.from_numpy(indices), num_codes))
+        del statistics["size"]  # num_codes, given
+        return {**statistics, "num_indices": int(indices.size)}

@@ -2,25 +2,16 @@
 """PSNR as an `evaluate` metric (a thin wrapper of torchmetrics; for many images use the torch API of
 `glotok_hf.evaluation.reconstruction`, which avoids the Arrow round trip)."""
 
-import datasets
-import evaluate
 from torchmetrics.functional.image import peak_signal_noise_ratio
 
-from glotok_hf.evaluation.evaluate_modules import per_image_mean
+from glotok_hf.evaluation.evaluate_modules import image_pair_metric
 
 _DESCRIPTION = """
 Peak signal-to-noise ratio in dB, computed per image as 10 log10(data_range^2 / MSE) and averaged over images.
-Identical images give inf. The default data_range of 2.0 is for images in [-1, 1] (the glotok-hf convention); use 255
-for uint8 images and 1.0 for images in [0, 1].
+Identical images give inf.
 """
 
-_KWARGS_DESCRIPTION = """
-Args:
-    predictions (`list` of images): reconstructed images, each an array of shape (height, width, channels).
-    references (`list` of images): original images of the same shapes.
-    data_range (`float`, *optional*, defaults to 2.0): max - min of the value range.
-Returns:
-    psnr (`float`): mean per-image PSNR in dB.
+_RETURNS = """    psnr (`float`): mean per-image PSNR in dB.
 Examples:
     >>> import numpy as np
     >>> psnr = evaluate.load("path/to/glotok_hf/evaluation/metrics/psnr")
@@ -29,19 +20,5 @@ Examples:
     26.0206
 """
 
-_CITATION = ""
 
-
-@evaluate.utils.file_utils.add_start_docstrings(_DESCRIPTION, _KWARGS_DESCRIPTION)
-class Psnr(evaluate.Metric):
-    def _info(self):
-        image = datasets.List(datasets.List(datasets.List(datasets.Value("float32"))))
-        return evaluate.MetricInfo(
-            description=_DESCRIPTION,
-            citation=_CITATION,
-            inputs_description=_KWARGS_DESCRIPTION,
-            features=datasets.Features({"predictions": image, "references": image}),
-        )
-
-    def _compute(self, predictions, references, data_range=2.0):
-        return {"psnr": per_image_mean(peak_signal_noise_ratio, predictions, references, data_range)}
+Psnr = image_pair_metric("psnr", peak_signal_noise_ratio, _DESCRIPTION, _RETURNS)

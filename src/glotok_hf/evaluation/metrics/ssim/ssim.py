@@ -2,25 +2,16 @@
 """SSIM as an `evaluate` metric (a thin wrapper of torchmetrics; for many images use the torch API of
 `glotok_hf.evaluation.reconstruction`, which avoids the Arrow round trip)."""
 
-import datasets
-import evaluate
 from torchmetrics.functional.image import structural_similarity_index_measure
 
-from glotok_hf.evaluation.evaluate_modules import per_image_mean
+from glotok_hf.evaluation.evaluate_modules import image_pair_metric
 
 _DESCRIPTION = """
 Structural similarity (Wang et al. 2004) with torchmetrics' Gaussian window (11x11, sigma 1.5), per image, averaged
-over images. Identical images give 1. The default data_range of 2.0 is for images in [-1, 1] (the glotok-hf
-convention); use 255 for uint8 images and 1.0 for images in [0, 1].
+over images. Identical images give 1.
 """
 
-_KWARGS_DESCRIPTION = """
-Args:
-    predictions (`list` of images): reconstructed images, each an array of shape (height, width, channels).
-    references (`list` of images): original images of the same shapes.
-    data_range (`float`, *optional*, defaults to 2.0): max - min of the value range.
-Returns:
-    ssim (`float`): mean per-image SSIM.
+_RETURNS = """    ssim (`float`): mean per-image SSIM.
 Examples:
     >>> import numpy as np
     >>> ssim = evaluate.load("path/to/glotok_hf/evaluation/metrics/ssim")
@@ -39,16 +30,4 @@ _CITATION = """
 """
 
 
-@evaluate.utils.file_utils.add_start_docstrings(_DESCRIPTION, _KWARGS_DESCRIPTION)
-class Ssim(evaluate.Metric):
-    def _info(self):
-        image = datasets.List(datasets.List(datasets.List(datasets.Value("float32"))))
-        return evaluate.MetricInfo(
-            description=_DESCRIPTION,
-            citation=_CITATION,
-            inputs_description=_KWARGS_DESCRIPTION,
-            features=datasets.Features({"predictions": image, "references": image}),
-        )
-
-    def _compute(self, predictions, references, data_range=2.0):
-        return {"ssim": per_image_mean(structural_similarity_index_measure, predictions, references, data_range)}
+Ssim = image_pair_metric("ssim", structural_similarity_index_measure, _DESCRIPTION, _RETURNS, _CITATION)
