@@ -129,14 +129,8 @@ class GloTokPipeline(DiffusionPipeline):
             raise TypeError(f"vqmodel must be a GloTokModel, got {type(vqmodel).__name__}.")
         if getattr(prior_config, "vocab_size", None) is None:
             raise TypeError(f"prior must be a causal LM with config.vocab_size, got {type(prior).__name__}.")
-        num_labels = None if id2label is None else len(id2label)
-        layout = TokenLayout.from_vocab_size(prior_config.vocab_size, vq_config.visual_codebook_size,
-                                             vq_config.semantic_codebook_size, num_labels=num_labels)  # fmt: skip
-        if id2label is not None and list(id2label) != list(range(layout.num_classes)):
-            raise ValueError(
-                f"id2label must name classes 0..{layout.num_classes - 1} (the prior's {layout.num_classes} classes), "
-                f"got ids {list(id2label)[:5]}..."
-            )
+        sizes = vq_config.visual_codebook_size, vq_config.semantic_codebook_size
+        layout = TokenLayout.from_vocab_size(prior_config.vocab_size, *sizes, id2label and list(id2label))
         grid, trained = vq_config.latent_grid_size, getattr(prior_config, "image_grid_size", None)
         needed = layout.sequence_length(grid * grid)
         max_positions = getattr(prior_config, "max_position_embeddings", None) or needed

@@ -118,7 +118,7 @@ def layout_from_configs(tokenizer_config, prior_config: LlamaConfig, id2label: M
     """The [`TokenLayout`] of a prior over a tokenizer's codes. The number of classes follows from the prior's
     `vocab_size` and the codebook sizes; when `id2label` is given its length must agree (`ValueError` otherwise)."""
     sizes = tokenizer_config.visual_codebook_size, tokenizer_config.semantic_codebook_size
-    return TokenLayout.from_vocab_size(prior_config.vocab_size, *sizes, None if id2label is None else len(id2label))
+    return TokenLayout.from_vocab_size(prior_config.vocab_size, *sizes, None if id2label is None else list(id2label))
 
 
 def build_prior(config: LlamaConfig) -> LlamaForCausalLM:
