@@ -15,10 +15,8 @@ prior/                 a stock LlamaForCausalLM (no code)
 README.md              model card; sample_grid.png
 ```
 
-Every module file is self-contained. Loading from a Hub repo (checked through a loopback fake Hub with diffusers
-0.42.1), diffusers downloads a component's module file but not the files it imports relatively, so an unbundled
-`vqmodel/modeling_glotok.py` fails on its `configuration_glotok` import; the root pipeline module's relative imports
-are fetched, but one file per module is simpler to read and does not depend on that.
+Every module file is self-contained: from a Hub repo, diffusers 0.42.1 downloads a component's module file but not
+the files it imports relatively (an unbundled `vqmodel/modeling_glotok.py` fails on its `configuration_glotok` import).
 """
 
 import ast
@@ -132,14 +130,9 @@ def save_remote_code_pipeline(
             stale.unlink()
         (target / source.name).write_text(bundle_module(source), encoding="utf-8")
         modules[component] = [source.stem, cls.__name__]
-    vq_module, vq_class = modules["vqmodel"]
-    _update_json(
-        folder / "vqmodel" / "config.json",
-        auto_map={
-            "AutoConfig": f"{vq_module}.{type(pipeline.vqmodel.config).__name__}",
-            "AutoModel": f"{vq_module}.{vq_class}",
-        },
-    )
+    (vq_module, vq_class), vq_config = modules["vqmodel"], type(pipeline.vqmodel.config).__name__
+    auto_map = {"AutoConfig": f"{vq_module}.{vq_config}", "AutoModel": f"{vq_module}.{vq_class}"}
+    _update_json(folder / "vqmodel" / "config.json", auto_map=auto_map)
     _update_json(
         folder / "model_index.json", _class_name=modules[None], vqmodel=modules["vqmodel"], _name_or_path=None
     )
@@ -193,12 +186,9 @@ def push_pipeline_to_hub(
             pipeline, folder, safe_serialization=safe_serialization, variant=variant, model_card=card,
             card_kwargs={"repo_id": repo_id, **dict(card_kwargs or {})}, sample_grid=sample_grid,
         )  # fmt: skip
+        message = commit_message or f"Upload {type(pipeline).__name__}"
         return api.upload_folder(
-            repo_id=repo_id,
-            folder_path=folder,
-            path_in_repo=subfolder,
-            commit_message=commit_message or f"Upload {type(pipeline).__name__}",
-            create_pr=create_pr,
+            repo_id=repo_id, folder_path=folder, path_in_repo=subfolder, commit_message=message, create_pr=create_pr
         )
 
 

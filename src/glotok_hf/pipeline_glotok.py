@@ -245,10 +245,6 @@ class GloTokPipeline(DiffusionPipeline):
         return self._guidance_scale
 
     @property
-    def do_classifier_free_guidance(self) -> bool:
-        return self._guidance_scale != 1.0
-
-    @property
     def num_timesteps(self) -> int:
         """Tokens sampled per image in the last call (the AR counterpart of denoising steps)."""
         return self._num_timesteps
@@ -372,9 +368,8 @@ class GloTokPipeline(DiffusionPipeline):
             hook = getattr(self.vqmodel, "_hf_hook", None)  # model CPU offload: decode is no forward, so load it here
             if hook is not None and hasattr(hook, "pre_forward"):
                 hook.pre_forward(self.vqmodel)
-            # The tokens come from the sampler in the layout's ranges (`to_indices` checked edited ones): no re-check.
-            codes = {"semantic_indices": semantic_indices, "visual_indices": visual_indices}
-            images = self.vqmodel.decode(**codes, return_dict=True, validate=False).sample
+            # The sampler keeps tokens in the layout's ranges (`to_indices` checked edited ones): decode trusts them.
+            images = self.vqmodel.decode(semantic_indices, visual_indices, return_dict=True).sample
             images = self.image_processor.postprocess(images, output_type=output_type)
         self.maybe_free_model_hooks()
 

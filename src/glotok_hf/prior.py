@@ -28,11 +28,6 @@ class PriorSize:
     reference_parameters: int  # LlamaGen's reported parameter count, for 16,384 codes and 1,000 classes
 
 
-def swiglu_width(hidden_size: int) -> int:
-    """LlamaGen's SwiGLU width: `2/3 * 4 * hidden_size`, rounded up to a multiple of 256."""
-    return -(-int(2 * 4 * hidden_size / 3) // 256) * 256
-
-
 PRIOR_SIZES: dict[str, PriorSize] = {
     "B": PriorSize(12, 768, 12, 111_000_000),
     "L": PriorSize(24, 1024, 16, 343_000_000),
@@ -93,7 +88,7 @@ def prior_config(
     kwargs = dict(
         vocab_size=layout.vocab_size,
         hidden_size=width,
-        intermediate_size=swiglu_width(width),
+        intermediate_size=-(-int(8 * width / 3) // 256) * 256,  # LlamaGen's SwiGLU width: 8/3 d, rounded up
         num_hidden_layers=preset.num_hidden_layers,
         num_attention_heads=heads,
         num_key_value_heads=heads,
