@@ -112,9 +112,7 @@ class GloTokPipeline(DiffusionPipeline):
         # JSON keys are strings: register them as such so a fresh and a reloaded pipeline have the same config.
         self.register_to_config(id2label=None if id2label is None else {str(k): v for k, v in id2label.items()})
         self.id2label = id2label
-        self.layout = None
-        if vqmodel is not None and prior is not None:
-            self.layout = self._build_layout(vqmodel, prior, id2label)
+        self.layout = None if vqmodel is None or prior is None else self._build_layout(vqmodel, prior, id2label)
         self._index_labels(id2label)
         factor = getattr(getattr(vqmodel, "config", None), "downsample_factor", 8)
         self.image_processor = VaeImageProcessor(vae_scale_factor=factor, do_normalize=True)
@@ -266,11 +264,10 @@ class GloTokPipeline(DiffusionPipeline):
             raise ValueError(
                 f"callback_on_step_end_tensor_inputs may only name {self._callback_tensor_inputs}, got {unknown}."
             )
-        grid = self.vqmodel.config.latent_grid_size
-        batch_size = num_labels * num_images_per_label
+        positions, batch_size = self.vqmodel.config.latent_grid_size**2, num_labels * num_images_per_label
         device = self._execution_device
         check_sampling_inputs(
-            self.prior, self.layout, batch_size, grid * grid, generator=generator, device=device, **options
+            self.prior, self.layout, batch_size, positions, generator=generator, device=device, **options
         )
 
     @torch.no_grad()

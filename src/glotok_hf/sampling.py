@@ -306,15 +306,12 @@ def sampling_memory_bytes(
 ) -> int:
     """A lower bound of the memory [`sample_image_tokens`] needs for `batch_size` samples: the KV cache of every row
     (twice the batch with guidance) at full length, plus the random draws and the token sequences."""
-    config = prior.config
-    steps = layout.num_image_tokens(num_positions)
+    config, steps = prior.config, layout.num_image_tokens(num_positions)
     rows = 2 * batch_size if guided else batch_size
-    heads = getattr(config, "num_attention_heads", 1) or 1
-    kv_heads = getattr(config, "num_key_value_heads", None) or heads
-    head_dim = getattr(config, "head_dim", None) or getattr(config, "hidden_size", heads) // heads
-    layers = getattr(config, "num_hidden_layers", 1) or 1
-    element = next(prior.parameters()).element_size()
-    return 2 * layers * rows * kv_heads * head_dim * steps * element + batch_size * (4 * steps + 8 * (1 + steps))
+    heads = config.num_attention_heads
+    head_dim = getattr(config, "head_dim", None) or config.hidden_size // heads
+    kv = 2 * config.num_hidden_layers * (getattr(config, "num_key_value_heads", None) or heads) * head_dim
+    return kv * rows * steps * next(prior.parameters()).element_size() + batch_size * (4 * steps + 8 * (1 + steps))
 
 
 def available_memory_bytes(device: torch.device | str) -> int | None:
