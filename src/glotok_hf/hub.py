@@ -365,7 +365,6 @@ def model_card(
     if kind not in _CARDS:
         raise ValueError(f"kind must be one of {tuple(_CARDS)}, got {kind!r}.")
     title, default_description, usage = _CARDS[kind]
-    repo = repo_id or "<user>/<repo>"
     all_tags = {"glotok", "image-tokenizer", "vector-quantization", *tags}
     if kind != "tokenizer":
         all_tags |= {"class-conditional-image-generation", "autoregressive"}
@@ -382,7 +381,7 @@ def model_card(
     sections = [f"# {title}", description or default_description]
     if sample_grid_file:
         sections.append(f"![Samples]({sample_grid_file})")
-    usage = usage.format(repo_id=repo, example_labels=example_labels, cli_labels=cli_labels)
+    usage = usage.format(repo_id=repo_id or "<user>/<repo>", example_labels=example_labels, cli_labels=cli_labels)
     sections.append("## Usage\n\n" + usage)
     if details:
         sections.append("## Model\n\n" + _table(("", ""), list(details.items())))
