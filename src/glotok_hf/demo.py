@@ -44,7 +44,8 @@ def build_demo(pipeline=None, tokenizer=None, *, device=None, trust_remote_code:
     pipe = load_pipeline(pipeline, device=device, trust_remote_code=trust_remote_code)
     model = pipe.vqmodel if tokenizer is None else load_tokenizer(tokenizer, device=device)
     sizes = {name: getattr(model.config, f"{name}_codebook_size") for name in ("semantic", "visual")}
-    palette = np.random.default_rng(0).integers(0, 256, (max(sizes.values()), 3), dtype=np.uint8)
+    num_codes = max(getattr(m.config, f"{name}_codebook_size") for m in (model, pipe.vqmodel) for name in sizes)
+    palette = np.random.default_rng(0).integers(0, 256, (num_codes, 3), dtype=np.uint8)  # both models' codes
 
     def code_grids(codes) -> list[tuple[str, torch.Tensor]]:  # (name, indices) of each codebook in a model output
         return [(name, v) for name in ("semantic", "visual") if (v := getattr(codes, f"{name}_indices")) is not None]
