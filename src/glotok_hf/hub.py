@@ -39,7 +39,7 @@ GENERATED_HEADER = (
     "# it loads on its own as Hub remote code. Edit the glotok-hf sources, not this file.\n"
 )
 # What diffusers' and transformers' remote-code loaders take for a relative import (they scan lines, not the AST).
-_RELATIVE_IMPORT_LINE = re.compile(r"^\s*(?:from\s+\.|import\s+\.)", flags=re.MULTILINE)
+_RELATIVE_IMPORT_LINE = re.compile(r"^\s*(?:from\s+\.|import\s+\.).*", flags=re.MULTILINE)
 SAMPLE_GRID_FILE = "sample_grid.png"
 
 
@@ -57,10 +57,9 @@ def bundle_module(path: str | Path) -> str:
     bundled = GENERATED_HEADER.format(sources=" + ".join(sources)) + text
     leftover = _RELATIVE_IMPORT_LINE.search(bundled)
     if leftover:
-        line = bundled[leftover.start() : bundled.find("\n", leftover.start())]
         raise ValueError(
-            f"Bundling {path.name} left a line that remote-code loaders read as a relative import: {line.strip()!r}. "
-            "Reword it (it may be inside a docstring)."
+            f"Bundling {path.name} left a line that remote-code loaders read as a relative import: "
+            f"{leftover.group().strip()!r}. Reword it (it may be inside a docstring)."
         )
     return bundled
 
@@ -432,13 +431,12 @@ def save_model_card(
 ) -> Path | None:
     """Write `card` to `folder/README.md` (and `sample_grid` to `folder/sample_grid.png`). An existing README.md is
     kept unless `overwrite`; returns the path written, or `None` when an existing card was kept."""
-    folder = Path(folder)
-    readme = folder / "README.md"
+    readme = Path(folder) / "README.md"
     if readme.exists() and not overwrite:
         return None
-    folder.mkdir(parents=True, exist_ok=True)
+    readme.parent.mkdir(parents=True, exist_ok=True)
     if sample_grid is not None:
-        sample_grid.save(folder / SAMPLE_GRID_FILE)
+        sample_grid.save(readme.with_name(SAMPLE_GRID_FILE))
     card.save(readme)
     return readme
 
