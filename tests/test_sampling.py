@@ -104,12 +104,12 @@ def test_layout_rejects_codes_that_break_it(layout):
 
 
 def test_layout_from_vocab_size():
-    layout = TokenLayout.from_vocab_size(16 + 12 + 5 + 1, 16, 12, num_labels=5)
+    layout = TokenLayout.from_vocab_size(16 + 12 + 5 + 1, 16, 12, label_ids=range(5))
     assert layout == TokenLayout(16, 12, 5)
     with pytest.raises(ValueError, match=r"vocab_size 29 does not fit .* at least 28 .* = 30 ids"):
         TokenLayout.from_vocab_size(29, 16, 12)
     with pytest.raises(ValueError, match="vocab_size 34 implies 5 classes .* but 7 label names"):
-        TokenLayout.from_vocab_size(34, 16, 12, num_labels=7)
+        TokenLayout.from_vocab_size(34, 16, 12, label_ids=range(7))
     with pytest.raises(ValueError, match="at least one codebook"):
         TokenLayout(0, 0, 3)
     with pytest.raises(ValueError, match="num_classes must be an int >= 1, got 2.0"):

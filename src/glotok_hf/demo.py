@@ -25,12 +25,6 @@ def upscale(image: Image.Image, size: int = VIEW_SIZE) -> Image.Image:
     return image.resize((image.width * factor, image.height * factor), Image.Resampling.NEAREST)
 
 
-def code_map(indices: torch.Tensor, codebook_size: int, size: int) -> Image.Image:
-    """An `(h, w)` index grid as a `size` x `size` picture, one fixed colour per code id."""
-    palette = np.random.default_rng(0).integers(0, 256, (codebook_size, 3), dtype=np.uint8)
-    return Image.fromarray(palette[indices.cpu().numpy()]).resize((size, size), Image.Resampling.NEAREST)
-
-
 def friendly(handler):
     """Show a handler's user errors (and the pipeline's) as a message in the page, never a traceback."""
 
@@ -50,9 +44,15 @@ def build_demo(pipeline=None, tokenizer=None, *, device=None, trust_remote_code:
     pipe = load_pipeline(pipeline, device=device, trust_remote_code=trust_remote_code)
     model = pipe.vqmodel if tokenizer is None else load_tokenizer(tokenizer, device=device)
     sizes = {name: getattr(model.config, f"{name}_codebook_size") for name in ("semantic", "visual")}
+    num_codes = max(getattr(m.config, f"{name}_codebook_size") for m in (model, pipe.vqmodel) for name in sizes)
+    palette = np.random.default_rng(0).integers(0, 256, (num_codes, 3), dtype=np.uint8)  # both models' codes
 
-    def code_maps(size: int, i: int, **indices) -> list[Image.Image]:
-        return [code_map(v[i], sizes[name], size) for name, v in indices.items() if v is not None]
+    def code_grids(codes) -> list[tuple[str, torch.Tensor]]:  # (name, indices) of each codebook in a model output
+        return [(name, v) for name in ("semantic", "visual") if (v := getattr(codes, f"{name}_indices")) is not None]
+
+    def code_maps(codes, i: int, size: int) -> list[Image.Image]:  # image i's grids, one fixed colour per code id
+        pictures = [Image.fromarray(palette[v[i].cpu().numpy()]) for _, v in code_grids(codes)]
+        return [picture.resize((size, size), Image.Resampling.NEAREST) for picture in pictures]
 
     names = pipe.id2label or {i: str(i) for i in range(pipe.num_classes)}
 
@@ -77,8 +77,7 @@ def build_demo(pipeline=None, tokenizer=None, *, device=None, trust_remote_code:
             image = upscale(image)
             sheet = Image.new("RGB", (image.width, image.height + image.width // 2), "white")
             sheet.paste(image)
-            codes = code_maps(image.width // 2, i, semantic=out.semantic_indices, visual=out.visual_indices)
-            sheet.paste(image_grid(codes, cols=2), (0, image.height))
+            sheet.paste(image_grid(code_maps(out, i, image.width // 2), cols=2), (0, image.height))
             label = label_ids[i // per_label]
             shown.append((sheet, f"{label} {names[label]}, seed {int(seed) + i}"))
         return shown
@@ -97,10 +96,9 @@ def build_demo(pipeline=None, tokenizer=None, *, device=None, trust_remote_code:
                                        reduction="none", dim=(1, 2, 3)).item()  # fmt: skip
         error = ((reconstruction - original).abs().mean(1, keepdim=True) * 4 - 1).clamp(-1, 1).expand(-1, 3, -1, -1)
         views = [upscale(x) for x in tensor_to_pil(torch.cat([original, reconstruction, error]))]
-        usage = [f"{name} codes: {v.unique().numel()} distinct of {sizes[name]}" for name, v in
-                 (("semantic", codes.semantic_indices), ("visual", codes.visual_indices)) if v is not None]  # fmt: skip
-        grids = code_maps(views[0].width, 0, semantic=codes.semantic_indices, visual=codes.visual_indices)
-        return image_grid(views, cols=3), image_grid(grids, cols=2), f"PSNR {psnr:.2f} dB · " + " · ".join(usage)
+        usage = [f"{name} codes: {v.unique().numel()} distinct of {sizes[name]}" for name, v in code_grids(codes)]
+        maps = image_grid(code_maps(codes, 0, views[0].width), cols=2)
+        return image_grid(views, cols=3), maps, f"PSNR {psnr:.2f} dB · " + " · ".join(usage)
 
     pipe.set_progress_bar_config(disable=True)  # the page shows the progress
     examples = Path(tempfile.mkdtemp(prefix="glotok-demo-"))  # a sample of the first classes (this warms up too)

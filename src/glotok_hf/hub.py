@@ -15,10 +15,8 @@ prior/                 a stock LlamaForCausalLM (no code)
 README.md              model card; sample_grid.png
 ```
 
-Every module file is self-contained. Loading from a Hub repo (checked through a loopback fake Hub with diffusers
-0.42.1), diffusers downloads a component's module file but not the files it imports relatively, so an unbundled
-`vqmodel/modeling_glotok.py` fails on its `configuration_glotok` import; the root pipeline module's relative imports
-are fetched, but one file per module is simpler to read and does not depend on that.
+Every module file is self-contained: from a Hub repo, diffusers 0.42.1 downloads a component's module file but not
+the files it imports relatively (an unbundled `vqmodel/modeling_glotok.py` fails on its `configuration_glotok` import).
 """
 
 import ast
@@ -41,7 +39,7 @@ GENERATED_HEADER = (
     "# it loads on its own as Hub remote code. Edit the glotok-hf sources, not this file.\n"
 )
 # What diffusers' and transformers' remote-code loaders take for a relative import (they scan lines, not the AST).
-_RELATIVE_IMPORT_LINE = re.compile(r"^\s*(?:from\s+\.|import\s+\.)", flags=re.MULTILINE)
+_RELATIVE_IMPORT_LINE = re.compile(r"^\s*(?:from\s+\.|import\s+\.).*", flags=re.MULTILINE)
 SAMPLE_GRID_FILE = "sample_grid.png"
 
 
@@ -59,10 +57,9 @@ def bundle_module(path: str | Path) -> str:
     bundled = GENERATED_HEADER.format(sources=" + ".join(sources)) + text
     leftover = _RELATIVE_IMPORT_LINE.search(bundled)
     if leftover:
-        line = bundled[leftover.start() : bundled.find("\n", leftover.start())]
         raise ValueError(
-            f"Bundling {path.name} left a line that remote-code loaders read as a relative import: {line.strip()!r}. "
-            "Reword it (it may be inside a docstring)."
+            f"Bundling {path.name} left a line that remote-code loaders read as a relative import: "
+            f"{leftover.group().strip()!r}. Reword it (it may be inside a docstring)."
         )
     return bundled
 
@@ -132,14 +129,9 @@ def save_remote_code_pipeline(
             stale.unlink()
         (target / source.name).write_text(bundle_module(source), encoding="utf-8")
         modules[component] = [source.stem, cls.__name__]
-    vq_module, vq_class = modules["vqmodel"]
-    _update_json(
-        folder / "vqmodel" / "config.json",
-        auto_map={
-            "AutoConfig": f"{vq_module}.{type(pipeline.vqmodel.config).__name__}",
-            "AutoModel": f"{vq_module}.{vq_class}",
-        },
-    )
+    (vq_module, vq_class), vq_config = modules["vqmodel"], type(pipeline.vqmodel.config).__name__
+    auto_map = {"AutoConfig": f"{vq_module}.{vq_config}", "AutoModel": f"{vq_module}.{vq_class}"}
+    _update_json(folder / "vqmodel" / "config.json", auto_map=auto_map)
     _update_json(
         folder / "model_index.json", _class_name=modules[None], vqmodel=modules["vqmodel"], _name_or_path=None
     )
@@ -193,12 +185,9 @@ def push_pipeline_to_hub(
             pipeline, folder, safe_serialization=safe_serialization, variant=variant, model_card=card,
             card_kwargs={"repo_id": repo_id, **dict(card_kwargs or {})}, sample_grid=sample_grid,
         )  # fmt: skip
+        message = commit_message or f"Upload {type(pipeline).__name__}"
         return api.upload_folder(
-            repo_id=repo_id,
-            folder_path=folder,
-            path_in_repo=subfolder,
-            commit_message=commit_message or f"Upload {type(pipeline).__name__}",
-            create_pr=create_pr,
+            repo_id=repo_id, folder_path=folder, path_in_repo=subfolder, commit_message=message, create_pr=create_pr
         )
 
 
@@ -375,7 +364,6 @@ def model_card(
     if kind not in _CARDS:
         raise ValueError(f"kind must be one of {tuple(_CARDS)}, got {kind!r}.")
     title, default_description, usage = _CARDS[kind]
-    repo = repo_id or "<user>/<repo>"
     all_tags = {"glotok", "image-tokenizer", "vector-quantization", *tags}
     if kind != "tokenizer":
         all_tags |= {"class-conditional-image-generation", "autoregressive"}
@@ -392,7 +380,7 @@ def model_card(
     sections = [f"# {title}", description or default_description]
     if sample_grid_file:
         sections.append(f"![Samples]({sample_grid_file})")
-    usage = usage.format(repo_id=repo, example_labels=example_labels, cli_labels=cli_labels)
+    usage = usage.format(repo_id=repo_id or "<user>/<repo>", example_labels=example_labels, cli_labels=cli_labels)
     sections.append("## Usage\n\n" + usage)
     if details:
         sections.append("## Model\n\n" + _table(("", ""), list(details.items())))
@@ -443,13 +431,12 @@ def save_model_card(
 ) -> Path | None:
     """Write `card` to `folder/README.md` (and `sample_grid` to `folder/sample_grid.png`). An existing README.md is
     kept unless `overwrite`; returns the path written, or `None` when an existing card was kept."""
-    folder = Path(folder)
-    readme = folder / "README.md"
+    readme = Path(folder) / "README.md"
     if readme.exists() and not overwrite:
         return None
-    folder.mkdir(parents=True, exist_ok=True)
+    readme.parent.mkdir(parents=True, exist_ok=True)
     if sample_grid is not None:
-        sample_grid.save(folder / SAMPLE_GRID_FILE)
+        sample_grid.save(readme.with_name(SAMPLE_GRID_FILE))
     card.save(readme)
     return readme
 

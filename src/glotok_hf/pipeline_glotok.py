@@ -112,9 +112,7 @@ class GloTokPipeline(DiffusionPipeline):
         # JSON keys are strings: register them as such so a fresh and a reloaded pipeline have the same config.
         self.register_to_config(id2label=None if id2label is None else {str(k): v for k, v in id2label.items()})
         self.id2label = id2label
-        self.layout = None
-        if vqmodel is not None and prior is not None:
-            self.layout = self._build_layout(vqmodel, prior, id2label)
+        self.layout = None if vqmodel is None or prior is None else self._build_layout(vqmodel, prior, id2label)
         self._index_labels(id2label)
         factor = getattr(getattr(vqmodel, "config", None), "downsample_factor", 8)
         self.image_processor = VaeImageProcessor(vae_scale_factor=factor, do_normalize=True)
@@ -129,14 +127,8 @@ class GloTokPipeline(DiffusionPipeline):
             raise TypeError(f"vqmodel must be a GloTokModel, got {type(vqmodel).__name__}.")
         if getattr(prior_config, "vocab_size", None) is None:
             raise TypeError(f"prior must be a causal LM with config.vocab_size, got {type(prior).__name__}.")
-        num_labels = None if id2label is None else len(id2label)
-        layout = TokenLayout.from_vocab_size(prior_config.vocab_size, vq_config.visual_codebook_size,
-                                             vq_config.semantic_codebook_size, num_labels=num_labels)  # fmt: skip
-        if id2label is not None and list(id2label) != list(range(layout.num_classes)):
-            raise ValueError(
-                f"id2label must name classes 0..{layout.num_classes - 1} (the prior's {layout.num_classes} classes), "
-                f"got ids {list(id2label)[:5]}..."
-            )
+        sizes = vq_config.visual_codebook_size, vq_config.semantic_codebook_size
+        layout = TokenLayout.from_vocab_size(prior_config.vocab_size, *sizes, id2label and list(id2label))
         grid, trained = vq_config.latent_grid_size, getattr(prior_config, "image_grid_size", None)
         needed = layout.sequence_length(grid * grid)
         max_positions = getattr(prior_config, "max_position_embeddings", None) or needed
@@ -251,10 +243,6 @@ class GloTokPipeline(DiffusionPipeline):
         return self._guidance_scale
 
     @property
-    def do_classifier_free_guidance(self) -> bool:
-        return self._guidance_scale != 1.0
-
-    @property
     def num_timesteps(self) -> int:
         """Tokens sampled per image in the last call (the AR counterpart of denoising steps)."""
         return self._num_timesteps
@@ -276,11 +264,10 @@ class GloTokPipeline(DiffusionPipeline):
             raise ValueError(
                 f"callback_on_step_end_tensor_inputs may only name {self._callback_tensor_inputs}, got {unknown}."
             )
-        grid = self.vqmodel.config.latent_grid_size
-        batch_size = num_labels * num_images_per_label
+        positions, batch_size = self.vqmodel.config.latent_grid_size**2, num_labels * num_images_per_label
         device = self._execution_device
         check_sampling_inputs(
-            self.prior, self.layout, batch_size, grid * grid, generator=generator, device=device, **options
+            self.prior, self.layout, batch_size, positions, generator=generator, device=device, **options
         )
 
     @torch.no_grad()
@@ -378,9 +365,8 @@ class GloTokPipeline(DiffusionPipeline):
             hook = getattr(self.vqmodel, "_hf_hook", None)  # model CPU offload: decode is no forward, so load it here
             if hook is not None and hasattr(hook, "pre_forward"):
                 hook.pre_forward(self.vqmodel)
-            # The tokens come from the sampler in the layout's ranges (`to_indices` checked edited ones): no re-check.
-            codes = {"semantic_indices": semantic_indices, "visual_indices": visual_indices}
-            images = self.vqmodel.decode(**codes, return_dict=True, validate=False).sample
+            # The sampler keeps tokens in the layout's ranges (`to_indices` checked edited ones): decode trusts them.
+            images = self.vqmodel.decode(semantic_indices, visual_indices, return_dict=True).sample
             images = self.image_processor.postprocess(images, output_type=output_type)
         self.maybe_free_model_hooks()
 

@@ -27,15 +27,6 @@ class PriorSize:
     num_attention_heads: int
     reference_parameters: int  # LlamaGen's reported parameter count, for 16,384 codes and 1,000 classes
 
-    @property
-    def intermediate_size(self) -> int:
-        return swiglu_width(self.hidden_size)
-
-
-def swiglu_width(hidden_size: int) -> int:
-    """LlamaGen's SwiGLU width: `2/3 * 4 * hidden_size`, rounded up to a multiple of 256."""
-    return -(-int(2 * 4 * hidden_size / 3) // 256) * 256
-
 
 PRIOR_SIZES: dict[str, PriorSize] = {
     "B": PriorSize(12, 768, 12, 111_000_000),
@@ -59,9 +50,9 @@ def prior_config(
 
     The vocabulary is `V + S + num_classes + 1` (see [`TokenLayout`]), `max_position_embeddings` is the full sequence
     length `1 + num_positions * tokens_per_position`, `image_grid_size` records the (square) token grid the prior
-    models, so that a pipeline can refuse a tokenizer of another grid, bos/eos/pad are `None` (generation never stops early), and the
-    rest is LlamaGen's: SwiGLU of width `find_multiple(8/3 * d, 256)`, RMSNorm eps 1e-5, RoPE theta 10,000 (1-D; LlamaGen
-    uses 2-D RoPE), an untied output head, no biases.
+    models (a pipeline refuses a tokenizer of another grid), bos/eos/pad are `None` (generation never stops early), and
+    the rest is LlamaGen's: SwiGLU of width `find_multiple(8/3 * d, 256)`, RMSNorm eps 1e-5, and, as LlamaConfig's
+    defaults, SiLU, init std 0.02, RoPE theta 10,000 (1-D; LlamaGen uses 2-D RoPE), an untied output head, no biases.
 
     Args:
         size (`str`): one of `PRIOR_SIZES`: `"B"` (12 layers, width 768, ~111M parameters), `"L"` (24, 1024, ~343M),
@@ -97,24 +88,16 @@ def prior_config(
     kwargs = dict(
         vocab_size=layout.vocab_size,
         hidden_size=width,
-        intermediate_size=swiglu_width(width),
+        intermediate_size=-(-int(8 * width / 3) // 256) * 256,  # LlamaGen's SwiGLU width: 8/3 d, rounded up
         num_hidden_layers=preset.num_hidden_layers,
         num_attention_heads=heads,
         num_key_value_heads=heads,
-        hidden_act="silu",
         max_position_embeddings=layout.sequence_length(num_positions),
         image_grid_size=[math.isqrt(num_positions)] * 2 if math.isqrt(num_positions) ** 2 == num_positions else None,
-        initializer_range=0.02,
         rms_norm_eps=1e-5,
-        rope_parameters={"rope_type": "default", "rope_theta": 10000.0},
-        attention_bias=False,
-        mlp_bias=False,
-        attention_dropout=0.0,
-        tie_word_embeddings=False,
         bos_token_id=None,
         eos_token_id=None,
         pad_token_id=None,
-        architectures=["LlamaForCausalLM"],
     )
     kwargs.update(overrides)
     if kwargs["vocab_size"] != layout.vocab_size:
@@ -126,17 +109,11 @@ def prior_config(
     return LlamaConfig(**kwargs)
 
 
-def layout_from_configs(
-    tokenizer_config, prior_config: LlamaConfig, id2label: Mapping[int, str] | None = None
-) -> TokenLayout:
+def layout_from_configs(tokenizer_config, prior_config: LlamaConfig, id2label: Mapping | None = None) -> TokenLayout:
     """The [`TokenLayout`] of a prior over a tokenizer's codes. The number of classes follows from the prior's
     `vocab_size` and the codebook sizes; when `id2label` is given its length must agree (`ValueError` otherwise)."""
-    return TokenLayout.from_vocab_size(
-        prior_config.vocab_size,
-        tokenizer_config.visual_codebook_size,
-        tokenizer_config.semantic_codebook_size,
-        num_labels=None if id2label is None else len(id2label),
-    )
+    sizes = tokenizer_config.visual_codebook_size, tokenizer_config.semantic_codebook_size
+    return TokenLayout.from_vocab_size(prior_config.vocab_size, *sizes, None if id2label is None else list(id2label))
 
 
 def build_prior(config: LlamaConfig) -> LlamaForCausalLM:
@@ -150,12 +127,12 @@ def prior_training_batch(
     layout: TokenLayout,
     class_dropout_prob: float = 0.1,
     generator: torch.Generator | None = None,
-    validate: bool = False,
 ) -> dict[str, torch.Tensor]:
     r"""
     Build the causal-LM batch of the prior's training stage: the class token in front of the image tokens, with
     class dropout (the class token replaced by the null class with probability `class_dropout_prob`, which trains the
-    unconditional branch of classifier-free guidance). The loss is on image tokens only.
+    unconditional branch of classifier-free guidance). The loss is on image tokens only. The arguments are trusted: the
+    training stage checks its options and code dataset when it starts ([`TokenLayout.validate_tokens`] checks codes).
 
     Args:
         codes (`torch.LongTensor` of shape `(B, N)`): image-token ids in the layout (no class token), e.g. the
@@ -164,24 +141,11 @@ def prior_training_batch(
         layout (`TokenLayout`): the prior's token layout.
         class_dropout_prob (`float`, *optional*, defaults to 0.1): probability of replacing a class by the null class.
         generator (`torch.Generator`, *optional*): source of the dropout draws.
-        validate (`bool`, *optional*, defaults to `False`): check the arguments first: every code in the range its
-            position allows, one label per row in `[0, num_classes)`, `class_dropout_prob` in [0, 1]. This
-            synchronises with the device; the training loop leaves it off (its arguments and code dataset are checked
-            when it starts).
 
     Returns:
         `dict` with `input_ids` `(B, N + 1)` and `labels` `(B, N + 1)` (a copy of `input_ids` with -100 at the class
         position; transformers shifts labels internally, so position 0 predicts the first image token).
     """
-    if validate:
-        layout.validate_tokens(codes, name="codes")
-        if labels.shape != codes.shape[:1] or bool(((labels < 0) | (labels >= layout.num_classes)).any()):
-            raise ValueError(
-                f"labels must be a 1-d tensor of one label per row of codes ({codes.shape[0]}) in "
-                f"[0, {layout.num_classes}) (the null class comes from class dropout), got shape {tuple(labels.shape)}."
-            )
-        if not 0.0 <= class_dropout_prob <= 1.0:
-            raise ValueError(f"class_dropout_prob must be in [0, 1], got {class_dropout_prob}.")
     class_ids = labels.to(codes.device).long() + layout.codebook_size
     if class_dropout_prob > 0:
         drop = draw_uniforms(generator, 1, labels.shape[0], codes.device)[0] < class_dropout_prob

@@ -40,7 +40,6 @@ _INTEGER_DTYPES = (torch.uint8, torch.int8, torch.int16, torch.int32, torch.int6
 
 
 def _check_integer_tensor(name: str, value) -> torch.Tensor:
-    """`value` if it is an integer tensor, else a `TypeError` naming `name`."""
     if not isinstance(value, torch.Tensor) or value.dtype not in _INTEGER_DTYPES:
         raise TypeError(f"{name} must be an integer torch.Tensor, got {getattr(value, 'dtype', value)!r}.")
     return value
@@ -107,13 +106,7 @@ class TokenLayout:
         return int(self.visual_codebook_size > 0) + int(self.semantic_codebook_size > 0)
 
     @property
-    def code_ranges(self) -> tuple[tuple[int, int], ...]:
-        """The id range `[lo, hi)` of each token of a position, in sampling order (visual first)."""
-        return tuple((lo, hi) for _, lo, hi in self._codebooks)
-
-    @property
     def _codebooks(self) -> tuple[tuple[str, int, int], ...]:
-        """`(name, lo, hi)` of each token of a position, in sampling order (visual first)."""
         v, s = self.visual_codebook_size, self.semantic_codebook_size
         return tuple(book for book in (("visual", 0, v), ("semantic", v, v + s)) if book[2] > book[1])
 
@@ -127,7 +120,7 @@ class TokenLayout:
 
     def allowed_range(self, step: int) -> tuple[int, int]:
         """The id range `[lo, hi)` the prior may emit at image-token step `step` (0 = first token after the class)."""
-        return self.code_ranges[step % self.tokens_per_position]
+        return self._codebooks[step % self.tokens_per_position][1:]
 
     # ------------------------------------------------------------------------------------------- classes
     def class_token_ids(self, labels: torch.Tensor | Sequence[int] | int) -> torch.LongTensor:
@@ -210,19 +203,20 @@ class TokenLayout:
     # -------------------------------------------------------------------------------------- construction
     @classmethod
     def from_vocab_size(
-        cls, vocab_size: int, visual_codebook_size: int, semantic_codebook_size: int, num_labels: int | None = None
+        cls, vocab_size: int, visual_codebook_size: int, semantic_codebook_size: int, label_ids: Sequence | None = None
     ) -> "TokenLayout":
         """The layout of a prior with `vocab_size` ids over a tokenizer with these codebook sizes; the number of
-        classes is `vocab_size - V - S - 1`, checked against `num_labels` (the number of label names) when given."""
+        classes is `vocab_size - V - S - 1`, and `label_ids` (the ids of the label names) must be `0..classes - 1`."""
         codes = visual_codebook_size + semantic_codebook_size
         num_classes = vocab_size - codes - 1
         problems = [
             (num_classes < 1, f"the prior's vocab_size {vocab_size} does not fit the tokenizer's codebooks: it needs "
              f"at least {codes} visual+semantic codes ({visual_codebook_size} + {semantic_codebook_size}) + 1 class + "
              f"1 null class = {codes + 2} ids"),
-            (num_labels not in (None, num_classes), f"the prior's vocab_size {vocab_size} implies {num_classes} "
-             f"classes ({vocab_size} - {visual_codebook_size} visual - {semantic_codebook_size} semantic - 1 null), "
-             f"but {num_labels} label names were given"),
+            (label_ids is not None and list(label_ids) != list(range(num_classes)), f"the prior's vocab_size "
+             f"{vocab_size} implies {num_classes} classes ({vocab_size} - {visual_codebook_size} visual - "
+             f"{semantic_codebook_size} semantic - 1 null), but {len(label_ids or ())} label names were given for ids "
+             f"{list(label_ids or ())[:5]}: id2label must name classes 0..{num_classes - 1}"),
         ]  # fmt: skip
         for failed, message in problems:
             if failed:
@@ -312,15 +306,12 @@ def sampling_memory_bytes(
 ) -> int:
     """A lower bound of the memory [`sample_image_tokens`] needs for `batch_size` samples: the KV cache of every row
     (twice the batch with guidance) at full length, plus the random draws and the token sequences."""
-    config = prior.config
-    steps = layout.num_image_tokens(num_positions)
+    config, steps = prior.config, layout.num_image_tokens(num_positions)
     rows = 2 * batch_size if guided else batch_size
-    heads = getattr(config, "num_attention_heads", 1) or 1
-    kv_heads = getattr(config, "num_key_value_heads", None) or heads
-    head_dim = getattr(config, "head_dim", None) or getattr(config, "hidden_size", heads) // heads
-    layers = getattr(config, "num_hidden_layers", 1) or 1
-    element = next(prior.parameters()).element_size()
-    return 2 * layers * rows * kv_heads * head_dim * steps * element + batch_size * (4 * steps + 8 * (1 + steps))
+    heads = config.num_attention_heads
+    head_dim = getattr(config, "head_dim", None) or config.hidden_size // heads
+    kv = 2 * config.num_hidden_layers * (getattr(config, "num_key_value_heads", None) or heads) * head_dim
+    return kv * rows * steps * next(prior.parameters()).element_size() + batch_size * (4 * steps + 8 * (1 + steps))
 
 
 def available_memory_bytes(device: torch.device | str) -> int | None:
@@ -501,9 +492,7 @@ def sample_image_tokens(
 
     ```
     """
-    if device is None:
-        device = getattr(prior, "device", None) or next(prior.parameters()).device
-    device = torch.device(device)
+    device = torch.device(prior.device if device is None else device)
     options = dict(guidance_scale=guidance_scale, guidance_schedule=guidance_schedule,
                    guidance_interval=guidance_interval, temperature=temperature, top_k=top_k, top_p=top_p)  # fmt: skip
     if validate:
@@ -525,7 +514,7 @@ def sample_image_tokens(
     guided_steps = [i for i, s in enumerate(scales) if s != 1.0]
     # paired: the null-class rows are in the batch
     last_guided, paired = (guided_steps or [-1])[-1], bool(guided_steps)
-    config, keyword, ranges = prior.config, cache_keyword(prior), layout.code_ranges
+    config, keyword = prior.config, cache_keyword(prior)
 
     # sequences[:, 0] is the class token; sequences[:, 1 + i] the i-th image token. Logits processors see the prefix.
     sequences = torch.empty(batch, 1 + num_steps, dtype=torch.long, device=device)
@@ -535,8 +524,7 @@ def sample_image_tokens(
         static = cache_implementation == "static"
         return StaticCache(config=config, max_cache_len=num_steps) if static else DynamicCache(config=config)
 
-    def model_inputs(start: int, end: int) -> torch.LongTensor:
-        """Tokens `[start, end)` of every row, then of its null-class twin while guidance is on."""
+    def model_inputs(start: int, end: int) -> torch.LongTensor:  # every row, then its null-class twin if paired
         rows = sequences[:, start:end]
         null = torch.cat([torch.full_like(rows[:, :1], layout.null_class_id), rows[:, 1:]], 1) if start == 0 else rows
         return torch.cat([rows, null]) if paired else rows
@@ -544,7 +532,7 @@ def sample_image_tokens(
     cache, inputs = new_cache(), model_inputs(0, 1)
     for step in range(num_steps):
         logits = prior(input_ids=inputs, use_cache=True, **{keyword: cache}).logits[:, -1]
-        lo, hi = ranges[step % per_position]
+        lo, hi = layout.allowed_range(step)
         logits = logits[:, lo:hi].float()
         if paired:
             cond, uncond = logits[:batch], logits[batch:]
