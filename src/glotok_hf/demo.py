@@ -10,9 +10,9 @@ import gradio as gr
 import numpy as np
 import torch
 from PIL import Image
-from torchmetrics.functional.image import peak_signal_noise_ratio
 
 from .data import ImageTransform, decode_image, image_grid, tensor_to_pil
+from .evaluation.reconstruction import reconstruct
 from .loading import load_pipeline, load_tokenizer
 
 MAX_IMAGES = 64  # per click: the app is shared, and a CPU Space must stay responsive
@@ -88,12 +88,8 @@ def build_demo(pipeline=None, tokenizer=None, *, device=None, trust_remote_code:
         if image is None:
             raise ValueError("Upload an image file (PNG, JPEG, ...): this one cannot be read as an image.")
         pixels = ImageTransform(model.config.sample_size)(image)[None].to(model.device, model.dtype)
-        with torch.no_grad():
-            codes = model.encode(pixels, validate=True)
-            reconstruction = model.decode(**codes.indices).sample.float().clamp(-1, 1).cpu()
+        codes, reconstruction, (psnr,) = reconstruct(model, pixels)
         original = pixels.float().cpu()
-        psnr = peak_signal_noise_ratio((reconstruction + 1) / 2, (original + 1) / 2, data_range=1.0,
-                                       reduction="none", dim=(1, 2, 3)).item()  # fmt: skip
         error = ((reconstruction - original).abs().mean(1, keepdim=True) * 4 - 1).clamp(-1, 1).expand(-1, 3, -1, -1)
         views = [upscale(x) for x in tensor_to_pil(torch.cat([original, reconstruction, error]))]
         usage = [f"{name} codes: {v.unique().numel()} distinct of {sizes[name]}" for name, v in code_grids(codes)]

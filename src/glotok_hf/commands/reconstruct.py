@@ -51,9 +51,9 @@ def run(args: argparse.Namespace) -> int:
     if args.model is not None:
         resolve_source(args.model, "--model")  # a typo in a local path fails at once, before torch is imported
     import torch
-    from torchmetrics.functional.image import peak_signal_noise_ratio
 
     from ..data import ImageTransform, decode_image, image_grid, tensor_to_pil
+    from ..evaluation.reconstruction import reconstruct
     from ..loading import default_pipeline_path, embedded_pipeline_path, load_tokenizer
 
     model = load_tokenizer(args.model, device=args.device, dtype=getattr(torch, args.dtype))
@@ -74,18 +74,14 @@ def run(args: argparse.Namespace) -> int:
         warn("the default tokenizer knows only handwritten digits; for other images train your own (training/README.md) "
              "or pass --model with a converted public tokenizer (ImageNet ones, once available).")  # fmt: skip
 
-    originals, reconstructions = [], []
+    originals, reconstructions, psnr = [], [], []
     for start in range(0, len(pixels), args.batch_size):
         batch = torch.stack(pixels[start : start + args.batch_size]).to(model.device, model.dtype)
-        with torch.no_grad():  # the images come from the user: encode checks their range
-            decoded = model.decode(**model.encode(batch, validate=True).indices).sample
+        _, decoded, values = reconstruct(model, batch)  # the images come from the user: encode checks their range
         originals.append(batch.float().cpu())
-        reconstructions.append(decoded.float().clamp(-1, 1).cpu())
+        reconstructions.append(decoded)
+        psnr += values
     originals, reconstructions = torch.cat(originals), torch.cat(reconstructions)
-
-    psnr = peak_signal_noise_ratio(
-        (reconstructions + 1) / 2, (originals + 1) / 2, data_range=1.0, reduction="none", dim=(1, 2, 3)
-    ).tolist()
     for path, value in zip(args.images, psnr):
         print(f"{path}: PSNR {value:.2f} dB")
     if len(psnr) > 1:

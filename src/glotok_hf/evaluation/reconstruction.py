@@ -9,6 +9,7 @@ from collections.abc import Iterable
 import torch
 from torch import nn
 from torchmetrics.aggregation import MeanMetric, SumMetric
+from torchmetrics.functional.image import peak_signal_noise_ratio
 from torchmetrics.image import PeakSignalNoiseRatio, StructuralSimilarityIndexMeasure
 from tqdm.auto import tqdm
 
@@ -76,6 +77,20 @@ class ReconstructionMetrics(nn.Module):
 
 
 @torch.no_grad()
+def reconstruct(model, pixel_values: torch.Tensor) -> tuple:
+    """Encode one batch of user images (validated) and decode its codes: `(codes, reconstructions, psnr)`, the
+    reconstructions float32 on the CPU in [-1, 1], the PSNR (dB, on [0, 1] images) a list with one value per image.
+    The one reconstruction of `glotok reconstruct` and the demo's Tokenize tab."""
+    with torch.no_grad():
+        codes = model.encode(pixel_values, validate=True)
+        reconstructions = model.decode(**codes.indices).sample.float().clamp(-1, 1).cpu()
+    originals = (pixel_values.float().cpu() + 1) / 2
+    psnr = peak_signal_noise_ratio(
+        (reconstructions + 1) / 2, originals, data_range=1.0, reduction="none", dim=(1, 2, 3)
+    )
+    return codes, reconstructions, psnr.tolist()
+
+
 def evaluate_reconstruction(
     model: nn.Module,
     batches: Iterable,
