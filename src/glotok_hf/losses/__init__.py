@@ -30,8 +30,7 @@ from .histogram import (
     soft_cosine_histogram,
 )
 from .lpips import LPIPS, convert_lpips_checkpoint, default_lpips_heads_path
-from .objective import GENERATOR_TERMS, GloTokLossConfig, GloTokObjective
-from .reconstruction import RECONSTRUCTION_LOSSES, reconstruction_loss
+from .objective import GENERATOR_TERMS, RECONSTRUCTION_LOSSES, GloTokLossConfig, GloTokObjective, reconstruction_loss
 from .regularizers import disentanglement_loss, entropy_loss
 
 __all__ = [
