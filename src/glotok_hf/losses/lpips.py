@@ -55,13 +55,6 @@ def _vgg16_features() -> tuple[nn.Sequential, tuple[int, ...]]:
     return nn.Sequential(*layers), tuple(taps)
 
 
-def _expected_shapes() -> dict[str, tuple[int, ...]]:
-    features, _ = _vgg16_features()
-    shapes = {f"features.{k}": tuple(v.shape) for k, v in features.state_dict().items()}
-    shapes.update({f"heads.{k}.weight": (1, c, 1, 1) for k, c in enumerate(LPIPS_CHANNELS)})
-    return shapes
-
-
 class LPIPS(nn.Module):
     r"""
     LPIPS distance with a VGG16 backbone: for images `x`, `y` in [-1, 1],
@@ -108,11 +101,9 @@ class LPIPS(nn.Module):
         # the target's activations are only kept for backward when it needs a gradient (it usually does not)
         with torch.set_grad_enabled(torch.is_grad_enabled() and target.requires_grad):
             target_features = self._normalized_features(target)
-        distance = torch.zeros(input.shape[0], device=input.device, dtype=torch.float32)
         with torch.autocast(device_type=input.device.type, enabled=False):  # the heads in fp32, as promised
-            for head, f, g in zip(self.heads, features, target_features):
-                distance = distance + F.conv2d((f - g).pow(2), head.weight.float()).mean(dim=(1, 2, 3))
-        return distance
+            pairs = zip(self.heads, features, target_features)
+            return sum(F.conv2d((f - g).pow(2), head.weight.float()).mean(dim=(1, 2, 3)) for head, f, g in pairs)
 
     def _normalized_features(self, images: torch.Tensor) -> list[torch.Tensor]:
         """The five tapped VGG16 activations of `images`, each l2-normalised along channels, in fp32."""
@@ -133,9 +124,8 @@ def resolve_lpips_weights(path: str | os.PathLike) -> Path:
     folder's only `.safetensors` file. Raises `FileNotFoundError` / `ValueError` naming what was expected."""
     path = Path(path).expanduser()
     if path.is_dir():
-        if (path / WEIGHTS_NAME).is_file():
-            return path / WEIGHTS_NAME
-        candidates = sorted(path.glob("*.safetensors"))
+        canonical = path / WEIGHTS_NAME
+        candidates = [canonical] if canonical.is_file() else sorted(path.glob("*.safetensors"))
         if len(candidates) != 1:
             raise FileNotFoundError(
                 f"Expected {WEIGHTS_NAME} (or exactly one .safetensors file) in the folder {path}, found "
@@ -203,9 +193,8 @@ def convert_lpips_checkpoint(
     vgg = _load_pth(Path(vgg16_path).expanduser(), "VGG16")
     heads = _load_pth(Path(heads_path).expanduser(), "LPIPS heads")
 
-    expected = _expected_shapes()
     state_dict = {}
-    for key, shape in expected.items():
+    for key, expected in LPIPS().state_dict().items():
         if key.startswith("features."):
             source = vgg.get(key)
             if source is None:
@@ -222,9 +211,9 @@ def convert_lpips_checkpoint(
                     f"keys {sorted(heads)[:8]})."
                 )
             source = matches[0]
-        if tuple(source.shape) != shape:
+        if source.shape != expected.shape:
             raise ValueError(
-                f"{key}: expected shape {shape}, got {tuple(source.shape)}; is this the VGG16 (not VGG16-BN) "
+                f"{key}: expected shape {tuple(expected.shape)}, got {tuple(source.shape)}; is this the VGG16 (not VGG16-BN) "
                 "checkpoint and the VGG (not AlexNet/SqueezeNet) LPIPS heads?"
             )
         state_dict[key] = source.detach().to(torch.float32).contiguous()
