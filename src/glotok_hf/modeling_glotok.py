@@ -376,8 +376,7 @@ class GloTokVectorQuantizer(nn.Module):
         """`latents (B, D, h, w)` -> (normalised fp32 latents, fp32 code vectors, indices `(B, h, w)`)."""
         with torch.autocast(device_type=latents.device.type, enabled=False), full_fp32_matmul():
             z = latents.float().permute(0, 2, 3, 1)
-            if self.l2_norm:
-                z = F.normalize(z, dim=-1)
+            z = F.normalize(z, dim=-1) if self.l2_norm else z
             codebook = self.codebook()
             flat = z.reshape(-1, z.shape[-1])
             if self.l2_norm:  # unit vectors: nearest in L2 == largest cosine similarity
@@ -581,9 +580,8 @@ class GloTokModel(GloTokPreTrainedModel):
         self._check_pixel_values(pixel_values, validate)
         out = {}
         for name, (latents, codes, indices) in self._quantize(pixel_values).items():
-            out[f"{name}_indices"] = indices
-            out[f"{name}_quantized"] = latents + (codes - latents).detach()  # straight-through
-            out[f"{name}_latents"] = latents
+            quantized = latents + (codes - latents).detach()  # straight-through
+            out.update({f"{name}_indices": indices, f"{name}_quantized": quantized, f"{name}_latents": latents})
         output = GloTokEncoderOutput(**out)
         return output if self._return_dict(return_dict) else output.to_tuple()
 
@@ -620,7 +618,7 @@ class GloTokModel(GloTokPreTrainedModel):
         """
         self._check_pixel_values(pixel_values)
         zero = pixel_values.new_zeros((), dtype=torch.float32)
-        out = {"codebook_loss": zero, "commitment_loss": zero, "residual_loss": zero}
+        out = dict.fromkeys(("codebook_loss", "commitment_loss", "residual_loss"), zero)
         refined = []
         for name, (latents, codes, indices) in self._quantize(pixel_values).items():
             branch = getattr(self, name)
@@ -631,12 +629,10 @@ class GloTokModel(GloTokPreTrainedModel):
                 losses["residual_loss"] = residual_loss(residual, latents, codes)
             out.update({key: out[key] + value for key, value in losses.items()})
             refined.append(refined_codes)
-            with torch.no_grad():  # scatter_add, not bincount: no device sync
-                flat = indices.flatten()
-                usage = flat.new_zeros(branch.quantizer.num_codes).scatter_add_(0, flat, torch.ones_like(flat))
-                out[f"{name}_codebook_usage"] = usage
+            flat = indices.flatten()  # counted by scatter_add, not bincount: no device sync
+            usage = flat.new_zeros(branch.quantizer.num_codes).scatter_add_(0, flat, torch.ones_like(flat))
             out.update({f"{name}_indices": indices, f"{name}_quantized": quantized, f"{name}_latents": latents})
-            out[f"{name}_residual"] = residual
+            out.update({f"{name}_codebook_usage": usage, f"{name}_residual": residual})
         output = GloTokModelOutput(sample=self._decode_refined(refined), **out)
         return output if self._return_dict(return_dict) else output.to_tuple()
 
