@@ -212,11 +212,9 @@ def load_image_dataset(
 
 def class_names(dataset: datasets.Dataset, label_column: str | None = "label") -> list[str] | None:
     """The class names of a `ClassLabel` column, or `None` when the column is absent or not a `ClassLabel`."""
-    if label_column is None or label_column not in dataset.features:
-        return None
     import datasets  # already imported: `dataset` is one
 
-    feature = dataset.features[label_column]
+    feature = dataset.features.get(label_column)  # None for label_column=None
     return list(feature.names) if isinstance(feature, datasets.ClassLabel) else None
 
 
