@@ -78,9 +78,30 @@ class LPIPS(nn.Module):
     @classmethod
     def from_pretrained(cls, path: str | os.PathLike) -> "LPIPS":
         """Load the weights from a local `.safetensors` file made by [`convert_lpips_checkpoint`], or a folder holding
-        one (`lpips_vgg16.safetensors`, or its only `.safetensors` file). Never downloads."""
+        one (`lpips_vgg16.safetensors`, or its only `.safetensors` file). Never downloads; a missing or wrong file
+        raises `FileNotFoundError` / `ValueError` naming what was expected."""
+        path = Path(path).expanduser()
+        if path.is_dir():
+            canonical = path / WEIGHTS_NAME
+            candidates = [canonical] if canonical.is_file() else sorted(path.glob("*.safetensors"))
+            if len(candidates) != 1:
+                raise FileNotFoundError(
+                    f"Expected {WEIGHTS_NAME} (or exactly one .safetensors file) in the folder {path}, found "
+                    f"{[c.name for c in candidates]}. Make it with `glotok convert-lpips`."
+                )
+            path = candidates[0]
+        elif not path.is_file():
+            raise FileNotFoundError(
+                f"LPIPS weights not found at {path}. Nothing is downloaded: make the file with `glotok convert-lpips` "
+                "(see glotok_hf.losses.lpips for where to get torchvision's VGG16 and the LPIPS heads)."
+            )
+        elif path.suffix != ".safetensors":
+            raise ValueError(
+                f"LPIPS weights must be a .safetensors file made by `glotok convert-lpips`, got {path.name}; .pth "
+                "files are converted first."
+            )
         model = cls()
-        model.load_state_dict(load_file(resolve_lpips_weights(path), device="cpu"), strict=True)
+        model.load_state_dict(load_file(path, device="cpu"), strict=True)
         return model
 
     def forward(self, input: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
@@ -117,32 +138,6 @@ class LPIPS(nn.Module):
                 # unit vectors along channels; vector_norm's gradient is finite (0) where all channels are 0
                 outputs.append(f / (torch.linalg.vector_norm(f, dim=1, keepdim=True) + 1e-10))
         return outputs
-
-
-def resolve_lpips_weights(path: str | os.PathLike) -> Path:
-    """The LPIPS `.safetensors` file at `path`: the file itself, or inside a folder `lpips_vgg16.safetensors` or the
-    folder's only `.safetensors` file. Raises `FileNotFoundError` / `ValueError` naming what was expected."""
-    path = Path(path).expanduser()
-    if path.is_dir():
-        canonical = path / WEIGHTS_NAME
-        candidates = [canonical] if canonical.is_file() else sorted(path.glob("*.safetensors"))
-        if len(candidates) != 1:
-            raise FileNotFoundError(
-                f"Expected {WEIGHTS_NAME} (or exactly one .safetensors file) in the folder {path}, found "
-                f"{[c.name for c in candidates]}. Make it with `glotok convert-lpips`."
-            )
-        return candidates[0]
-    if not path.is_file():
-        raise FileNotFoundError(
-            f"LPIPS weights not found at {path}. Nothing is downloaded: make the file with `glotok convert-lpips` "
-            "(see glotok_hf.losses.lpips for where to get torchvision's VGG16 and the LPIPS heads)."
-        )
-    if path.suffix != ".safetensors":
-        raise ValueError(
-            f"LPIPS weights must be a .safetensors file made by `glotok convert-lpips`, got {path.name}; .pth files "
-            "are converted first."
-        )
-    return path
 
 
 def default_lpips_heads_path() -> Path:
@@ -221,4 +216,4 @@ def convert_lpips_checkpoint(
     return atomic_write(output_path, lambda tmp: save_file(state_dict, str(tmp), metadata=metadata))
 
 
-__all__ = ["LPIPS", "convert_lpips_checkpoint", "default_lpips_heads_path", "resolve_lpips_weights"]
+__all__ = ["LPIPS", "convert_lpips_checkpoint", "default_lpips_heads_path"]
