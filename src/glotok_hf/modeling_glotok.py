@@ -644,10 +644,4 @@ class GloTokModel(GloTokPreTrainedModel):
         return self.decoder.conv_out.weight
 
 
-__all__ = [
-    "GloTokDecoderOutput",
-    "GloTokEncoderOutput",
-    "GloTokModel",
-    "GloTokModelOutput",
-    "GloTokPreTrainedModel",
-]
+__all__ = ["GloTokDecoderOutput", "GloTokEncoderOutput", "GloTokModel", "GloTokModelOutput", "GloTokPreTrainedModel"]

@@ -331,12 +331,7 @@ class GloTokObjective(nn.Module):
         return {"loss": loss, **{name: value.detach() for name, value in terms.items()}}
 
     def discriminator_loss(
-        self,
-        discriminator: nn.Module,
-        pixel_values: torch.Tensor,
-        reconstructions: torch.Tensor,
-        *,
-        global_step: int,
+        self, discriminator: nn.Module, pixel_values: torch.Tensor, reconstructions: torch.Tensor, *, global_step: int
     ) -> dict[str, torch.Tensor]:
         r"""
         The discriminator's loss for one step (real = `pixel_values`, fake = `reconstructions`, detached here).
