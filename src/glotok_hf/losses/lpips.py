@@ -208,8 +208,8 @@ def convert_lpips_checkpoint(
             source = matches[0]
         if source.shape != expected.shape:
             raise ValueError(
-                f"{key}: expected shape {tuple(expected.shape)}, got {tuple(source.shape)}; is this the VGG16 (not VGG16-BN) "
-                "checkpoint and the VGG (not AlexNet/SqueezeNet) LPIPS heads?"
+                f"{key}: expected shape {tuple(expected.shape)}, got {tuple(source.shape)}; is this the VGG16 (not "
+                "VGG16-BN) checkpoint and the VGG (not AlexNet/SqueezeNet) LPIPS heads?"
             )
         state_dict[key] = source.detach().to(torch.float32).contiguous()
     metadata = {"format": "pt", FORMAT_KEY: FORMAT_VALUE}
