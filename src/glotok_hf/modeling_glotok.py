@@ -18,7 +18,7 @@ from torch import nn
 from transformers import PreTrainedModel  # noqa: F401  (diffusers looks this name up in the defining module)
 from transformers import initialization as init
 from transformers.modeling_layers import GradientCheckpointingLayer
-from transformers.utils import ModelOutput
+from transformers.utils import ModelOutput, can_return_tuple
 
 from .configuration_glotok import GloTokConfig
 
@@ -463,7 +463,8 @@ class GloTokModel(GloTokPreTrainedModel):
     The GloTok tokenizer. Images `(B, C, H, W)` in [-1, 1] with `H` and `W` divisible by `config.downsample_factor`
     map to one `(B, H/f, W/f)` index grid per enabled codebook and back. Shapes and dtypes are always checked; value
     checks that need a device synchronisation (NaN/inf or out-of-range pixels, out-of-range indices) run only with
-    `encode(..., validate=True)` / `decode(..., validate=True)`.
+    `encode(..., validate=True)` / `decode(..., validate=True)`. As in transformers, `encode`, `decode` and `forward`
+    return tuples with `return_dict=False` (or `config.return_dict=False`).
 
     Example:
 
@@ -563,9 +564,8 @@ class GloTokModel(GloTokPreTrainedModel):
         latent = torch.cat(refined, dim=1).to(self.post_quant_conv.weight.dtype)
         return self.decoder(self.post_quant_conv(latent))
 
-    def encode(
-        self, pixel_values: torch.Tensor, return_dict: bool | None = None, validate: bool = False
-    ) -> GloTokEncoderOutput | tuple:
+    @can_return_tuple
+    def encode(self, pixel_values: torch.Tensor, validate: bool = False) -> GloTokEncoderOutput | tuple:
         r"""
         Args:
             pixel_values (`torch.FloatTensor` of shape `(batch, in_channels, H, W)`): images in [-1, 1], `H` and `W`
@@ -582,14 +582,13 @@ class GloTokModel(GloTokPreTrainedModel):
         for name, (latents, codes, indices) in self._quantize(pixel_values).items():
             quantized = latents + (codes - latents).detach()  # straight-through
             out.update({f"{name}_indices": indices, f"{name}_quantized": quantized, f"{name}_latents": latents})
-        output = GloTokEncoderOutput(**out)
-        return output if self._return_dict(return_dict) else output.to_tuple()
+        return GloTokEncoderOutput(**out)
 
+    @can_return_tuple
     def decode(
         self,
         semantic_indices: torch.LongTensor | None = None,
         visual_indices: torch.LongTensor | None = None,
-        return_dict: bool | None = None,
         validate: bool = False,
     ) -> GloTokDecoderOutput | tuple:
         r"""
@@ -605,10 +604,10 @@ class GloTokModel(GloTokPreTrainedModel):
         self._check_indices(semantic_indices, visual_indices, validate)
         given = {"semantic": semantic_indices, "visual": visual_indices}
         codes = {f"{name}_quantized": b.quantizer.lookup(given[name]) for name, b in self._branches().items()}
-        output = GloTokDecoderOutput(sample=self.decode_quantized(**codes))
-        return output if self._return_dict(return_dict) else output.to_tuple()
+        return GloTokDecoderOutput(sample=self.decode_quantized(**codes))
 
-    def forward(self, pixel_values: torch.Tensor, return_dict: bool | None = None) -> GloTokModelOutput | tuple:
+    @can_return_tuple
+    def forward(self, pixel_values: torch.Tensor) -> GloTokModelOutput | tuple:
         r"""
         Reconstruct `pixel_values` and return the model-side loss terms (VQ and residual) with codebook usage.
         Image-space losses (reconstruction, perceptual, GAN, histogram relation) live in `glotok_hf.losses`.
@@ -633,11 +632,7 @@ class GloTokModel(GloTokPreTrainedModel):
             usage = flat.new_zeros(branch.quantizer.num_codes).scatter_add_(0, flat, torch.ones_like(flat))
             out.update({f"{name}_indices": indices, f"{name}_quantized": quantized, f"{name}_latents": latents})
             out.update({f"{name}_codebook_usage": usage, f"{name}_residual": residual})
-        output = GloTokModelOutput(sample=self._decode_refined(refined), **out)
-        return output if self._return_dict(return_dict) else output.to_tuple()
-
-    def _return_dict(self, return_dict: bool | None) -> bool:
-        return return_dict if return_dict is not None else self.config.return_dict
+        return GloTokModelOutput(sample=self._decode_refined(refined), **out)
 
     def get_last_layer(self) -> torch.Tensor:
         """The decoder's output convolution weight (for the adaptive GAN weight)."""
