@@ -352,15 +352,11 @@ class GloTokObjective(nn.Module):
             zero = torch.zeros((), device=pixel_values.device, dtype=torch.float32)
             terms = dict.fromkeys(("discriminator_adversarial_loss", "logits_real", "logits_fake"), zero)
             return {"loss": zero.clone().requires_grad_(True), **terms}
-        logits_real = discriminator(pixel_values.detach())
-        logits_fake = discriminator(reconstructions.detach())
-        terms = discriminator_loss(self.config.disc_loss, logits_real=logits_real, logits_fake=logits_fake)
-        return {
-            "loss": self.config.disc_weight * terms["loss"],
-            "discriminator_adversarial_loss": terms["loss"].detach(),
-            "logits_real": logits_real.detach().float().mean(),
-            "logits_fake": logits_fake.detach().float().mean(),
-        }
+        logits_real = discriminator(pixel_values.detach()).float()
+        logits_fake = discriminator(reconstructions.detach()).float()
+        loss = discriminator_loss(self.config.disc_loss, logits_real=logits_real, logits_fake=logits_fake)["loss"]
+        logits = {"logits_real": logits_real.detach().mean(), "logits_fake": logits_fake.detach().mean()}
+        return {"loss": self.config.disc_weight * loss, "discriminator_adversarial_loss": loss.detach(), **logits}
 
 
 def _needs(value, what: str):
