@@ -199,13 +199,9 @@ class GloTokLevel(nn.Module):
 
     def __init__(self, channels_in, channels_out, num_blocks, groups, dropout, attention: bool, down: bool | None):
         super().__init__()
-        self.resnets = nn.ModuleList(
-            GloTokResnetBlock(channels_in if i == 0 else channels_out, channels_out, groups, dropout)
-            for i in range(num_blocks)
-        )
-        self.attentions = nn.ModuleList(
-            GloTokSpatialAttention(channels_out, groups) for _ in range(num_blocks if attention else 0)
-        )
+        inputs = [channels_in] + [channels_out] * (num_blocks - 1)
+        self.resnets = nn.ModuleList(GloTokResnetBlock(c, channels_out, groups, dropout) for c in inputs)
+        self.attentions = nn.ModuleList(GloTokSpatialAttention(channels_out, groups) for _ in inputs if attention)
         self.resample = GloTokResample(channels_out, down) if down is not None else None
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

@@ -298,14 +298,13 @@ class GloTokObjective(nn.Module):
             _needs(output.semantic_latents, "a semantic codebook with histogram_weight > 0 (the tokenizer has no "
                    "semantic codebook; set histogram_weight=0 for a single-codebook model)")  # fmt: skip
             codebook = _needs(semantic_codebook, "semantic_codebook=model.semantic.quantizer.embedding.weight")
-            alpha, num_bins = config.histogram_alpha, config.histogram_num_bins
-            terms["histogram_loss"] = histogram_relation_loss(
-                codebook, self.teacher_histogram, alpha, num_bins
-            ).float()
+            teacher, alpha, num_bins = self.teacher_histogram, config.histogram_alpha, config.histogram_num_bins
+            terms["histogram_loss"] = histogram_relation_loss(codebook, teacher, alpha, num_bins).float()
         if self.discriminator_active(global_step):
             discriminator = _needs(discriminator, f"the discriminator from disc_start={config.disc_start} on")
             g_loss = generator_adversarial_loss(config.disc_loss, logits_fake=discriminator(reconstructions))
-            terms["generator_adversarial_loss"], terms["adaptive_weight"] = g_loss, torch.ones_like(zero)
+            terms["generator_adversarial_loss"] = g_loss
+            terms["adaptive_weight"] = torch.ones_like(zero)
             if config.disc_adaptive_weight:
                 last_layer = _needs(last_layer, "last_layer=model.get_last_layer() with disc_adaptive_weight=True")
                 nll = config.reconstruction_weight * terms["reconstruction_loss"]
