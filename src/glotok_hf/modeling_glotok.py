@@ -440,8 +440,7 @@ class GloTokPreTrainedModel(PreTrainedModel):
         elif isinstance(module, (nn.Conv2d, nn.Linear)):
             init.kaiming_uniform_(module.weight, a=math.sqrt(5))
             if module.bias is not None:
-                fan_in = module.weight[0].numel()
-                bound = 1 / math.sqrt(fan_in) if fan_in > 0 else 0
+                bound = module.weight[0].numel() ** -0.5  # 1 / sqrt(fan_in)
                 init.uniform_(module.bias, -bound, bound)
         elif isinstance(module, (nn.GroupNorm, nn.LayerNorm)):
             init.ones_(module.weight)
