@@ -40,9 +40,7 @@ def to_rgb(image: Image.Image, background: tuple[int, int, int] = (255, 255, 255
     """
     if image.mode == "RGB":
         return image
-    if image.mode == "P":
-        image = image.convert("RGBA" if "transparency" in image.info else "RGB")
-    if image.mode in ("LA", "PA", "RGBA", "RGBa", "La"):
+    if image.mode in ("LA", "PA", "RGBA", "RGBa", "La") or (image.mode == "P" and "transparency" in image.info):
         rgba = image.convert("RGBA")
         canvas = Image.new("RGB", rgba.size, background)
         canvas.paste(rgba, mask=rgba.getchannel("A"))
@@ -212,11 +210,9 @@ def load_image_dataset(
 
 def class_names(dataset: datasets.Dataset, label_column: str | None = "label") -> list[str] | None:
     """The class names of a `ClassLabel` column, or `None` when the column is absent or not a `ClassLabel`."""
-    if label_column is None or label_column not in dataset.features:
-        return None
     import datasets  # already imported: `dataset` is one
 
-    feature = dataset.features[label_column]
+    feature = dataset.features.get(label_column)  # None for label_column=None
     return list(feature.names) if isinstance(feature, datasets.ClassLabel) else None
 
 

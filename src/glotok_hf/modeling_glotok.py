@@ -18,7 +18,7 @@ from torch import nn
 from transformers import PreTrainedModel  # noqa: F401  (diffusers looks this name up in the defining module)
 from transformers import initialization as init
 from transformers.modeling_layers import GradientCheckpointingLayer
-from transformers.utils import ModelOutput
+from transformers.utils import ModelOutput, can_return_tuple
 
 from .configuration_glotok import GloTokConfig
 
@@ -199,13 +199,9 @@ class GloTokLevel(nn.Module):
 
     def __init__(self, channels_in, channels_out, num_blocks, groups, dropout, attention: bool, down: bool | None):
         super().__init__()
-        self.resnets = nn.ModuleList(
-            GloTokResnetBlock(channels_in if i == 0 else channels_out, channels_out, groups, dropout)
-            for i in range(num_blocks)
-        )
-        self.attentions = nn.ModuleList(
-            GloTokSpatialAttention(channels_out, groups) for _ in range(num_blocks if attention else 0)
-        )
+        inputs = [channels_in] + [channels_out] * (num_blocks - 1)
+        self.resnets = nn.ModuleList(GloTokResnetBlock(c, channels_out, groups, dropout) for c in inputs)
+        self.attentions = nn.ModuleList(GloTokSpatialAttention(channels_out, groups) for _ in inputs if attention)
         self.resample = GloTokResample(channels_out, down) if down is not None else None
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -376,8 +372,7 @@ class GloTokVectorQuantizer(nn.Module):
         """`latents (B, D, h, w)` -> (normalised fp32 latents, fp32 code vectors, indices `(B, h, w)`)."""
         with torch.autocast(device_type=latents.device.type, enabled=False), full_fp32_matmul():
             z = latents.float().permute(0, 2, 3, 1)
-            if self.l2_norm:
-                z = F.normalize(z, dim=-1)
+            z = F.normalize(z, dim=-1) if self.l2_norm else z
             codebook = self.codebook()
             flat = z.reshape(-1, z.shape[-1])
             if self.l2_norm:  # unit vectors: nearest in L2 == largest cosine similarity
@@ -445,8 +440,7 @@ class GloTokPreTrainedModel(PreTrainedModel):
         elif isinstance(module, (nn.Conv2d, nn.Linear)):
             init.kaiming_uniform_(module.weight, a=math.sqrt(5))
             if module.bias is not None:
-                fan_in = module.weight[0].numel()
-                bound = 1 / math.sqrt(fan_in) if fan_in > 0 else 0
+                bound = module.weight[0].numel() ** -0.5  # 1 / sqrt(fan_in)
                 init.uniform_(module.bias, -bound, bound)
         elif isinstance(module, (nn.GroupNorm, nn.LayerNorm)):
             init.ones_(module.weight)
@@ -464,7 +458,8 @@ class GloTokModel(GloTokPreTrainedModel):
     The GloTok tokenizer. Images `(B, C, H, W)` in [-1, 1] with `H` and `W` divisible by `config.downsample_factor`
     map to one `(B, H/f, W/f)` index grid per enabled codebook and back. Shapes and dtypes are always checked; value
     checks that need a device synchronisation (NaN/inf or out-of-range pixels, out-of-range indices) run only with
-    `encode(..., validate=True)` / `decode(..., validate=True)`.
+    `encode(..., validate=True)` / `decode(..., validate=True)`. As in transformers, `encode`, `decode` and `forward`
+    return tuples with `return_dict=False` (or `config.return_dict=False`).
 
     Example:
 
@@ -564,9 +559,8 @@ class GloTokModel(GloTokPreTrainedModel):
         latent = torch.cat(refined, dim=1).to(self.post_quant_conv.weight.dtype)
         return self.decoder(self.post_quant_conv(latent))
 
-    def encode(
-        self, pixel_values: torch.Tensor, return_dict: bool | None = None, validate: bool = False
-    ) -> GloTokEncoderOutput | tuple:
+    @can_return_tuple
+    def encode(self, pixel_values: torch.Tensor, validate: bool = False) -> GloTokEncoderOutput | tuple:
         r"""
         Args:
             pixel_values (`torch.FloatTensor` of shape `(batch, in_channels, H, W)`): images in [-1, 1], `H` and `W`
@@ -581,17 +575,15 @@ class GloTokModel(GloTokPreTrainedModel):
         self._check_pixel_values(pixel_values, validate)
         out = {}
         for name, (latents, codes, indices) in self._quantize(pixel_values).items():
-            out[f"{name}_indices"] = indices
-            out[f"{name}_quantized"] = latents + (codes - latents).detach()  # straight-through
-            out[f"{name}_latents"] = latents
-        output = GloTokEncoderOutput(**out)
-        return output if self._return_dict(return_dict) else output.to_tuple()
+            quantized = latents + (codes - latents).detach()  # straight-through
+            out.update({f"{name}_indices": indices, f"{name}_quantized": quantized, f"{name}_latents": latents})
+        return GloTokEncoderOutput(**out)
 
+    @can_return_tuple
     def decode(
         self,
         semantic_indices: torch.LongTensor | None = None,
         visual_indices: torch.LongTensor | None = None,
-        return_dict: bool | None = None,
         validate: bool = False,
     ) -> GloTokDecoderOutput | tuple:
         r"""
@@ -607,10 +599,10 @@ class GloTokModel(GloTokPreTrainedModel):
         self._check_indices(semantic_indices, visual_indices, validate)
         given = {"semantic": semantic_indices, "visual": visual_indices}
         codes = {f"{name}_quantized": b.quantizer.lookup(given[name]) for name, b in self._branches().items()}
-        output = GloTokDecoderOutput(sample=self.decode_quantized(**codes))
-        return output if self._return_dict(return_dict) else output.to_tuple()
+        return GloTokDecoderOutput(sample=self.decode_quantized(**codes))
 
-    def forward(self, pixel_values: torch.Tensor, return_dict: bool | None = None) -> GloTokModelOutput | tuple:
+    @can_return_tuple
+    def forward(self, pixel_values: torch.Tensor) -> GloTokModelOutput | tuple:
         r"""
         Reconstruct `pixel_values` and return the model-side loss terms (VQ and residual) with codebook usage.
         Image-space losses (reconstruction, perceptual, GAN, histogram relation) live in `glotok_hf.losses`.
@@ -620,7 +612,7 @@ class GloTokModel(GloTokPreTrainedModel):
         """
         self._check_pixel_values(pixel_values)
         zero = pixel_values.new_zeros((), dtype=torch.float32)
-        out = {"codebook_loss": zero, "commitment_loss": zero, "residual_loss": zero}
+        out = dict.fromkeys(("codebook_loss", "commitment_loss", "residual_loss"), zero)
         refined = []
         for name, (latents, codes, indices) in self._quantize(pixel_values).items():
             branch = getattr(self, name)
@@ -631,27 +623,15 @@ class GloTokModel(GloTokPreTrainedModel):
                 losses["residual_loss"] = residual_loss(residual, latents, codes)
             out.update({key: out[key] + value for key, value in losses.items()})
             refined.append(refined_codes)
-            with torch.no_grad():  # scatter_add, not bincount: no device sync
-                flat = indices.flatten()
-                usage = flat.new_zeros(branch.quantizer.num_codes).scatter_add_(0, flat, torch.ones_like(flat))
-                out[f"{name}_codebook_usage"] = usage
+            flat = indices.flatten()  # counted by scatter_add, not bincount: no device sync
+            usage = flat.new_zeros(branch.quantizer.num_codes).scatter_add_(0, flat, torch.ones_like(flat))
             out.update({f"{name}_indices": indices, f"{name}_quantized": quantized, f"{name}_latents": latents})
-            out[f"{name}_residual"] = residual
-        output = GloTokModelOutput(sample=self._decode_refined(refined), **out)
-        return output if self._return_dict(return_dict) else output.to_tuple()
-
-    def _return_dict(self, return_dict: bool | None) -> bool:
-        return return_dict if return_dict is not None else self.config.return_dict
+            out.update({f"{name}_codebook_usage": usage, f"{name}_residual": residual})
+        return GloTokModelOutput(sample=self._decode_refined(refined), **out)
 
     def get_last_layer(self) -> torch.Tensor:
         """The decoder's output convolution weight (for the adaptive GAN weight)."""
         return self.decoder.conv_out.weight
 
 
-__all__ = [
-    "GloTokDecoderOutput",
-    "GloTokEncoderOutput",
-    "GloTokModel",
-    "GloTokModelOutput",
-    "GloTokPreTrainedModel",
-]
+__all__ = ["GloTokDecoderOutput", "GloTokEncoderOutput", "GloTokModel", "GloTokModelOutput", "GloTokPreTrainedModel"]

@@ -11,7 +11,6 @@
 
 from ..modeling_glotok import residual_loss, vector_quantization_loss
 from .gan import (
-    DISCRIMINATOR_LOSSES,
     adaptive_generator_weight,
     discriminator_loss,
     generator_adversarial_loss,
@@ -20,32 +19,19 @@ from .gan import (
     non_saturating_discriminator_loss,
     non_saturating_generator_loss,
 )
-from .histogram import (
-    check_histogram,
-    default_histogram_alpha,
-    histogram_bin_centers,
-    histogram_relation_loss,
-    max_histogram_alpha,
-    naive_soft_cosine_histogram,
-    soft_cosine_histogram,
-)
-from .lpips import LPIPS, convert_lpips_checkpoint, default_lpips_heads_path
-from .objective import GENERATOR_TERMS, GloTokLossConfig, GloTokObjective
-from .reconstruction import RECONSTRUCTION_LOSSES, reconstruction_loss
+from .histogram import default_histogram_alpha, histogram_bin_centers, histogram_relation_loss, soft_cosine_histogram
+from .lpips import LPIPS, convert_lpips_checkpoint
+from .objective import GENERATOR_TERMS, GloTokLossConfig, GloTokObjective, reconstruction_loss
 from .regularizers import disentanglement_loss, entropy_loss
 
 __all__ = [
-    "DISCRIMINATOR_LOSSES",
     "GENERATOR_TERMS",
     "GloTokLossConfig",
     "GloTokObjective",
     "LPIPS",
-    "RECONSTRUCTION_LOSSES",
     "adaptive_generator_weight",
-    "check_histogram",
     "convert_lpips_checkpoint",
     "default_histogram_alpha",
-    "default_lpips_heads_path",
     "discriminator_loss",
     "disentanglement_loss",
     "entropy_loss",
@@ -54,8 +40,6 @@ __all__ = [
     "hinge_generator_loss",
     "histogram_bin_centers",
     "histogram_relation_loss",
-    "max_histogram_alpha",
-    "naive_soft_cosine_histogram",
     "non_saturating_discriminator_loss",
     "non_saturating_generator_loss",
     "reconstruction_loss",

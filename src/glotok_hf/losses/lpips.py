@@ -55,13 +55,6 @@ def _vgg16_features() -> tuple[nn.Sequential, tuple[int, ...]]:
     return nn.Sequential(*layers), tuple(taps)
 
 
-def _expected_shapes() -> dict[str, tuple[int, ...]]:
-    features, _ = _vgg16_features()
-    shapes = {f"features.{k}": tuple(v.shape) for k, v in features.state_dict().items()}
-    shapes.update({f"heads.{k}.weight": (1, c, 1, 1) for k, c in enumerate(LPIPS_CHANNELS)})
-    return shapes
-
-
 class LPIPS(nn.Module):
     r"""
     LPIPS distance with a VGG16 backbone: for images `x`, `y` in [-1, 1],
@@ -85,9 +78,30 @@ class LPIPS(nn.Module):
     @classmethod
     def from_pretrained(cls, path: str | os.PathLike) -> "LPIPS":
         """Load the weights from a local `.safetensors` file made by [`convert_lpips_checkpoint`], or a folder holding
-        one (`lpips_vgg16.safetensors`, or its only `.safetensors` file). Never downloads."""
+        one (`lpips_vgg16.safetensors`, or its only `.safetensors` file). Never downloads; a missing or wrong file
+        raises `FileNotFoundError` / `ValueError` naming what was expected."""
+        path = Path(path).expanduser()
+        if path.is_dir():
+            canonical = path / WEIGHTS_NAME
+            candidates = [canonical] if canonical.is_file() else sorted(path.glob("*.safetensors"))
+            if len(candidates) != 1:
+                raise FileNotFoundError(
+                    f"Expected {WEIGHTS_NAME} (or exactly one .safetensors file) in the folder {path}, found "
+                    f"{[c.name for c in candidates]}. Make it with `glotok convert-lpips`."
+                )
+            path = candidates[0]
+        elif not path.is_file():
+            raise FileNotFoundError(
+                f"LPIPS weights not found at {path}. Nothing is downloaded: make the file with `glotok convert-lpips` "
+                "(see glotok_hf.losses.lpips for where to get torchvision's VGG16 and the LPIPS heads)."
+            )
+        elif path.suffix != ".safetensors":
+            raise ValueError(
+                f"LPIPS weights must be a .safetensors file made by `glotok convert-lpips`, got {path.name}; .pth "
+                "files are converted first."
+            )
         model = cls()
-        model.load_state_dict(load_file(resolve_lpips_weights(path), device="cpu"), strict=True)
+        model.load_state_dict(load_file(path, device="cpu"), strict=True)
         return model
 
     def forward(self, input: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
@@ -108,11 +122,9 @@ class LPIPS(nn.Module):
         # the target's activations are only kept for backward when it needs a gradient (it usually does not)
         with torch.set_grad_enabled(torch.is_grad_enabled() and target.requires_grad):
             target_features = self._normalized_features(target)
-        distance = torch.zeros(input.shape[0], device=input.device, dtype=torch.float32)
         with torch.autocast(device_type=input.device.type, enabled=False):  # the heads in fp32, as promised
-            for head, f, g in zip(self.heads, features, target_features):
-                distance = distance + F.conv2d((f - g).pow(2), head.weight.float()).mean(dim=(1, 2, 3))
-        return distance
+            pairs = zip(self.heads, features, target_features)
+            return sum(F.conv2d((f - g).pow(2), head.weight.float()).mean(dim=(1, 2, 3)) for head, f, g in pairs)
 
     def _normalized_features(self, images: torch.Tensor) -> list[torch.Tensor]:
         """The five tapped VGG16 activations of `images`, each l2-normalised along channels, in fp32."""
@@ -126,33 +138,6 @@ class LPIPS(nn.Module):
                 # unit vectors along channels; vector_norm's gradient is finite (0) where all channels are 0
                 outputs.append(f / (torch.linalg.vector_norm(f, dim=1, keepdim=True) + 1e-10))
         return outputs
-
-
-def resolve_lpips_weights(path: str | os.PathLike) -> Path:
-    """The LPIPS `.safetensors` file at `path`: the file itself, or inside a folder `lpips_vgg16.safetensors` or the
-    folder's only `.safetensors` file. Raises `FileNotFoundError` / `ValueError` naming what was expected."""
-    path = Path(path).expanduser()
-    if path.is_dir():
-        if (path / WEIGHTS_NAME).is_file():
-            return path / WEIGHTS_NAME
-        candidates = sorted(path.glob("*.safetensors"))
-        if len(candidates) != 1:
-            raise FileNotFoundError(
-                f"Expected {WEIGHTS_NAME} (or exactly one .safetensors file) in the folder {path}, found "
-                f"{[c.name for c in candidates]}. Make it with `glotok convert-lpips`."
-            )
-        return candidates[0]
-    if not path.is_file():
-        raise FileNotFoundError(
-            f"LPIPS weights not found at {path}. Nothing is downloaded: make the file with `glotok convert-lpips` "
-            "(see glotok_hf.losses.lpips for where to get torchvision's VGG16 and the LPIPS heads)."
-        )
-    if path.suffix != ".safetensors":
-        raise ValueError(
-            f"LPIPS weights must be a .safetensors file made by `glotok convert-lpips`, got {path.name}; .pth files "
-            "are converted first."
-        )
-    return path
 
 
 def default_lpips_heads_path() -> Path:
@@ -203,9 +188,8 @@ def convert_lpips_checkpoint(
     vgg = _load_pth(Path(vgg16_path).expanduser(), "VGG16")
     heads = _load_pth(Path(heads_path).expanduser(), "LPIPS heads")
 
-    expected = _expected_shapes()
     state_dict = {}
-    for key, shape in expected.items():
+    for key, expected in LPIPS().state_dict().items():
         if key.startswith("features."):
             source = vgg.get(key)
             if source is None:
@@ -222,14 +206,14 @@ def convert_lpips_checkpoint(
                     f"keys {sorted(heads)[:8]})."
                 )
             source = matches[0]
-        if tuple(source.shape) != shape:
+        if source.shape != expected.shape:
             raise ValueError(
-                f"{key}: expected shape {shape}, got {tuple(source.shape)}; is this the VGG16 (not VGG16-BN) "
-                "checkpoint and the VGG (not AlexNet/SqueezeNet) LPIPS heads?"
+                f"{key}: expected shape {tuple(expected.shape)}, got {tuple(source.shape)}; is this the VGG16 (not "
+                "VGG16-BN) checkpoint and the VGG (not AlexNet/SqueezeNet) LPIPS heads?"
             )
         state_dict[key] = source.detach().to(torch.float32).contiguous()
     metadata = {"format": "pt", FORMAT_KEY: FORMAT_VALUE}
     return atomic_write(output_path, lambda tmp: save_file(state_dict, str(tmp), metadata=metadata))
 
 
-__all__ = ["LPIPS", "convert_lpips_checkpoint", "default_lpips_heads_path", "resolve_lpips_weights"]
+__all__ = ["LPIPS", "convert_lpips_checkpoint", "default_lpips_heads_path"]

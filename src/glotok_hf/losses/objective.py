@@ -4,15 +4,13 @@
     L = w_R L_R + w_P L_P + w_Q (L_codebook + beta L_commit) + lambda_res L_res + lambda_hist L_hist
         + w_G * a * L_G [+ w_E L_entropy + w_D L_disentangle]
 
-with the reconstruction `L_R`, the LPIPS perceptual loss `L_P`, the VQ loss of both codebooks (beta already inside
-the commitment term, see `GloTokModel.forward`), the residual loss of Eq. 10, the histogram relation loss of Eq. 7 on
-the semantic codebook, and the PatchGAN generator loss `L_G` from step `disc_start` on, optionally scaled by the
-adaptive weight `a` of taming-transformers. The defaults are the paper's (lambda_res 0.5, lambda_hist 0.01, L2
-reconstruction) and, where the paper is silent, LlamaGen / FQGAN's (w_R = w_P = w_Q = 1, w_G = 0.5, hinge loss,
-`disc_start` 20,000, no adaptive weight).
+with the pixel reconstruction `L_R`, the LPIPS perceptual loss `L_P`, the VQ loss of both codebooks (beta already
+inside the commitment term, see `GloTokModel.forward`), the residual loss of Eq. 10, the histogram relation loss of
+Eq. 7 on the semantic codebook, and the PatchGAN generator loss `L_G` from step `disc_start` on, optionally scaled by
+the adaptive weight `a` of taming-transformers. [`GloTokLossConfig`] gives the weights and their defaults.
 
-The objective never logs: it returns dicts of named terms for the training script to log. The only message it
-emits is one warning at construction when a configured term cannot run (no LPIPS weights, no teacher histogram).
+The objective never logs: it returns dicts of named terms. Its only message is one warning at construction when a
+configured term cannot run (no LPIPS weights, no teacher histogram).
 """
 
 import math
@@ -21,6 +19,7 @@ import warnings
 from dataclasses import asdict, dataclass
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from ..modeling_glotok import GloTokModelOutput
@@ -28,7 +27,6 @@ from ..utils import is_int
 from .gan import DISCRIMINATOR_LOSSES, adaptive_generator_weight, discriminator_loss, generator_adversarial_loss
 from .histogram import check_histogram, histogram_relation_loss
 from .lpips import LPIPS
-from .reconstruction import RECONSTRUCTION_LOSSES, reconstruction_loss
 from .regularizers import disentanglement_loss, entropy_loss
 
 # Every generator term and the GloTokLossConfig weight it is multiplied by in the total (the adversarial term also by
@@ -45,13 +43,34 @@ TERM_WEIGHTS = {
     "disentanglement_loss": "disentanglement_weight",
 }
 GENERATOR_TERMS = (*TERM_WEIGHTS, "adaptive_weight")
+RECONSTRUCTION_LOSSES = ("l2", "l1")
+
+
+def reconstruction_loss(reconstruction: torch.Tensor, target: torch.Tensor, kind: str = "l2") -> torch.Tensor:
+    r"""Mean pixel error between a reconstruction and its target, computed in fp32.
+
+    Args:
+        reconstruction (`torch.FloatTensor` of shape `(batch, channels, height, width)`):
+            decoded images, nominally in [-1, 1].
+        target (`torch.FloatTensor` of the same shape): the input images in [-1, 1].
+        kind (`str`, *optional*, defaults to `"l2"`):
+            `"l2"`: mean squared error `mean((x_hat - x)^2)` (the paper's `L_R`); `"l1"`: mean absolute error.
+
+    Returns:
+        `torch.FloatTensor` of shape `()`.
+    """
+    if reconstruction.shape != target.shape:  # F.mse_loss would broadcast
+        raise ValueError(f"reconstruction and target shapes differ: {reconstruction.shape} vs {target.shape}.")
+    loss_fn = {"l2": F.mse_loss, "l1": F.l1_loss}[kind]  # GloTokLossConfig checked the kind
+    return loss_fn(reconstruction.float(), target.float())
 
 
 @dataclass
 class GloTokLossConfig:
     r"""
-    Weights and switches of [`GloTokObjective`]. Flat, typed and JSON-serialisable (`to_dict`; `GloTokLossConfig(**d)` reads it back), so the
-    training script can save it next to checkpoints and in the model card.
+    Weights and switches of [`GloTokObjective`]: the paper's defaults and, where it is silent, LlamaGen / FQGAN's.
+    Flat, typed and JSON-serialisable (`to_dict`; `GloTokLossConfig(**d)` reads it back), so the training script can
+    save it next to checkpoints and in the model card.
 
     Args:
         reconstruction_loss (`str`, *optional*, defaults to `"l2"`): `"l2"` (the paper's) or `"l1"`.
@@ -267,62 +286,51 @@ class GloTokObjective(nn.Module):
             `disc_adaptive_weight`, and 0 under `torch.no_grad()` when adaptive. `loss` is the sum of every term times
             its weight in [`TERM_WEIGHTS`] (the module docstring's formula).
         """
-        config = self.config
-        reconstructions = output.sample
-        adversarial_on = self.discriminator_active(global_step)
+        config, reconstructions = self.config, output.sample
         zero = torch.zeros((), device=pixel_values.device, dtype=torch.float32)
         terms = dict.fromkeys(GENERATOR_TERMS, zero)
-
         terms["reconstruction_loss"] = reconstruction_loss(reconstructions, pixel_values, config.reconstruction_loss)
         if self.perceptual_enabled:
             terms["perceptual_loss"] = self.perceptual(reconstructions, pixel_values).float().mean()
         for name in ("codebook_loss", "commitment_loss", "residual_loss"):
-            value = getattr(output, name, None)
-            if value is not None:
-                terms[name] = value.float()
-
+            terms[name] = getattr(output, name).float()
         if self.histogram_enabled:
-            terms["histogram_loss"] = self._histogram_loss(output, semantic_codebook)
-
-        if adversarial_on:
-            discriminator = _needs(
-                discriminator, f"the discriminator from global_step {config.disc_start} (disc_start) on"
-            )
+            _needs(output.semantic_latents, "a semantic codebook with histogram_weight > 0 (the tokenizer has no "
+                   "semantic codebook; set histogram_weight=0 for a single-codebook model)")  # fmt: skip
+            codebook = _needs(semantic_codebook, "semantic_codebook=model.semantic.quantizer.embedding.weight")
+            teacher, alpha, num_bins = self.teacher_histogram, config.histogram_alpha, config.histogram_num_bins
+            terms["histogram_loss"] = histogram_relation_loss(codebook, teacher, alpha, num_bins).float()
+        if self.discriminator_active(global_step):
+            discriminator = _needs(discriminator, f"the discriminator from disc_start={config.disc_start} on")
             g_loss = generator_adversarial_loss(config.disc_loss, logits_fake=discriminator(reconstructions))
             terms["generator_adversarial_loss"] = g_loss
+            terms["adaptive_weight"] = torch.ones_like(zero)
             if config.disc_adaptive_weight:
-                _needs(last_layer, "last_layer=model.get_last_layer() with disc_adaptive_weight=True")
-                nll = (
-                    config.reconstruction_weight * terms["reconstruction_loss"]
-                    + config.perceptual_weight * terms["perceptual_loss"]
-                )
-                terms["adaptive_weight"] = adaptive_generator_weight(
-                    nll, g_loss, last_layer, max_weight=config.disc_adaptive_weight_max
-                )
-            else:
-                terms["adaptive_weight"] = torch.ones_like(zero)
-
+                last_layer = _needs(last_layer, "last_layer=model.get_last_layer() with disc_adaptive_weight=True")
+                nll = config.reconstruction_weight * terms["reconstruction_loss"]
+                nll = nll + config.perceptual_weight * terms["perceptual_loss"]
+                max_weight = config.disc_adaptive_weight_max
+                terms["adaptive_weight"] = adaptive_generator_weight(nll, g_loss, last_layer, max_weight)
         if config.entropy_weight > 0:
-            terms["entropy_loss"] = self._entropy_loss(output, semantic_codebook, visual_codebook)
+            codebooks, entropies = {"semantic": semantic_codebook, "visual": visual_codebook}, []
+            temperature, l2_norm = config.entropy_temperature, config.codebook_l2_norm
+            for name, codebook in codebooks.items():
+                latents = getattr(output, f"{name}_latents")
+                if latents is not None:
+                    codebook = _needs(codebook, f"{name}_codebook=model.{name}.quantizer.embedding.weight")
+                    entropies.append(entropy_loss(latents, codebook, temperature, l2_normalize=l2_norm)["loss"])
+            terms["entropy_loss"] = sum(entropies)  # a GloTok model has at least one codebook
         if config.disentanglement_weight > 0:
-            visual, semantic = getattr(output, "visual_quantized", None), getattr(output, "semantic_quantized", None)
-            _needs(
-                visual if semantic is not None else None, "a dual-codebook tokenizer with disentanglement_weight > 0"
-            )
+            visual, semantic = output.visual_quantized, output.semantic_quantized
+            _needs(None if visual is None else semantic, "a dual-codebook tokenizer with disentanglement_weight > 0")
             terms["disentanglement_loss"] = disentanglement_loss(visual, semantic)
-
         weights = {name: getattr(config, weight) for name, weight in TERM_WEIGHTS.items()}
         weights["generator_adversarial_loss"] = weights["generator_adversarial_loss"] * terms["adaptive_weight"]
         loss = sum(weights[name] * terms[name] for name in TERM_WEIGHTS)
         return {"loss": loss, **{name: value.detach() for name, value in terms.items()}}
 
     def discriminator_loss(
-        self,
-        discriminator: nn.Module,
-        pixel_values: torch.Tensor,
-        reconstructions: torch.Tensor,
-        *,
-        global_step: int,
+        self, discriminator: nn.Module, pixel_values: torch.Tensor, reconstructions: torch.Tensor, *, global_step: int
     ) -> dict[str, torch.Tensor]:
         r"""
         The discriminator's loss for one step (real = `pixel_values`, fake = `reconstructions`, detached here).
@@ -343,40 +351,11 @@ class GloTokObjective(nn.Module):
             zero = torch.zeros((), device=pixel_values.device, dtype=torch.float32)
             terms = dict.fromkeys(("discriminator_adversarial_loss", "logits_real", "logits_fake"), zero)
             return {"loss": zero.clone().requires_grad_(True), **terms}
-        logits_real = discriminator(pixel_values.detach())
-        logits_fake = discriminator(reconstructions.detach())
-        terms = discriminator_loss(self.config.disc_loss, logits_real=logits_real, logits_fake=logits_fake)
-        return {
-            "loss": self.config.disc_weight * terms["loss"],
-            "discriminator_adversarial_loss": terms["loss"].detach(),
-            "logits_real": logits_real.detach().float().mean(),
-            "logits_fake": logits_fake.detach().float().mean(),
-        }
-
-    # ------------------------------------------------------------------------------------------------ helpers
-    def _histogram_loss(self, output: GloTokModelOutput, semantic_codebook: torch.Tensor | None) -> torch.Tensor:
-        _needs(getattr(output, "semantic_latents", None), "a semantic codebook with histogram_weight > 0 (the "
-               "tokenizer has no semantic codebook; set histogram_weight=0 for a single-codebook model)")  # fmt: skip
-        _needs(semantic_codebook, "semantic_codebook=model.semantic.quantizer.embedding.weight for the histogram loss")
-        return histogram_relation_loss(
-            semantic_codebook,
-            self.teacher_histogram.to(semantic_codebook.device),
-            alpha=self.config.histogram_alpha,
-            num_bins=self.config.histogram_num_bins,
-        ).float()
-
-    def _entropy_loss(self, output, semantic_codebook, visual_codebook) -> torch.Tensor:
-        terms = []
-        for name, codebook in (("semantic", semantic_codebook), ("visual", visual_codebook)):
-            latents, config = getattr(output, f"{name}_latents", None), self.config
-            if latents is not None:
-                codebook = _needs(
-                    codebook, f"{name}_codebook=model.{name}.quantizer.embedding.weight (entropy_weight)"
-                )
-                terms.append(
-                    entropy_loss(latents, codebook, config.entropy_temperature, l2_normalize=config.codebook_l2_norm)
-                )
-        return sum(term["loss"] for term in terms)  # a GloTok model has at least one codebook
+        logits_real = discriminator(pixel_values.detach()).float()
+        logits_fake = discriminator(reconstructions.detach()).float()
+        loss = discriminator_loss(self.config.disc_loss, logits_real=logits_real, logits_fake=logits_fake)["loss"]
+        logits = {"logits_real": logits_real.detach().mean(), "logits_fake": logits_fake.detach().mean()}
+        return {"loss": self.config.disc_weight * loss, "discriminator_adversarial_loss": loss.detach(), **logits}
 
 
 def _needs(value, what: str):

@@ -52,11 +52,7 @@ def entropy_loss(
     average = probs.mean(0)
     # clamp keeps 0 * log(0) = 0 with a finite gradient when a code's average probability underflows to 0
     average_entropy = -(average * average.clamp_min(1e-12).log()).sum()
-    return {
-        "loss": sample_entropy - average_entropy,
-        "sample_entropy": sample_entropy,
-        "average_entropy": average_entropy,
-    }
+    return dict(loss=sample_entropy - average_entropy, sample_entropy=sample_entropy, average_entropy=average_entropy)
 
 
 def disentanglement_loss(visual_quantized: torch.Tensor, semantic_quantized: torch.Tensor) -> torch.Tensor:
