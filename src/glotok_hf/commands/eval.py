@@ -13,6 +13,7 @@ from pathlib import Path
 from ..utils import atomic_write, resolve_source
 from . import add_dataset_arguments, check_output, positive_int
 
+SAMPLING_OPTIONS = ("guidance_scale", "temperature", "top_k", "top_p", "cache_implementation")  # pipeline arguments
 EPILOG = """examples:
   # PSNR, SSIM, codebook usage/perplexity, LPIPS, rFID with the TorchScript Inception, uniformity of the semantic branch
   glotok eval reconstruction --model ./glotok-tokenizer --train-data-dir ./imagenet/val --resolution 256 \\
@@ -321,11 +322,7 @@ def run_generation(args) -> int:
         png_dir=args.png_dir,
         overwrite=args.overwrite,
         progress=args.progress,
-        guidance_scale=args.guidance_scale,
-        temperature=args.temperature,
-        top_k=args.top_k,
-        top_p=args.top_p,
-        cache_implementation=args.cache_implementation,
+        **{name: getattr(args, name) for name in SAMPLING_OPTIONS},
     )
     result = {
         "mode": "generation",

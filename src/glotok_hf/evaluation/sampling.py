@@ -222,8 +222,6 @@ def sample_for_evaluation(
         class_labels,
         seed=seed,
         batch_size=batch_size,
-        num_processes=state.num_processes,
-        process_index=state.process_index,
         generator_device=generator_device,
         progress=progress and state.is_local_main_process,
         **sampling_kwargs,

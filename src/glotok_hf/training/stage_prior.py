@@ -134,10 +134,6 @@ class PriorStage(BaseStage):
             prior.gradient_checkpointing_enable()
         return prior.train()
 
-    # ------------------------------------------------------------------------------------------------ checkpoints
-    def checkpoint_roles(self) -> dict:
-        return {"prior": self.bare}
-
     # ------------------------------------------------------------------------------------------------ training
     def forward_backward(self, batch: dict, global_step: int) -> dict[str, torch.Tensor]:
         """Causal-LM loss on the image tokens; the class is dropped to the null class with the item's own draw."""
@@ -157,9 +153,6 @@ class PriorStage(BaseStage):
             accuracy = (predicted == inputs["input_ids"][:, 1:]).float().mean()
         return {"prior/loss": output.loss.detach(), "prior/token_accuracy": accuracy,
                 "prior/dropped_classes": dropped.float().mean()}  # fmt: skip
-
-    def update(self) -> dict[str, tuple[float, bool]]:
-        return {"prior": self.update_model()}
 
     # ------------------------------------------------------------------------------------------------ validation
     @torch.no_grad()

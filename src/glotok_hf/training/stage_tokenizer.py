@@ -125,7 +125,7 @@ class TokenizerStage(BaseStage):
 
     # ------------------------------------------------------------------------------------------------ checkpoints
     def checkpoint_roles(self) -> dict:
-        return {"tokenizer": self.bare, "discriminator": unwrap(self.accelerator, self.discriminator)}
+        return {**super().checkpoint_roles(), "discriminator": unwrap(self.accelerator, self.discriminator)}
 
     def export_state(self, extra: dict) -> None:
         extra["usage"] = {name: window.state_dict() for name, window in self.usage.items()}
