@@ -7,7 +7,6 @@ Every network comes from a local path (nothing is downloaded). Run it on several
 
 import argparse
 import json
-import math
 from pathlib import Path
 
 from ..utils import atomic_write, resolve_source
@@ -118,24 +117,14 @@ def register(subparsers) -> None:
     gen.add_argument("--classifier", help="Classifier: a transformers image-classification folder or TorchScript.")
     _add_common(gen)
     gen.set_defaults(func=run_generation)
-    parser.set_defaults(func=lambda args: _print_help(parser))
-
-
-def _print_help(parser) -> int:
-    parser.print_help()
-    return 2
+    parser.set_defaults(func=lambda args: parser.print_help() or 2)  # no mode: the help, exit code 2
 
 
 # ----------------------------------------------------------------------------------------------------- helpers
 def _json_safe(value):
     """JSON without NaN/Infinity: non-finite floats become the strings "inf", "-inf", "nan"."""
-    if isinstance(value, float) and not math.isfinite(value):
-        return "nan" if math.isnan(value) else ("inf" if value > 0 else "-inf")
-    if isinstance(value, dict):
-        return {k: _json_safe(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_json_safe(v) for v in value]
-    return value
+    names = {"NaN": "nan", "Infinity": "inf", "-Infinity": "-inf"}
+    return json.loads(json.dumps(value), parse_constant=names.__getitem__)
 
 
 def _report(result: dict, output: Path | None, is_main: bool) -> int:
