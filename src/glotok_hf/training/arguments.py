@@ -92,9 +92,11 @@ class TrainingArguments:
                                              "(prior): JSON file, inline JSON or recipe mapping; merged into a "
                                              "recipe's (its keys win).", group="models")  # fmt: skip
     pretrained_model_name_or_path: str | None = option(None, "Start from this saved tokenizer (or prior).")
-    discriminator_config: str | dict | None = option(None, "GloTokDiscriminatorConfig JSON, like --model_config.")
+    discriminator_config: str | dict | None = option(None, "GloTokDiscriminatorConfig JSON, like --model_config "
+                                                     "(default: the paper's PatchGAN).")  # fmt: skip
     teacher_histogram: str | None = option(None, "`glotok build-teacher` file (turns the histogram loss on).")
-    tokenizer_name_or_path: str | None = option(None, "Prior stage: the trained tokenizer (decodes, encodes).")
+    tokenizer_name_or_path: str | None = option(None, "Prior stage: the trained tokenizer (decodes validation "
+                                                "samples; encodes the images without --codes_dir).")  # fmt: skip
     allow_tokenizer_mismatch: bool = option(False, "Prior stage: accept --codes_dir extracted with other weights "
                                             "than --tokenizer_name_or_path's.", switch=True)  # fmt: skip
     prior_size: str = option("B", "Prior stage: LlamaGen size (B: 12 layers x 768).", choices=sorted(PRIOR_SIZES))
@@ -129,7 +131,8 @@ class TrainingArguments:
     report_to: str = option("tensorboard", "Trackers to log to.", choices=("tensorboard", "wandb", "all", "none"))
     logging_dir: str = option("logs", "Log folder, relative to --output_dir.")
     tracker_project_name: str | None = option(None, "Tracker project (default: glotok-<stage>).")
-    logging_steps: int = option(1, "Log averages every N updates; only then are values read from the GPU (try 10-50).")
+    logging_steps: int = option(1, "Log averages every N updates (and at checkpoints, validations, epoch ends); only "
+                                "then are values read from the GPU (try 10-50).")  # fmt: skip
     usage_window: int = option(100, "Batches over which codebook usage and perplexity are logged.")
     validation_steps: int = option(500, "Save and log a grid of reconstructions or samples every N updates.")
     num_validation_images: int = option(8, "Images in the validation grid.")
