@@ -7,17 +7,16 @@ recovers every time.
     python training/fault_injection.py --trials 4 --seed 1 --work_dir /tmp/faults --keep
 
 Each trial launches `accelerate launch training/train.py` (tiny model, generated images, a checkpoint every 2 updates,
-`--checkpoints_total_limit 2`) for one of the two stages, on one process or two, and SIGKILLs the whole process tree
-at a random moment: `step`, shortly after an odd update (which saves no checkpoint) was logged; or `save`, inside a
-checkpoint save. A `save` trial trains through this script (`fault_injection.py --train-with-save-pause SECONDS
-<train.py arguments>`), whose `install_save_pause` makes every save pause once the model folders are written and
-again before the rename (the production code has no pause), so the kill finds `.tmp-checkpoint-<n>` half written,
-complete but not renamed, or just renamed.
+`--checkpoints_total_limit 2`) for one stage on one or two processes and SIGKILLs the process tree at a random moment:
+`step`, just after an odd update (no checkpoint) was logged, or `save`, inside a save. A `save` trial trains through
+this script (`--train-with-save-pause SECONDS <train.py arguments>`): `install_save_pause` pauses every save once the
+models are written and again before the rename, so the kill finds `.tmp-checkpoint-<n>` half written, complete but
+not renamed, or just renamed (production code has no pause).
 
-The resume (`--resume_from_checkpoint latest`, no pause) must start from the newest complete checkpoint at the kill,
-lose or change no checkpoint but those pruned after newer ones, reach `--max_train_steps` without `.tmp-*` /
-`.trash-*` leftovers, and end with the weights of an uninterrupted run, bit for bit. The JSON summary (stdout, and
-`--output`) lists every trial; the exit code is 1 if any trial failed.
+The resume (`--resume_from_checkpoint latest`) must start from the newest complete checkpoint, lose or change no
+checkpoint but those pruned after newer ones, reach `--max_train_steps` without `.tmp-*` / `.trash-*` leftovers, and
+end with the weights of an uninterrupted run, bit for bit. The JSON summary (stdout, `--output`) lists every trial;
+the exit code is 1 if any trial failed.
 """
 
 import argparse

@@ -6,9 +6,8 @@
     accelerate launch training/train.py --stage tokenizer --train_data_dir images/ --model_config tokenizer.json ...
     accelerate launch training/train.py --config training/recipes/tiny_prior_cpu.json --codes_dir runs/codes
 
-Also runs with plain `python training/train.py ...` (one process). The code is the `glotok_hf.training` package
-(`from glotok_hf.training import main`); see training/README.md for the recipes, resuming, multi-GPU launches and
-what is logged.
+Also runs with plain `python training/train.py ...` (one process). The code is the `glotok_hf.training` package;
+training/README.md covers recipes, resuming, multi-GPU launches and what is logged.
 """
 
 import os

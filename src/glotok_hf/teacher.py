@@ -2,17 +2,10 @@
 """Teacher histograms for codebook-wise histogram relation learning (GloTok section 3.3).
 
 The teacher enters training only as a fixed soft histogram of pairwise cosine similarities (`num_bins` numbers), built
-once, offline, from a token set:
-
-- [`teacher_from_backbone`]: k-means centres of a vision backbone's patch features (DINOv2, CLIP, SigLIP, ViT ...)
-  over an image dataset, optionally per class, as VQGAN-LC builds its codebook;
-- [`teacher_from_codebook`]: the semantic codebook of a trained GloTok checkpoint, or any tensor in a .safetensors
-  file;
-- [`random_codebook_teacher`] and [`uniform_teacher`]: controls the paper lacks, to test whether a gain is semantic;
-- [`teacher_from_tokens`]: any `(n, d)` tensor.
-
-A [`TeacherHistogram`] saves to one small safetensors file (the histogram, bin centres, alpha and metadata naming its
-source), so every training run records its teacher; [`load_teacher`] checks it against the training configuration.
+once, offline, from a token set: k-means centres of a vision backbone's patch features ([`teacher_from_backbone`],
+as VQGAN-LC builds its codebook), a trained codebook ([`teacher_from_codebook`]), any `(n, d)` tensor
+([`teacher_from_tokens`]), or the controls [`random_codebook_teacher`] and [`uniform_teacher`]. A [`TeacherHistogram`]
+saves to one small safetensors file naming its source; [`load_teacher`] checks it against the training configuration.
 
 Example:
 

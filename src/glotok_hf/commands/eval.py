@@ -7,12 +7,12 @@ Every network comes from a local path (nothing is downloaded). Run it on several
 
 import argparse
 import json
-import math
 from pathlib import Path
 
 from ..utils import atomic_write, resolve_source
 from . import add_dataset_arguments, check_output, positive_int
 
+SAMPLING_OPTIONS = ("guidance_scale", "temperature", "top_k", "top_p", "cache_implementation")  # pipeline arguments
 EPILOG = """examples:
   # PSNR, SSIM, codebook usage/perplexity, LPIPS, rFID with the TorchScript Inception, uniformity of the semantic branch
   glotok eval reconstruction --model ./glotok-tokenizer --train-data-dir ./imagenet/val --resolution 256 \\
@@ -117,24 +117,14 @@ def register(subparsers) -> None:
     gen.add_argument("--classifier", help="Classifier: a transformers image-classification folder or TorchScript.")
     _add_common(gen)
     gen.set_defaults(func=run_generation)
-    parser.set_defaults(func=lambda args: _print_help(parser))
-
-
-def _print_help(parser) -> int:
-    parser.print_help()
-    return 2
+    parser.set_defaults(func=lambda args: parser.print_help() or 2)  # no mode: the help, exit code 2
 
 
 # ----------------------------------------------------------------------------------------------------- helpers
 def _json_safe(value):
     """JSON without NaN/Infinity: non-finite floats become the strings "inf", "-inf", "nan"."""
-    if isinstance(value, float) and not math.isfinite(value):
-        return "nan" if math.isnan(value) else ("inf" if value > 0 else "-inf")
-    if isinstance(value, dict):
-        return {k: _json_safe(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_json_safe(v) for v in value]
-    return value
+    names = {"NaN": "nan", "Infinity": "inf", "-Infinity": "-inf"}
+    return json.loads(json.dumps(value), parse_constant=names.__getitem__)
 
 
 def _report(result: dict, output: Path | None, is_main: bool) -> int:
@@ -321,11 +311,7 @@ def run_generation(args) -> int:
         png_dir=args.png_dir,
         overwrite=args.overwrite,
         progress=args.progress,
-        guidance_scale=args.guidance_scale,
-        temperature=args.temperature,
-        top_k=args.top_k,
-        top_p=args.top_p,
-        cache_implementation=args.cache_implementation,
+        **{name: getattr(args, name) for name in SAMPLING_OPTIONS},
     )
     result = {
         "mode": "generation",

@@ -1,20 +1,12 @@
 # Copyright 2026 The glotok-hf authors. Licensed under the Apache License, Version 2.0.
 """FID (rFID, gFID) and Inception Score through torchmetrics, with feature networks loaded from local files only.
 
-Nothing here downloads. Three kinds of feature network plug in (download links in docs/evaluation.md): torch-fidelity's
-Inception-v3 `weights-inception-2015-12-05-6726825d.pth` (torchmetrics' default network; needs `pip install
-torch-fidelity`), the TorchScript Inception-v3 `inception-2015-12-05.pt` of StyleGAN2-ADA / clean-fid (a port of the
-ADM evaluator's TensorFlow graph; no extra package), or any `nn.Module` / TorchScript file mapping images to
-`(batch, num_features)` features.
-
-Conventions: the metric classes take images in [-1, 1] (the project's range), clamp them and round them to 8-bit
-levels (what a saved PNG holds; `quantize=False` skips the rounding), and hand the feature network float32 images in
-[0, 1] of shape `(batch, 3, H, W)`. FID values only compare when computed with the same network and the same
-reference statistics; the JSON reports name the network.
-
-Reference statistics for gFID come from real images ([`FrechetDistance.update`] with `real=True`) or from an `.npz`
-holding `mu` and `sigma` (the ADM reference batches, e.g. `VIRTUAL_imagenet256_labeled.npz`, store their Inception
-pool features' statistics under those keys; they were computed with the TensorFlow Inception, which the TorchScript port matches).
+Nothing here downloads (links in docs/evaluation.md). Feature networks: the TorchScript Inception-v3
+`inception-2015-12-05.pt` of StyleGAN2-ADA / clean-fid (the ADM evaluator's network), torch-fidelity's
+`weights-inception-2015-12-05-6726825d.pth` (needs `pip install torch-fidelity`), or any `nn.Module` / TorchScript
+file mapping float32 images in [0, 1] `(batch, 3, H, W)` to `(batch, num_features)`. The metrics take images in
+[-1, 1], rounded to 8-bit levels unless `quantize=False`. FIDs only compare with the same network and reference;
+reference statistics come from real images or an `.npz` with `mu` and `sigma` (e.g. ADM's reference batches).
 """
 
 import os

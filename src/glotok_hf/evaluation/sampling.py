@@ -222,8 +222,6 @@ def sample_for_evaluation(
         class_labels,
         seed=seed,
         batch_size=batch_size,
-        num_processes=state.num_processes,
-        process_index=state.process_index,
         generator_device=generator_device,
         progress=progress and state.is_local_main_process,
         **sampling_kwargs,
@@ -245,9 +243,7 @@ def sample_for_evaluation(
             if state.is_main_process:
                 shards = [npz_path.with_name(f"{npz_path.stem}.shard-{r:05d}.npz") for r in range(state.num_processes)]
                 parts = [p for p in map(load_samples_npz, shards) if p[0].shape[0]]
-                images = np.concatenate([p[0] for p in parts])
-                labels = np.concatenate([p[1] for p in parts])
-                save_samples_npz(npz_path, images, labels, overwrite=overwrite)
+                save_samples_npz(npz_path, *(np.concatenate(arrays) for arrays in zip(*parts)), overwrite=overwrite)
                 for s in shards:
                     s.unlink()
             state.wait_for_everyone()

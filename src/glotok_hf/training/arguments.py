@@ -80,30 +80,25 @@ class TrainingArguments:
     label_column: str = option("label", "Column holding the class labels.")
     cache_dir: str | None = option(None, "Where `datasets` caches.")
     max_train_samples: int | None = option(None, "Use only the first N examples.")
-    resolution: int | None = option(None, "Training resolution (square). Default: the tokenizer's sample_size (from "
-                                    "--model_config, or the --pretrained_model_name_or_path / --tokenizer_name_or_path "
-                                    "tokenizer). Tokenizer stage: another value becomes sample_size of the new "
-                                    "tokenizer (a pretrained one refuses it). Prior stage: must equal it.")  # fmt: skip
+    resolution: int | None = option(None, "Square training side (default: the tokenizer's sample_size; another "
+                                    "one becomes a new tokenizer's; pretrained ones and the prior refuse it).")  # fmt: skip
     center_crop: bool = option(True, "Center crop (default) or random crop after resizing the short side.")
     random_flip: bool = option(False, "Random horizontal flips.")
     dataloader_num_workers: int | None = option(None, "Loader workers (default: CPU cores per GPU, <= 8; CPU: 0).")
-    codes_dir: str | None = option(None, "Prior stage: codes extracted by `glotok extract-codes`; without it, codes are "
-                                   "extracted on the fly from the image dataset with the frozen "
-                                   "--tokenizer_name_or_path.")  # fmt: skip
+    codes_dir: str | None = option(None, "Prior stage: `glotok extract-codes` output (default: encode the images on "
+                                   "the fly with the frozen --tokenizer_name_or_path).")  # fmt: skip
     # models
-    model_config: str | dict | None = option(None, "Tokenizer: a GloTokConfig JSON file (or inline JSON / a recipe "
-                                             "mapping). Prior: LlamaConfig overrides on top of --prior_size. Given "
-                                             "with a recipe that has one, it is merged into the recipe's mapping "
-                                             "(its keys win).", group="models")  # fmt: skip
+    model_config: str | dict | None = option(None, "GloTokConfig (tokenizer) or LlamaConfig overrides of --prior_size "
+                                             "(prior): JSON file, inline JSON or recipe mapping; merged into a "
+                                             "recipe's (its keys win).", group="models")  # fmt: skip
     pretrained_model_name_or_path: str | None = option(None, "Start from this saved tokenizer (or prior).")
-    discriminator_config: str | dict | None = option(None, "GloTokDiscriminatorConfig JSON (file or inline; default: "
-                                                     "the paper's PatchGAN), merged like --model_config.")  # fmt: skip
+    discriminator_config: str | dict | None = option(None, "GloTokDiscriminatorConfig JSON, like --model_config "
+                                                     "(default: the paper's PatchGAN).")  # fmt: skip
     teacher_histogram: str | None = option(None, "`glotok build-teacher` file (turns the histogram loss on).")
     tokenizer_name_or_path: str | None = option(None, "Prior stage: the trained tokenizer (decodes validation "
-                                                "samples; extracts codes on the fly without --codes_dir).")  # fmt: skip
-    allow_tokenizer_mismatch: bool = option(False, "Prior stage: accept --codes_dir extracted with other tokenizer "
-                                            "weights than --tokenizer_name_or_path's (the codes' fingerprint "
-                                            "differs).", switch=True)  # fmt: skip
+                                                "samples; encodes the images without --codes_dir).")  # fmt: skip
+    allow_tokenizer_mismatch: bool = option(False, "Prior stage: accept --codes_dir extracted with other weights "
+                                            "than --tokenizer_name_or_path's.", switch=True)  # fmt: skip
     prior_size: str = option("B", "Prior stage: LlamaGen size (B: 12 layers x 768).", choices=sorted(PRIOR_SIZES))
     class_dropout_prob: float = option(0.1, "Prior stage: probability of the null class instead (for CFG).")
     gradient_checkpointing: bool = option(False, "Trade compute for memory.", switch=True)
@@ -112,8 +107,7 @@ class TrainingArguments:
     gradient_accumulation_steps: int = option(1, "Micro-batches per update.")
     max_train_steps: int | None = option(None, "Total updates (overrides epochs).")
     num_train_epochs: int = option(1, "Epochs when --max_train_steps is unset.")
-    learning_rate: float | None = option(None, "Peak learning rate (default: 2e-4 tokenizer, the paper's; 1e-4 prior, "
-                                         "LlamaGen's).")  # fmt: skip
+    learning_rate: float | None = option(None, "Peak learning rate (default: 2e-4 tokenizer, 1e-4 prior).")
     discriminator_learning_rate: float | None = option(None, "Discriminator learning rate (default: --learning_rate).")
     lr_scheduler: str = option("constant", "diffusers scheduler name.", choices=LR_SCHEDULERS)
     lr_warmup_steps: int = option(0, "Warm-up updates of the scheduler.")
@@ -137,8 +131,8 @@ class TrainingArguments:
     report_to: str = option("tensorboard", "Trackers to log to.", choices=("tensorboard", "wandb", "all", "none"))
     logging_dir: str = option("logs", "Log folder, relative to --output_dir.")
     tracker_project_name: str | None = option(None, "Tracker project (default: glotok-<stage>).")
-    logging_steps: int = option(1, "Log every N updates (averages; also at checkpoints, validations, epoch ends); "
-                                "only then are values read from the GPU (try 10-50).")  # fmt: skip
+    logging_steps: int = option(1, "Log averages every N updates (and at checkpoints, validations, epoch ends); only "
+                                "then are values read from the GPU (try 10-50).")  # fmt: skip
     usage_window: int = option(100, "Batches over which codebook usage and perplexity are logged.")
     validation_steps: int = option(500, "Save and log a grid of reconstructions or samples every N updates.")
     num_validation_images: int = option(8, "Images in the validation grid.")

@@ -1,10 +1,7 @@
 # Copyright 2026 The glotok-hf authors. Licensed under the Apache License, Version 2.0.
-"""Checkpoints shared by both stages: `accelerator.save_state` with hooks that write `save_pretrained` folders,
-a registered training-state object, atomic saves, `latest` resolution and pruning.
-
-A checkpoint is written to `.tmp-checkpoint-<step>` and renamed to `checkpoint-<step>` only once every process has
-finished writing (and the files are flushed to disk), so a run killed at any moment never leaves a folder named
-`checkpoint-*` that is incomplete. Pruning renames a folder away before deleting it, for the same reason.
+"""Checkpoints shared by both stages: `accelerator.save_state` with hooks that write `save_pretrained` folders, atomic
+saves (written to `.tmp-checkpoint-<step>`, flushed, renamed once every process is done; pruning renames away before
+deleting), so a killed run never leaves an incomplete `checkpoint-*`, `latest` resolution and pruning.
 
 Layout of `checkpoint-<step>/`:
 
@@ -15,10 +12,8 @@ Layout of `checkpoint-<step>/`:
     training_state.pt            the TrainingState (global step, data position, counters)
     training_args.json           the run's arguments (no secrets)
 
-Loading is safe: models come from safetensors; accelerate 1.15 reads its optimizer, scheduler, scaler and RNG files
-with `torch.load(weights_only=True)`. It would read a registered object's `custom_checkpoint_<i>.pkl` with
-`weights_only=False` (arbitrary code from a tampered checkpoint), so the TrainingState is not registered with
-accelerate: the hooks write it to `training_state.pt` and read it back with `weights_only=True`.
+Loading is safe: models come from safetensors, accelerate reads its files with `torch.load(weights_only=True)`; it
+would unpickle a registered object's `custom_checkpoint_<i>.pkl` unsafely, so the hooks save the TrainingState.
 """
 
 import contextlib
@@ -50,13 +45,9 @@ ARGS_FILE = "training_args.json"
 
 @dataclass
 class TrainingState:
-    """Everything about the run's position that is not a model, optimizer, scheduler or RNG; the checkpoint hooks
-    write it to `training_state.pt` and read it back with `torch.load(weights_only=True)` (its state dict holds
-    only ints, floats and tensors).
-
-    `epoch` and `batch_in_epoch` (dataloader batches of this process consumed in `epoch`) place a resumed run at the
-    exact batch where it stopped; `extra` holds stage-specific state (e.g. codebook-usage windows) as tensors/ints.
-    """
+    """The run's position besides models, optimizers, schedulers and RNGs (ints, floats and tensors only). `epoch` and
+    `batch_in_epoch` (this process's batches consumed in `epoch`) place a resumed run at the exact batch where it
+    stopped; `extra` holds stage-specific state (e.g. codebook-usage windows)."""
 
     def reconcile_batch_size(self, examples_per_batch: int) -> None:
         """Convert the data position when a run resumes with another global batch (other process count or per-device
@@ -98,9 +89,8 @@ class TrainingState:
 
 
 class CheckpointHooks:
-    """Save/load hooks for `accelerator.save_state` / `load_state` that store each model as a `save_pretrained`
-    folder named after its role (and its EMA as `<role>_ema/`) instead of accelerate's anonymous `model_<i>` files,
-    and the training state as `training_state.pt`.
+    """`save_state` / `load_state` hooks storing each model as a `save_pretrained` folder named after its role (its
+    EMA as `<role>_ema/`) instead of accelerate's `model_<i>` files, and the training state as `training_state.pt`.
 
     Args:
         accelerator (`Accelerator`): the run's accelerator.
@@ -272,7 +262,7 @@ def verify_checkpoint(path: Path, stage: str) -> None:
 
 
 def load_checkpoint(accelerator: Accelerator, path: Path) -> None:
-    """`accelerator.load_state(path)`, with a missing file named (`checkpoint_damage` has opened every other one)."""
+    """`accelerator.load_state(path)`, naming a missing file."""
     try:
         accelerator.load_state(str(path))
     except FileNotFoundError as err:

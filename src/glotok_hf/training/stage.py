@@ -114,8 +114,14 @@ class BaseStage(Stage):
         finally:
             model.train(was_training)
 
+    def checkpoint_roles(self) -> dict[str, torch.nn.Module]:
+        return {self.role: self.bare}
+
     def checkpoint_emas(self) -> dict[str, EMA]:
         return {self.role: self.ema} if self.ema is not None else {}
+
+    def update(self) -> dict[str, tuple[float, bool]]:
+        return {self.role: self.update_model()}
 
     def update_model(self) -> tuple[float, bool]:
         """The guarded update of the trained model; the EMA follows each update that was made."""

@@ -59,7 +59,6 @@ class PriorStage(BaseStage):
         )
         self.accumulate_models = (self.model,)
 
-    # ---------------------------------------------------------------------------------------------------- setup
     def build_data(self) -> None:
         """Codes from `--codes_dir`, or images encoded on the fly by the frozen tokenizer."""
         args = self.args
@@ -134,11 +133,6 @@ class PriorStage(BaseStage):
             prior.gradient_checkpointing_enable()
         return prior.train()
 
-    # ------------------------------------------------------------------------------------------------ checkpoints
-    def checkpoint_roles(self) -> dict:
-        return {"prior": self.bare}
-
-    # ------------------------------------------------------------------------------------------------ training
     def forward_backward(self, batch: dict, global_step: int) -> dict[str, torch.Tensor]:
         """Causal-LM loss on the image tokens; the class is dropped to the null class with the item's own draw."""
         if "codes" in batch:
@@ -158,10 +152,6 @@ class PriorStage(BaseStage):
         return {"prior/loss": output.loss.detach(), "prior/token_accuracy": accuracy,
                 "prior/dropped_classes": dropped.float().mean()}  # fmt: skip
 
-    def update(self) -> dict[str, tuple[float, bool]]:
-        return {"prior": self.update_model()}
-
-    # ------------------------------------------------------------------------------------------------ validation
     @torch.no_grad()
     def validate(self, step: int, folder: Path) -> dict:
         """Save and log a grid of class-conditional samples (rows of 8; labels cycling over the classes, one seeded
@@ -182,7 +172,6 @@ class PriorStage(BaseStage):
         logger.info(f"Step {step}: validation samples saved to {path}")
         return {}
 
-    # ------------------------------------------------------------------------------------------------ the end
     def final_card(self, output_dir: Path, state, metrics: dict) -> dict:
         """A sample grid beside the (EMA) prior and, with a tokenizer, the ready pipeline in `pipeline/`; the card's
         data."""

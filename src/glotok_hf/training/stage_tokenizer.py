@@ -123,9 +123,8 @@ class TokenizerStage(BaseStage):
         if self.teacher_metadata:
             self.tracker_extras["teacher"] = json.dumps(self.teacher_metadata, default=str)
 
-    # ------------------------------------------------------------------------------------------------ checkpoints
     def checkpoint_roles(self) -> dict:
-        return {"tokenizer": self.bare, "discriminator": unwrap(self.accelerator, self.discriminator)}
+        return {**super().checkpoint_roles(), "discriminator": unwrap(self.accelerator, self.discriminator)}
 
     def export_state(self, extra: dict) -> None:
         extra["usage"] = {name: window.state_dict() for name, window in self.usage.items()}
@@ -134,7 +133,6 @@ class TokenizerStage(BaseStage):
         for name, window_state in extra.get("usage", {}).items():
             self.usage[name].load_state_dict(window_state)
 
-    # ------------------------------------------------------------------------------------------------ training
     def forward_backward(self, batch: dict, global_step: int) -> dict[str, torch.Tensor]:
         """Generator loss and backward (discriminator frozen), then the discriminator loss and backward."""
         pixel_values = uint8_to_pixels(batch["pixel_values"])  # on the device
@@ -185,7 +183,6 @@ class TokenizerStage(BaseStage):
             logs[f"codebook/{name}_perplexity"] = window.perplexity()
         return logs
 
-    # ------------------------------------------------------------------------------------------------ validation
     def validate(self, step: int, folder: Path) -> dict[str, float]:
         """Save and log a grid of validation images over their reconstructions; returns their PSNR to log."""
         if self.validation_images is None:
@@ -204,7 +201,6 @@ class TokenizerStage(BaseStage):
         self.last_validation = {"step": step, "psnr": psnr, "grid": grid}
         return {"validation/psnr": psnr}
 
-    # ------------------------------------------------------------------------------------------------ the end
     def final_card(self, output_dir: Path, state, metrics: dict) -> dict:
         """The discriminator and the final reconstruction grid beside the (EMA) tokenizer; the card's data."""
         unwrap(self.accelerator, self.discriminator).save_pretrained(output_dir / "discriminator")
