@@ -86,3 +86,19 @@ def test_counts_are_all_reduced_across_processes(tmp_path):
         assert counts == expected_counts
         assert usage == pytest.approx(4 / 6)
         assert perplexity == pytest.approx(naive_perplexity([0, 0, 1, 4, 4, 4, 5], 6))
+
+
+def test_counts_follow_the_indices_device_and_are_reduced_there(monkeypatch):
+    # "meta" stands in for a GPU: NCCL all-reduces device tensors only, so the counts are reduced where the indices
+    # are, and a window without a device keeps its buffer there too (no host copy per update).
+    from glotok_hf.evaluation import codebook
+
+    reduced = []
+    monkeypatch.setattr(codebook.dist, "is_initialized", lambda: True)
+    monkeypatch.setattr(codebook.dist, "all_reduce", lambda tensor, op: reduced.append(tensor.device.type))
+    window = CodebookUsageWindow(num_codes=4, window=2)
+    window.update(torch.tensor([0, 1, 1], device="meta"))
+    assert reduced == ["meta"] and window.counts.device.type == "meta"
+    pinned = CodebookUsageWindow(num_codes=4, window=2, device="cpu")
+    pinned.update(torch.tensor([0, 1, 1, 3]))
+    assert pinned.counts.tolist() == [1, 2, 0, 1] and pinned.counts.device.type == "cpu"

@@ -50,7 +50,8 @@ class CodebookUsageWindow:
     Args:
         num_codes (`int`): size of the codebook.
         window (`int`, *optional*, defaults to 100): number of steps the statistics cover.
-        device (`torch.device` or `str`, *optional*): where the counts live (that of the indices, e.g. the GPU).
+        device (`torch.device` or `str`, *optional*):
+            Where the counts live; by default the device of the first indices given to [`update`] (e.g. the GPU).
         all_reduce (`bool`, *optional*, defaults to `True`): sum the counts across processes when distributed.
 
     Example:
@@ -73,14 +74,18 @@ class CodebookUsageWindow:
         self.all_reduce = all_reduce
         self._buffer = torch.zeros(window, num_codes, dtype=torch.long, device=device)
         self._position = 0
+        self._follow_indices = device is None
 
     @torch.no_grad()
     def update(self, indices: torch.Tensor) -> torch.LongTensor:
         """Add the codes of one step (`indices`: integer tensor of any shape). Returns this step's global counts."""
-        counts = code_counts(indices, self.num_codes).to(self._buffer.device)
+        counts = code_counts(indices, self.num_codes)  # on the indices' device: NCCL reduces device tensors only
         if self.all_reduce and dist.is_available() and dist.is_initialized():
             dist.all_reduce(counts, op=dist.ReduceOp.SUM)
-        self._buffer[self._position] = counts
+        if self._follow_indices:
+            self._buffer = self._buffer.to(counts.device)
+            self._follow_indices = False
+        self._buffer[self._position] = counts.to(self._buffer.device)
         self._position = (self._position + 1) % self.window
         return counts
 
