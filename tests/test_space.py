@@ -158,9 +158,12 @@ def test_push_space_writes_the_space_layout(fake_hub, tmp_path):
     assert f"sdk_version: {gradio.__version__}\n" in files["README.md"].decode()
     assert fake_hub.token_leaks() == []
 
+    git = "glotok-hf @ git+https://github.com/someone/glotok-hf@v0.1.0"  # a version that is not on PyPI
     assert main(["push-space", "tester/other", "--pipeline", "someone/glotok-imagenet", "--trust-remote-code",
-                 "--tokenizer", str(embedded_pipeline_path() / "vqmodel")]) == 0  # fmt: skip
+                 "--tokenizer", str(embedded_pipeline_path() / "vqmodel"), "--requirement", git]) == 0  # fmt: skip
     files = fake_hub.files("tester/other", repo_type="space")
+    assert files["requirements.txt"].decode().splitlines()[-1] == git
+    assert "glotok-hf==" not in files["requirements.txt"].decode()
     settings = json.loads(files["glotok_space.json"])
     assert settings == {"pipeline": "someone/glotok-imagenet", "tokenizer": "tokenizer", "trust_remote_code": True}
     assert (

@@ -204,9 +204,10 @@ build_demo(**(json.loads(settings.read_text()) if settings.is_file() else {})).q
 """
 
 
-def space_files(pipeline: str | None = None) -> dict[str, str]:
+def space_files(pipeline: str | None = None, requirement: str | None = None) -> dict[str, str]:
     """`app.py`, `requirements.txt` and `README.md` (Space front matter, gradio pinned to the installed version) of
-    the demo Space, whose card names `pipeline`; `spaces/glotok/` holds them for the embedded default."""
+    the demo Space, whose card names `pipeline` and whose requirements install glotok-hf with `requirement` (default
+    `glotok-hf==<this version>`); `spaces/glotok/` holds them for the embedded default."""
     from importlib.metadata import version
 
     from . import __version__
@@ -219,7 +220,8 @@ def space_files(pipeline: str | None = None) -> dict[str, str]:
         f"(https://arxiv.org/abs/2511.14184)): {pipeline or 'the glotok-digits pipeline embedded in glotok-hf'}. "
         "The same app runs locally with `glotok demo`.\n"
     )
-    requirements = f"--extra-index-url https://download.pytorch.org/whl/cpu\ntorch>=2.13\nglotok-hf=={__version__}\n"
+    requirement = requirement or f"glotok-hf=={__version__}"
+    requirements = f"--extra-index-url https://download.pytorch.org/whl/cpu\ntorch>=2.13\n{requirement}\n"
     return {"app.py": SPACE_APP, "requirements.txt": requirements, "README.md": card}
 
 
@@ -229,13 +231,16 @@ def push_space(
     tokenizer: str | Path | None = None,
     *,
     trust_remote_code: bool = False,
+    requirement: str | None = None,
     private: bool | None = None,
     token: str | None = None,
     commit_message: str | None = None,
 ):
     r"""
     Upload the Gradio demo (`glotok demo`) to the Space `repo_id` (created if needed, `sdk: gradio`): the files of
-    [`space_files`] and `glotok_space.json`, the arguments of `glotok_hf.demo.build_demo`. A local pipeline or
+    [`space_files`] and `glotok_space.json`, the arguments of `glotok_hf.demo.build_demo`. `requirement` is the pip
+    line that installs glotok-hf in the Space (default `glotok-hf==<this version>`; e.g. `glotok-hf @
+    git+https://github.com/<owner>/glotok-hf` for a version that is not on PyPI). A local pipeline or
     tokenizer folder (and the embedded default pipeline, for `pipeline=None`) is uploaded into the Space as
     `pipeline/` or `tokenizer/`; a Hub repo id is recorded and downloaded by the running Space.
 
@@ -251,7 +256,7 @@ def push_space(
     repo_id = api.create_repo(repo_id, repo_type="space", space_sdk="gradio", private=private, exist_ok=True).repo_id
     with tempfile.TemporaryDirectory() as folder:
         described = None if pipeline is None else f"pipeline `{getattr(sources['pipeline'], 'name', pipeline)}`"
-        for name, text in space_files(described).items():
+        for name, text in space_files(described, requirement).items():
             (Path(folder) / name).write_text(text, encoding="utf-8")
         settings = {"trust_remote_code": trust_remote_code}
         for name, source in sources.items():

@@ -22,6 +22,7 @@ def register(subparsers) -> None:
     parser.add_argument("--pipeline", metavar="PATH_OR_REPO", help="default: the embedded default pipeline")
     parser.add_argument("--tokenizer", metavar="PATH_OR_REPO", help="tokenizer of the Tokenize tab")
     parser.add_argument("--trust-remote-code", action="store_true", help="the pipeline is a Hub-layout one")
+    parser.add_argument("--requirement", help="pip line installing glotok-hf in the Space (default: this version)")
     parser.add_argument("--private", action="store_true", help="create the Space private")
     parser.set_defaults(func=run)
 
@@ -29,7 +30,13 @@ def register(subparsers) -> None:
 def run(args: argparse.Namespace) -> int:
     from ..hub import push_space
 
-    url = push_space(args.repo_id, args.pipeline, args.tokenizer, trust_remote_code=args.trust_remote_code,
-                     private=args.private or None)  # fmt: skip
+    url = push_space(
+        args.repo_id,
+        args.pipeline,
+        args.tokenizer,
+        trust_remote_code=args.trust_remote_code,
+        requirement=args.requirement,
+        private=args.private or None,
+    )
     print(f"Pushed the GloTok demo Space: {url}")
     return 0
