@@ -65,6 +65,10 @@ class GloTokConfig(PreTrainedConfig):
         sample_size (`int`, *optional*, defaults to 256):
             Training resolution. It sizes the learned positional embeddings (interpolated for other sizes) and is the
             resolution pipelines generate at.
+        fixed_sample_size (`bool`, *optional*, defaults to `False`):
+            Accept only `sample_size x sample_size` images in `encode` / `forward` (their positional embeddings are
+            not interpolated to other grids). Set for tokenizers converted from FQGAN, whose adapters were trained
+            with one fixed positional table.
         dropout (`float`, *optional*, defaults to 0.0):
             Dropout in the ResNet blocks.
 
@@ -103,6 +107,7 @@ class GloTokConfig(PreTrainedConfig):
     residual_num_heads: int = 8
     residual_num_layers: int = 1
     sample_size: int = 256
+    fixed_sample_size: bool = False
     dropout: float = 0.0
 
     def __post_init__(self, **kwargs):
@@ -142,7 +147,8 @@ class GloTokConfig(PreTrainedConfig):
         ints = ("in_channels", "out_channels", "layers_per_block", "norm_num_groups", "latent_channels", "adapter_depth",
                 "adapter_num_heads", "semantic_codebook_size", "visual_codebook_size", "codebook_dim",
                 "residual_hidden_size", "residual_num_heads", "residual_num_layers", "sample_size")  # fmt: skip
-        bools = ("mid_block_add_attention", "lowest_resolution_attention", "codebook_l2_norm", "use_residual")
+        bools = ("mid_block_add_attention", "lowest_resolution_attention", "codebook_l2_norm", "use_residual",
+                 "fixed_sample_size")  # fmt: skip
         for fields, check, kind in ((ints, is_int, "an int"), (bools, lambda v: isinstance(v, bool), "a bool"),
                                     (("commitment_beta", "dropout"), lambda v: is_int(v) or isinstance(v, float),
                                      "a float")):  # fmt: skip
