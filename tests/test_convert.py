@@ -482,3 +482,48 @@ def test_converted_folder_loads_as_remote_code_without_the_package(tmp_path, sub
     proc = subprocess.run([PYTHON, "-c", REMOTE_CODE_SCRIPT, str(tmp_path / "tok"), str(tmp_path / "ref.pt")],
                           capture_output=True, text=True, env=subprocess_env, cwd=tmp_path, timeout=300)  # fmt: skip
     assert proc.returncode == 0 and "REMOTE_OK" in proc.stdout, proc.stdout + proc.stderr
+
+
+# ---------------------------------------------------------------------------------------------------- warm start
+def test_warm_start_glotok_from_a_converted_fqgan_dual(tmp_path, caplog):
+    from train_utils import make_imagefolder, read_metrics, run_in_process, tiny_tokenizer_args
+
+    from glotok_hf.teacher import random_codebook_teacher
+
+    torch.save(random_state(source_shapes("fqgan-dual")), tmp_path / "fqgan.pt")
+    converted = convert_checkpoint("fqgan-dual", tmp_path / "fqgan.pt", tmp_path / "tok", **KWARGS).state_dict()
+    images = make_imagefolder(tmp_path / "images", per_class=4, size=20)
+    teacher = random_codebook_teacher(size=CODES, dim=DIM, seed=1).save(tmp_path / "teacher.safetensors")
+    residual = {"use_residual": True, "residual_hidden_size": 8, "residual_num_heads": 2}
+    argv = tiny_tokenizer_args(images, tmp_path / "run", model_config=json.dumps(residual), max_train_steps=5,
+                               pretrained_model_name_or_path=str(tmp_path / "tok"), checkpointing_steps=5,
+                               validation_steps=5, histogram_weight=0.01, teacher_histogram=str(teacher))  # fmt: skip
+    with caplog.at_level("INFO"):
+        run = run_in_process(argv)
+    assert run.state.global_step == 5
+    assert all(
+        m["generator/histogram_loss"] > 0 and m["generator/residual_loss"] > 0 for m in read_metrics(tmp_path / "run")
+    )
+    final = GloTokModel.from_pretrained(tmp_path / "run")
+    assert final.config.use_residual and final.config.fixed_sample_size
+    trained = final.state_dict()
+    added = sorted(trained.keys() - converted.keys())
+    assert added and all(k.startswith(("semantic.residual.", "visual.residual.")) for k in added)
+    assert f"freshly initialised ({len(added)} tensors): ['semantic.residual', 'visual.residual']" in caplog.text
+    moved = [k for k in converted if not torch.equal(trained[k], converted[k])]
+    assert len(moved) == len(converted), sorted(converted.keys() - set(moved))
+    # 5 Adam updates at lr 1e-3 move a weight by about 5e-3 at most: every converted tensor was loaded, none redrawn
+    assert max(float((trained[k] - converted[k]).abs().max()) for k in converted) < 0.03
+
+
+def test_warm_start_refuses_overrides_that_drop_or_reshape_saved_tensors(tmp_path):
+    from glotok_hf.training.stage_tokenizer import load_pretrained_tokenizer
+
+    torch.save(random_state(source_shapes("fqgan-dual")), tmp_path / "fqgan.pt")
+    convert_checkpoint("fqgan-dual", tmp_path / "fqgan.pt", tmp_path / "tok", **KWARGS)
+    with pytest.raises(ValueError, match=r"do not all load: \d+ do not fit the model \(shapes differ\).*quant_conv"):
+        load_pretrained_tokenizer(str(tmp_path / "tok"), {"codebook_dim": 8})
+    with pytest.raises(ValueError, match="have no place in the model.*semantic"):
+        load_pretrained_tokenizer(str(tmp_path / "tok"), {"semantic_codebook_size": 0})
+    model = load_pretrained_tokenizer(str(tmp_path / "tok"), {})
+    assert not model.config.use_residual
