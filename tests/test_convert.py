@@ -425,7 +425,7 @@ def test_cli_convert_export_and_errors(tmp_path, capsys):
     argv = ["convert", "fqgan-dual", str(tmp_path / "src.pt"), str(tmp_path / "out"), "--norm-num-groups", "4",
             "--adapter-num-heads", "2"]  # fmt: skip
     assert main(argv) == 0
-    assert "glotok reconstruct photo.png --model" in capsys.readouterr().out
+    assert "glotok reconstruct photo.png --tokenizer" in capsys.readouterr().out
     assert main(argv) == 2 and "--overwrite" in capsys.readouterr().err
     assert main(["convert", "--to", "fqgan-dual", str(tmp_path / "out"), str(tmp_path / "back.pt")]) == 0
     assert "quantize_sem.embedding.weight" in torch.load(tmp_path / "back.pt", weights_only=True)["model"]
@@ -434,7 +434,9 @@ def test_cli_convert_export_and_errors(tmp_path, capsys):
     assert main(["convert", "taming", str(tmp_path / "src.pt"), str(tmp_path / "o2")]) == 2
     assert "Unknown FORMAT 'taming'" in capsys.readouterr().err
     assert main(["convert", "--to", "fqgan-dual", "fqgan-dual", "a", "b"]) == 2
-    assert "not both" in capsys.readouterr().err
+    assert "exactly one" in capsys.readouterr().err
+    assert main(["convert", str(tmp_path / "src.pt"), str(tmp_path / "o3")]) == 2
+    assert "Give either a source FORMAT" in capsys.readouterr().err
 
 
 def test_reconstruct_with_a_converted_tokenizer(tmp_path, capsys):

@@ -35,7 +35,7 @@ USAGE_BUFFER_SIZE = 65536  # both sources keep a `codebook_used` buffer of this 
 @dataclass(frozen=True)
 class SourceFormat:
     """A public checkpoint layout: where it comes from, its license and published rFID (ImageNet 256, by
-    downsampling factor), and the GloTok branch -> source prefix of its codebook heads."""
+    downsampling factor), and the GloTok branch -> source suffix of its codebook heads."""
 
     title: str
     url: str
@@ -53,7 +53,7 @@ FORMATS = {
         "https://github.com/showlab/FQGAN",
         "cc-by-nc-4.0",
         {16: 0.94, 8: 0.32},
-        {"semantic": "sem", "visual": "vis"},
+        {"semantic": "_sem", "visual": "_vis"},
     ),  # fmt: skip
 }
 
@@ -87,11 +87,10 @@ def source_key(key: str, fmt: str) -> str:
     """The name in the `fmt` layout of the GloTok parameter `key` (of a model without residual modules)."""
     rules = _ADAPTER_RULES if ".adapter." in key else _TRUNK_RULES
     for branch, suffix in FORMATS[fmt].heads.items():
-        tail = f"_{suffix}" if suffix else ""
         rules = rules + [
-            (rf"^{branch}\.(norm_out|conv_out)\.", rf"encoder.\1{tail}."),
-            (rf"^{branch}\.quant_conv\.", f"quant_conv{tail}."),
-            (rf"^{branch}\.quantizer\.", f"quantize{tail}."),
+            (rf"^{branch}\.(norm_out|conv_out)\.", rf"encoder.\1{suffix}."),
+            (rf"^{branch}\.quant_conv\.", f"quant_conv{suffix}."),
+            (rf"^{branch}\.quantizer\.", f"quantize{suffix}."),
         ]
     for pattern, replacement in rules:
         key = re.sub(pattern, replacement, key)
@@ -128,7 +127,7 @@ def infer_config(state: dict, fmt: str, *, norm_num_groups: int = 32, adapter_nu
                 for i in range(num_levels)]  # fmt: skip
     sizes = {f"{branch}_codebook_size": 0 for branch in ("semantic", "visual")}
     for branch, suffix in FORMATS[fmt].heads.items():
-        codebook = _tensor(state, f"quantize{'_' + suffix if suffix else ''}.embedding.weight", fmt)
+        codebook = _tensor(state, f"quantize{suffix}.embedding.weight", fmt)
         sizes[f"{branch}_codebook_size"] = codebook.shape[0]
     adapter = "encoder.semantic_head.0"
     if fmt == "fqgan-dual":
@@ -154,23 +153,22 @@ def infer_config(state: dict, fmt: str, *, norm_num_groups: int = 32, adapter_nu
     )
 
 
-def _empty_model(config: GloTokConfig) -> GloTokModel:
-    """A `GloTokModel` whose parameters are meta tensors (no memory, no initialisation) for `load_state_dict(...,
-    assign=True)`."""
-    with torch.device("meta"):
-        return GloTokModel(config)
+def _check_format(fmt: str) -> SourceFormat:
+    if fmt not in FORMATS:
+        raise ValueError(f"Unknown checkpoint format {fmt!r}; expected one of {sorted(FORMATS)}.")
+    return FORMATS[fmt]
 
 
 def to_glotok(state: dict, fmt: str, **config_kwargs) -> tuple[GloTokModel, list[str]]:
     """A source state dict -> (the exact `GloTokModel`, the dropped source keys). Every source tensor is either mapped
     or in `DROPPED`; a missing, unexpected or mis-shaped tensor raises a `ValueError` naming the key."""
-    if fmt not in FORMATS:
-        raise ValueError(f"Unknown checkpoint format {fmt!r}; expected one of {sorted(FORMATS)}.")
+    info = _check_format(fmt)
     config = infer_config(state, fmt, **config_kwargs)
-    model = _empty_model(config)
-    mapped, expected = {}, model.state_dict()
-    for key, target in expected.items():
-        name = source_key(key, fmt)
+    with torch.device("meta"):  # no memory, no initialisation: the tensors are assigned below
+        model = GloTokModel(config)
+    names, mapped = {key: source_key(key, fmt) for key in model.state_dict()}, {}
+    for key, target in model.state_dict().items():
+        name = names[key]
         tensor = _tensor(state, name, fmt)
         if tuple(tensor.shape) != tuple(target.shape):
             raise ValueError(
@@ -178,11 +176,11 @@ def to_glotok(state: dict, fmt: str, **config_kwargs) -> tuple[GloTokModel, list
                 f"needs {tuple(target.shape)} (GloTok {key!r}); inferred: {config.to_diff_dict()}."
             )
         mapped[key] = tensor.detach().to(torch.float32).contiguous()
-    used = {source_key(key, fmt) for key in expected}
+    used = set(names.values())
     dropped = sorted(k for k in state if k not in used and DROPPED.search(k))
     if unexpected := sorted(k for k in state if k not in used and k not in dropped):
         raise ValueError(
-            f"Unexpected tensor(s) for a {FORMATS[fmt].title} checkpoint with the configuration read off its tensors: "
+            f"Unexpected tensor(s) for a {info.title} checkpoint with the configuration read off its tensors: "
             f"{unexpected[:5]}{' ...' if len(unexpected) > 5 else ''} ({len(unexpected)} in all)."
         )
     model.load_state_dict(mapped, assign=True)
@@ -193,7 +191,7 @@ def from_glotok(model: GloTokModel, fmt: str) -> dict[str, torch.Tensor]:
     """The state dict of `model` in the `fmt` layout (with zeroed `codebook_used` buffers, so the source code loads
     it strictly). Only a model of that layout's shape converts: no residual modules; one codebook for LlamaGen, two
     with adapters for FQGAN."""
-    config, heads = model.config, FORMATS[fmt].heads
+    config, info = model.config, _check_format(fmt)
     problems = [
         (config.use_residual, "has residual modules (use_residual=True), which the source layout has no place for"),
         (fmt == "llamagen-vq" and config.num_codebooks != 1, "must have one codebook (the visual one)"),
@@ -203,10 +201,10 @@ def from_glotok(model: GloTokModel, fmt: str) -> dict[str, torch.Tensor]:
     ]  # fmt: skip
     for failed, message in problems:
         if failed:
-            raise ValueError(f"Cannot export to {FORMATS[fmt].title}: the model {message}.")
+            raise ValueError(f"Cannot export to {info.title}: the model {message}.")
     state = {source_key(key, fmt): value.detach().cpu().clone() for key, value in model.state_dict().items()}
-    for suffix in heads.values():
-        state[f"quantize{'_' + suffix if suffix else ''}.codebook_used"] = torch.zeros(USAGE_BUFFER_SIZE)
+    for suffix in info.heads.values():
+        state[f"quantize{suffix}.codebook_used"] = torch.zeros(USAGE_BUFFER_SIZE)
     return state
 
 

@@ -43,6 +43,8 @@ def register(subparsers) -> None:
     parser.add_argument("--norm-num-groups", type=int, default=32, help="GroupNorm groups (default: 32, published)")
     parser.add_argument("--adapter-num-heads", type=int, default=8,
                         help="FQGAN adapters' attention heads (default: 8, published)")  # fmt: skip
+    parser.add_argument("--no-codebook-l2-norm", dest="codebook_l2_norm", action="store_false",
+                        help="the source looked codes up without l2 normalisation (published: with)")  # fmt: skip
     parser.add_argument("--sample-size", type=int, default=256,
                         help="LlamaGen VQ training resolution (default: 256; FQGAN's is read off its tensors)")  # fmt: skip
     parser.set_defaults(func=run)
@@ -51,7 +53,7 @@ def register(subparsers) -> None:
 def run(args: argparse.Namespace) -> int:
     if (args.to is None) == (args.format is None):
         raise ValueError(
-            f"Give a source FORMAT ({' or '.join(FORMATS)}) to convert, or --to FORMAT to export, not both."
+            f"Give either a source FORMAT ({' or '.join(FORMATS)}) to convert, or --to FORMAT to export (exactly one)."
         )
     if args.format is not None and args.format not in FORMATS:
         raise ValueError(f"Unknown FORMAT {args.format!r}; expected one of {', '.join(FORMATS)}.")
@@ -63,12 +65,13 @@ def run(args: argparse.Namespace) -> int:
         path = export_checkpoint(load_tokenizer(args.source, device="cpu"), args.to, args.output, overwrite=True)
         print(f"Wrote {path} ({args.to} layout).")
         return 0
-    kwargs = {"norm_num_groups": args.norm_num_groups, "adapter_num_heads": args.adapter_num_heads}
+    kwargs = {"norm_num_groups": args.norm_num_groups, "adapter_num_heads": args.adapter_num_heads,
+              "codebook_l2_norm": args.codebook_l2_norm}  # fmt: skip
     if args.format == "llamagen-vq":
         kwargs["sample_size"] = args.sample_size
     model = convert_checkpoint(args.format, args.source, args.output, ema=args.ema, overwrite=args.overwrite, **kwargs)
     config = model.config
     print(f"Wrote {Path(args.output)}: GloTokModel, {config.downsample_factor}x downsampling at {config.sample_size} px, "
           f"codebooks semantic={config.semantic_codebook_size} visual={config.visual_codebook_size}. Try: glotok "
-          f"reconstruct photo.png --model {args.output} --output recon.png")  # fmt: skip
+          f"reconstruct photo.png --tokenizer {args.output} --output recon.png")  # fmt: skip
     return 0
