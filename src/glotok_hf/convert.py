@@ -27,7 +27,9 @@ from pathlib import Path
 import torch
 
 from .configuration_glotok import GloTokConfig
+from .hub import model_card
 from .modeling_glotok import GloTokModel
+from .utils import atomic_write
 
 USAGE_BUFFER_SIZE = 65536  # both sources keep a `codebook_used` buffer of this size next to each codebook
 
@@ -54,7 +56,7 @@ FORMATS = {
         "cc-by-nc-4.0",
         {16: 0.94, 8: 0.32},
         {"semantic": "_sem", "visual": "_vis"},
-    ),  # fmt: skip
+    ),
 }
 
 # GloTok name -> source name, applied in order (the CNN trunk and decoder are the same in both sources).
@@ -287,8 +289,6 @@ def convert_checkpoint(
 
 def save_converted(model: GloTokModel, fmt: str, output_dir: Path, source: str) -> None:
     """`model.save_pretrained` plus its model card into a temporary folder beside `output_dir`, renamed into place."""
-    from .hub import model_card
-
     info, config = FORMATS[fmt], model.config
     output_dir.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{output_dir.name}.partial-", dir=output_dir.parent))
@@ -324,8 +324,6 @@ def save_converted(model: GloTokModel, fmt: str, output_dir: Path, source: str) 
 def export_checkpoint(model: GloTokModel, fmt: str, path: str | os.PathLike, *, overwrite: bool = False) -> Path:
     """Write `model` as a `{"model": state_dict}` checkpoint in the `fmt` layout (what LlamaGen's / FQGAN's scripts
     load with `--vq-ckpt`), atomically; an existing file is refused unless `overwrite`."""
-    from .utils import atomic_write
-
     state = from_glotok(model, fmt)
     return atomic_write(path, lambda tmp: torch.save({"model": state}, tmp), overwrite=overwrite)
 
