@@ -527,5 +527,7 @@ def test_warm_start_refuses_overrides_that_drop_or_reshape_saved_tensors(tmp_pat
         load_pretrained_tokenizer(str(tmp_path / "tok"), {"codebook_dim": 8})
     with pytest.raises(ValueError, match="have no place in the model.*semantic"):
         load_pretrained_tokenizer(str(tmp_path / "tok"), {"semantic_codebook_size": 0})
+    with pytest.raises(ValueError, match=r"names no GloTokConfig field: \['use_residul'\]"):
+        load_pretrained_tokenizer(str(tmp_path / "tok"), {"use_residul": True})
     model = load_pretrained_tokenizer(str(tmp_path / "tok"), {})
     assert not model.config.use_residual

@@ -61,6 +61,8 @@ def load_pretrained_tokenizer(source: str, overrides: dict) -> GloTokModel:
     """A saved tokenizer to continue from, its config updated with `overrides` (`--model_config`, e.g.
     `{"use_residual": true}` to warm-start GloTok from a converted FQGAN-Dual). Every saved tensor must load; only
     the modules the overrides add are freshly initialised, and they are logged."""
+    if unknown := sorted(set(overrides) - set(GloTokConfig.__annotations__)):
+        raise ValueError(f"--model_config names no GloTokConfig field: {unknown}.")
     base = GloTokConfig.from_pretrained(source)
     config = GloTokConfig.from_dict({**base.to_dict(), **overrides})
     model, info = GloTokModel.from_pretrained(
