@@ -4,7 +4,7 @@
 import argparse
 from pathlib import Path
 
-from . import check_output
+from . import check_output, positive_int
 
 FORMATS = ("llamagen-vq", "fqgan-dual")
 
@@ -40,12 +40,12 @@ def register(subparsers) -> None:
     parser.add_argument("--to", choices=FORMATS, help="export a GloTok folder to this layout instead")
     parser.add_argument("--ema", action="store_true", help="convert the 'ema' weights of a training checkpoint")
     parser.add_argument("--overwrite", action="store_true", help="replace an existing OUTPUT")
-    parser.add_argument("--norm-num-groups", type=int, default=32, help="GroupNorm groups (default: 32, published)")
-    parser.add_argument("--adapter-num-heads", type=int, default=8,
+    parser.add_argument("--norm-num-groups", type=positive_int, default=32, help="GroupNorm groups (default: 32, published)")
+    parser.add_argument("--adapter-num-heads", type=positive_int, default=8,
                         help="FQGAN adapters' attention heads (default: 8, published)")  # fmt: skip
     parser.add_argument("--no-codebook-l2-norm", dest="codebook_l2_norm", action="store_false",
                         help="the source looked codes up without l2 normalisation (published: with)")  # fmt: skip
-    parser.add_argument("--sample-size", type=int, default=256,
+    parser.add_argument("--sample-size", type=positive_int, default=256,
                         help="LlamaGen VQ training resolution (default: 256; FQGAN's is read off its tensors)")  # fmt: skip
     parser.set_defaults(func=run)
 
