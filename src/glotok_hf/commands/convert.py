@@ -40,7 +40,9 @@ def register(subparsers) -> None:
     parser.add_argument("--to", choices=FORMATS, help="export a GloTok folder to this layout instead")
     parser.add_argument("--ema", action="store_true", help="convert the 'ema' weights of a training checkpoint")
     parser.add_argument("--overwrite", action="store_true", help="replace an existing OUTPUT")
-    parser.add_argument("--norm-num-groups", type=positive_int, default=32, help="GroupNorm groups (default: 32, published)")
+    parser.add_argument(
+        "--norm-num-groups", type=positive_int, default=32, help="GroupNorm groups (default: 32, published)"
+    )
     parser.add_argument("--adapter-num-heads", type=positive_int, default=8,
                         help="FQGAN adapters' attention heads (default: 8, published)")  # fmt: skip
     parser.add_argument("--no-codebook-l2-norm", dest="codebook_l2_norm", action="store_false",
