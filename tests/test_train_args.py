@@ -89,7 +89,7 @@ def test_missing_recipe_and_bad_combinations(tmp_path):
         (["--output_dir", "o"], "--stage is required"),
         (["--stage", "tokenizer", "--train_data_dir", "i", "--model_config", "{}"], "--output_dir is required"),
         (["--stage", "tokenizer", "--output_dir", "o", "--model_config", "{}"], "needs images"),
-        (["--stage", "tokenizer", "--output_dir", "o", "--train_data_dir", "i"], "exactly one of --model_config"),
+        (["--stage", "tokenizer", "--output_dir", "o", "--train_data_dir", "i"], "Give --model_config"),
         (["--stage", "prior", "--output_dir", "o"], "needs --codes_dir"),
         (["--stage", "prior", "--output_dir", "o", "--codes_dir", "c", "--train_data_dir", "i"], "not both"),
         (["--stage", "tokenizer", *BASE, "--dataset_name", "d"], "not both"),

@@ -19,6 +19,7 @@ __version__ = "0.1.0"
 # module -> the public names it defines, imported on first use
 _EXPORTS = {
     "configuration_glotok": "GloTokConfig",
+    "convert": "convert_checkpoint export_checkpoint",
     "discriminator": "GloTokDiscriminator GloTokDiscriminatorConfig",
     "modeling_glotok": "GloTokDecoderOutput GloTokEncoderOutput GloTokModel GloTokModelOutput GloTokPreTrainedModel",
     "pipeline_glotok": "GloTokPipeline GloTokPipelineOutput",

@@ -63,6 +63,10 @@ class GloTokConfig(PreTrainedConfig):
         sample_size (`int`, *optional*, defaults to 256):
             Training resolution. It sizes the learned positional embeddings (interpolated for other sizes) and is the
             resolution pipelines generate at.
+        fixed_sample_size (`bool`, *optional*, defaults to `False`):
+            Accept only `sample_size x sample_size` images in `encode` / `forward` (their positional embeddings are
+            not interpolated to other grids). Set for tokenizers converted from FQGAN, whose adapters were trained
+            with one fixed positional table.
         dropout (`float`, *optional*, defaults to 0.0):
             Dropout in the ResNet blocks.
 
@@ -101,6 +105,7 @@ class GloTokConfig(PreTrainedConfig):
     residual_num_heads: int = 8
     residual_num_layers: int = 1
     sample_size: int = 256
+    fixed_sample_size: bool = False
     dropout: float = 0.0
 
     def __post_init__(self, **kwargs):

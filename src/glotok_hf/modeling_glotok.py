@@ -499,6 +499,7 @@ class GloTokModel(GloTokPreTrainedModel):
         if not isinstance(pixel_values, torch.Tensor):
             raise TypeError(f"pixel_values must be a torch.Tensor, got {type(pixel_values).__name__}.")
         c, f, shape = self.config.in_channels, self.config.downsample_factor, tuple(pixel_values.shape)
+        size = self.config.sample_size
         channels, height, width = (*shape, 0, 0, 0)[1:4]  # only read once the shape is known to be 4-d
         problems = [
             (len(shape) != 4, f"must have shape (batch, {c}, height, width), got shape {shape}"),
@@ -506,6 +507,9 @@ class GloTokModel(GloTokPreTrainedModel):
             (channels != c, f"must have {c} channels, got {channels} (shape {shape})"),
             (height % f or width % f or not height * width,
              f"height and width must be positive multiples of the downsampling factor {f}, got {height}x{width}"),
+            (self.config.fixed_sample_size and (height, width) != (size, size),
+             f"must be {size}x{size} images: this tokenizer's positional tables are fixed at its sample_size "
+             f"(config.fixed_sample_size, e.g. converted from FQGAN), got {height}x{width}"),
         ]  # fmt: skip
         if validate and not any(failed for failed, _ in problems):  # a device sync: only on request
             low, high = (float(v) for v in torch.aminmax(pixel_values.detach().float()))

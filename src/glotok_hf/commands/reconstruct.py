@@ -32,7 +32,7 @@ def register(subparsers) -> None:
     parser.add_argument("--output", type=image_path, required=True, metavar="FILE",
                         help="grid with one row per image: original | reconstruction")  # fmt: skip
     parser.add_argument("--overwrite", action="store_true", help="replace an existing --output file")
-    parser.add_argument("--model", metavar="PATH_OR_REPO",
+    parser.add_argument("--model", "--tokenizer", dest="model", metavar="PATH_OR_REPO",
                         help="GloTok tokenizer folder or Hub repo, or a pipeline (its vqmodel is used)")  # fmt: skip
     parser.add_argument("--batch-size", type=positive_int, default=16, help="images per forward pass (default: 16)")
     add_model_arguments(parser)

@@ -91,7 +91,9 @@ class TrainingArguments:
     model_config: str | dict | None = option(None, "GloTokConfig (tokenizer) or LlamaConfig overrides of --prior_size "
                                              "(prior): JSON file, inline JSON or recipe mapping; merged into a "
                                              "recipe's (its keys win).", group="models")  # fmt: skip
-    pretrained_model_name_or_path: str | None = option(None, "Start from this saved tokenizer (or prior).")
+    pretrained_model_name_or_path: str | None = option(None, "Start from this saved tokenizer (or prior); with "
+                                                       "--model_config, change fields of its config "
+                                                       '({"use_residual": true} adds residual modules).')  # fmt: skip
     discriminator_config: str | dict | None = option(None, "GloTokDiscriminatorConfig JSON, like --model_config "
                                                      "(default: the paper's PatchGAN).")  # fmt: skip
     teacher_histogram: str | None = option(None, "`glotok build-teacher` file (turns the histogram loss on).")
@@ -178,10 +180,9 @@ class TrainingArguments:
             raise ValueError("Give either --dataset_name or --train_data_dir, not both.")
         if self.stage == "tokenizer" and not has_images:
             raise ValueError("The tokenizer stage needs images: --dataset_name or --train_data_dir.")
-        if self.stage == "tokenizer" and (self.model_config is None) == (self.pretrained_model_name_or_path is None):
-            raise ValueError(
-                "Give exactly one of --model_config (a new tokenizer) or --pretrained_model_name_or_path."
-            )
+        if self.stage == "tokenizer" and self.model_config is None and self.pretrained_model_name_or_path is None:
+            raise ValueError("Give --model_config (a new tokenizer) or --pretrained_model_name_or_path (a saved one; "
+                             "with --model_config, fields of its config to change, e.g. to add modules).")  # fmt: skip
         if self.stage == "prior":
             if self.codes_dir is None and not (has_images and self.tokenizer_name_or_path):
                 raise ValueError("The prior stage needs --codes_dir (extracted codes), or an image dataset "

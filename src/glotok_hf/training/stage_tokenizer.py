@@ -37,7 +37,7 @@ def build_tokenizer(args: TrainingArguments) -> GloTokModel:
     """The tokenizer to train; it describes the resolution it is trained at: a new one takes `--resolution` as its
     `sample_size`, a pretrained one refuses another resolution. `args.resolution` is set to that `sample_size`."""
     if args.pretrained_model_name_or_path is not None:
-        model = GloTokModel.from_pretrained(args.pretrained_model_name_or_path, dtype=torch.float32)
+        model = load_pretrained_tokenizer(args.pretrained_model_name_or_path, args.model_config or {})
         if args.resolution not in (None, model.config.sample_size):
             raise ValueError(
                 f"--resolution {args.resolution} differs from the sample_size {model.config.sample_size} of "
@@ -55,6 +55,31 @@ def build_tokenizer(args: TrainingArguments) -> GloTokModel:
     if args.gradient_checkpointing:
         model.gradient_checkpointing_enable()
     return model.train()
+
+
+def load_pretrained_tokenizer(source: str, overrides: dict) -> GloTokModel:
+    """A saved tokenizer to continue from, its config updated with `overrides` (`--model_config`, e.g.
+    `{"use_residual": true}` to warm-start GloTok from a converted FQGAN-Dual). Every saved tensor must load; only
+    the modules the overrides add are freshly initialised, and they are logged."""
+    if unknown := sorted(set(overrides) - set(GloTokConfig.__annotations__)):
+        raise ValueError(f"--model_config names no GloTokConfig field: {unknown}.")
+    base = GloTokConfig.from_pretrained(source)
+    config = GloTokConfig.from_dict({**base.to_dict(), **overrides})
+    model, info = GloTokModel.from_pretrained(
+        source, config=config, dtype=torch.float32, ignore_mismatched_sizes=True, output_loading_info=True
+    )
+    with torch.device("meta"):
+        added = model.state_dict().keys() - GloTokModel(base).state_dict().keys()
+    problems = {"do not fit the model (shapes differ)": [k for k, *_ in info["mismatched_keys"]],
+                "have no place in the model": info["unexpected_keys"],
+                "are missing from the checkpoint": [k for k in info["missing_keys"] if k not in added]}  # fmt: skip
+    if details := [f"{len(keys)} {what}: {sorted(keys)[:3]}" for what, keys in problems.items() if keys]:
+        raise ValueError(f"With --model_config {overrides}, the tensors of {source} do not all load: "
+                         f"{'; '.join(details)}. Only add modules when continuing from a saved tokenizer.")  # fmt: skip
+    if added:
+        modules = sorted({".".join(k.split(".")[:2]) for k in added})
+        logger.info(f"Loaded every tensor of {source}; freshly initialised ({len(added)} tensors): {modules}")
+    return model
 
 
 def build_discriminator(args: TrainingArguments) -> GloTokDiscriminator:
