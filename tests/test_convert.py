@@ -429,8 +429,9 @@ def test_cli_convert_export_and_errors(tmp_path, capsys):
     assert main(argv) == 2 and "--overwrite" in capsys.readouterr().err
     assert main(["convert", "--to", "fqgan-dual", str(tmp_path / "out"), str(tmp_path / "back.pt")]) == 0
     assert "quantize_sem.embedding.weight" in torch.load(tmp_path / "back.pt", weights_only=True)["model"]
-    assert main(["convert", "--to", "llamagen-vq", str(tmp_path / "out"), str(tmp_path / "x.pt")]) == 2
-    assert "must have one codebook" in capsys.readouterr().err
+    for layout in ("llamagen-vq", "llamagen"):  # the spelling is an alias
+        assert main(["convert", "--to", layout, str(tmp_path / "out"), str(tmp_path / "x.pt")]) == 2
+        assert "must have one codebook" in capsys.readouterr().err
     assert main(["convert", "taming", str(tmp_path / "src.pt"), str(tmp_path / "o2")]) == 2
     assert "Unknown FORMAT 'taming'" in capsys.readouterr().err
     assert main(["convert", "--to", "fqgan-dual", "fqgan-dual", "a", "b"]) == 2

@@ -37,7 +37,8 @@ def register(subparsers) -> None:
     parser.add_argument("format", nargs="?", metavar="FORMAT", help=f"source layout: {' or '.join(FORMATS)}")
     parser.add_argument("source", metavar="SOURCE", help="the .pt checkpoint (with --to: the GloTok folder)")
     parser.add_argument("output", metavar="OUTPUT", help="the folder to write (with --to: the .pt file)")
-    parser.add_argument("--to", choices=FORMATS, help="export a GloTok folder to this layout instead")
+    parser.add_argument("--to", choices=(*FORMATS, "llamagen"), help="export a GloTok folder to this layout instead "
+                        "(llamagen = llamagen-vq)")  # fmt: skip
     parser.add_argument("--ema", action="store_true", help="convert the 'ema' weights of a training checkpoint")
     parser.add_argument("--overwrite", action="store_true", help="replace an existing OUTPUT")
     parser.add_argument(
@@ -63,6 +64,7 @@ def run(args: argparse.Namespace) -> int:
     from ..loading import load_tokenizer
 
     if args.to is not None:
+        args.to = "llamagen-vq" if args.to == "llamagen" else args.to
         check_output(args.output, args.overwrite)
         path = export_checkpoint(load_tokenizer(args.source, device="cpu"), args.to, args.output, overwrite=True)
         print(f"Wrote {path} ({args.to} layout).")
