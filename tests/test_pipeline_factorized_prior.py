@@ -28,8 +28,9 @@ def pipe():
         [vqmodel.config.visual_codebook_size, vqmodel.config.semantic_codebook_size],
     )
     torch.manual_seed(0)
-    config = GloTokPriorConfig(codebook_sizes=sizes, num_classes=10, grid_size=grid, hidden_size=32, intermediate_size=64,
-                               num_hidden_layers=2, num_attention_heads=4, head_layers=1, initializer_range=0.3)  # fmt: skip
+    config = GloTokPriorConfig(codebook_sizes=sizes, num_classes=10, grid_size=grid, hidden_size=32,
+                               intermediate_size=64, num_hidden_layers=2, num_attention_heads=4, head_layers=1,
+                               initializer_range=0.3)  # fmt: skip
     pipe = GloTokPipeline(
         vqmodel=vqmodel, prior=GloTokPriorForCausalLM(config).eval(), id2label=dict(enumerate(NAMES))
     )

@@ -152,8 +152,8 @@ def test_gradient_checkpointing_gives_the_same_gradients():
         model = tiny_model().train()
         if checkpointing:
             model.activation_checkpointing_enable()
-        codes = torch.stack([torch.randint(0, 16, (2, 9), generator=torch.Generator().manual_seed(0)),
-                             torch.randint(0, 12, (2, 9), generator=torch.Generator().manual_seed(1))], -1)  # fmt: skip
+        g = torch.Generator().manual_seed(0)
+        codes = torch.stack([torch.randint(0, 16, (2, 9), generator=g), torch.randint(0, 12, (2, 9), generator=g)], -1)
         model(codes, torch.tensor([1, 2]), labels=codes).loss.backward()
         grads.append(model.layers[0].mlp.up_proj.weight.grad.clone())
     torch.testing.assert_close(grads[0], grads[1])
@@ -251,3 +251,20 @@ def test_docstring_examples():
 
     result = doctest.testmod(glotok_hf.configuration_glotok_prior, optionflags=doctest.NORMALIZE_WHITESPACE)
     assert result.attempted > 0 and result.failed == 0
+
+
+@pytest.mark.slow  # a fresh process importing torch + transformers
+def test_importing_the_prior_module_registers_the_auto_classes(tmp_path, subprocess_env):
+    import subprocess
+
+    from conftest import PYTHON
+
+    tiny_model().save_pretrained(tmp_path)
+    code = (
+        "from glotok_hf.modeling_glotok_prior import GloTokPriorForCausalLM\n"
+        "from transformers import AutoModelForCausalLM\n"
+        f"print(type(AutoModelForCausalLM.from_pretrained({str(tmp_path)!r})).__module__)"
+    )
+    proc = subprocess.run([PYTHON, "-c", code], capture_output=True, text=True, env=subprocess_env,
+                          stdin=subprocess.DEVNULL, timeout=300)  # fmt: skip
+    assert proc.returncode == 0 and proc.stdout.split()[-1] == "glotok_hf.modeling_glotok_prior", proc.stderr

@@ -108,8 +108,10 @@ class GloTokPriorConfig(PreTrainedConfig):
             (self.hidden_size % self.num_attention_heads or self.num_attention_heads % self.num_key_value_heads,
              f"num_attention_heads={self.num_attention_heads} must divide hidden_size={self.hidden_size} and be a "
              f"multiple of num_key_value_heads={self.num_key_value_heads}"),
-            (self.rope_2d and self.head_dim % 4, f"2-D RoPE needs a head dimension divisible by 4, got {self.head_dim}"),
-            (not 0 <= self.class_dropout_prob < 1, f"class_dropout_prob must be in [0, 1), got {self.class_dropout_prob}"),
+            (self.rope_2d and self.head_dim % 4,
+             f"2-D RoPE needs a head dimension divisible by 4, got {self.head_dim}"),
+            (not 0 <= self.class_dropout_prob < 1,
+             f"class_dropout_prob must be in [0, 1), got {self.class_dropout_prob}"),
         ]  # fmt: skip
         for failed, message in problems:
             if failed:

@@ -104,8 +104,9 @@ def save_remote_code_pipeline(
     Save `pipeline` to `folder` in the remote-code layout (see the module docstring): diffusers' `save_pretrained`,
     then self-contained module files of `type(pipeline)`, `type(pipeline.vqmodel)` and a glotok-hf prior (so a
     pipeline loaded from remote code re-exports its own classes), `model_index.json` and the components'
-    `config.json` `auto_map` pointing at them, and a model card. The folder loads with `DiffusionPipeline.from_pretrained(folder, trust_remote_code=True)`
-    without glotok-hf (being remote code, it needs `trust_remote_code=True` with glotok-hf too).
+    `config.json` `auto_map` pointing at them, and a model card. The folder loads with
+    `DiffusionPipeline.from_pretrained(folder, trust_remote_code=True)` without glotok-hf (being remote code, it needs
+    `trust_remote_code=True` with glotok-hf too).
 
     Args:
         model_card (`ModelCard` or `bool`, *optional*, defaults to `True`):

@@ -240,9 +240,9 @@ def guidance_scales(
 ) -> list[float]:
     """The guidance scale of every image-token step (`num_positions * tokens_per_position` floats).
 
-    `guidance_scale` is one float for every token, or one per token of a position (per codebook: visual, semantic). `"linear"` ramps from 1 (no guidance) at the first position to
-    `guidance_scale` at the last (`1 + (s - 1) * p / (num_positions - 1)` at position `p`); `"constant"` is
-    `guidance_scale` everywhere. Outside `guidance_interval = (start, end)`, given as fractions of the grid positions
+    `guidance_scale` is one float for every token, or one per token of a position (per codebook: visual, semantic).
+    `"linear"` ramps from 1 (no guidance) at the first position to `guidance_scale` at the last (`1 + (s - 1) * p /
+    (num_positions - 1)` at position `p`); `"constant"` is `guidance_scale` everywhere. Outside `guidance_interval = (start, end)`, given as fractions of the grid positions
     (position `p` is inside when `start <= p / num_positions < end`), the scale is 1. The arguments are those
     [`check_sampling_inputs`] accepts.
     """
