@@ -12,7 +12,7 @@ guidance (scale 2, temperature 1, no top-k/top-p):
   `generate_cfg`: a second, unconditional forward per step).
 
 Usage: `PYTHONPATH=src python benchmarks/bench_far.py [--layers 4 --width 256 --head-layers 3 --batch-size 8
---grid 16 --threads 1 --repeats 1]`; prints JSON.
+--grid 16 --threads 1 --repeats 1 --cache dynamic|static --skip-generate]`; prints JSON.
 """
 
 import argparse
@@ -42,6 +42,7 @@ def main():
     parser.add_argument("--guidance-scale", type=float, default=2.0)
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--repeats", type=int, default=1)
+    parser.add_argument("--cache", choices=["dynamic", "static"], default="dynamic", help="the samplers' KV cache")
     parser.add_argument("--skip-generate", action="store_true", help="leave out generate(guidance_scale=...)")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
@@ -71,7 +72,7 @@ def main():
 
     def sampler(prior):
         return lambda g: sample_image_tokens(prior, layout, labels, positions, guidance_scale=args.guidance_scale,
-                                             generator=g)  # fmt: skip
+                                             generator=g, cache_implementation=args.cache)  # fmt: skip
 
     methods = {"factorized": sampler(factorized), "interleaved": sampler(interleaved)}
     if not args.skip_generate:
@@ -80,6 +81,7 @@ def main():
         )
     results = {}
     for name, fn in methods.items():
+        fn([torch.Generator().manual_seed(i) for i in range(args.batch_size)])  # warm-up
         seconds = []
         for _ in range(args.repeats):
             generators = [torch.Generator().manual_seed(i) for i in range(args.batch_size)]
@@ -116,6 +118,7 @@ def main():
             "grid": f"{args.grid}x{args.grid}",
             "batch_size": args.batch_size,
             "guidance_scale": args.guidance_scale,
+            "cache_implementation": args.cache,
             "repeats": args.repeats,
         },
         "results": results,

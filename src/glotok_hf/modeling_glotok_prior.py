@@ -126,15 +126,20 @@ class GloTokPriorForCausalLM(PreTrainedModel):
         past = 0 if cache is None else cache.get_seq_length()
         return self._run(self.layers, hidden, cache=cache, past=past, **kwargs)
 
-    def head_states(self, hidden: torch.FloatTensor, sub_ids: torch.LongTensor | None = None) -> torch.FloatTensor:
+    def head_states(
+        self, hidden: torch.FloatTensor, sub_ids: torch.LongTensor | None = None, cache: DynamicCache | None = None
+    ) -> torch.FloatTensor:
         """Normalised head outputs `(B, L, k + 1, hidden_size)` of backbone states `hidden` `(B, L, hidden_size)`
         followed by the first `k` sub-tokens `sub_ids` `(B, L, k)` of each position; slot `j` feeds the output
-        projection of codebook `j`."""
+        projection of codebook `j`. With a `cache` (of the head's layers) holding the first slots, only the slots
+        after them are computed and returned."""
         count = 0 if sub_ids is None else sub_ids.shape[-1]
-        states = torch.stack([hidden] + [self.embed_tokens[j](sub_ids[..., j]) for j in range(count)], dim=2)
+        past = 0 if cache is None else cache.get_seq_length()
+        slots = [hidden] + [self.embed_tokens[j](sub_ids[..., j]) for j in range(count)]
+        states = torch.stack(slots[past:], dim=2)
         batch, length, count, width = states.shape
-        if len(self.head) > 0:
-            states = self._run(self.head, states.reshape(batch * length, count, width))  # rotary rows 0.., as FAR
+        if len(self.head) > 0:  # rotary rows 0, 1, ... of the backbone's table, as FAR
+            states = self._run(self.head, states.reshape(batch * length, count, width), cache=cache, past=past)
         return self.norm(states.reshape(batch, length, count, width))
 
     # ----------------------------------------------------------------------------------------------- forward
@@ -219,10 +224,11 @@ class GloTokPriorForCausalLM(PreTrainedModel):
                 hidden, fresh = prefill(position), False
             else:
                 hidden = self.backbone(None, rows(codes[:, position - 1 : position]), cache=cache)
+            head_cache = DynamicCache()
             for j in range(count):
                 step = position * count + j
-                states = self.head_states(hidden, rows(codes[:, position : position + 1, :j]))
-                logits = self.lm_heads[j](states[:, 0, j]).float()
+                states = self.head_states(hidden, rows(codes[:, position : position + 1, :j]), head_cache)
+                logits = self.lm_heads[j](states[:, 0, -1]).float()
                 if paired:
                     cond, uncond = logits[:batch], logits[batch:]
                     logits = cond if scales[step] == 1.0 else uncond + scales[step] * (cond - uncond)
@@ -230,14 +236,14 @@ class GloTokPriorForCausalLM(PreTrainedModel):
                 codes[:, position, j] = sample_from_logits(logits, uniforms[:, step])
                 sequences[:, step + 1] = codes[:, position, j] + offsets[j]
                 edited = None if callback is None else callback(step, sequences[:, 1 : step + 2])
-                if edited is not None:  # earlier positions changed: the backbone state is recomputed
-                    fresh = not torch.equal(edited[:, : position * count], sequences[:, 1 : position * count + 1])
+                if edited is not None:  # edits of earlier positions: recompute the backbone (and the head)
+                    before = bool((edited[:, : position * count] != sequences[:, 1 : position * count + 1]).any())
                     sequences[:, 1 : step + 2] = edited
                     codes.view(batch, -1)[:, : step + 1] = edited - offsets.repeat(position + 1)[: step + 1]
-                    if fresh:
-                        cache = new_cache()
+                    if before:  # (the head reads this position's codes afresh; it caches none of them yet)
+                        cache, fresh = new_cache(), True
                     if fresh and j + 1 < count:
-                        hidden, fresh = prefill(position), False
+                        hidden, fresh, head_cache = prefill(position), False, DynamicCache()
             if paired and (position + 1) * count > last_guided and isinstance(cache, DynamicCache):
                 cache.batch_select_indices(torch.arange(batch, device=device))  # guidance is over: drop uncond rows
                 paired = False
