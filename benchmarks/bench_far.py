@@ -11,6 +11,9 @@ guidance (scale 2, temperature 1, no top-k/top-p):
 - `interleaved_generate_cfg`: the same Llama through `generate(guidance_scale=...)` (bench_sampler.py's
   `generate_cfg`: a second, unconditional forward per step).
 
+It also times one training update (forward + backward of the loss, no optimizer step) of each prior on the same
+batch of random codes (`train_update_seconds`).
+
 Usage: `PYTHONPATH=src python benchmarks/bench_far.py [--layers 4 --width 256 --head-layers 3 --batch-size 8
 --grid 16 --threads 1 --repeats 1 --cache dynamic|static --skip-generate]`; prints JSON.
 """
@@ -93,8 +96,25 @@ def main():
         median = statistics.median(seconds)
         results[name] = {"seconds": round(median, 3), "images_per_s": round(args.batch_size / median, 4)}
 
+    # one training update (forward + backward, no optimizer) of each prior on the same batch of codes
+    g = torch.Generator().manual_seed(0)
+    codes = torch.stack([torch.randint(0, 12288, (args.batch_size, positions), generator=g),
+                         torch.randint(0, 4096, (args.batch_size, positions), generator=g)], -1)  # fmt: skip
+    tokens = torch.cat([layout.class_token_ids(labels)[:, None], layout.to_tokens(codes[..., 0], codes[..., 1])], 1)
+    updates = {
+        "factorized": lambda: factorized(codes, labels, labels=codes).loss.backward(),
+        "interleaved": lambda: interleaved(input_ids=tokens, labels=tokens).loss.backward(),
+    }
+    for name, fn in updates.items():
+        fn()  # warm-up
+        start = time.perf_counter()
+        fn()
+        results[name]["train_update_seconds"] = round(time.perf_counter() - start, 3)
+
     speed = {name: r["images_per_s"] for name, r in results.items()}
-    ratios = {"factorized_vs_interleaved": round(speed["factorized"] / speed["interleaved"], 2)}
+    ratios = {"factorized_vs_interleaved": round(speed["factorized"] / speed["interleaved"], 2),
+              "train_update_interleaved_vs_factorized": round(results["interleaved"]["train_update_seconds"]
+                                                              / results["factorized"]["train_update_seconds"], 2)}  # fmt: skip
     if "interleaved_generate_cfg" in speed:
         ratios["factorized_vs_generate_cfg"] = round(speed["factorized"] / speed["interleaved_generate_cfg"], 2)
     report = {
