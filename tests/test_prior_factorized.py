@@ -253,16 +253,18 @@ def test_docstring_examples():
     assert result.attempted > 0 and result.failed == 0
 
 
-@pytest.mark.slow  # a fresh process importing torch + transformers
-def test_importing_the_prior_module_registers_the_auto_classes(tmp_path, subprocess_env):
+@pytest.mark.slow  # fresh processes importing torch + transformers
+@pytest.mark.parametrize(
+    "first", ["glotok_hf.modeling_glotok_prior", "glotok_hf.sampling", "glotok_hf.pipeline_glotok", "transformers"]
+)
+def test_importing_any_module_first_registers_the_auto_classes(first, tmp_path, subprocess_env):
     import subprocess
 
     from conftest import PYTHON
 
     tiny_model().save_pretrained(tmp_path)
     code = (
-        "from glotok_hf.modeling_glotok_prior import GloTokPriorForCausalLM\n"
-        "from transformers import AutoModelForCausalLM\n"
+        f"import {first}\nimport glotok_hf\nfrom transformers import AutoModelForCausalLM\n"
         f"print(type(AutoModelForCausalLM.from_pretrained({str(tmp_path)!r})).__module__)"
     )
     proc = subprocess.run([PYTHON, "-c", code], capture_output=True, text=True, env=subprocess_env,

@@ -65,7 +65,8 @@ def _register() -> None:
 
 class _RegisterAfterImport(importlib.abc.MetaPathFinder):
     """Runs [`_register`] once transformers or a model module of this package has been imported and none of them is
-    still importing (a model module imports transformers halfway through its own import)."""
+    still importing (a model module imports transformers halfway through its own import; so does `sampling`, which
+    the prior's model module imports)."""
 
     watched = {
         "transformers",
@@ -77,6 +78,7 @@ class _RegisterAfterImport(importlib.abc.MetaPathFinder):
                 "discriminator",
                 "configuration_glotok_prior",
                 "modeling_glotok_prior",
+                "sampling",
             )
         ),
     }

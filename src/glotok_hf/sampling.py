@@ -442,7 +442,8 @@ def sample_image_tokens(
 
     Args:
         prior (`transformers.PreTrainedModel`):
-            A causal LM (e.g. `LlamaForCausalLM`) whose vocabulary is `layout.vocab_size`.
+            A causal LM (e.g. `LlamaForCausalLM`) whose vocabulary is `layout.vocab_size`, or a factorized
+            `GloTokPriorForCausalLM` (which runs its own loop).
         layout (`TokenLayout`): the token layout the prior was trained on.
         class_labels (`torch.LongTensor` of shape `(B,)` or a list of ints):
             Labels in `[0, layout.num_classes)`, or `layout.null_label` for an unconditional sample.
