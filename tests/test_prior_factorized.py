@@ -270,3 +270,16 @@ def test_importing_any_module_first_registers_the_auto_classes(first, tmp_path, 
     proc = subprocess.run([PYTHON, "-c", code], capture_output=True, text=True, env=subprocess_env,
                           stdin=subprocess.DEVNULL, timeout=300)  # fmt: skip
     assert proc.returncode == 0 and proc.stdout.split()[-1] == "glotok_hf.modeling_glotok_prior", proc.stderr
+
+
+def test_eager_attention_matches_sdpa(tmp_path):
+    tiny_model().save_pretrained(tmp_path)
+    codes = torch.stack([torch.randint(0, 16, (2, 9)), torch.randint(0, 12, (2, 9))], -1)
+    logits = [
+        GloTokPriorForCausalLM.from_pretrained(tmp_path, attn_implementation=impl)
+        .eval()(codes, torch.tensor([1, 2]))
+        .logits
+        for impl in ("eager", "sdpa")
+    ]
+    for a, b in zip(*logits):
+        torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-5)
