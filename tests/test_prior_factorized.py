@@ -92,6 +92,12 @@ def test_config_rejects_bad_values(overrides, message):
         tiny_config(**overrides)
 
 
+def test_a_preset_with_another_width_rescales_what_follows_from_it():
+    config = prior_preset("GPT-B", [16], 10, hidden_size=256)
+    assert (config.num_attention_heads, config.intermediate_size, config.num_hidden_layers) == (4, 768, 12)
+    assert prior_preset("FAR-B", [16, 8], 10, hidden_size=256, num_attention_heads=2).num_attention_heads == 2
+
+
 def test_unknown_preset_names_the_choices():
     with pytest.raises(ValueError, match="GPT-B"):
         prior_preset("GPT-Q", [16], 10)

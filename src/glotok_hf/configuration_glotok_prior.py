@@ -145,10 +145,13 @@ class GloTokPriorConfig(PreTrainedConfig):
 def prior_preset(name: str, codebook_sizes, num_classes: int, grid_size: int = 16, **overrides) -> GloTokPriorConfig:
     """The [`GloTokPriorConfig`] of the preset `name` (a key of `PRIOR_PRESETS`: LlamaGen's `GPT-B`, `GPT-L`,
     `GPT-XL`, `GPT-XXL`, `GPT-3B`, FQGAN's `FAR-B`, `FAR-L`) over these codebooks and classes; `overrides` are any
-    config fields, applied last."""
+    config fields, applied last. Overriding `hidden_size` alone also rescales the SwiGLU width and the heads (head
+    dimension 64), as `glotok_hf.prior.prior_config` does."""
     if name not in PRIOR_PRESETS:
         raise ValueError(f"Unknown prior preset {name!r}; choose one of {sorted(PRIOR_PRESETS)}.")
     layers, width, heads, head_layers, _ = PRIOR_PRESETS[name]
+    if "hidden_size" in overrides:
+        width, heads = overrides["hidden_size"], max(1, overrides["hidden_size"] // 64)
     fields = dict(num_hidden_layers=layers, hidden_size=width, num_attention_heads=heads, head_layers=head_layers,
                   intermediate_size=-(-int(8 * width / 3) // 256) * 256)  # fmt: skip
     fields.update(codebook_sizes=list(codebook_sizes), num_classes=num_classes, grid_size=grid_size, **overrides)
