@@ -20,6 +20,8 @@ __version__ = "0.1.0"
 _EXPORTS = {
     "configuration_glotok": "GloTokConfig",
     "convert": "convert_checkpoint export_checkpoint",
+    "configuration_glotok_prior": "GloTokPriorConfig PRIOR_PRESETS prior_preset",
+    "modeling_glotok_prior": "GloTokPriorForCausalLM GloTokPriorOutput",
     "discriminator": "GloTokDiscriminator GloTokDiscriminatorConfig",
     "modeling_glotok": "GloTokDecoderOutput GloTokEncoderOutput GloTokModel GloTokModelOutput GloTokPreTrainedModel",
     "pipeline_glotok": "GloTokPipeline GloTokPipelineOutput",
@@ -43,26 +45,43 @@ def __dir__() -> list[str]:
 
 def _register() -> None:
     """Register the model classes with the Auto classes (this imports torch and transformers)."""
-    from transformers import AutoConfig, AutoModel
+    from transformers import AutoConfig, AutoModel, AutoModelForCausalLM
 
     from .configuration_glotok import GloTokConfig
+    from .configuration_glotok_prior import GloTokPriorConfig
     from .discriminator import GloTokDiscriminator, GloTokDiscriminatorConfig
     from .modeling_glotok import GloTokModel
+    from .modeling_glotok_prior import GloTokPriorForCausalLM
 
-    for config, model in ((GloTokConfig, GloTokModel), (GloTokDiscriminatorConfig, GloTokDiscriminator)):
+    pairs = (GloTokConfig, GloTokModel), (GloTokDiscriminatorConfig, GloTokDiscriminator)
+    for config, model in (*pairs, (GloTokPriorConfig, GloTokPriorForCausalLM)):
         AutoConfig.register(config.model_type, config, exist_ok=True)
         AutoModel.register(config, model, exist_ok=True)
-    GloTokConfig.register_for_auto_class()
+    AutoModelForCausalLM.register(GloTokPriorConfig, GloTokPriorForCausalLM, exist_ok=True)
+    for config in (GloTokConfig, GloTokPriorConfig):
+        config.register_for_auto_class()
     GloTokModel.register_for_auto_class("AutoModel")
+    GloTokPriorForCausalLM.register_for_auto_class("AutoModelForCausalLM")
 
 
 class _RegisterAfterImport(importlib.abc.MetaPathFinder):
     """Runs [`_register`] once transformers or a model module of this package has been imported and none of them is
-    still importing (a model module imports transformers halfway through its own import)."""
+    still importing (a model module imports transformers halfway through its own import; so does `sampling`, which
+    the prior's model module imports)."""
 
     watched = {
         "transformers",
-        *(f"{__name__}.{m}" for m in ("configuration_glotok", "modeling_glotok", "discriminator")),
+        *(
+            f"{__name__}.{m}"
+            for m in (
+                "configuration_glotok",
+                "modeling_glotok",
+                "discriminator",
+                "configuration_glotok_prior",
+                "modeling_glotok_prior",
+                "sampling",
+            )
+        ),
     }
     loading: set[str] = set()
 

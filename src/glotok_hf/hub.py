@@ -11,7 +11,8 @@ model_index.json       {"_class_name": ["pipeline_glotok", "GloTokPipeline"], "v
 pipeline_glotok.py     the pipeline with the sampler inlined (one self-contained file)
 vqmodel/               config.json (auto_map -> modeling_glotok), model.safetensors,
                        modeling_glotok.py (configuration + modeling in one self-contained file)
-prior/                 a stock LlamaForCausalLM (no code)
+prior/                 a stock LlamaForCausalLM (no code), or a GloTokPriorForCausalLM with config.json (auto_map)
+                       and modeling_glotok_prior.py, like vqmodel/
 README.md              model card; sample_grid.png
 ```
 
@@ -101,10 +102,11 @@ def save_remote_code_pipeline(
 ) -> None:
     r"""
     Save `pipeline` to `folder` in the remote-code layout (see the module docstring): diffusers' `save_pretrained`,
-    then self-contained module files of `type(pipeline)` and `type(pipeline.vqmodel)` (so a pipeline loaded from
-    remote code re-exports its own classes), `model_index.json` and `vqmodel/config.json`'s `auto_map` pointing at
-    them, and a model card. The folder loads with `DiffusionPipeline.from_pretrained(folder, trust_remote_code=True)`
-    without glotok-hf (being remote code, it needs `trust_remote_code=True` with glotok-hf too).
+    then self-contained module files of `type(pipeline)`, `type(pipeline.vqmodel)` and a glotok-hf prior (so a
+    pipeline loaded from remote code re-exports its own classes), `model_index.json` and the components'
+    `config.json` `auto_map` pointing at them, and a model card. The folder loads with
+    `DiffusionPipeline.from_pretrained(folder, trust_remote_code=True)` without glotok-hf (being remote code, it needs
+    `trust_remote_code=True` with glotok-hf too).
 
     Args:
         model_card (`ModelCard` or `bool`, *optional*, defaults to `True`):
@@ -121,20 +123,23 @@ def save_remote_code_pipeline(
     pipeline.save_pretrained(
         folder, safe_serialization=safe_serialization, variant=variant, max_shard_size=max_shard_size
     )
-    modules = {}
-    for component, cls in ((None, type(pipeline)), ("vqmodel", type(pipeline.vqmodel))):
+    modules, components = {}, [(None, type(pipeline)), ("vqmodel", type(pipeline.vqmodel))]
+    if type(pipeline.prior).__module__.startswith("glotok_hf."):  # the factorized prior ships its code too
+        components.append(("prior", type(pipeline.prior)))
+    for component, cls in components:
         source = Path(inspect.getsourcefile(cls))
         target = folder / component if component else folder
         for stale in target.glob("*.py") if component else ():  # transformers copies its module files here
             stale.unlink()
         (target / source.name).write_text(bundle_module(source), encoding="utf-8")
         modules[component] = [source.stem, cls.__name__]
-    (vq_module, vq_class), vq_config = modules["vqmodel"], type(pipeline.vqmodel.config).__name__
-    auto_map = {"AutoConfig": f"{vq_module}.{vq_config}", "AutoModel": f"{vq_module}.{vq_class}"}
-    _update_json(folder / "vqmodel" / "config.json", auto_map=auto_map)
-    _update_json(
-        folder / "model_index.json", _class_name=modules[None], vqmodel=modules["vqmodel"], _name_or_path=None
-    )
+    for component, auto_class in (("vqmodel", "AutoModel"), ("prior", "AutoModelForCausalLM")):
+        if component in modules:
+            (module, cls), config = modules[component], type(getattr(pipeline, component).config).__name__
+            auto_map = {"AutoConfig": f"{module}.{config}", auto_class: f"{module}.{cls}"}
+            _update_json(folder / component / "config.json", auto_map=auto_map)
+    components = {component: modules[component] for component in ("vqmodel", "prior") if component in modules}
+    _update_json(folder / "model_index.json", _class_name=modules[None], _name_or_path=None, **components)
     if isinstance(model_card, ModelCard):
         save_model_card(model_card, folder, overwrite=True)
     elif model_card and not (folder / "README.md").exists():

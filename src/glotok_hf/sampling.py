@@ -234,26 +234,27 @@ def cache_keyword(model: torch.nn.Module) -> str:
 def guidance_scales(
     num_positions: int,
     tokens_per_position: int,
-    guidance_scale: float,
+    guidance_scale: float | Sequence[float],
     guidance_schedule: str = "constant",
     guidance_interval: tuple[float, float] | None = None,
 ) -> list[float]:
     """The guidance scale of every image-token step (`num_positions * tokens_per_position` floats).
 
-    Both tokens of a grid position share a scale. `"linear"` ramps from 1 (no guidance) at the first position to
-    `guidance_scale` at the last (`1 + (s - 1) * p / (num_positions - 1)` at position `p`); `"constant"` is
-    `guidance_scale` everywhere. Outside `guidance_interval = (start, end)`, given as fractions of the grid positions
+    `guidance_scale` is one float for every token, or one per token of a position (per codebook: visual, semantic).
+    `"linear"` ramps from 1 (no guidance) at the first position to `guidance_scale` at the last (`1 + (s - 1) * p /
+    (num_positions - 1)` at position `p`); `"constant"` is `guidance_scale` everywhere. Outside `guidance_interval = (start, end)`, given as fractions of the grid positions
     (position `p` is inside when `start <= p / num_positions < end`), the scale is 1. The arguments are those
     [`check_sampling_inputs`] accepts.
     """
+    per_token = guidance_scale if isinstance(guidance_scale, (list, tuple)) else [guidance_scale] * tokens_per_position
     scales = []
     for p in range(num_positions):
-        scale = float(guidance_scale)
-        if guidance_schedule == "linear":
-            scale = 1.0 + (scale - 1.0) * (p / (num_positions - 1) if num_positions > 1 else 1.0)
-        if guidance_interval is not None and not guidance_interval[0] <= p / num_positions < guidance_interval[1]:
-            scale = 1.0
-        scales.extend([scale] * tokens_per_position)
+        for scale in map(float, per_token):
+            if guidance_schedule == "linear":
+                scale = 1.0 + (scale - 1.0) * (p / (num_positions - 1) if num_positions > 1 else 1.0)
+            if guidance_interval is not None and not guidance_interval[0] <= p / num_positions < guidance_interval[1]:
+                scale = 1.0
+            scales.append(scale)
     return scales
 
 
@@ -339,7 +340,7 @@ def check_sampling_inputs(
     batch_size: int,
     num_positions: int,
     *,
-    guidance_scale: float = 2.0,
+    guidance_scale: float | Sequence[float] = 2.0,
     guidance_schedule: str = "constant",
     guidance_interval: tuple[float, float] | None = None,
     temperature: float = 1.0,
@@ -357,6 +358,7 @@ def check_sampling_inputs(
     it once; the sampling loop trusts what it accepted.
     """
     config, interval = prior.config, guidance_interval
+    per_book = list(guidance_scale) if isinstance(guidance_scale, (list, tuple)) else [guidance_scale]
     positive = is_int(num_positions) and num_positions > 0
     num_steps = layout.num_image_tokens(num_positions) if positive else 0
     max_positions = getattr(config, "max_position_embeddings", None) or num_steps
@@ -373,8 +375,9 @@ def check_sampling_inputs(
          f"cache_implementation must be 'dynamic' or 'static', got {cache_implementation!r}"),
         (guidance_schedule not in ("constant", "linear"),
          f"guidance_schedule must be 'constant' or 'linear', got {guidance_schedule!r}"),
-        (not _is_real(guidance_scale) or guidance_scale < 0,
-         f"guidance_scale must be a finite float >= 0 (1 disables guidance), got {guidance_scale!r}"),
+        (not all(_is_real(s) and s >= 0 for s in per_book) or len(per_book) not in (1, layout.tokens_per_position),
+         f"guidance_scale must be a finite float >= 0 (1 disables guidance) or one per codebook, got "
+         f"{guidance_scale!r}"),
         (interval is not None and not (isinstance(interval, (tuple, list)) and len(interval) == 2
                                        and all(_is_real(x) for x in interval) and 0 <= interval[0] < interval[1] <= 1),
          "guidance_interval must be (start, end) fractions of the grid positions with 0 <= start < end <= 1, "
@@ -399,7 +402,7 @@ def check_sampling_inputs(
         raise ValueError(
             f"Got {len(generator)} generators for {batch_size} images; pass one generator or exactly one per image."
         )
-    scales = guidance_scales(num_positions, 1, guidance_scale, guidance_schedule, guidance_interval)
+    scales = guidance_scales(num_positions, len(per_book), per_book, guidance_schedule, guidance_interval)
     needed = sampling_memory_bytes(prior, layout, batch_size, num_positions, guided=any(s != 1.0 for s in scales))
     available = available_memory_bytes(device)
     if available is not None and needed > available:
@@ -415,7 +418,7 @@ def sample_image_tokens(
     class_labels: torch.Tensor | Sequence[int],
     num_positions: int,
     *,
-    guidance_scale: float = 2.0,
+    guidance_scale: float | Sequence[float] = 2.0,
     guidance_schedule: str = "constant",
     guidance_interval: tuple[float, float] | None = None,
     temperature: float = 1.0,
@@ -428,7 +431,9 @@ def sample_image_tokens(
     validate: bool = True,
 ) -> torch.LongTensor:
     r"""
-    Sample image tokens from a class-conditional causal LM prior with classifier-free guidance and a KV cache.
+    Sample image tokens from a class-conditional causal LM prior with classifier-free guidance and a KV cache. A
+    factorized prior (`GloTokPriorForCausalLM`) runs its own loop, one backbone step per grid position, after the
+    checks and preparations here.
 
     Conditional and unconditional (null-class) rows run in one batched forward of `2 * B` rows per step; the guided
     logits are `uncond + s * (cond - uncond)`. At each step only the id range the layout allows there (visual or
@@ -437,13 +442,15 @@ def sample_image_tokens(
 
     Args:
         prior (`transformers.PreTrainedModel`):
-            A causal LM (e.g. `LlamaForCausalLM`) whose vocabulary is `layout.vocab_size`.
+            A causal LM (e.g. `LlamaForCausalLM`) whose vocabulary is `layout.vocab_size`, or a factorized
+            `GloTokPriorForCausalLM` (which runs its own loop).
         layout (`TokenLayout`): the token layout the prior was trained on.
         class_labels (`torch.LongTensor` of shape `(B,)` or a list of ints):
             Labels in `[0, layout.num_classes)`, or `layout.null_label` for an unconditional sample.
         num_positions (`int`): grid positions to generate (`h * w`, e.g. 256 for a 16x16 grid).
-        guidance_scale (`float`, *optional*, defaults to 2.0):
-            Classifier-free guidance scale `s >= 0`; 1 disables guidance, 0 samples unconditionally.
+        guidance_scale (`float` or `list[float]`, *optional*, defaults to 2.0):
+            Classifier-free guidance scale `s >= 0`, or one per codebook (visual, semantic); 1 disables guidance, 0
+            samples unconditionally.
         guidance_schedule (`str`, *optional*, defaults to `"constant"`):
             `"constant"`, or `"linear"`: the scale ramps from 1 at the first grid position to `guidance_scale` at the
             last.
@@ -511,6 +518,9 @@ def sample_image_tokens(
     scales = guidance_scales(num_positions, per_position, guidance_scale, guidance_schedule, guidance_interval)
     processors = _logits_processors(temperature, top_k, top_p)
     uniforms = draw_uniforms(generator, batch, num_steps, device)
+    if hasattr(prior, "sample_factorized"):  # a factorized prior (GloTokPriorForCausalLM) runs its own loop
+        return prior.sample_factorized(layout, class_ids - layout.codebook_size, num_positions, scales, processors,
+                                       uniforms, callback, cache_implementation)  # fmt: skip
     guided_steps = [i for i, s in enumerate(scales) if s != 1.0]
     # paired: the null-class rows are in the batch
     last_guided, paired = (guided_steps or [-1])[-1], bool(guided_steps)

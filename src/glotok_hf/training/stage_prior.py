@@ -9,13 +9,15 @@ from pathlib import Path
 import torch
 from accelerate import Accelerator
 from torch.utils.data import default_collate
-from transformers import LlamaForCausalLM
+from transformers import AutoModelForCausalLM, LlamaForCausalLM
 
 from ..codes import count_classes, load_code_dataset, model_fingerprint
 from ..configuration_glotok import GloTokConfig
+from ..configuration_glotok_prior import prior_preset
 from ..data import image_grid, tensor_to_pil, uint8_to_pixels
 from ..hub import SAMPLE_GRID_FILE, save_model_card
 from ..loading import load_tokenizer
+from ..modeling_glotok_prior import GloTokPriorForCausalLM
 from ..prior import layout_from_configs, prior_config, prior_training_batch
 from ..sampling import sample_image_tokens
 from .arguments import TrainingArguments
@@ -117,10 +119,18 @@ class PriorStage(BaseStage):
                                  "--allow_tokenizer_mismatch to train on them anyway.")  # fmt: skip
             logger.warning(f"{message} Continuing: --allow_tokenizer_mismatch.")
 
-    def build_prior(self) -> LlamaForCausalLM:
+    def build_prior(self) -> LlamaForCausalLM | GloTokPriorForCausalLM:
         args = self.args
         if args.pretrained_model_name_or_path is not None:
-            prior = LlamaForCausalLM.from_pretrained(args.pretrained_model_name_or_path, dtype=torch.float32)
+            prior = AutoModelForCausalLM.from_pretrained(args.pretrained_model_name_or_path, dtype=torch.float32)
+        elif args.prior_type == "factorized":
+            config = self.tokenizer_config
+            sizes = [s for s in (config.visual_codebook_size, config.semantic_codebook_size) if s]
+            if self.grid[0] != self.grid[1]:
+                raise ValueError(f"The factorized prior needs a square token grid, got {self.grid[0]}x{self.grid[1]}.")
+            overrides = {"head_layers": 3 if len(sizes) > 1 else 0, **(args.model_config or {})}
+            prior = GloTokPriorForCausalLM(prior_preset(f"GPT-{args.prior_size}", sizes, self.num_classes,
+                                                        self.grid[0], **overrides))  # fmt: skip
         else:
             overrides = args.model_config or {}
             config = prior_config(args.prior_size, self.tokenizer_config, self.num_classes,
@@ -141,14 +151,22 @@ class PriorStage(BaseStage):
             with self.accelerator.autocast():
                 encoded = self.tokenizer.encode(uint8_to_pixels(batch["pixel_values"].to(self.accelerator.device)))
             codes = self.layout.to_tokens(encoded.visual_indices, encoded.semantic_indices)
-        inputs = prior_training_batch(codes, batch["labels"], self.layout, class_dropout_prob=0.0)
         dropped = batch["uniform"].to(codes.device, torch.float32) < self.args.class_dropout_prob
-        inputs["input_ids"][:, 0].masked_fill_(dropped, self.layout.null_class_id)  # no boolean indexing: no sync
-        output = self.model(input_ids=inputs["input_ids"], labels=inputs["labels"])
+        if isinstance(self.prior, GloTokPriorForCausalLM):  # per-codebook indices, one step per grid position
+            offsets = torch.tensor([lo for _, lo, _ in self.layout._codebooks], device=codes.device)
+            codes = codes.view(codes.shape[0], -1, len(offsets)) - offsets
+            labels = batch["labels"].to(codes.device).long().masked_fill(dropped, self.layout.null_label)
+            output = self.model(input_ids=codes, class_labels=labels, labels=codes)
+            with torch.no_grad():
+                accuracy = torch.stack([(lg.argmax(-1) == codes[..., j]).float().mean()
+                                        for j, lg in enumerate(output.logits)]).mean()  # fmt: skip
+        else:
+            inputs = prior_training_batch(codes, batch["labels"], self.layout, class_dropout_prob=0.0)
+            inputs["input_ids"][:, 0].masked_fill_(dropped, self.layout.null_class_id)  # no boolean indexing: no sync
+            output = self.model(input_ids=inputs["input_ids"], labels=inputs["labels"])
+            with torch.no_grad():
+                accuracy = (output.logits[:, :-1].argmax(-1) == inputs["input_ids"][:, 1:]).float().mean()
         self.accelerator.backward(output.loss)
-        with torch.no_grad():
-            predicted = output.logits[:, :-1].argmax(-1)
-            accuracy = (predicted == inputs["input_ids"][:, 1:]).float().mean()
         return {"prior/loss": output.loss.detach(), "prior/token_accuracy": accuracy,
                 "prior/dropped_classes": dropped.float().mean()}  # fmt: skip
 
@@ -182,7 +200,7 @@ class PriorStage(BaseStage):
             image = "samples.png"
         config, layout = self.bare.config, self.layout
         details = {
-            "prior": f"LlamaForCausalLM, {sum(p.numel() for p in self.bare.parameters()) / 1e6:.1f}M parameters, "
+            "prior": f"{type(self.bare).__name__}, {sum(p.numel() for p in self.bare.parameters()) / 1e6:.1f}M parameters, "
             f"{config.num_hidden_layers} layers, width {config.hidden_size}",
             "vocabulary": f"{layout.vocab_size} = {layout.visual_codebook_size} visual + "
             f"{layout.semantic_codebook_size} semantic codes + {layout.num_classes} classes + 1 null class",
