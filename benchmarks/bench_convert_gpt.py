@@ -1,6 +1,6 @@
 # Copyright 2026 The glotok-hf authors. Licensed under the Apache License, Version 2.0.
 """Conversion time of a LlamaGen c2i GPT checkpoint of the real shapes (random values, LlamaGen's key names, saved
-as the training script does: `{"model": ..., "args": Namespace}`) with `glotok convert-gpt llamagen-gpt`.
+as the training script does: `{"model": ..., "args": Namespace}`) with `glotok convert llamagen-gpt`.
 
 Usage: `PYTHONPATH=src python benchmarks/bench_convert_gpt.py [--preset GPT-B] [--workdir /tmp/bench_convert]`;
 prints JSON.
@@ -51,7 +51,7 @@ def main():
     convert_checkpoint("llamagen-gpt", work / "c2i.pt", work / "prior", preset=args.preset)
     seconds = time.perf_counter() - start
     report = {
-        "benchmark": f"glotok convert-gpt llamagen-gpt, {args.preset} of the real shapes (random values)",
+        "benchmark": f"glotok convert llamagen-gpt, {args.preset} of the real shapes (random values)",
         "parameters": sum(v.numel() for v in state_dict.values()),
         "checkpoint_mb": round((work / "c2i.pt").stat().st_size / 2**20, 1),
         "conversion_seconds": round(seconds, 2),

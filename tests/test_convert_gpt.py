@@ -1,4 +1,4 @@
-"""`glotok convert-gpt`: LlamaGen c2i GPT and FQGAN FAR state dicts (public key names and shapes, random values, built
+"""`glotok convert llamagen-gpt|fqgan-far`: LlamaGen c2i GPT and FQGAN FAR state dicts (public key names and shapes, random values, built
 here) converted into GloTokPriorForCausalLM, checked against a literal reference forward written from the published
 architecture (fused qkv, interleaved rotary pairs, 2-D RoPE with a zero rotation for the class token, SwiGLU
 w2(silu(w1 x) * w3 x), RMSNorm, the FAR head over [backbone state, visual embedding])."""
@@ -160,17 +160,19 @@ def test_cli_writes_an_atomic_folder_and_refuses_to_overwrite(tmp_path, capsys):
     checkpoint = tmp_path / "c2i.pt"
     torch.save({"model": sd, "steps": 10, "args": argparse.Namespace(gpt_model="GPT-tiny")}, checkpoint)
     out = tmp_path / "prior"
-    assert main(["convert-gpt", "llamagen-gpt", str(checkpoint), str(out), "--num-attention-heads", "4",
+    assert main(["convert", "llamagen-gpt", str(checkpoint), str(out), "--num-attention-heads", "4",
                  "--grid-size", str(GRID)]) == 0  # fmt: skip
     loaded = GloTokPriorForCausalLM.from_pretrained(out).eval()
     codes = torch.randint(0, 20, (1, GRID * GRID))
     expected = reference_logits(sd, torch.tensor([2]), codes)[0]
     torch.testing.assert_close(loaded(codes, torch.tensor([2])).logits[0], expected, atol=1e-4, rtol=1e-4)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["c2i.pt", "prior"]  # no partial folder left
-    assert main(["convert-gpt", "llamagen-gpt", str(checkpoint), str(out), "--num-attention-heads", "4"]) == 2
+    assert main(["convert", "llamagen-gpt", str(checkpoint), str(out), "--num-attention-heads", "4"]) == 2
     assert "already exists" in capsys.readouterr().err
-    assert main(["convert-gpt", "llamagen-gpt", str(checkpoint), str(out), "--num-attention-heads", "4",
+    assert main(["convert", "llamagen-gpt", str(checkpoint), str(out), "--num-attention-heads", "4",
                  "--overwrite"]) == 0  # fmt: skip
+    assert main(["convert", "llamagen-gpt", str(checkpoint), str(tmp_path / "other")]) == 2  # heads unknown
+    assert "exactly one of --preset or --num-attention-heads" in capsys.readouterr().err
 
 
 def test_bad_checkpoints_and_options_are_refused(tmp_path, monkeypatch):
