@@ -18,7 +18,9 @@ Sections (one function each; each catches its own failure, records it and the ne
 - `sampling`: images/s of a random GPT-B prior on the ImageNet layout (12,288 + 4,096 codes, 1,000 classes, 16x16
   grid), batch 32 and 256, fp32 and bf16, dynamic vs static cache, static cache + `torch.compile`, and transformers'
   `generate(guidance_scale=...)`;
-- `factorized_prior`, `fsdp`: skipped with their reason until they exist / two GPUs are present;
+- `factorized_prior`: images/s of a random FAR prior (GPT-B backbone, 3 head layers) on the same layout, batch 32 and
+  256, bf16 and fp32, dynamic vs static cache;
+- `fsdp`: skipped with its reason until sharding exists / two GPUs are present;
 - `decode_fp16`: decoding in float16 (the paper-size tokenizer with random weights and the embedded digits
   tokenizer): finite or not, and the difference to fp32.
 
@@ -100,7 +102,7 @@ FULL = dict(
         tokenizer_update=150,
         train_script=150,
         sampling=240,
-        factorized_prior=5,
+        factorized_prior=90,
         fsdp=5,
         decode_fp16=60,
     ),
@@ -699,7 +701,6 @@ def section_sampling(ctx: Context, out: dict) -> None:
     """Images/s of a random GPT-B prior on the ImageNet layout (guidance 2.0, one generator per image)."""
     from glotok_hf import GloTokConfig
     from glotok_hf.prior import build_prior, layout_from_configs, prior_config
-    from glotok_hf.sampling import sample_image_tokens
 
     tokenizer = GloTokConfig(**(ctx.sizes["model_config"] or {}))
     positions = ctx.sizes["num_positions"] or tokenizer.latent_grid_size**2
@@ -726,6 +727,14 @@ def section_sampling(ctx: Context, out: dict) -> None:
         ("static_compiled", "bf16"),
         ("generate", "fp32"),
     )
+    _time_sampling(ctx, out, base, layout, positions, order)
+
+
+def _time_sampling(ctx: Context, out: dict, base, layout, positions: int, order) -> None:
+    """Time `sample_image_tokens` (or `generate`) for every (method, dtype) of `order` and batch size: `out["cases"]`,
+    `out["summary"]` and `out["checks"]`."""
+    from glotok_hf.sampling import sample_image_tokens
+
     cases = [(method, dtype, batch) for method, dtype in order for batch in ctx.sizes["sampling_batches"]]
     results = out.setdefault("cases", {})
     for method, dtype, batch in cases:
@@ -789,7 +798,28 @@ def section_sampling(ctx: Context, out: dict) -> None:
 
 
 def section_factorized_prior(ctx: Context, out: dict) -> None:
-    raise Skip("not implemented yet: no factorized prior in glotok_hf (add its sampling figures when it lands)")
+    """Images/s of a random factorized prior (FAR: GPT-B backbone + a 3-layer head, one backbone step per position)
+    on the same layout, classes and grid as `sampling`, to set beside its interleaved figures."""
+    from glotok_hf import GloTokConfig, GloTokPriorForCausalLM, prior_preset
+    from glotok_hf.sampling import TokenLayout
+
+    tokenizer = GloTokConfig(**(ctx.sizes["model_config"] or {}))
+    positions = ctx.sizes["num_positions"] or tokenizer.latent_grid_size**2
+    sizes = [tokenizer.visual_codebook_size, tokenizer.semantic_codebook_size]
+    config = prior_preset("GPT-B", sizes, ctx.sizes["num_classes"], grid_size=math.isqrt(positions), head_layers=3,
+                          **ctx.sizes["prior_overrides"])  # fmt: skip
+    layout = TokenLayout(visual_codebook_size=sizes[0], semantic_codebook_size=sizes[1],
+                         num_classes=ctx.sizes["num_classes"])  # fmt: skip
+    torch.manual_seed(0)
+    base = GloTokPriorForCausalLM(config).eval()
+    out["setup"] = {
+        "prior": "FAR (GPT-B backbone, 3 head layers)" + (" shrunk" if ctx.dry_run else ""),
+        "backbone_steps": positions,
+        "guidance_scale": 2.0,
+        "parameters": sum(p.numel() for p in base.parameters()),
+    }
+    order = (("dynamic", "bf16"), ("static", "bf16"), ("dynamic", "fp32"), ("static", "fp32"))
+    _time_sampling(ctx, out, base, layout, positions, order)
 
 
 def section_fsdp(ctx: Context, out: dict) -> None:

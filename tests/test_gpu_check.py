@@ -54,7 +54,7 @@ def test_dry_run_runs_every_section_or_says_why_not(dry_run):
     assert list(report["sections"]) == SECTIONS
     for name, record in report["sections"].items():
         assert isinstance(record["seconds"], float) and name in table
-        if name in ("factorized_prior", "fsdp"):
+        if name == "fsdp":
             assert record["status"] == "skipped" and record["reason"], name
         else:
             assert record["status"] == "ok", (name, record.get("error"), record.get("failed_checks"))
@@ -97,6 +97,10 @@ def test_dry_run_figures_have_their_schema(dry_run):
     }
     assert all(case["images_per_second"] > 0 for case in cases.values()), cases
     assert "first_call_seconds_with_compile" in cases["static_compiled_bf16_batch2"]
+    factorized = sections["factorized_prior"]
+    assert set(factorized["cases"]) == {f"{c}_{d}_batch2" for c in ("dynamic", "static") for d in ("bf16", "fp32")}
+    assert all(case["images_per_second"] > 0 for case in factorized["cases"].values()), factorized["cases"]
+    assert factorized["setup"]["backbone_steps"] == 4 and all(factorized["checks"].values())
     for model in ("paper_config_random_weights", "embedded_digits_tokenizer"):
         assert isinstance(sections["decode_fp16"][model]["finite"], bool)
 
