@@ -131,6 +131,9 @@ class TrainingArguments:
     overwrite_output_dir: bool = option(False, "Start anew in an --output_dir with a run or checkpoints.", switch=True)
     seed: int = option(0, "Seed of initialisation, data order and augmentation.")
     mixed_precision: str | None = option(None, "Default: the accelerate config's.", choices=("no", "fp16", "bf16"))
+    sharding: str = option("ddp", "`fsdp`: parameters, gradients and Adam states sharded per decoder layer with torch's "
+                           "FSDP2 under the plain multi-process launch (prior stage; training/README.md).",
+                           choices=("ddp", "fsdp"))  # fmt: skip
     checkpointing_steps: int = option(500, "Save a checkpoint every N updates.")
     checkpoints_total_limit: int | None = option(None, "Keep at most N checkpoints.")
     resume_from_checkpoint: str | None = option(None, "A checkpoint folder, or `latest` (newest in --output_dir).")
@@ -177,6 +180,9 @@ class TrainingArguments:
             raise ValueError(f"--class_dropout_prob must be in [0, 1), got {self.class_dropout_prob}.")
         if not 0 <= self.ema_decay <= 1:
             raise ValueError(f"--ema_decay must be in [0, 1], got {self.ema_decay}.")
+        if self.sharding == "fsdp" and (self.stage == "tokenizer" or self.use_ema):
+            raise ValueError("--sharding fsdp trains the prior stage without --use_ema (the EMA keeps a full copy on "
+                             "every process); use --sharding ddp for the tokenizer stage and for an EMA.")  # fmt: skip
         if self.learning_rate <= 0 or (self.discriminator_learning_rate or 1) <= 0:
             raise ValueError("--learning_rate and --discriminator_learning_rate must be positive.")
         has_images = self.dataset_name is not None or self.train_data_dir is not None

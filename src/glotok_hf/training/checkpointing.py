@@ -34,6 +34,8 @@ from accelerate import Accelerator
 from accelerate.utils import load as accelerate_load
 from safetensors import safe_open
 
+from .sharding import load_sharded, save_sharded
+
 logger = logging.getLogger("glotok_train")  # plain logging: these helpers also run without an Accelerator
 
 CHECKPOINT_PATTERN = re.compile(r"^checkpoint-(\d+)$")
@@ -261,10 +263,30 @@ def verify_checkpoint(path: Path, stage: str) -> None:
             )
 
 
-def load_checkpoint(accelerator: Accelerator, path: Path) -> None:
-    """`accelerator.load_state(path)`, naming a missing file."""
+@contextlib.contextmanager
+def without_sharded(accelerator: Accelerator, sharded: dict):
+    """accelerate's save/load_state without the sharded optimizers (it would save the main process's shards only)."""
+    kept = accelerator._optimizers
+    accelerator._optimizers = [o for o in kept if all(o is not opt for _, opt in sharded.values())]
     try:
-        accelerator.load_state(str(path))
+        yield
+    finally:
+        accelerator._optimizers = kept
+
+
+def load_checkpoint(accelerator: Accelerator, path: Path, sharded: dict | None = None) -> None:
+    """`accelerator.load_state(path)`, naming a missing file; sharded models and optimizers from their DCP folders."""
+    sharded = sharded or {}
+    for role in sharded or [p.name[: -len("_sharded")] for p in path.glob("*_sharded")]:
+        if (path / f"{role}_sharded").is_dir() != bool(sharded):
+            was, run = ("fsdp", "ddp") if not sharded else ("ddp", "fsdp")
+            raise ValueError(f"Checkpoint {str(path)!r} was written with --sharding {was}; this run uses --sharding "
+                             f"{run}. Resume it with --sharding {was}.")  # fmt: skip
+    try:
+        with without_sharded(accelerator, sharded):
+            accelerator.load_state(str(path))
+        for role, (model, optimizer) in sharded.items():
+            load_sharded(str(path / f"{role}_sharded"), model, optimizer.optimizer)
     except FileNotFoundError as err:
         if err.filename is None:  # ours, with its own message (e.g. a checkpoint without EMA)
             raise
@@ -321,11 +343,11 @@ def prune_checkpoints(output_dir: str | os.PathLike, total_limit: int | None, ke
     return removed
 
 
-def save_checkpoint(
-    accelerator: Accelerator, output_dir: str | os.PathLike, step: int, total_limit: int | None, run_args: dict
-) -> Path:
+def save_checkpoint(accelerator: Accelerator, output_dir: str | os.PathLike, step: int, total_limit: int | None,
+                    run_args: dict, sharded: dict | None = None) -> Path:  # fmt: skip
     """Save the full training state and the run's options (`run_args`, no secrets) atomically as
-    `output_dir/checkpoint-<step>`; all processes must call this."""
+    `output_dir/checkpoint-<step>`; all processes must call this. `sharded` (`{role: (model, optimizer)}`, with
+    --sharding fsdp): each process writes its shards to `<role>_sharded/` (torch.distributed.checkpoint)."""
     output_dir = Path(output_dir)
     final = output_dir / f"checkpoint-{step}"
     tmp = output_dir / f"{TMP_PREFIX}{step}"
@@ -333,7 +355,10 @@ def save_checkpoint(
         shutil.rmtree(tmp, ignore_errors=True)
         tmp.mkdir(parents=True)
     accelerator.wait_for_everyone()
-    accelerator.save_state(str(tmp))
+    with without_sharded(accelerator, sharded or {}):
+        accelerator.save_state(str(tmp))
+    for role, (model, optimizer) in (sharded or {}).items():
+        save_sharded(str(tmp / f"{role}_sharded"), model, optimizer.optimizer)
     if accelerator.is_main_process:
         (tmp / ARGS_FILE).write_text(json.dumps(run_args, indent=2, default=str))
     accelerator.wait_for_everyone()  # every rank has written its RNG state

@@ -87,7 +87,7 @@ def resume(accelerator, stage: Stage, state: TrainingState, args: TrainingArgume
         return
     logger.info(f"Resuming from {checkpoint}")
     verify_checkpoint(checkpoint, args.stage)
-    load_checkpoint(accelerator, checkpoint)
+    load_checkpoint(accelerator, checkpoint, stage.sharded)
     stage.import_state(state.extra)
     metrics.truncate_after(state.global_step)
     logger.info(f"Resumed at step {state.global_step} (epoch {state.epoch}, batch {state.batch_in_epoch}).")
@@ -121,8 +121,11 @@ def run_training(accelerator: Accelerator, stage: Stage, args: TrainingArguments
         last_logs = (read_metrics(metrics.path) or [{}])[-1]
     if state.global_step and not (output_dir / f"checkpoint-{state.global_step}").exists():
         stage.export_state(state.extra)
-        save_checkpoint(accelerator, output_dir, state.global_step, args.checkpoints_total_limit, args.public_dict())
+        save_checkpoint(
+            accelerator, output_dir, state.global_step, args.checkpoints_total_limit, args.public_dict(), stage.sharded
+        )
     accelerator.wait_for_everyone()
+    stage.consolidate()
     if accelerator.is_main_process:
         stage.save_final(output_dir, state, last_logs)
     accelerator.wait_for_everyone()
@@ -170,7 +173,9 @@ def run_epoch(accelerator, stage, state, args, metrics, progress, max_steps) -> 
         progress.update(1)
         if due[0] or step >= max_steps:
             stage.export_state(state.extra)
-            save_checkpoint(accelerator, args.output_dir, step, args.checkpoints_total_limit, args.public_dict())
+            save_checkpoint(
+                accelerator, args.output_dir, step, args.checkpoints_total_limit, args.public_dict(), stage.sharded
+            )
         if not micro_batches:  # validation and checkpoints are not training time
             started = time.perf_counter()
         if step >= max_steps:

@@ -15,6 +15,7 @@ from transformers import get_scheduler
 
 from .arguments import TrainingArguments
 from .checkpointing import list_checkpoints
+from .sharding import check_launch
 
 logger = get_logger("glotok_train")
 
@@ -27,6 +28,7 @@ def build_accelerator(args: TrainingArguments) -> Accelerator:
     """An `Accelerator` with gradient accumulation, mixed precision and trackers as the arguments ask."""
     output_dir = Path(args.output_dir)
     project_config = ProjectConfiguration(project_dir=str(output_dir), logging_dir=str(output_dir / args.logging_dir))
+    check_launch(args.sharding)
     accelerator = Accelerator(
         gradient_accumulation_steps=args.gradient_accumulation_steps,
         mixed_precision=args.mixed_precision,
@@ -57,7 +59,7 @@ def check_distributed_type(distributed_type: DistributedType) -> None:
         raise ValueError(
             f"train.py does not support {distributed_type.value} yet (parameters sharded across processes). Use data "
             "parallelism: `accelerate config` with 'multi-GPU' (DDP; multi-node works), bf16 mixed precision and "
-            "--gradient_checkpointing to save memory."
+            "--gradient_checkpointing to save memory, or --sharding fsdp (prior stage) under that launch."
         )
 
 

@@ -16,6 +16,7 @@ from .ema import EMA
 from .loaders import EpochShuffleSampler, SeededItems
 from .publishing import training_card
 from .runtime import build_optimizer, build_scheduler, unwrap
+from .sharding import consolidate, regroup, shard_model
 from .tracking import guarded_update
 
 
@@ -83,10 +84,12 @@ class BaseStage(Stage):
     optimizer: torch.optim.Optimizer
     lr_scheduler: object
     ema: EMA | None = None
+    consolidated: torch.nn.Module | None = None  # with --sharding fsdp: the gathered final model (main process)
 
     def __init__(self, args: TrainingArguments, accelerator: Accelerator):
         self.args, self.accelerator = args, accelerator
         self.tracker_extras = {}
+        self.sharded = {}  # with --sharding fsdp: {role: (sharded model, its optimizer)}, checkpointed with DCP
 
     def track_ema(self, model: torch.nn.Module) -> None:
         """Keep an EMA of `model` (the bare model, before `prepare`) when `--use_ema` asks for one."""
@@ -99,8 +102,15 @@ class BaseStage(Stage):
 
     @property
     def final_model(self) -> torch.nn.Module:
-        """The model that is validated and published: the EMA when there is one."""
+        """The model that is validated and published: the EMA when there is one, the gathered one when sharded."""
+        if self.consolidated is not None:
+            return self.consolidated
         return self.ema.module if self.ema is not None else self.bare
+
+    def consolidate(self) -> None:
+        """With --sharding fsdp, gather the trained model into a plain one on the main process (all processes)."""
+        if self.sharded:
+            self.consolidated = consolidate(self.model, self.model_class)
 
     @contextmanager
     def evaluating(self):
@@ -137,11 +147,21 @@ class BaseStage(Stage):
 
     def prepare_training(self, loader, *trained: tuple) -> tuple:
         """Prepare `loader` (as `self.loader`), then each trained `(model, parameters or groups, learning rate)` with
-        its AdamW and schedule; returns the prepared models, then their optimizers, then their schedulers."""
+        its AdamW and schedule; returns the prepared models, then their optimizers, then their schedulers. With
+        --sharding fsdp the models are sharded here instead of wrapped in DDP (accelerate prepares the rest)."""
         self.loader = self.accelerator.prepare(loader)
+        if self.args.sharding == "fsdp":
+            self.model_class = type(trained[0][0])
+            names = [{id(p): n for n, p in model.named_parameters()} for model, _, _ in trained]
+            trained = [(shard_model(model, self.accelerator.mixed_precision), regroup(groups, ids, model), lr)
+                       for (model, groups, lr), ids in zip(trained, names)]  # fmt: skip
         optimizers = [build_optimizer(params, self.args, lr) for _, params, lr in trained]
         schedulers = [build_scheduler(self.args, o, self.loader, self.accelerator.num_processes) for o in optimizers]
-        return self.accelerator.prepare(*(model for model, _, _ in trained), *optimizers, *schedulers)
+        if self.args.sharding != "fsdp":
+            return self.accelerator.prepare(*(model for model, _, _ in trained), *optimizers, *schedulers)
+        prepared = self.accelerator.prepare(*optimizers, *schedulers)
+        self.sharded = {self.role: (trained[0][0], prepared[0])}
+        return (*(model for model, _, _ in trained), *prepared)
 
     def final_card(self, output_dir: Path, state: TrainingState, metrics: dict) -> dict:
         """The stage's files beside the final model, and its `training_card` arguments (details, training data...)."""

@@ -175,7 +175,8 @@ class PriorStage(BaseStage):
         """Save and log a grid of class-conditional samples (rows of 8; labels cycling over the classes, one seeded
         generator each), decoded by the tokenizer."""
         count = self.args.num_validation_images
-        if getattr(self, "last_grid_step", None) == step or self.tokenizer is None or count == 0:
+        sharded = self.sharded and self.consolidated is None  # a sharded forward needs every process: at the end
+        if getattr(self, "last_grid_step", None) == step or self.tokenizer is None or count == 0 or sharded:
             return {}
         labels = torch.arange(count) % self.layout.num_classes
         generators = [torch.Generator(self.accelerator.device).manual_seed(self.args.seed + i) for i in range(count)]

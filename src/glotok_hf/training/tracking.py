@@ -33,7 +33,8 @@ def guarded_update(accelerator: Accelerator, model, optimizer, scheduler, max_gr
     if not unscaled:
         accelerator.unscale_gradients(optimizer=optimizer)
     max_norm = max_grad_norm if max_grad_norm and max_grad_norm > 0 else math.inf
-    grad_norm = float(torch.nn.utils.clip_grad_norm_(model.parameters(), max_norm))  # the guard's one sync
+    grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), max_norm)
+    grad_norm = float(grad_norm.full_tensor() if hasattr(grad_norm, "full_tensor") else grad_norm)  # one sync
     updated = math.isfinite(grad_norm)
     if accelerator.scaler is not None and not unscaled:
         optimizer.step()

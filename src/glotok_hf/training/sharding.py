@@ -1,0 +1,70 @@
+# Copyright 2026 The glotok-hf authors. Licensed under the Apache License, Version 2.0.
+"""`--sharding fsdp`: torch's FSDP2 (`fully_shard`) applied by the script under accelerate's plain multi-process
+launch (Accelerate enables its FSDP plugin only on accelerator devices, so this is the one path both GPUs and the CPU
+tests run), sharded checkpoints with `torch.distributed.checkpoint` and a gathered full state dict for the final
+`save_pretrained` folder."""
+
+import os
+
+import torch
+import torch.distributed.checkpoint as dcp
+from torch.distributed.checkpoint.state_dict import (
+    StateDictOptions,
+    get_model_state_dict,
+    get_state_dict,
+    set_state_dict,
+)
+from torch.distributed.fsdp import MixedPrecisionPolicy, fully_shard
+
+DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
+
+
+def check_launch(sharding: str) -> None:
+    """Refuse accelerate's FSDP launch (on CPU it silently trains unsharded under DDP): the script shards itself."""
+    if os.environ.get("ACCELERATE_USE_FSDP", "false").lower() in ("1", "true"):
+        raise ValueError(
+            "train.py shards with FSDP2 itself: launch it without --use_fsdp or an FSDP accelerate config, as "
+            "`accelerate launch --multi_gpu --num_processes N training/train.py --sharding fsdp ...` "
+            f"(ACCELERATE_USE_CPU=true on CPU){'' if sharding == 'fsdp' else '; this run asked for --sharding ddp'}."
+        )
+
+
+def shard_model(model: torch.nn.Module, mixed_precision: str) -> torch.nn.Module:
+    """`fully_shard` each module of `model._no_split_modules` (the decoder layers), then the root (embeddings, norm,
+    output projections); parameters stay fp32, compute in `mixed_precision`, gradients reduced in fp32."""
+    dtype = DTYPES.get(mixed_precision)
+    policy = MixedPrecisionPolicy(param_dtype=dtype, reduce_dtype=torch.float32 if dtype else None)
+    for module in model.modules():
+        if type(module).__name__ in model._no_split_modules:
+            fully_shard(module, mp_policy=policy)
+    return fully_shard(model, mp_policy=policy)
+
+
+def regroup(groups: list[dict], names: dict[int, str], model: torch.nn.Module) -> list[dict]:
+    """The optimizer groups of `model`'s parameters before sharding (`names`: id -> name), on its sharded ones."""
+    sharded = dict(model.named_parameters())
+    return [{**group, "params": [sharded[names[id(p)]] for p in group["params"]]} for group in groups]
+
+
+def save_sharded(folder: str, model: torch.nn.Module, optimizer: torch.optim.Optimizer) -> None:
+    """Each process writes its shards of the weights and Adam states (all processes call this)."""
+    model_state, optimizer_state = get_state_dict(model, optimizer)
+    dcp.save({"model": model_state, "optimizer": optimizer_state}, checkpoint_id=folder)
+
+
+def load_sharded(folder: str, model: torch.nn.Module, optimizer: torch.optim.Optimizer) -> None:
+    """Read what `save_sharded` wrote into the sharded model and optimizer, resharding if needed."""
+    model_state, optimizer_state = get_state_dict(model, optimizer)
+    state = {"model": model_state, "optimizer": optimizer_state}
+    dcp.load(state, checkpoint_id=folder)
+    set_state_dict(model, optimizer, model_state_dict=state["model"], optim_state_dict=state["optimizer"])
+
+
+def consolidate(model: torch.nn.Module, model_class: type) -> torch.nn.Module | None:
+    """The full model as a plain `model_class` on the main process (`None` elsewhere); all processes call this."""
+    full = get_model_state_dict(model, options=StateDictOptions(full_state_dict=True, cpu_offload=True))
+    if not full:
+        return None
+    plain = model_class(model.config)
+    plain.load_state_dict(full)
+    return plain.to(next(iter(full.values())).device).train(model.training)

@@ -1,0 +1,93 @@
+"""`--sharding fsdp` (torch FSDP2 applied by the script) on 2 CPU processes through `accelerate launch`, both prior
+types: the same trajectory as 1 process with the same global batch, exact resume from a sharded checkpoint, a
+consolidated final folder that loads with from_pretrained, and the refusals (accelerate's FSDP launch, a checkpoint
+of the other sharding)."""
+
+import os
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file
+from test_train_distributed import K_STEPS, N_STEPS, assert_same_tensors, assert_single_process_agrees
+from train_utils import (
+    accelerate_config,
+    extract_tiny_codes,
+    launch,
+    make_imagefolder,
+    read_metrics,
+    run_in_process,
+    save_tiny_tokenizer,
+    tiny_prior_args,
+)
+from transformers import AutoModelForCausalLM
+
+from glotok_hf.training import parse_args
+from glotok_hf.training.sharding import check_launch
+
+ENTRY = Path(__file__).resolve().parent / "train_launch_entry.py"
+KEYS = ("prior/loss", "prior/token_accuracy", "prior/dropped_classes")
+
+
+@pytest.fixture(scope="module")
+def assets(tmp_path_factory):
+    root = tmp_path_factory.mktemp("fsdp_assets")
+    images = make_imagefolder(root / "images", per_class=6, size=20)
+    tokenizer = save_tiny_tokenizer(root / "tokenizer")
+    return {"tokenizer": tokenizer, "codes": extract_tiny_codes(tokenizer, images, root / "codes")}
+
+
+def make_args(assets, out, **overrides):
+    values = dict(max_train_steps=N_STEPS, checkpointing_steps=K_STEPS, validation_steps=K_STEPS,
+                  gradient_accumulation_steps=2)  # fmt: skip
+    return tiny_prior_args(out, assets["tokenizer"], assets["codes"], **{**values, **overrides})
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("prior_type", ["interleaved", "factorized"])
+def test_fsdp_prior_matches_one_process_and_resumes_exactly(assets, tmp_path, subprocess_env, prior_type):
+    config = accelerate_config(tmp_path / "accelerate.json", num_processes=2)
+    full, resumed = tmp_path / "full", tmp_path / "resumed"
+    launch(config, make_args(assets, full, sharding="fsdp", prior_type=prior_type), subprocess_env,
+           tmp_path / "full.log", ENTRY)  # fmt: skip
+    checkpoint = full / f"checkpoint-{N_STEPS}"
+    assert {"prior_sharded", "training_state.pt", "scheduler.bin"} <= {p.name for p in checkpoint.iterdir()}
+    assert not (checkpoint / "prior").exists() and not list(checkpoint.glob("optimizer*"))  # shards only
+    shards = [p.stat().st_size for p in checkpoint.glob("prior_sharded/*.distcp")]
+    assert (checkpoint / "prior_sharded" / ".metadata").is_file() and len(shards) == 2
+    assert max(shards) < 0.6 * sum(shards)  # each process holds about half of the weights and Adam states
+
+    # The final folder is a consolidated save_pretrained folder (and the pipeline holds the same prior).
+    final = load_file(full / "model.safetensors")
+    loaded = AutoModelForCausalLM.from_pretrained(full)
+    assert all(torch.equal(v, final[k]) for k, v in loaded.state_dict().items() if k in final)
+    assert (full / "pipeline" / "prior" / "model.safetensors").is_file()
+
+    # 2 sharded processes == 1 process with the same global batch, to the DDP test's tolerances.
+    single = run_in_process(make_args(assets, tmp_path / "single", train_batch_size=4, prior_type=prior_type))
+    one = {k: v.detach() for k, v in single.stage.bare.state_dict().items()}
+    assert_single_process_agrees(full, tmp_path / "single", final, {k: one[k] for k in final}, KEYS)
+
+    # Exact resume from the sharded checkpoint-k: the same final weights and logged values, bit for bit.
+    resumed.mkdir()
+    (resumed / f"checkpoint-{K_STEPS}").symlink_to(full / f"checkpoint-{K_STEPS}", target_is_directory=True)
+    argv = [*make_args(assets, resumed, sharding="fsdp", prior_type=prior_type), "--resume_from_checkpoint", "latest"]
+    launch(config, argv, subprocess_env, tmp_path / "resumed.log", ENTRY)
+    assert_same_tensors(final, load_file(resumed / "model.safetensors"))
+    drop = ("images_per_second",)
+    assert [{k: v for k, v in m.items() if k not in drop} for m in read_metrics(resumed)] == [
+        {k: v for k, v in m.items() if k not in drop} for m in read_metrics(full) if m["step"] > K_STEPS
+    ]
+
+    # A DDP run refuses the sharded checkpoint with the flag to use.
+    with pytest.raises(ValueError, match="--sharding fsdp"):
+        run_in_process([*make_args(assets, resumed), "--resume_from_checkpoint", str(checkpoint)])
+
+
+def test_accelerate_fsdp_launch_and_unsupported_options_are_refused(monkeypatch, tmp_path):
+    monkeypatch.setitem(os.environ, "ACCELERATE_USE_FSDP", "true")
+    with pytest.raises(ValueError, match=r"accelerate launch --multi_gpu --num_processes N .*--sharding fsdp"):
+        check_launch("fsdp")
+    with pytest.raises(ValueError, match="--use_ema"):
+        parse_args(["--stage", "prior", "--codes_dir", "x", "--output_dir", str(tmp_path), "--sharding", "fsdp",
+                    "--use_ema"])  # fmt: skip
