@@ -6,8 +6,10 @@ codes. Prints JSON.
 
     python benchmarks/bench_fsdp.py [--steps 4] [--layers 14] [--batch_size 2]
 
-Each process reports `ru_maxrss` (peak RSS, which includes building the full model before it is sharded) and the
-seconds per update come from the logged images/s of the updates after the first (data loading included).
+Per process: the bytes of parameters + gradients + Adam states it holds at an optimizer step, its resident memory
+then, and its peak RSS over the whole run (`ru_maxrss`: building the full model before sharding and the final gather
+on the main process included). Seconds per update come from the logged images/s of the updates after the first
+(data loading included).
 """
 
 import argparse
@@ -24,14 +26,40 @@ ROOT = Path(__file__).resolve().parents[1]
 WORKER_FLAG = "--bench-worker"
 
 
+def local_bytes(tensors) -> int:
+    """Bytes this process holds of `tensors` (its shard of a DTensor)."""
+    local = [t.to_local() if hasattr(t, "to_local") else t for t in tensors if t is not None]
+    return sum(t.numel() * t.element_size() for t in local)
+
+
+def rss_mib() -> float:
+    with open("/proc/self/status") as f:
+        return next(int(line.split()[1]) for line in f if line.startswith("VmRSS")) / 1024
+
+
 def worker(argv: list[str]) -> None:
-    """Run train.py's `main` in this process, then write its peak RSS next to the run."""
+    """Run train.py's `main` in this process; at each optimizer step (gradients and, after the first, Adam states
+    present) record the resident memory and the bytes of parameters + gradients + optimizer states this process
+    holds; write them and the peak RSS of the whole run (model building and the final gather included)."""
+    import glotok_hf.training.stage as stage_module
     from glotok_hf.training import main
 
+    guarded_update, seen = stage_module.guarded_update, []
+
+    def measured_update(accelerator, model, optimizer, *args, **kwargs):
+        params = list(model.parameters())
+        states = [t for state in optimizer.state.values() for t in state.values() if hasattr(t, "numel")]
+        seen.append((rss_mib(), local_bytes([*params, *(p.grad for p in params), *states]) / 2**20))
+        return guarded_update(accelerator, model, optimizer, *args, **kwargs)
+
+    stage_module.guarded_update = measured_update
     run = main(argv)
-    rank = run.stage.accelerator.process_index
-    peak_mib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
-    (Path(run.args.output_dir) / f"peak_rss_{rank}.json").write_text(json.dumps({"peak_rss_mib": peak_mib}))
+    figures = {
+        "peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,  # KiB on Linux
+        "rss_at_step_mib": max(rss for rss, _ in seen[1:]),
+        "params_grads_adam_mib": max(held for _, held in seen[1:]),
+    }
+    (Path(run.args.output_dir) / f"memory_{run.stage.accelerator.process_index}.json").write_text(json.dumps(figures))
 
 
 def folder_mib(path: Path) -> float:
@@ -68,10 +96,9 @@ def main() -> None:
             global_batch = 2 * args.batch_size
             per_update = [global_batch / r["images_per_second"] for r in rows[1:]]
             checkpoint = out / f"checkpoint-{args.steps}"
+            memory = [json.loads((out / f"memory_{r}.json").read_text()) for r in range(2)]
             results[sharding] = {
-                "peak_rss_mib_per_process": [
-                    round(json.loads((out / f"peak_rss_{r}.json").read_text())["peak_rss_mib"]) for r in range(2)
-                ],  # fmt: skip
+                **{f"{key}_per_process": [round(memory[r][key]) for r in range(2)] for key in memory[0]},
                 "seconds_per_update": round(sorted(per_update)[len(per_update) // 2], 3),
                 "checkpoint_mib": round(folder_mib(checkpoint), 1),
                 "consolidated_model_safetensors_mib": round((out / "model.safetensors").stat().st_size / 2**20, 1),
