@@ -38,6 +38,7 @@ def test_the_save_pause_is_installed_by_the_script_only(monkeypatch, tmp_path):
     assert "sleep" not in source and "environ" not in source
     monkeypatch.setattr(checkpointing.CheckpointHooks, "save_hook", checkpointing.CheckpointHooks.save_hook)
     monkeypatch.setattr(checkpointing, "_fsync_tree", checkpointing._fsync_tree)
+    monkeypatch.setattr(checkpointing, "save_sharded", checkpointing.save_sharded)
     slept = []
     monkeypatch.setattr(time, "sleep", slept.append)
     fault_injection.install_save_pause(0.25)
@@ -58,3 +59,13 @@ def test_trial_plan_covers_both_stages_and_phases():
     pairs = {(stage, phase) for stage, phase, _ in plan}
     assert pairs == {(s, p) for s in ("tokenizer", "prior") for p in ("step", "save")}
     assert [n for *_, n in plan].count(2) == 2 and plan[-1][2] == 2
+
+
+@pytest.mark.slow
+def test_a_kill_during_a_sharded_save_leaves_the_previous_checkpoint_usable(tmp_path):
+    setup = fault_injection.prepare(tmp_path, max_train_steps=6, processes=(2,))
+    summary = fault_injection.run_trials(setup, plan=[("prior", "save", 2, "fsdp")], seed=1)
+    assert summary["passed"] == 1, json.dumps(summary, indent=2)
+    (result,) = summary["results"]
+    assert result["sharding"] == "fsdp" and all(result["checks"].values())
+    assert result["checks"]["final_weights_equal_uninterrupted_run"]  # the consolidated final model, bit for bit

@@ -16,7 +16,8 @@ not renamed, or just renamed (production code has no pause).
 The resume (`--resume_from_checkpoint latest`) must start from the newest complete checkpoint, lose or change no
 checkpoint but those pruned after newer ones, reach `--max_train_steps` without `.tmp-*` / `.trash-*` leftovers, and
 end with the weights of an uninterrupted run, bit for bit. The JSON summary (stdout, `--output`) lists every trial;
-the exit code is 1 if any trial failed.
+the exit code is 1 if any trial failed. `--fsdp_trials` (default 2) adds 2-process prior trials with `--sharding fsdp`
+(sharded DCP checkpoints; a third pause before the shards are written; the consolidated final model is compared).
 """
 
 import argparse
@@ -127,15 +128,15 @@ def prepare(root: Path, max_train_steps: int = 12, save_pause: float = 0.6, proc
     return Setup(root, configs, env, max_train_steps=max_train_steps, save_pause=save_pause)
 
 
-def train_argv(setup: Setup, stage: str, output_dir: Path, num_processes: int) -> list[str]:
-    """Arguments of a tiny run with the same global batch (4) on 1 or 2 processes."""
+def train_argv(setup: Setup, stage: str, output_dir: Path, num_processes: int, sharding: str = "ddp") -> list[str]:
+    """Arguments of a tiny run with the same global batch (4) on 1 or 2 processes (`fsdp`: sharded, without EMA)."""
     common = [
         "--stage", stage, "--output_dir", str(output_dir), "--train_batch_size", str(4 // num_processes),
         "--max_train_steps", str(setup.max_train_steps), "--checkpointing_steps", str(CHECKPOINTING_STEPS),
         "--checkpoints_total_limit", str(TOTAL_LIMIT), "--validation_steps", str(setup.max_train_steps),
-        "--num_validation_images", "2", "--learning_rate", "1e-3", "--report_to", "none", "--use_ema",
-        "--ema_decay", "0.9", "--seed", "0",
+        "--num_validation_images", "2", "--learning_rate", "1e-3", "--report_to", "none", "--seed", "0",
     ]  # fmt: skip
+    common += ["--sharding", "fsdp"] if sharding == "fsdp" else ["--use_ema", "--ema_decay", "0.9"]
     if stage == "tokenizer":
         return common + [
             "--train_data_dir", str(setup.root / "images"), "--model_config", json.dumps(TINY_TOKENIZER),
@@ -185,8 +186,14 @@ def install_save_pause(seconds: float) -> None:
         time.sleep(seconds)
         fsync_tree(root)
 
+    def paused_save_sharded(*args) -> None:  # --sharding fsdp: the shards are written between the two pauses
+        time.sleep(seconds / 2)
+        save_sharded(*args)
+
+    save_sharded = checkpointing.save_sharded
     checkpointing.CheckpointHooks.save_hook = paused_save_hook
     checkpointing._fsync_tree = paused_fsync_tree
+    checkpointing.save_sharded = paused_save_sharded
 
 
 def kill_tree(proc: subprocess.Popen) -> None:
@@ -217,15 +224,23 @@ def leftovers(output_dir: Path) -> list[Path]:
     return [p for p in sorted(output_dir.iterdir()) if p.name.startswith((".tmp-", ".trash-"))]
 
 
+def final_weights(setup: Setup, out: Path, sharding: str) -> dict[str, str]:
+    """Hashes of every safetensors file of the last checkpoint (model, EMA, discriminator); with `fsdp` (sharded
+    checkpoints) of the consolidated final model."""
+    if sharding == "fsdp":
+        return hashes(out, "model.safetensors")
+    return hashes(out / f"checkpoint-{setup.max_train_steps}", "*.safetensors")
+
+
 @functools.cache
-def reference(setup: Setup, stage: str, num_processes: int) -> dict[str, str]:
-    """The final weights (every safetensors file of the last checkpoint: model, EMA, discriminator) of an
-    uninterrupted run, computed once per stage and process count."""
-    out = setup.root / f"reference-{stage}-{num_processes}"
+def reference(setup: Setup, stage: str, num_processes: int, sharding: str = "ddp") -> dict[str, str]:
+    """The [`final_weights`] of an uninterrupted run, computed once per stage, process count and sharding."""
+    out = setup.root / f"reference-{stage}-{num_processes}-{sharding}"
     shutil.rmtree(out, ignore_errors=True)
     out.mkdir(parents=True)
-    run_to_end(setup.configs[num_processes], train_argv(setup, stage, out, num_processes), setup.env, out / "run.log")
-    return hashes(out / f"checkpoint-{setup.max_train_steps}", "*.safetensors")
+    argv = train_argv(setup, stage, out, num_processes, sharding)
+    run_to_end(setup.configs[num_processes], argv, setup.env, out / "run.log")
+    return final_weights(setup, out, sharding)
 
 
 def kill_at_random_moment(setup: Setup, proc, output_dir: Path, phase: str, rng: random.Random) -> dict:
@@ -252,18 +267,17 @@ def kill_at_random_moment(setup: Setup, proc, output_dir: Path, phase: str, rng:
     return moment
 
 
-def run_trial(
-    setup: Setup, index: int, stage: str, phase: str, num_processes: int, seed: int, compare: bool = True
-) -> dict:
+def run_trial(setup: Setup, index: int, stage: str, phase: str, num_processes: int, seed: int, compare: bool = True,
+              sharding: str = "ddp") -> dict:  # fmt: skip
     """One kill and resume; `compare=False` skips the comparison with an uninterrupted run (two launches fewer)."""
     rng = random.Random(seed)
-    out = setup.root / f"trial-{index:02d}-{stage}-{phase}-{num_processes}p"
+    out = setup.root / f"trial-{index:02d}-{stage}-{phase}-{num_processes}p-{sharding}"
     shutil.rmtree(out, ignore_errors=True)
     out.mkdir(parents=True)
-    result = {"trial": index, "stage": stage, "processes": num_processes, "kill_phase": phase}
+    result = {"trial": index, "stage": stage, "processes": num_processes, "sharding": sharding, "kill_phase": phase}
     started = time.monotonic()
     try:
-        argv, config = train_argv(setup, stage, out, num_processes), setup.configs[num_processes]
+        argv, config = train_argv(setup, stage, out, num_processes, sharding), setup.configs[num_processes]
         proc = launch(config, argv, setup.env, out / "killed.log", pause=setup.save_pause if phase == "save" else None)
         result["killed"] = kill_at_random_moment(setup, proc, out, phase, rng)
         before = snapshot(out)
@@ -283,8 +297,10 @@ def run_trial(
             "no_leftovers": not leftovers(out),
         }
         if compare:
-            weights = hashes(out / f"checkpoint-{setup.max_train_steps}", "*.safetensors")
-            checks["final_weights_equal_uninterrupted_run"] = weights == reference(setup, stage, num_processes)
+            weights = final_weights(setup, out, sharding)
+            checks["final_weights_equal_uninterrupted_run"] = weights == reference(
+                setup, stage, num_processes, sharding
+            )
         failed = [name for name, ok in checks.items() if not ok]
         details = {"lost": lost, "changed": changed} if lost or changed else {}
         result["outcome"] = "ok" if not failed else f"FAILED: {', '.join(failed)} {details}".strip()
@@ -294,19 +310,20 @@ def run_trial(
     return result
 
 
-def trial_plan(trials: int, two_process_trials: int) -> list[tuple[str, str, int]]:
-    """(stage, phase, processes) for every trial: stages and phases alternate; the last trials use 2 processes."""
+def trial_plan(trials: int, two_process_trials: int, fsdp_trials: int = 0) -> list[tuple]:
+    """(stage, phase, processes[, sharding]) for every trial: stages and phases alternate; the last trials use 2
+    processes; then `fsdp_trials` 2-process prior trials with `--sharding fsdp`, phases alternating from `save`."""
     two_from = trials - two_process_trials
-    return [(STAGES[i % 2], PHASES[(i // 2) % 2], 2 if i >= two_from else 1) for i in range(trials)]
+    plan = [(STAGES[i % 2], PHASES[(i // 2) % 2], 2 if i >= two_from else 1) for i in range(trials)]
+    return plan + [("prior", PHASES[1 - i % 2], 2, "fsdp") for i in range(fsdp_trials)]
 
 
-def run_trials(
-    setup: Setup, trials: int = 12, two_process_trials: int = 2, seed: int = 0, compare: bool = True, plan=None
-) -> dict:
+def run_trials(setup: Setup, trials: int = 12, two_process_trials: int = 2, seed: int = 0, compare: bool = True,
+               plan=None, fsdp_trials: int = 0) -> dict:  # fmt: skip
     """Run the trials of `plan` (default [`trial_plan`]) and summarise them."""
     started = time.monotonic()
-    plan = plan or trial_plan(trials, two_process_trials)
-    results = [run_trial(setup, i, *trial, seed * 1000 + i, compare) for i, trial in enumerate(plan)]
+    plan = plan or trial_plan(trials, two_process_trials, fsdp_trials)
+    results = [run_trial(setup, i, *trial[:3], seed * 1000 + i, compare, *trial[3:]) for i, trial in enumerate(plan)]
     return {
         "trials": len(results),
         "passed": sum(r["outcome"] == "ok" for r in results),
@@ -325,6 +342,9 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--trials", type=int, default=12, help="number of trials (default 12)")
     parser.add_argument("--two_process_trials", type=int, default=2, help="how many of them run on 2 processes")
+    parser.add_argument(
+        "--fsdp_trials", type=int, default=2, help="2-process prior trials with --sharding fsdp, added"
+    )
     parser.add_argument("--seed", type=int, default=0, help="seed of the kill moments")
     parser.add_argument("--max_train_steps", type=int, default=12)
     parser.add_argument("--work_dir", default=None, help="where the runs go (default: a temporary folder)")
@@ -334,10 +354,10 @@ def main(argv: list[str] | None = None) -> int:
     if args.trials < 1 or not 0 <= args.two_process_trials <= args.trials:
         parser.error("--trials must be >= 1 and --two_process_trials in [0, trials]")
     root = Path(args.work_dir or tempfile.mkdtemp(prefix="glotok-faults-"))
-    processes = (1, 2) if args.two_process_trials else (1,)
+    processes = (1, 2) if args.two_process_trials or args.fsdp_trials else (1,)
     try:
         setup = prepare(root, max_train_steps=args.max_train_steps, processes=processes)
-        summary = run_trials(setup, args.trials, args.two_process_trials, args.seed)
+        summary = run_trials(setup, args.trials, args.two_process_trials, args.seed, fsdp_trials=args.fsdp_trials)
     finally:
         if not args.keep:
             shutil.rmtree(root, ignore_errors=True)
