@@ -91,3 +91,28 @@ def test_accelerate_fsdp_launch_and_unsupported_options_are_refused(monkeypatch,
     with pytest.raises(ValueError, match="--use_ema"):
         parse_args(["--stage", "prior", "--codes_dir", "x", "--output_dir", str(tmp_path), "--sharding", "fsdp",
                     "--use_ema"])  # fmt: skip
+
+
+@pytest.mark.slow
+def test_fsdp_tokenizer_matches_one_process_and_resumes_exactly(tmp_path, subprocess_env):
+    from test_train_distributed import run_args
+
+    data = make_imagefolder(tmp_path / "images", per_class=6, size=20)
+    config = accelerate_config(tmp_path / "accelerate.json", num_processes=2)
+    full, resumed = tmp_path / "full", tmp_path / "resumed"
+    two = dict(sharding="fsdp", use_ema=False, validation_steps=100)  # no grids mid-run when sharded: none here
+    launch(config, run_args(data, full, **two), subprocess_env, tmp_path / "full.log", ENTRY)
+    checkpoint = full / f"checkpoint-{N_STEPS}"
+    assert {"tokenizer_sharded", "discriminator", "optimizer.bin"} <= {p.name for p in checkpoint.iterdir()}
+    final = load_file(full / "model.safetensors")
+
+    single = run_in_process(run_args(data, tmp_path / "single", train_batch_size=4, use_ema=False, validation_steps=100))
+    one = {k: v.detach() for k, v in single.stage.bare.state_dict().items()}
+    keys = ("generator/loss", "generator/reconstruction_loss", "discriminator/loss", "codebook/semantic_usage")
+    assert_single_process_agrees(full, tmp_path / "single", final, {k: one[k] for k in final}, keys)
+
+    resumed.mkdir()
+    (resumed / f"checkpoint-{K_STEPS}").symlink_to(full / f"checkpoint-{K_STEPS}", target_is_directory=True)
+    argv = [*run_args(data, resumed, **two), "--resume_from_checkpoint", "latest"]
+    launch(config, argv, subprocess_env, tmp_path / "resumed.log", ENTRY)
+    assert_same_tensors(final, load_file(resumed / "model.safetensors"))

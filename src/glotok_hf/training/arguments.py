@@ -180,9 +180,9 @@ class TrainingArguments:
             raise ValueError(f"--class_dropout_prob must be in [0, 1), got {self.class_dropout_prob}.")
         if not 0 <= self.ema_decay <= 1:
             raise ValueError(f"--ema_decay must be in [0, 1], got {self.ema_decay}.")
-        if self.sharding == "fsdp" and (self.stage == "tokenizer" or self.use_ema):
-            raise ValueError("--sharding fsdp trains the prior stage without --use_ema (the EMA keeps a full copy on "
-                             "every process); use --sharding ddp for the tokenizer stage and for an EMA.")  # fmt: skip
+        if self.sharding == "fsdp" and self.use_ema:
+            raise ValueError("--sharding fsdp does not keep an EMA yet (it keeps a full copy on every process): "
+                             "leave out --use_ema, or use --sharding ddp.")  # fmt: skip
         if self.learning_rate <= 0 or (self.discriminator_learning_rate or 1) <= 0:
             raise ValueError("--learning_rate and --discriminator_learning_rate must be positive.")
         has_images = self.dataset_name is not None or self.train_data_dir is not None

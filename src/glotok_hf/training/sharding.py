@@ -30,14 +30,24 @@ def check_launch(sharding: str) -> None:
 
 
 def shard_model(model: torch.nn.Module, mixed_precision: str) -> torch.nn.Module:
-    """`fully_shard` each module of `model._no_split_modules` (the decoder layers), then the root (embeddings, norm,
-    output projections); parameters stay fp32, compute in `mixed_precision`, gradients reduced in fp32."""
+    """`fully_shard` each module of `model._no_split_modules` (decoder layers; the tokenizer's CNN blocks and adapter
+    layers) and each module kept in fp32 (`_keep_in_fp32_modules_strict`: the quantizers, their own units computing in
+    fp32), bottom-up, then the root (embeddings, norms, output projections, convolutions between blocks); parameters
+    stay fp32, compute in `mixed_precision`, gradients are reduced in fp32."""
     dtype = DTYPES.get(mixed_precision)
     policy = MixedPrecisionPolicy(param_dtype=dtype, reduce_dtype=torch.float32 if dtype else None)
-    for module in model.modules():
-        if type(module).__name__ in model._no_split_modules:
+    fp32 = set(getattr(model, "_keep_in_fp32_modules_strict", None) or ())
+    for name, module in reversed(list(model.named_modules())[1:]):
+        if name.rsplit(".", 1)[-1] in fp32:
+            fully_shard(module, mp_policy=MixedPrecisionPolicy())
+        elif type(module).__name__ in model._no_split_modules:
             fully_shard(module, mp_policy=policy)
     return fully_shard(model, mp_policy=policy)
+
+
+def full(tensor: torch.Tensor) -> torch.Tensor:
+    """A sharded parameter gathered (differentiably) outside the forward pass, e.g. a codebook for a loss term."""
+    return tensor.full_tensor() if hasattr(tensor, "full_tensor") else tensor
 
 
 def regroup(groups: list[dict], names: dict[int, str], model: torch.nn.Module) -> list[dict]:

@@ -150,18 +150,20 @@ class BaseStage(Stage):
         its AdamW and schedule; returns the prepared models, then their optimizers, then their schedulers. With
         --sharding fsdp the models are sharded here instead of wrapped in DDP (accelerate prepares the rest)."""
         self.loader = self.accelerator.prepare(loader)
-        if self.args.sharding == "fsdp":
-            self.model_class = type(trained[0][0])
-            names = [{id(p): n for n, p in model.named_parameters()} for model, _, _ in trained]
-            trained = [(shard_model(model, self.accelerator.mixed_precision), regroup(groups, ids, model), lr)
-                       for (model, groups, lr), ids in zip(trained, names)]  # fmt: skip
+        if self.args.sharding == "fsdp":  # the trained model (the first) is sharded; the others stay under DDP
+            model, groups, lr = trained[0]
+            self.model_class, names = type(model), {id(p): n for n, p in model.named_parameters()}
+            groups = list(groups)
+            groups = groups if isinstance(groups[0], dict) else [{"params": groups}]
+            trained = [(shard_model(model, self.accelerator.mixed_precision), regroup(groups, names, model), lr),
+                       *trained[1:]]  # fmt: skip
         optimizers = [build_optimizer(params, self.args, lr) for _, params, lr in trained]
         schedulers = [build_scheduler(self.args, o, self.loader, self.accelerator.num_processes) for o in optimizers]
         if self.args.sharding != "fsdp":
             return self.accelerator.prepare(*(model for model, _, _ in trained), *optimizers, *schedulers)
-        prepared = self.accelerator.prepare(*optimizers, *schedulers)
-        self.sharded = {self.role: (trained[0][0], prepared[0])}
-        return (*(model for model, _, _ in trained), *prepared)
+        prepared = self.accelerator.prepare(*(model for model, _, _ in trained[1:]), *optimizers, *schedulers)
+        self.sharded = {self.role: (trained[0][0], prepared[len(trained) - 1])}
+        return (trained[0][0], *prepared)
 
     def final_card(self, output_dir: Path, state: TrainingState, metrics: dict) -> dict:
         """The stage's files beside the final model, and its `training_card` arguments (details, training data...)."""

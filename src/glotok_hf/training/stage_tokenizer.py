@@ -22,6 +22,7 @@ from .arguments import TrainingArguments
 from .loaders import build_image_data, validation_images
 from .publishing import data_summary
 from .runtime import logger, unwrap
+from .sharding import full
 from .stage import BaseStage
 from .tracking import guarded_update, log_image
 
@@ -171,8 +172,8 @@ class TokenizerStage(BaseStage):
             g_terms = self.objective.generator_loss(
                 output, pixel_values, global_step=global_step,
                 discriminator=bare_discriminator if active else None,
-                semantic_codebook=bare.semantic.quantizer.embedding.weight if bare.semantic is not None else None,
-                visual_codebook=bare.visual.quantizer.embedding.weight if bare.visual is not None else None,
+                semantic_codebook=full(bare.semantic.quantizer.embedding.weight) if bare.semantic is not None else None,
+                visual_codebook=full(bare.visual.quantizer.embedding.weight) if bare.visual is not None else None,
                 last_layer=bare.get_last_layer() if self.objective.config.disc_adaptive_weight else None,
             )  # fmt: skip
         bare_discriminator.requires_grad_(True)
@@ -210,7 +211,7 @@ class TokenizerStage(BaseStage):
 
     def validate(self, step: int, folder: Path) -> dict[str, float]:
         """Save and log a grid of validation images over their reconstructions; returns their PSNR to log."""
-        if self.validation_images is None:
+        if self.validation_images is None or (self.sharded and self.consolidated is None):  # sharded: at the end
             return {}
         if getattr(self, "last_validation", {}).get("step") == step:
             return {"validation/psnr": self.last_validation["psnr"]}
