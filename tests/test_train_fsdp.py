@@ -1,7 +1,7 @@
 """`--sharding fsdp` (torch FSDP2 applied by the script) on 2 CPU processes through `accelerate launch`, both prior
-types: the same trajectory as 1 process with the same global batch, exact resume from a sharded checkpoint, a
-consolidated final folder that loads with from_pretrained, and the refusals (accelerate's FSDP launch, a checkpoint
-of the other sharding)."""
+types and the tokenizer (GAN, adaptive weight and histogram on): the same trajectory as 1 process with the same global
+batch, exact resume from a sharded checkpoint, a consolidated final folder that loads with from_pretrained, and the
+refusals (accelerate's FSDP launch, an EMA, a checkpoint of the other sharding)."""
 
 import os
 from pathlib import Path
@@ -22,6 +22,7 @@ from train_utils import (
 )
 from transformers import AutoModelForCausalLM
 
+from glotok_hf.teacher import random_codebook_teacher
 from glotok_hf.training import parse_args
 from glotok_hf.training.sharding import check_launch
 
@@ -100,15 +101,17 @@ def test_fsdp_tokenizer_matches_one_process_and_resumes_exactly(tmp_path, subpro
     data = make_imagefolder(tmp_path / "images", per_class=6, size=20)
     config = accelerate_config(tmp_path / "accelerate.json", num_processes=2)
     full, resumed = tmp_path / "full", tmp_path / "resumed"
-    two = dict(sharding="fsdp", use_ema=False, validation_steps=100)  # no grids mid-run when sharded: none here
+    teacher = random_codebook_teacher(size=12, dim=4, seed=1).save(tmp_path / "teacher.safetensors")
+    common = dict(use_ema=False, validation_steps=100, histogram_weight=0.01, teacher_histogram=str(teacher))
+    two = dict(common, sharding="fsdp")  # no validation grids mid-run when sharded: none in either run
     launch(config, run_args(data, full, **two), subprocess_env, tmp_path / "full.log", ENTRY)
     checkpoint = full / f"checkpoint-{N_STEPS}"
     assert {"tokenizer_sharded", "discriminator", "optimizer.bin"} <= {p.name for p in checkpoint.iterdir()}
     final = load_file(full / "model.safetensors")
 
-    single = run_in_process(run_args(data, tmp_path / "single", train_batch_size=4, use_ema=False, validation_steps=100))
+    single = run_in_process(run_args(data, tmp_path / "single", train_batch_size=4, **common))
     one = {k: v.detach() for k, v in single.stage.bare.state_dict().items()}
-    keys = ("generator/loss", "generator/reconstruction_loss", "discriminator/loss", "codebook/semantic_usage")
+    keys = ("generator/loss", "generator/histogram_loss", "discriminator/loss", "codebook/semantic_usage")
     assert_single_process_agrees(full, tmp_path / "single", final, {k: one[k] for k in final}, keys)
 
     resumed.mkdir()

@@ -132,7 +132,7 @@ class TrainingArguments:
     seed: int = option(0, "Seed of initialisation, data order and augmentation.")
     mixed_precision: str | None = option(None, "Default: the accelerate config's.", choices=("no", "fp16", "bf16"))
     sharding: str = option("ddp", "`fsdp`: parameters, gradients and Adam states sharded per decoder layer with torch's "
-                           "FSDP2 under the plain multi-process launch (prior stage; training/README.md).",
+                           "FSDP2 under the plain multi-process launch (training/README.md).",
                            choices=("ddp", "fsdp"))  # fmt: skip
     checkpointing_steps: int = option(500, "Save a checkpoint every N updates.")
     checkpoints_total_limit: int | None = option(None, "Keep at most N checkpoints.")

@@ -59,7 +59,7 @@ def check_distributed_type(distributed_type: DistributedType) -> None:
         raise ValueError(
             f"train.py does not support {distributed_type.value} yet (parameters sharded across processes). Use data "
             "parallelism: `accelerate config` with 'multi-GPU' (DDP; multi-node works), bf16 mixed precision and "
-            "--gradient_checkpointing to save memory, or --sharding fsdp (prior stage) under that launch."
+            "--gradient_checkpointing to save memory, or --sharding fsdp under that launch."
         )
 
 
