@@ -45,12 +45,12 @@ def make_args(assets, out, **overrides):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("prior_type", ["interleaved", "factorized"])
+@pytest.mark.parametrize("prior_type", ["interleaved", "factorized"])  # factorized: with activation checkpointing
 def test_fsdp_prior_matches_one_process_and_resumes_exactly(assets, tmp_path, subprocess_env, prior_type):
     config = accelerate_config(tmp_path / "accelerate.json", num_processes=2)
     full, resumed = tmp_path / "full", tmp_path / "resumed"
-    launch(config, make_args(assets, full, sharding="fsdp", prior_type=prior_type), subprocess_env,
-           tmp_path / "full.log", ENTRY)  # fmt: skip
+    sharded = dict(sharding="fsdp", prior_type=prior_type, gradient_checkpointing=prior_type == "factorized")
+    launch(config, make_args(assets, full, **sharded), subprocess_env, tmp_path / "full.log", ENTRY)
     checkpoint = full / f"checkpoint-{N_STEPS}"
     assert {"prior_sharded", "training_state.pt", "scheduler.bin"} <= {p.name for p in checkpoint.iterdir()}
     assert not (checkpoint / "prior").exists() and not list(checkpoint.glob("optimizer*"))  # shards only
@@ -72,7 +72,7 @@ def test_fsdp_prior_matches_one_process_and_resumes_exactly(assets, tmp_path, su
     # Exact resume from the sharded checkpoint-k: the same final weights and logged values, bit for bit.
     resumed.mkdir()
     (resumed / f"checkpoint-{K_STEPS}").symlink_to(full / f"checkpoint-{K_STEPS}", target_is_directory=True)
-    argv = [*make_args(assets, resumed, sharding="fsdp", prior_type=prior_type), "--resume_from_checkpoint", "latest"]
+    argv = [*make_args(assets, resumed, **sharded), "--resume_from_checkpoint", "latest"]
     launch(config, argv, subprocess_env, tmp_path / "resumed.log", ENTRY)
     assert_same_tensors(final, load_file(resumed / "model.safetensors"))
     drop = ("images_per_second",)
