@@ -88,7 +88,10 @@ def test_fsdp_prior_matches_one_process_and_resumes_exactly(assets, tmp_path, su
 def test_accelerate_fsdp_launch_and_unsupported_options_are_refused(monkeypatch, tmp_path):
     monkeypatch.setitem(os.environ, "ACCELERATE_USE_FSDP", "true")
     with pytest.raises(ValueError, match=r"accelerate launch --multi_gpu --num_processes N .*--sharding fsdp"):
-        check_launch("fsdp")
+        check_launch("fsdp", 2)
+    monkeypatch.delitem(os.environ, "ACCELERATE_USE_FSDP")
+    with pytest.raises(ValueError, match="launch N >= 2 of them"):
+        check_launch("fsdp", 1)
     with pytest.raises(ValueError, match="--use_ema"):
         parse_args(["--stage", "prior", "--codes_dir", "x", "--output_dir", str(tmp_path), "--sharding", "fsdp",
                     "--use_ema"])  # fmt: skip

@@ -28,7 +28,6 @@ def build_accelerator(args: TrainingArguments) -> Accelerator:
     """An `Accelerator` with gradient accumulation, mixed precision and trackers as the arguments ask."""
     output_dir = Path(args.output_dir)
     project_config = ProjectConfiguration(project_dir=str(output_dir), logging_dir=str(output_dir / args.logging_dir))
-    check_launch(args.sharding)
     accelerator = Accelerator(
         gradient_accumulation_steps=args.gradient_accumulation_steps,
         mixed_precision=args.mixed_precision,
@@ -37,6 +36,7 @@ def build_accelerator(args: TrainingArguments) -> Accelerator:
         # Loaders pin memory on CUDA (loaders.make_loader), so host-to-device copies can overlap compute.
         dataloader_config=DataLoaderConfiguration(non_blocking=torch.cuda.is_available()),
     )
+    check_launch(args.sharding, accelerator.num_processes)
     check_distributed_type(accelerator.distributed_type)
     logging.basicConfig(
         format="%(asctime)s - %(levelname)s - %(name)s - %(message)s", datefmt="%m/%d/%Y %H:%M:%S", level=logging.INFO

@@ -19,8 +19,12 @@ from torch.distributed.fsdp import MixedPrecisionPolicy, fully_shard
 DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
 
 
-def check_launch(sharding: str) -> None:
-    """Refuse accelerate's FSDP launch (on CPU it silently trains unsharded under DDP): the script shards itself."""
+def check_launch(sharding: str, num_processes: int) -> None:
+    """Refuse accelerate's FSDP launch (on CPU it silently trains unsharded under DDP): the script shards itself; and
+    --sharding fsdp without a multi-process launch (nothing to shard)."""
+    if sharding == "fsdp" and num_processes < 2:
+        raise ValueError("--sharding fsdp shards across processes: launch N >= 2 of them with `accelerate launch "
+                         "--multi_gpu --num_processes N training/train.py ...`, or use --sharding ddp.")  # fmt: skip
     if os.environ.get("ACCELERATE_USE_FSDP", "false").lower() in ("1", "true"):
         raise ValueError(
             "train.py shards with FSDP2 itself: launch it without --use_fsdp or an FSDP accelerate config, as "
