@@ -3,6 +3,7 @@ types and the tokenizer (GAN, adaptive weight and histogram on): the same trajec
 batch, exact resume from a sharded checkpoint, a consolidated final folder that loads with from_pretrained, and the
 refusals (accelerate's FSDP launch, an EMA, a checkpoint of the other sharding)."""
 
+import json
 import os
 from pathlib import Path
 
@@ -122,3 +123,14 @@ def test_fsdp_tokenizer_matches_one_process_and_resumes_exactly(tmp_path, subpro
     argv = [*run_args(data, resumed, **two), "--resume_from_checkpoint", "latest"]
     launch(config, argv, subprocess_env, tmp_path / "resumed.log", ENTRY)
     assert_same_tensors(final, load_file(resumed / "model.safetensors"))
+
+
+@pytest.mark.slow
+def test_an_accelerate_fsdp_config_is_refused_with_the_launch_to_use(assets, tmp_path, subprocess_env):
+    # On CPU accelerate would bring this config up as MULTI_CPU with unsharded DDP parameters, silently.
+    config = accelerate_config(tmp_path / "accelerate.json", num_processes=2)
+    fsdp = {**json.loads(config.read_text()), "distributed_type": "FSDP",
+            "fsdp_config": {"fsdp_version": 2, "fsdp_auto_wrap_policy": "TRANSFORMER_BASED_WRAP"}}  # fmt: skip
+    config.write_text(json.dumps(fsdp))
+    with pytest.raises(RuntimeError, match=r"without --use_fsdp or an FSDP accelerate config"):
+        launch(config, make_args(assets, tmp_path / "out", sharding="fsdp"), subprocess_env, tmp_path / "log", ENTRY)
