@@ -11,6 +11,7 @@ Layout of `checkpoint-<step>/`:
     optimizer*.bin, scheduler*.bin, random_states_<rank>.pkl, scaler.pt   written by accelerate
     training_state.pt            the TrainingState (global step, data position, counters)
     training_args.json           the run's arguments (no secrets)
+    prior_sharded/ | tokenizer_sharded/   --sharding fsdp: DCP shards of weights and AdamW states (no prior/ folder)
 
 Loading is safe: models come from safetensors, accelerate reads its files with `torch.load(weights_only=True)`; it
 would unpickle a registered object's `custom_checkpoint_<i>.pkl` unsafely, so the hooks save the TrainingState.
