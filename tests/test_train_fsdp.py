@@ -134,3 +134,29 @@ def test_an_accelerate_fsdp_config_is_refused_with_the_launch_to_use(assets, tmp
     config.write_text(json.dumps(fsdp))
     with pytest.raises(RuntimeError, match=r"without --use_fsdp or an FSDP accelerate config"):
         launch(config, make_args(assets, tmp_path / "out", sharding="fsdp"), subprocess_env, tmp_path / "log", ENTRY)
+
+
+class _RunsCode:
+    def __reduce__(self):
+        return (os.system, ("echo tampered",))
+
+
+def test_sharded_metadata_is_unpickled_with_an_allow_list(tmp_path):
+    import pickle
+
+    import torch.distributed.checkpoint as dcp
+
+    from glotok_hf.training.checkpointing import STATE_FILE, checkpoint_damage
+    from glotok_hf.training.sharding import SafeReader
+
+    checkpoint = tmp_path / "checkpoint-1"
+    dcp.save({"w": torch.arange(4.0)}, checkpoint_id=checkpoint / "prior_sharded")  # one process: no process group
+    torch.save({"global_step": 1}, checkpoint / STATE_FILE)
+    state = {"w": torch.zeros(4)}
+    dcp.load(state, storage_reader=SafeReader(checkpoint / "prior_sharded"))
+    assert torch.equal(state["w"], torch.arange(4.0)) and checkpoint_damage(checkpoint) is None
+    (checkpoint / "prior_sharded" / ".metadata").write_bytes(pickle.dumps(_RunsCode()))
+    assert "unsafe to unpickle (posix.system is not part" in checkpoint_damage(checkpoint)
+    with pytest.raises(BaseException) as raised:  # DCP wraps the error of each rank in a BaseException
+        dcp.load(state, storage_reader=SafeReader(checkpoint / "prior_sharded"))
+    assert "posix.system is not part of a distributed checkpoint's metadata" in str(raised.getrepr())

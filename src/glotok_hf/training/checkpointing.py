@@ -35,7 +35,7 @@ from accelerate import Accelerator
 from accelerate.utils import load as accelerate_load
 from safetensors import safe_open
 
-from .sharding import load_sharded, save_sharded
+from .sharding import load_sharded, read_metadata, save_sharded
 
 logger = logging.getLogger("glotok_train")  # plain logging: these helpers also run without an Accelerator
 
@@ -234,6 +234,11 @@ def checkpoint_damage(path: Path) -> str | None:
                     pass
             except Exception as err:  # safetensors raises its own error type
                 return f"Checkpoint file {str(file)!r} is truncated or corrupted ({err})."
+        elif file.name == ".metadata":  # a distributed checkpoint's (--sharding fsdp)
+            try:
+                read_metadata(file.parent)
+            except Exception as err:
+                return f"Checkpoint file {str(file)!r} is truncated, corrupted or unsafe to unpickle ({err})."
         elif file.suffix in (".bin", ".pkl", ".pt"):
             if not zipfile.is_zipfile(file):
                 return f"Checkpoint file {str(file)!r} is truncated or corrupted (not a complete torch.save archive)."

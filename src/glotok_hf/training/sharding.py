@@ -5,9 +5,12 @@ tests run), sharded checkpoints with `torch.distributed.checkpoint` and a gather
 `save_pretrained` folder."""
 
 import os
+import pickle
+from pathlib import Path
 
 import torch
 import torch.distributed.checkpoint as dcp
+from torch.distributed.checkpoint.metadata import StorageMeta
 from torch.distributed.checkpoint.state_dict import (
     StateDictOptions,
     get_model_state_dict,
@@ -17,6 +20,39 @@ from torch.distributed.checkpoint.state_dict import (
 from torch.distributed.fsdp import MixedPrecisionPolicy, fully_shard
 
 DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
+# What DCP's `.metadata` pickle holds (torch 2.13); torch reads it with a plain `pickle.load`, which would run code
+# from a tampered checkpoint, so it is read with this allow-list instead.
+METADATA_CLASSES = {
+    ("torch.distributed.checkpoint.metadata", name)
+    for name in ("Metadata", "MetadataIndex", "StorageMeta", "TensorProperties", "TensorStorageMetadata",
+                 "BytesStorageMetadata", "ChunkStorageMetadata", "_MEM_FORMAT_ENCODING")  # fmt: skip
+} | {("torch.distributed.checkpoint.filesystem", "_StorageInfo"), ("torch", "Size"),
+     ("torch.serialization", "_get_layout"), ("pathlib", "PosixPath"), ("pathlib", "PurePosixPath")}  # fmt: skip
+
+
+class _MetadataUnpickler(pickle.Unpickler):
+    def find_class(self, module: str, name: str):
+        if (module, name) in METADATA_CLASSES or (
+            module == "torch" and isinstance(getattr(torch, name, None), torch.dtype)
+        ):
+            return super().find_class(module, name)
+        raise pickle.UnpicklingError(f"{module}.{name} is not part of a distributed checkpoint's metadata")
+
+
+def read_metadata(folder: Path):
+    """The `.metadata` of a DCP folder, unpickled with the allow-list (`pickle.UnpicklingError` otherwise)."""
+    with open(Path(folder) / ".metadata", "rb") as f:
+        return _MetadataUnpickler(f).load()
+
+
+class SafeReader(dcp.FileSystemReader):
+    """torch's reader with the metadata read through [`read_metadata`] (tensors are read with weights_only=True)."""
+
+    def read_metadata(self, *args, **kwargs):
+        metadata = read_metadata(self.path)
+        metadata.storage_meta = metadata.storage_meta or StorageMeta()
+        metadata.storage_meta.load_id = self.load_id
+        return metadata
 
 
 def check_launch(sharding: str, num_processes: int) -> None:
@@ -70,7 +106,7 @@ def load_sharded(folder: str, model: torch.nn.Module, optimizer: torch.optim.Opt
     """Read what `save_sharded` wrote into the sharded model and optimizer, resharding if needed."""
     model_state, optimizer_state = get_state_dict(model, optimizer)
     state = {"model": model_state, "optimizer": optimizer_state}
-    dcp.load(state, checkpoint_id=folder)
+    dcp.load(state, storage_reader=SafeReader(folder))
     set_state_dict(model, optimizer, model_state_dict=state["model"], optim_state_dict=state["optimizer"])
 
 
