@@ -20,14 +20,11 @@ Usage: `PYTHONPATH=src python benchmarks/bench_far.py [--layers 4 --width 256 --
 
 import argparse
 import json
-import os
-import platform
 import statistics
 import time
 
 import torch
-import transformers
-from bench_sampler import generate_cfg  # this folder is on sys.path when the script runs
+from bench_sampler import generate_cfg, machine_info  # this folder is on sys.path when the script runs
 from transformers import LlamaForCausalLM
 
 from glotok_hf import GloTokConfig, GloTokPriorConfig, GloTokPriorForCausalLM
@@ -119,14 +116,7 @@ def main():
         ratios["factorized_vs_generate_cfg"] = round(speed["factorized"] / speed["interleaved_generate_cfg"], 2)
     report = {
         "benchmark": "prior sampling images/s, factorized (FAR) vs interleaved",
-        "machine": {
-            "cpu": platform.processor() or platform.machine(),
-            "cpu_count": os.cpu_count(),
-            "torch_threads": torch.get_num_threads(),
-            "load_average_1min": round(os.getloadavg()[0], 2),
-            "torch": torch.__version__,
-            "transformers": transformers.__version__,
-        },
+        "machine": machine_info(),
         "setup": {
             "backbone": f"{args.layers} layers, width {args.width}, {llama.num_attention_heads} heads, SwiGLU "
             f"{llama.intermediate_size}",

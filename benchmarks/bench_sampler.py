@@ -60,6 +60,18 @@ def no_cache_loop(prior, layout, labels, num_positions, scale, generator):
 
 
 @torch.no_grad()
+def machine_info() -> dict:
+    """The machine and versions a sampling figure was measured with (bench_sampler.py and bench_far.py)."""
+    return {
+        "cpu": platform.processor() or platform.machine(),
+        "cpu_count": os.cpu_count(),
+        "torch_threads": torch.get_num_threads(),
+        "load_average_1min": round(os.getloadavg()[0], 2),
+        "torch": torch.__version__,
+        "transformers": transformers.__version__,
+    }
+
+
 def generate_cfg(prior, layout, labels, num_positions, scale, generator):
     num_steps = layout.num_image_tokens(num_positions)
     torch.manual_seed(generator[0].initial_seed())
@@ -143,14 +155,7 @@ def main():
     speed = {name: r["tokens_per_s"] for name, r in results.items()}
     report = {
         "benchmark": "prior sampler tokens/s (image tokens generated per second, whole batch)",
-        "machine": {
-            "cpu": platform.processor() or platform.machine(),
-            "cpu_count": os.cpu_count(),
-            "torch_threads": torch.get_num_threads(),
-            "load_average_1min": round(os.getloadavg()[0], 2),
-            "torch": torch.__version__,
-            "transformers": transformers.__version__,
-        },
+        "machine": machine_info(),
         "setup": {
             "model": f"LlamaForCausalLM {args.layers} layers, width {args.width}, vocab {layout.vocab_size}",
             "parameters": sum(p.numel() for p in prior.parameters()),
