@@ -13,7 +13,7 @@ from pipeline_utils import generators, single_thread  # noqa: F401
 
 from glotok_hf import GloTokModel, GloTokPipeline, GloTokPriorConfig, GloTokPriorForCausalLM
 from glotok_hf.hub import save_remote_code_pipeline
-from glotok_hf.sampling import sample_image_tokens
+from glotok_hf.sampling import sample_image_tokens, sampling_memory_bytes
 
 pytestmark = pytest.mark.usefixtures("single_thread")
 NAMES = "zero one two three four five six seven eight nine".split()
@@ -119,3 +119,23 @@ def test_push_to_hub_then_load_without_the_package(pipe, tmp_path, fake_hub, sub
                           capture_output=True, text=True, env=env, cwd=tmp_path, timeout=300)  # fmt: skip
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert "REMOTE_OK GloTokPriorForCausalLM" in proc.stdout
+
+
+def test_the_memory_check_counts_the_cache_the_factorized_sampler_holds(pipe, monkeypatch):
+    """`sampling_memory_bytes` (behind the out-of-memory check) is exactly the peak KV cache the sampler fills plus
+    the draws and sequences: for a factorized prior one backbone entry per grid position, not one per image token."""
+    prior, grid, peak = pipe.prior, pipe.vqmodel.config.latent_grid_size, {}
+    for name in ("backbone", "head_states"):
+        method = getattr(prior, name)
+
+        def spy(*args, _method=method, _name=name, **kwargs):
+            out, cache = _method(*args, **kwargs), kwargs.get("cache", args[-1])
+            held = sum(t.numel() * t.element_size() for layer in cache.layers for t in (layer.keys, layer.values))
+            peak[_name] = max(peak.get(_name, 0), held)
+            return out
+
+        monkeypatch.setattr(prior, name, spy)
+    sample_image_tokens(prior, pipe.layout, [7, 3], grid * grid, guidance_scale=2.0, generator=generators(0, 1))
+    steps = pipe.layout.num_image_tokens(grid * grid)
+    expected = sum(peak.values()) + 2 * (4 * steps + 8 * (1 + steps))
+    assert sampling_memory_bytes(prior, pipe.layout, 2, grid * grid) == expected

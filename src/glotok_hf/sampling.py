@@ -306,13 +306,20 @@ def sampling_memory_bytes(
     prior: torch.nn.Module, layout: TokenLayout, batch_size: int, num_positions: int, guided: bool = True
 ) -> int:
     """A lower bound of the memory [`sample_image_tokens`] needs for `batch_size` samples: the KV cache of every row
-    (twice the batch with guidance) at full length, plus the random draws and the token sequences."""
+    (twice the batch with guidance) at full length, plus the random draws and the token sequences. The cache holds
+    one entry per layer and image token for an interleaved prior; for a factorized prior one per backbone layer and
+    grid position, and the head's entries of one position."""
     config, steps = prior.config, layout.num_image_tokens(num_positions)
     rows = 2 * batch_size if guided else batch_size
     heads = config.num_attention_heads
     head_dim = getattr(config, "head_dim", None) or config.hidden_size // heads
-    kv = 2 * config.num_hidden_layers * (getattr(config, "num_key_value_heads", None) or heads) * head_dim
-    return kv * rows * steps * next(prior.parameters()).element_size() + batch_size * (4 * steps + 8 * (1 + steps))
+    entry = 2 * (getattr(config, "num_key_value_heads", None) or heads) * head_dim
+    entries = config.num_hidden_layers * steps
+    if hasattr(prior, "sample_factorized"):
+        entries = config.num_hidden_layers * num_positions + config.head_layers * layout.tokens_per_position
+    return entry * entries * rows * next(prior.parameters()).element_size() + batch_size * (
+        4 * steps + 8 * (1 + steps)
+    )
 
 
 def available_memory_bytes(device: torch.device | str) -> int | None:
