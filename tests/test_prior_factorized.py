@@ -152,6 +152,20 @@ def test_1d_and_2d_rope_differ_and_the_class_token_is_not_rotated():
     assert not torch.allclose(cos1, cos2)
 
 
+def test_the_class_token_keeps_its_query_and_key_without_zero_class_rotary():
+    from glotok_hf.modeling_glotok_prior import rotary_table
+
+    cos, sin = rotary_table(tiny_config(zero_class_rotary=False))
+    llamagen_cos, llamagen_sin = rotary_table(tiny_config())
+    assert (cos[0] == 1).all() and not sin[0].any()  # the identity rotation: the class token is attended by content
+    torch.testing.assert_close((cos[1:], sin[1:]), (llamagen_cos[1:], llamagen_sin[1:]))  # grid positions unchanged
+    codes, labels = torch.stack([torch.randint(0, 16, (2, 9)), torch.randint(0, 12, (2, 9))], -1), torch.tensor([0, 4])
+    zeroed, keyed = tiny_model(), tiny_model(zero_class_rotary=False)  # the same weights (same seed)
+    # the class token alone: one key, attended whatever its logit; the head's first slot (row 0 too) alone likewise
+    torch.testing.assert_close(zeroed(codes[:, :1], labels).logits[0], keyed(codes[:, :1], labels).logits[0])
+    assert not torch.allclose(zeroed(codes, labels).logits[0][:, 1:], keyed(codes, labels).logits[0][:, 1:])
+
+
 def test_gradient_checkpointing_gives_the_same_gradients():
     grads = []
     for checkpointing in (False, True):

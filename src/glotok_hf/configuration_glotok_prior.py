@@ -32,9 +32,9 @@ class GloTokPriorConfig(PreTrainedConfig):
     embeddings through a linear layer (several). The backbone's hidden state of a position, followed by the embeddings
     of the position's sub-tokens, is the sequence the `head_layers` Llama layers run over; a final RMSNorm and one
     output projection per codebook give the logits of each sub-token. Rotary embeddings are LlamaGen's: 2-D over the
-    grid (half of each head's pairs rotate with the row, half with the column) or 1-D over the raster order, and the
-    class token's rotation is zero (its queries and keys are zeroed, as in LlamaGen); the head uses the first rows of
-    the same table, as FAR does.
+    grid (half of each head's pairs rotate with the row, half with the column) or 1-D over the raster order, and by
+    default the class token's rotation is zero (its queries and keys are zeroed, as in LlamaGen); the head uses the
+    first rows of the same table, as FAR does.
 
     Args:
         codebook_sizes (`list[int]`, *optional*, defaults to `[16384]`):
@@ -52,6 +52,11 @@ class GloTokPriorConfig(PreTrainedConfig):
         head_layers (`int`, *optional*, defaults to 0): layers of the factorized head (needs >= 1 with two codebooks).
         rope_2d (`bool`, *optional*, defaults to `True`): 2-D rotary embeddings over the grid; `False` for 1-D.
         rope_theta (`float`, *optional*, defaults to 10000.0): rotary base.
+        zero_class_rotary (`bool`, *optional*, defaults to `True`): LlamaGen's and FQGAN's rotary row 0 (the class
+            token; in the head, the backbone state's slot): all zeros, which zeroes its query and key, so every
+            attention logit to it is 0. `False` makes row 0 the identity, so it is attended by content; on the digits
+            this recovers the class consistency a small prior loses with the zeroed row (docs/replication.md).
+            Converted checkpoints need `True`.
         rms_norm_eps (`float`, *optional*, defaults to 1e-5): RMSNorm epsilon.
         attention_dropout (`float`, *optional*, defaults to 0.0): attention dropout in training.
         initializer_range (`float`, *optional*, defaults to 0.02): std of the normal weight init.
@@ -81,6 +86,7 @@ class GloTokPriorConfig(PreTrainedConfig):
     head_layers: int = 0
     rope_2d: bool = True
     rope_theta: float = 10000.0
+    zero_class_rotary: bool = True
     rms_norm_eps: float = 1e-5
     attention_dropout: float = 0.0
     initializer_range: float = 0.02

@@ -41,7 +41,8 @@ class GloTokPriorOutput(ModelOutput):
 
 def rotary_table(config: GloTokPriorConfig) -> tuple[torch.Tensor, torch.Tensor]:
     """`(cos, sin)`, each `(1 + num_positions, head_dim)` in transformers' rotate-half layout: row 0 is the class
-    token (all zero, LlamaGen's convention), row `1 + p` grid position `p` in raster order. With `rope_2d`, pair `k`
+    token (all zero, LlamaGen's convention, or the identity without `zero_class_rotary`), row `1 + p` grid position
+    `p` in raster order. With `rope_2d`, pair `k`
     of the first half of the pairs turns with the row at frequency `theta ** (-4k / head_dim)`, of the second half
     with the column; otherwise every pair turns with `p` at `theta ** (-2k / head_dim)`."""
     half, grid = config.head_dim // 2, config.grid_size
@@ -53,7 +54,8 @@ def rotary_table(config: GloTokPriorConfig) -> tuple[torch.Tensor, torch.Tensor]
         freqs = 1.0 / config.rope_theta ** (torch.arange(0, 2 * half, 2).float() / (2 * half))
         angles = torch.arange(grid * grid)[:, None] * freqs
     angles = torch.cat([angles, angles], dim=1)
-    return F.pad(torch.cos(angles), (0, 0, 1, 0)), F.pad(torch.sin(angles), (0, 0, 1, 0))
+    class_cos = 0.0 if config.zero_class_rotary else 1.0
+    return F.pad(torch.cos(angles), (0, 0, 1, 0), value=class_cos), F.pad(torch.sin(angles), (0, 0, 1, 0))
 
 
 class GloTokPriorForCausalLM(PreTrainedModel):
