@@ -298,7 +298,8 @@ class GloTokPipeline(DiffusionPipeline):
                 label: `"seven"` is the class named seven, `"3"` is class 3 unless a class is named "3".
             guidance_scale (`float`, *optional*, defaults to 2.0):
                 Classifier-free guidance scale (FQGAN's default): logits `uncond + s * (cond - uncond)`. 1 disables
-                guidance, 0 samples unconditionally.
+                guidance, 0 samples unconditionally, `0 < s < 1` interpolates (LlamaGen and FQGAN do not guide at
+                all for `s <= 1`: pass 1 to reproduce such a run).
             num_images_per_label (`int`, *optional*, defaults to 1):
                 Images per label; the batch is `len(class_labels) * num_images_per_label`, grouped by label.
             generator (`torch.Generator` or `list[torch.Generator]`, *optional*):

@@ -457,7 +457,8 @@ def sample_image_tokens(
         num_positions (`int`): grid positions to generate (`h * w`, e.g. 256 for a 16x16 grid).
         guidance_scale (`float` or `list[float]`, *optional*, defaults to 2.0):
             Classifier-free guidance scale `s >= 0`, or one per codebook (visual, semantic); 1 disables guidance, 0
-            samples unconditionally.
+            samples unconditionally, `0 < s < 1` interpolates (LlamaGen and FQGAN do not guide at all for `s <= 1`:
+            pass 1 to reproduce such a run).
         guidance_schedule (`str`, *optional*, defaults to `"constant"`):
             `"constant"`, or `"linear"`: the scale ramps from 1 at the first grid position to `guidance_scale` at the
             last.
