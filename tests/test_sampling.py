@@ -381,3 +381,13 @@ def test_docstring_examples():
 
     result = doctest.testmod(glotok_hf.sampling, optionflags=doctest.ELLIPSIS | doctest.NORMALIZE_WHITESPACE)
     assert result.attempted > 0 and result.failed == 0
+
+
+def test_sampling_records_no_autograd_graph():
+    """Like `generate`, the sampler runs without autograd: called directly (not through the pipeline) it must not keep
+    every step's graph alive (at GPT-B size that was 22 GB)."""
+    layout = tiny_layout()
+    prior, seen = tiny_prior(layout), []
+    prior.register_forward_hook(lambda module, args, out: seen.append(out.logits.requires_grad))
+    sample_image_tokens(prior, layout, [0, 2], num_positions=4, guidance_scale=2.0)
+    assert seen and not any(seen)

@@ -419,6 +419,7 @@ def check_sampling_inputs(
         )
 
 
+@torch.no_grad()
 def sample_image_tokens(
     prior: torch.nn.Module,
     layout: TokenLayout,
