@@ -167,11 +167,12 @@ def train_in_process(argv: list) -> None:
 
 
 # -------------------------------------------------------------------------------------------------- preparation
-def prepare(paths: Paths, budget: Budget) -> None:
-    """Build whatever is missing: data, ViT backbone, teachers, CNN judge, and the real-data reference figures."""
+def prepare(paths: Paths, budget: Budget, judge_only: bool = False) -> None:
+    """Build whatever is missing: data, ViT backbone, teachers, CNN judge, and the real-data reference figures
+    (`judge_only`: no backbone and teachers, for studies that do not train tokenizers)."""
     if not (paths.data / "dataset_dict.json").is_file():
         run_step("prepare_offline_data", ["digits", "--output", paths.data, "--source", budget.data_source])
-    if not (paths.vit / "metrics.json").is_file():
+    if not judge_only and not (paths.vit / "metrics.json").is_file():
         run_step("train_image_classifier", ["--arch", "vit", "--dataset_name", paths.data, "--output_dir", paths.vit,
                                             "--epochs", budget.vit_epochs, "--learning_rate", "1e-3",
                                             "--overwrite_output_dir"])  # fmt: skip
@@ -186,7 +187,7 @@ def prepare(paths: Paths, budget: Budget) -> None:
         "uniform": ["--source", "uniform"],
     }  # fmt: skip
     for kind, args in teachers.items():
-        if not paths.teacher(kind).is_file():
+        if not judge_only and not paths.teacher(kind).is_file():
             run_step("glotok_hf.cli", ["build-teacher", *args, "--output", paths.teacher(kind)])
     cached(paths.assets / "reference.json", lambda: real_data_reference(paths, budget))
 
@@ -230,8 +231,11 @@ def real_data_reference(paths: Paths, budget: Budget) -> dict:
         "num_real_images": len(picked),
         "judge_accuracy_real_train_subset": consistency["accuracy"],
         "judge_accuracy_test": test_correct / test_total,
-        "vit": json.loads((paths.vit / "metrics.json").read_text()),
-        "cnn": json.loads((paths.cnn / "metrics.json").read_text()),
+        **{
+            net: json.loads((path / "metrics.json").read_text())
+            for net, path in (("vit", paths.vit), ("cnn", paths.cnn))
+            if (path / "metrics.json").is_file()
+        },
     }
 
 
@@ -254,14 +258,14 @@ def train_tokenizer(row: Row, seed: int, paths: Paths, budget: Budget, out: Path
     train_in_process(argv)
 
 
-def train_prior(seed: int, budget: Budget, tokenizer: Path, codes: Path, out: Path) -> None:
+def train_prior(seed: int, budget: Budget, tokenizer: Path, codes: Path, out: Path, extra: list = ()) -> None:
     train_in_process(["--config", ROOT / "training/recipes/tiny_prior_cpu.json", "--output_dir", out, "--seed", seed,
                       "--codes_dir", codes, "--tokenizer_name_or_path", tokenizer,
                       "--max_train_steps", budget.prior_steps, "--lr_warmup_steps", budget.prior_steps // 10,
                       "--checkpointing_steps", min(200, budget.prior_steps), "--checkpoints_total_limit", 1,
                       "--validation_steps", budget.prior_steps, "--num_validation_images", budget.validation_images,
                       "--train_batch_size", budget.prior_batch,
-                      "--report_to", "none", "--resume_from_checkpoint", "latest"])  # fmt: skip
+                      "--report_to", "none", "--resume_from_checkpoint", "latest", *extra])  # fmt: skip
 
 
 def evaluate_tokenizer(paths: Paths, budget: Budget, tokenizer: Path) -> dict:
@@ -317,7 +321,7 @@ def codebook_histograms(paths: Paths, tokenizer: Path, codes: Path) -> dict:
 
 
 def evaluate_samples(paths: Paths, budget: Budget, tokenizer: Path, prior: Path, npz: Path) -> dict:
-    from transformers import LlamaForCausalLM
+    from transformers import AutoModelForCausalLM
 
     from glotok_hf import GloTokModel
     from glotok_hf.evaluation import (
@@ -329,7 +333,7 @@ def evaluate_samples(paths: Paths, budget: Budget, tokenizer: Path, prior: Path,
     from glotok_hf.pipeline_glotok import GloTokPipeline
 
     vq = GloTokModel.from_pretrained(tokenizer).eval()
-    pipe = GloTokPipeline(vqmodel=vq, prior=LlamaForCausalLM.from_pretrained(prior).eval())
+    pipe = GloTokPipeline(vqmodel=vq, prior=AutoModelForCausalLM.from_pretrained(prior).eval())
     pipe.set_progress_bar_config(disable=True)
     return evaluate_generation(
         pipe,

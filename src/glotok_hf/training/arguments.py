@@ -103,9 +103,10 @@ class TrainingArguments:
                                             "than --tokenizer_name_or_path's.", switch=True)  # fmt: skip
     prior_size: str = option("B", "Prior stage: LlamaGen size (B: 12 layers x 768).", choices=sorted(PRIOR_SIZES))
     prior_type: str = option("interleaved", "Prior stage: `interleaved` (a stock LlamaForCausalLM over [class, v0, s0, "
-                             "v1, s1, ...], 1-D RoPE) or `factorized` (GloTokPriorForCausalLM: one step per grid "
-                             "position, FAR's 3-layer head over its codes, 2-D RoPE; --model_config sets "
-                             "GloTokPriorConfig fields).", choices=["factorized", "interleaved"])  # fmt: skip
+                             "v1, s1, ...], 1-D RoPE; the better samples at equal compute on the digits, "
+                             "docs/replication.md) or `factorized` (GloTokPriorForCausalLM: one step per grid "
+                             "position, FAR's 3-layer head over its codes, 2-D RoPE, faster sampling; --model_config "
+                             "sets GloTokPriorConfig fields).", choices=["factorized", "interleaved"])  # fmt: skip
     class_dropout_prob: float = option(0.1, "Prior stage: probability of the null class instead (for CFG).")
     gradient_checkpointing: bool = option(False, "Trade compute for memory.", switch=True)
     # optimization
