@@ -78,8 +78,12 @@ def main():
     labels = torch.arange(args.batch_size) * 7 % layout.num_classes
 
     def sampler(prior):
-        return lambda g: sample_image_tokens(prior, layout, labels, positions, guidance_scale=args.guidance_scale,
-                                             generator=g, cache_implementation=args.cache)  # fmt: skip
+        @torch.no_grad()  # as GloTokPipeline.__call__: sample_image_tokens does not turn autograd off itself
+        def sample(generators):
+            return sample_image_tokens(prior, layout, labels, positions, guidance_scale=args.guidance_scale,
+                                       generator=generators, cache_implementation=args.cache)  # fmt: skip
+
+        return sample
 
     methods = {"factorized": sampler(factorized), "interleaved": sampler(interleaved)}
     if not args.skip_generate:
