@@ -78,7 +78,7 @@ def main():
     labels = torch.arange(args.batch_size) * 7 % layout.num_classes
 
     def sampler(prior):
-        @torch.no_grad()  # as GloTokPipeline.__call__: sample_image_tokens does not turn autograd off itself
+        @torch.no_grad()  # sample_image_tokens does so itself only since main's eea6fc8
         def sample(generators):
             return sample_image_tokens(prior, layout, labels, positions, guidance_scale=args.guidance_scale,
                                        generator=generators, cache_implementation=args.cache)  # fmt: skip
