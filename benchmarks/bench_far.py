@@ -3,7 +3,8 @@
 
 Both priors have the same backbone (depth, width, heads, SwiGLU width) and the paper's GloTok vocabulary (12,288
 visual + 4,096 semantic codes, 1,000 classes + null) over a 16x16 grid; all sample the same batch with classifier-free
-guidance (scale 2, temperature 1, no top-k/top-p):
+guidance (scale 2, temperature 1, no top-k/top-p). Each method: one warm-up, then the median of `--repeats` runs
+(all of them listed), with the 1-minute load average before and after it (the machine may be shared):
 
 - `factorized`: `GloTokPriorForCausalLM` (FAR's head of `--head-layers` layers) through `sample_image_tokens`:
   256 backbone steps of 2B rows;
@@ -20,6 +21,7 @@ Usage: `PYTHONPATH=src python benchmarks/bench_far.py [--layers 4 --width 256 --
 
 import argparse
 import json
+import os
 import statistics
 import time
 
@@ -30,6 +32,30 @@ from transformers import LlamaForCausalLM
 from glotok_hf import GloTokConfig, GloTokPriorConfig, GloTokPriorForCausalLM
 from glotok_hf.prior import prior_config
 from glotok_hf.sampling import TokenLayout, sample_image_tokens
+
+
+def build_priors(layers: int, width: int, head_layers: int, grid: int):
+    """`(layout, interleaved, factorized)`: the paper's token layout, and a `LlamaForCausalLM` and a
+    `GloTokPriorForCausalLM` of the same backbone over it (seeded, eval mode)."""
+    layout = TokenLayout(visual_codebook_size=12288, semantic_codebook_size=4096, num_classes=1000)
+    torch.manual_seed(0)
+    interleaved = LlamaForCausalLM(
+        prior_config("B", GloTokConfig(), 1000, num_positions=grid * grid, hidden_size=width, num_hidden_layers=layers)
+    ).eval()
+    llama = interleaved.config
+    factorized = GloTokPriorForCausalLM(
+        GloTokPriorConfig(
+            codebook_sizes=[12288, 4096],
+            num_classes=1000,
+            grid_size=grid,
+            hidden_size=width,
+            intermediate_size=llama.intermediate_size,
+            num_hidden_layers=layers,
+            num_attention_heads=llama.num_attention_heads,
+            head_layers=head_layers,
+        )  # fmt: skip
+    ).eval()
+    return layout, interleaved, factorized
 
 
 def main():
@@ -47,32 +73,17 @@ def main():
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
 
-    layout = TokenLayout(visual_codebook_size=12288, semantic_codebook_size=4096, num_classes=1000)
-    positions = args.grid * args.grid
-    torch.manual_seed(0)
-    interleaved = LlamaForCausalLM(
-        prior_config(
-            "B", GloTokConfig(), 1000, num_positions=positions, hidden_size=args.width, num_hidden_layers=args.layers
-        )  # fmt: skip
-    ).eval()
-    llama = interleaved.config
-    factorized = GloTokPriorForCausalLM(
-        GloTokPriorConfig(
-            codebook_sizes=[12288, 4096],
-            num_classes=1000,
-            grid_size=args.grid,
-            hidden_size=args.width,
-            intermediate_size=llama.intermediate_size,
-            num_hidden_layers=args.layers,
-            num_attention_heads=llama.num_attention_heads,
-            head_layers=args.head_layers,
-        )  # fmt: skip
-    ).eval()
+    layout, interleaved, factorized = build_priors(args.layers, args.width, args.head_layers, args.grid)
+    llama, positions = interleaved.config, args.grid * args.grid
     labels = torch.arange(args.batch_size) * 7 % layout.num_classes
 
     def sampler(prior):
-        return lambda g: sample_image_tokens(prior, layout, labels, positions, guidance_scale=args.guidance_scale,
-                                             generator=g, cache_implementation=args.cache)  # fmt: skip
+        @torch.no_grad()  # sample_image_tokens does so itself only since main's eea6fc8
+        def sample(generators):
+            return sample_image_tokens(prior, layout, labels, positions, guidance_scale=args.guidance_scale,
+                                       generator=generators, cache_implementation=args.cache)  # fmt: skip
+
+        return sample
 
     methods = {"factorized": sampler(factorized), "interleaved": sampler(interleaved)}
     if not args.skip_generate:
@@ -81,6 +92,7 @@ def main():
         )
     results = {}
     for name, fn in methods.items():
+        before = round(os.getloadavg()[0], 2)
         fn([torch.Generator().manual_seed(i) for i in range(args.batch_size)])  # warm-up
         seconds = []
         for _ in range(args.repeats):
@@ -91,7 +103,9 @@ def main():
         layout.validate_tokens(tokens)
         assert tokens.shape == (args.batch_size, layout.num_image_tokens(positions)), (name, tokens.shape)
         median = statistics.median(seconds)
-        results[name] = {"seconds": round(median, 3), "images_per_s": round(args.batch_size / median, 4)}
+        results[name] = {"seconds": round(median, 3), "images_per_s": round(args.batch_size / median, 4),
+                         "all_seconds": [round(s, 3) for s in seconds],
+                         "load_average_before_after": [before, round(os.getloadavg()[0], 2)]}  # fmt: skip
 
     # one training update (forward + backward, no optimizer) of each prior on the same batch of codes
     g = torch.Generator().manual_seed(0)
@@ -103,10 +117,12 @@ def main():
         "interleaved": lambda: interleaved(input_ids=tokens, labels=tokens).loss.backward(),
     }
     for name, fn in updates.items():
+        before = round(os.getloadavg()[0], 2)
         fn()  # warm-up
         start = time.perf_counter()
         fn()
         results[name]["train_update_seconds"] = round(time.perf_counter() - start, 3)
+        results[name]["train_update_load_average_before_after"] = [before, round(os.getloadavg()[0], 2)]
 
     speed = {name: r["images_per_s"] for name, r in results.items()}
     ratios = {"factorized_vs_interleaved": round(speed["factorized"] / speed["interleaved"], 2),
