@@ -59,7 +59,6 @@ def no_cache_loop(prior, layout, labels, num_positions, scale, generator):
     return sequences[:batch, 1:]
 
 
-@torch.no_grad()
 def machine_info() -> dict:
     """The machine and versions a sampling figure was measured with (bench_sampler.py and bench_far.py)."""
     return {
