@@ -100,3 +100,35 @@ def test_quick_study_runs_end_to_end_and_resumes(tmp_path, subprocess_env):
     assert json.loads((run / "result.json").read_text())["generation"] == result["generation"]  # same seeds
     assert tokenizer_weights.stat().st_mtime_ns == stamp
     assert (work / "runs" / "dual_vq" / "seed0" / "result.json").stat().st_mtime_ns == other
+
+
+def test_prior_study_report_gives_known_means_and_welch_tests(tmp_path, monkeypatch):
+    """`prior_study.py`'s tables (factorized vs interleaved prior): mean, sample std and Welch's t-test per row, written
+    between the markers only."""
+    from scipy.stats import ttest_ind
+
+    monkeypatch.setitem(__import__("sys").modules, "run_study", run_study)  # prior_study imports it by this name
+    prior_study = load_script(REPO_ROOT / "benchmarks" / "replication" / "prior_study.py")
+    paths = run_study.Paths(data=tmp_path / "data", work=tmp_path / "work")
+    run_study.write_json(
+        paths.assets / "reference.json", {"fid_real_train_vs_test": 0.87, "judge_accuracy_test": 0.98}
+    )
+    values = {"interleaved": [(0.8, 3.0), (0.7, 3.5)], "factorized_head1": [(0.5, 4.0), (0.6, 4.5)]}
+    for row, runs in values.items():
+        for seed, (accuracy, gfid) in enumerate(runs):
+            run_study.write_json(paths.work / "priors" / row / f"seed{seed}" / "result.json", {
+                "generation": {"gfid": gfid, "class_consistency": {"accuracy": accuracy}},
+                "prior_train": {"prior/loss": 2.0}, "parameters_m": 1.0, "seconds_per_update": 0.3,
+                "images_per_second": 50.0, "load_average": 1.5})  # fmt: skip
+    doc = tmp_path / "doc.md"
+    doc.write_text(f"before\n{prior_study.MARKERS[0]}\nold\n{prior_study.MARKERS[1]}\nafter\n")
+    summary = prior_study.report(paths, 2, doc)
+    rows = summary["rows"]
+    assert rows["interleaved"]["class consistency"]["mean"] == pytest.approx(0.75)
+    assert rows["factorized_head1"]["gFID (CNN)"]["std"] == pytest.approx(np.std([4.0, 4.5], ddof=1))
+    assert set(rows) == {"interleaved", "factorized_head1"}  # rows without runs are left out
+    text = doc.read_text()
+    assert text.startswith("before\n") and text.endswith("after\n") and "old" not in text
+    p = ttest_ind([0.5, 0.6], [0.8, 0.7], equal_var=False).pvalue
+    assert f"| FAR, 1-layer head − interleaved (stock Llama) | -0.200 (p={p:.2g}) |" in text
+    assert "load average 1.5-1.5" in text and "| FAR, 1-layer head | 2 | 0.55 ± 0.071 |" in text
