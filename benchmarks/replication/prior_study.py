@@ -1,7 +1,7 @@
 #!/usr/bin/env python
 """Factorized (FAR) vs interleaved prior on the digits, with the replication's protocol (issue 14).
 
-    python benchmarks/replication/prior_study.py               # 4 priors x 3 seeds (~35 min on 2 CPU cores)
+    python benchmarks/replication/prior_study.py               # 6 priors x 3 seeds (~2.6 min per run, 1 thread)
     python benchmarks/replication/prior_study.py --seeds 5 --rows interleaved factorized_head1   # more seeds
     python benchmarks/replication/prior_study.py --report-only # rewrite the tables in docs/replication.md
 
