@@ -9,11 +9,9 @@ import pytest
 import torch
 import transformers
 from train_utils import (
-    extract_tiny_codes,
-    make_imagefolder,
+    prior_assets,
     read_metrics,
     run_in_process,
-    save_tiny_tokenizer,
     tiny_prior_args,
 )
 
@@ -22,10 +20,7 @@ from glotok_hf.training import Stage
 
 @pytest.fixture(scope="module")
 def assets(tmp_path_factory):
-    root = tmp_path_factory.mktemp("prior_assets")
-    images = make_imagefolder(root / "images", per_class=4, size=20)
-    tokenizer = save_tiny_tokenizer(root / "tokenizer")
-    return {"images": images, "tokenizer": tokenizer, "codes": extract_tiny_codes(tokenizer, images, root / "codes")}
+    return prior_assets(tmp_path_factory.mktemp("prior_assets"), per_class=4)
 
 
 def test_prior_from_codes_checkpoints_ema_samples_and_card(assets, tmp_path):

@@ -6,11 +6,9 @@ import pytest
 import torch
 import transformers
 from train_utils import (
-    extract_tiny_codes,
-    make_imagefolder,
+    prior_assets,
     read_metrics,
     run_in_process,
-    save_tiny_tokenizer,
     tiny_prior_args,
 )
 
@@ -19,10 +17,7 @@ from glotok_hf import GloTokPipeline, GloTokPriorForCausalLM
 
 @pytest.fixture(scope="module")
 def assets(tmp_path_factory):
-    root = tmp_path_factory.mktemp("factorized_assets")
-    images = make_imagefolder(root / "images", per_class=6, size=20)
-    tokenizer = save_tiny_tokenizer(root / "tokenizer")
-    return {"images": images, "tokenizer": tokenizer, "codes": extract_tiny_codes(tokenizer, images, root / "codes")}
+    return prior_assets(tmp_path_factory.mktemp("factorized_assets"), per_class=6)
 
 
 def test_factorized_prior_trains_and_publishes_a_pipeline(assets, tmp_path):

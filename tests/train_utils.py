@@ -34,6 +34,13 @@ save_tiny_tokenizer, extract_tiny_codes = _SCRIPT.save_tiny_tokenizer, _SCRIPT.e
 launch = _SCRIPT.run_to_end  # (config, argv, env, log, script)
 
 
+def prior_assets(root: Path, per_class: int = 4) -> dict[str, Path]:
+    """What the prior stage trains from: a tiny imagefolder, the tiny tokenizer saved, and its codes of the images."""
+    images = make_imagefolder(root / "images", per_class=per_class, size=20)
+    tokenizer = save_tiny_tokenizer(root / "tokenizer")
+    return {"images": images, "tokenizer": tokenizer, "codes": extract_tiny_codes(tokenizer, images, root / "codes")}
+
+
 def tiny_tokenizer_args(data_dir: Path, output_dir: Path, **overrides) -> list[str]:
     values = {
         "stage": "tokenizer", "train_data_dir": str(data_dir), "output_dir": str(output_dir),
