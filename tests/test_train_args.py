@@ -115,6 +115,12 @@ def test_shipped_recipes_parse(recipe):
     if recipe.stem == "prior_gpt_b_imagenet256":  # LlamaGen's optimiser defaults
         assert (args.learning_rate, args.adam_weight_decay, args.max_grad_norm) == (1e-4, 0.05, 1.0)
         assert args.class_dropout_prob == 0.1 and args.prior_size == "B"
+    if recipe.stem == "far_b_imagenet256":  # the paper's generator: FAR-B = GPT-L's backbone + the 3-layer head
+        from glotok_hf import prior_preset
+
+        assert (args.prior_type, args.num_train_epochs, args.learning_rate) == ("factorized", 200, 1e-4)
+        built = prior_preset(f"GPT-{args.prior_size}", [12288, 4096], 1000, head_layers=3)  # what the stage builds
+        assert built.to_dict() == prior_preset("FAR-B", [12288, 4096], 1000).to_dict()
 
 
 def test_public_args_never_hold_the_token_and_are_a_flat_recipe(tmp_path):
