@@ -195,3 +195,32 @@ def test_bad_checkpoints_and_options_are_refused(tmp_path, monkeypatch):
     with pytest.raises(ValueError, match="unknown keys \\['extra.weight'\\]"):
         convert_state_dict({**sd, "extra.weight": torch.zeros(1)}, HEADS, GRID)
     assert not any(p.is_dir() for p in tmp_path.iterdir())
+
+
+def test_public_llamagen_checkpoints_to_generated_images(tmp_path, capsys):
+    """The README's path from LlamaGen's two checkpoints to images: convert the VQ and the GPT, assemble and save a
+    `GloTokPipeline`, `glotok generate` from the folder; its greedy tokens are the reference's."""
+    from test_convert import KWARGS, random_state, save_training_checkpoint, source_shapes
+    from transformers import AutoModel, AutoModelForCausalLM
+
+    from glotok_hf import GloTokPipeline
+    from glotok_hf.convert import convert_checkpoint as convert_tokenizer
+
+    vq = save_training_checkpoint(tmp_path / "vq_ds2.pt", random_state(source_shapes("llamagen-vq", codes=20)))
+    convert_tokenizer("llamagen-vq", vq, tmp_path / "vq", sample_size=2 * GRID, **KWARGS)  # a 3x3 token grid
+    sd = public_state_dict(far=False, seed=3)
+    torch.save({"model": sd, "args": argparse.Namespace(gpt_model="GPT-tiny")}, tmp_path / "c2i.pt")
+    assert main(["convert", "llamagen-gpt", str(tmp_path / "c2i.pt"), str(tmp_path / "gpt"),
+                 "--num-attention-heads", str(HEADS), "--grid-size", str(GRID)]) == 0  # fmt: skip
+    pipe = GloTokPipeline(vqmodel=AutoModel.from_pretrained(tmp_path / "vq"),
+                          prior=AutoModelForCausalLM.from_pretrained(tmp_path / "gpt"))  # fmt: skip
+    pipe.save_pretrained(tmp_path / "llamagen-tiny")
+    loaded = GloTokPipeline.from_pretrained(tmp_path / "llamagen-tiny")
+    loaded.set_progress_bar_config(disable=True)
+    out = loaded([0, 3], guidance_scale=1.75, top_k=1, output_type="latent")
+    torch.testing.assert_close(
+        out.visual_indices.flatten(1), reference_greedy(sd, [0, 3], 1.75, False), rtol=0, atol=0
+    )
+    assert main(["generate", "--pipeline", str(tmp_path / "llamagen-tiny"), "--class-labels", "0", "3",
+                 "--top-k", "1", "--device", "cpu", "--output", str(tmp_path / "grid.png")]) == 0  # fmt: skip
+    assert (tmp_path / "grid.png").is_file()
