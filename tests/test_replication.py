@@ -3,6 +3,7 @@ a hand-edited document, and the whole `--quick` study end to end, including skip
 
 import json
 import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -57,6 +58,10 @@ def test_tables_replace_only_the_marked_block(tmp_path):
     text = doc.read_text()
     assert "second tables" in text and "first tables" not in text
     assert "Hand-written prose." in text and text.endswith("More prose.\n")
+    other = tmp_path / "other.md"
+    other.write_text("# Notes without markers\n")
+    report.update_markdown(other, "tables", ("<!-- a -->", "<!-- b -->"))
+    assert other.read_text() == "# Notes without markers\n\n<!-- a -->\ntables\n<!-- b -->\n"  # appended, kept
 
 
 @pytest.mark.slow
@@ -107,7 +112,8 @@ def test_prior_study_report_gives_known_means_and_welch_tests(tmp_path, monkeypa
     between the markers only."""
     from scipy.stats import ttest_ind
 
-    monkeypatch.setitem(__import__("sys").modules, "run_study", run_study)  # prior_study imports it by this name
+    monkeypatch.setitem(sys.modules, "run_study", run_study)  # prior_study imports both by these names
+    monkeypatch.setitem(sys.modules, "report", report)
     prior_study = load_script(REPO_ROOT / "benchmarks" / "replication" / "prior_study.py")
     paths = run_study.Paths(data=tmp_path / "data", work=tmp_path / "work")
     run_study.write_json(
@@ -122,7 +128,7 @@ def test_prior_study_report_gives_known_means_and_welch_tests(tmp_path, monkeypa
                 "images_per_second": 50.0, "load_average": 1.5})  # fmt: skip
     doc = tmp_path / "doc.md"
     doc.write_text(f"before\n{prior_study.MARKERS[0]}\nold\n{prior_study.MARKERS[1]}\nafter\n")
-    summary = prior_study.report(paths, 2, doc)
+    summary = prior_study.write_report(paths, 2, doc)
     rows = summary["rows"]
     assert rows["interleaved"]["class consistency"]["mean"] == pytest.approx(0.75)
     assert rows["factorized_head1"]["gFID (CNN)"]["std"] == pytest.approx(np.std([4.0, 4.5], ddof=1))

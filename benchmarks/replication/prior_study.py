@@ -23,6 +23,7 @@ import sys
 import time
 from pathlib import Path
 
+import report
 import run_study as study
 
 ROOT = study.ROOT
@@ -79,13 +80,7 @@ def run_one(row: str, seed: int, paths: study.Paths, budget: study.Budget, codes
     return result
 
 
-def value(result: dict, path: tuple):
-    for key in path:
-        result = result[key]
-    return result
-
-
-def report(paths: study.Paths, seeds: int, doc: Path) -> dict:
+def write_report(paths: study.Paths, seeds: int, doc: Path) -> dict:
     from scipy.stats import ttest_ind
 
     results = {row: [] for row in ROWS}
@@ -110,7 +105,7 @@ def report(paths: study.Paths, seeds: int, doc: Path) -> dict:
             continue
         cells, summary["rows"][row] = [], {}
         for name, path in METRICS.items():
-            values = [value(r, path) for r in runs]
+            values = [report.lookup(r, path) for r in runs]
             std = statistics.stdev(values) if len(values) > 1 else float("nan")
             summary["rows"][row][name] = {"mean": statistics.fmean(values), "std": std, "values": values}
             cells.append(f"{statistics.fmean(values):.3g} ± {std:.2g}")
@@ -132,10 +127,7 @@ def report(paths: study.Paths, seeds: int, doc: Path) -> dict:
             p = ttest_ind(x, y, equal_var=False).pvalue
             cells.append(f"{statistics.fmean(x) - statistics.fmean(y):+.3f} (p={p:.2g})")
         lines.append(f"| {ROWS[a][0]} − {ROWS[b][0]} | " + " | ".join(cells) + " |")
-    text = doc.read_text()
-    head, _, rest = text.partition(MARKERS[0])
-    _, _, tail = rest.partition(MARKERS[1])
-    doc.write_text(head + MARKERS[0] + "\n" + "\n".join(lines) + "\n" + MARKERS[1] + tail)
+    report.update_markdown(doc, "\n".join(lines), MARKERS)
     study.write_json(doc.parent / "prior_study_results.json", summary)
     return summary
 
@@ -169,7 +161,7 @@ def main(argv=None) -> int:
             for row in args.rows:
                 print(f"=== {row} seed {seed}", flush=True)
                 run_one(row, seed, paths, budget, codes)
-    print(json.dumps(report(paths, args.seeds, ROOT / "docs" / "replication.md")["rows"], indent=2))
+    print(json.dumps(write_report(paths, args.seeds, ROOT / "docs" / "replication.md")["rows"], indent=2))
     return 0
 
 

@@ -52,7 +52,7 @@ TEST_METRICS = ("psnr", "rfid", "semantic_usage", "visual_usage", "density_cv", 
 START, END = "<!-- replication-tables:start -->", "<!-- replication-tables:end -->"
 
 
-def _get(result: dict, path: tuple):
+def lookup(result: dict, path: tuple):
     for key in path:
         if not isinstance(result, dict) or key not in result:
             return None
@@ -73,7 +73,7 @@ def aggregate(results: list[dict], rows: dict) -> dict:
             continue
         table[row] = {"seeds": [r["seed"] for r in runs]}
         for name, (_, path, _, _) in METRICS.items():
-            values = [v for v in (_get(r, path) for r in runs) if v is not None and math.isfinite(v)]
+            values = [v for v in (lookup(r, path) for r in runs) if v is not None and math.isfinite(v)]
             if values:
                 table[row][name] = {
                     "mean": float(np.mean(values)),
@@ -231,11 +231,16 @@ def tables_markdown(table: dict, tests: list[dict], rows: dict, reference: dict,
     return "\n".join(parts)
 
 
-def update_markdown(path: Path, tables: str) -> None:
-    """Replace what is between the markers; a new file gets a skeleton around them."""
-    block = f"{START}\n{tables}\n{END}"
-    if path.is_file() and START in (text := path.read_text()) and END in text:
-        text = text[: text.index(START)] + block + text[text.index(END) + len(END) :]
+def update_markdown(path: Path, tables: str, markers: tuple[str, str] = (START, END)) -> None:
+    """Replace what is between the `markers`; a file without them gets the block appended (nothing written by hand
+    is lost), a new file a skeleton around it."""
+    start, end = markers
+    block = f"{start}\n{tables}\n{end}"
+    text = path.read_text() if path.is_file() else None
+    if text is not None and start in text and end in text:
+        text = text[: text.index(start)] + block + text[text.index(end) + len(end) :]
+    elif text is not None:
+        text = f"{text.rstrip()}\n\n{block}\n"
     else:
         text = f"# Small-scale replication of GloTok's ablations\n\n## Results\n\n{block}\n"
     path.write_text(text)
