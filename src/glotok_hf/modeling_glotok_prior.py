@@ -42,9 +42,9 @@ class GloTokPriorOutput(ModelOutput):
 def rotary_table(config: GloTokPriorConfig) -> tuple[torch.Tensor, torch.Tensor]:
     """`(cos, sin)`, each `(1 + num_positions, head_dim)` in transformers' rotate-half layout: row 0 is the class
     token (all zero, LlamaGen's convention, or the identity without `zero_class_rotary`), row `1 + p` grid position
-    `p` in raster order. With `rope_2d`, pair `k`
-    of the first half of the pairs turns with the row at frequency `theta ** (-4k / head_dim)`, of the second half
-    with the column; otherwise every pair turns with `p` at `theta ** (-2k / head_dim)`."""
+    `p` in raster order. With `rope_2d`, pair `k` of the first half of the pairs turns with the row at frequency
+    `theta ** (-4k / head_dim)`, of the second half with the column; otherwise every pair turns with `p` at
+    `theta ** (-2k / head_dim)`."""
     half, grid = config.head_dim // 2, config.grid_size
     if config.rope_2d:
         freqs = 1.0 / config.rope_theta ** (torch.arange(0, half, 2).float() / half)

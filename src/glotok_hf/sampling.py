@@ -314,12 +314,12 @@ def sampling_memory_bytes(
     heads = config.num_attention_heads
     head_dim = getattr(config, "head_dim", None) or config.hidden_size // heads
     entry = 2 * (getattr(config, "num_key_value_heads", None) or heads) * head_dim
-    entries = config.num_hidden_layers * steps
     if hasattr(prior, "sample_factorized"):
         entries = config.num_hidden_layers * num_positions + config.head_layers * layout.tokens_per_position
-    return entry * entries * rows * next(prior.parameters()).element_size() + batch_size * (
-        4 * steps + 8 * (1 + steps)
-    )
+    else:
+        entries = config.num_hidden_layers * steps
+    draws_and_sequences = batch_size * (4 * steps + 8 * (1 + steps))
+    return entry * entries * rows * next(prior.parameters()).element_size() + draws_and_sequences
 
 
 def available_memory_bytes(device: torch.device | str) -> int | None:
