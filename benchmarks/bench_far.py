@@ -58,12 +58,17 @@ def build_priors(layers: int, width: int, head_layers: int, grid: int):
     return layout, interleaved, factorized
 
 
-def main():
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+def add_prior_arguments(parser: argparse.ArgumentParser) -> None:
+    """The options of the priors `build_priors` makes and of their batch (shared with profile_far.py)."""
     parser.add_argument("--layers", type=int, default=4)
     parser.add_argument("--width", type=int, default=256)
     parser.add_argument("--head-layers", type=int, default=3)
     parser.add_argument("--batch-size", type=int, default=8)
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    add_prior_arguments(parser)
     parser.add_argument("--grid", type=int, default=16)
     parser.add_argument("--guidance-scale", type=float, default=2.0)
     parser.add_argument("--threads", type=int, default=1)

@@ -15,7 +15,7 @@ import pstats
 import time
 
 import torch
-from bench_far import build_priors  # this folder is on sys.path when the script runs
+from bench_far import add_prior_arguments, build_priors  # this folder is on sys.path when the script runs
 
 from glotok_hf.sampling import sample_image_tokens
 
@@ -27,10 +27,7 @@ PIECES = {"backbone step": "(backbone)", "head": "(head_states)", "causal masks"
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--layers", type=int, default=4)
-    parser.add_argument("--width", type=int, default=256)
-    parser.add_argument("--head-layers", type=int, default=3)
-    parser.add_argument("--batch-size", type=int, default=8)
+    add_prior_arguments(parser)
     parser.add_argument("--positions", type=int, default=64, help="grid positions sampled (of a 16x16 grid)")
     parser.add_argument("--cache", choices=["dynamic", "static"], default="static")
     parser.add_argument("--top", type=int, default=10)
